@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds (or fetches) the mediasoup worker binary and prints its path on stdout.
+#
+# mediasoup's own install downloads a prebuilt worker from GitHub and, failing
+# that, builds from source with dependencies fetched from GitHub too. Where
+# GitHub is reachable we take the official prebuilt; otherwise we build the same
+# sources against Debian's packages (see debian.patch and compat/). The result
+# is cached outside the clone, keyed by mediasoup version and a hash of our
+# patch, so a rerun costs nothing.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+log() { echo "[mediasoup-worker] $*" >&2; }
+
+version="$(node -p "require('$root/package.json').dependencies.mediasoup.replace(/^[^0-9]*/, '')")"
+patch_hash="$(cat "$here/debian.patch" "$here/compat/srtp.h" "$here/compat/ankerl/unordered_dense.h" "$here/build.sh" | sha256sum | cut -c1-12)"
+cache_root="${OPTIN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optin}"
+cache_dir="$cache_root/mediasoup-worker/$version-$patch_hash"
+bin="$cache_dir/mediasoup-worker"
+
+if [ -x "$bin" ]; then
+  echo "$bin"
+  exit 0
+fi
+mkdir -p "$cache_dir"
+
+# 1. The official prebuilt, where the network allows (a user's machine).
+if [ "${OPTIN_WORKER_FROM_SOURCE:-0}" != "1" ]; then
+  kernel_major="$(uname -r | cut -d. -f1)"
+  tarname="mediasoup-worker-$version-linux-$(node -p process.arch)-kernel$kernel_major.tgz"
+  url="https://github.com/versatica/mediasoup/releases/download/$version/$tarname"
+  tmp="$(mktemp -d)"
+  if curl -fsSL --connect-timeout 5 --max-time 120 -o "$tmp/w.tgz" "$url" 2>/dev/null \
+     && tar -xzf "$tmp/w.tgz" -C "$tmp" && [ -x "$tmp/mediasoup-worker" ] \
+     && "$tmp/mediasoup-worker" --version >/dev/null 2>&1 || false; then
+    mv "$tmp/mediasoup-worker" "$bin.tmp" && mv "$bin.tmp" "$bin"
+    rm -rf "$tmp"
+    log "using the official prebuilt worker $version"
+    echo "$bin"
+    exit 0
+  fi
+  rm -rf "$tmp"
+  log "official prebuilt not reachable; building from source against Debian packages"
+fi
+
+# 2. Build from the npm tarball's sources with Debian's libraries.
+src_pkg="$root/node_modules/mediasoup"
+if [ ! -f "$src_pkg/worker/meson.build" ]; then
+  log "node_modules/mediasoup is missing: run npm ci first"
+  exit 1
+fi
+work="$(mktemp -d "${TMPDIR:-/tmp}/optin-ms-build.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+cp -r "$src_pkg/worker" "$work/worker"
+(cd "$work" && patch -p1 --quiet -d worker < "$here/debian.patch")
+cp -r "$here/compat" "$work/worker/optin-compat"
+log "building mediasoup-worker $version (about 7 minutes on 2 cores)"
+(
+  cd "$work/worker"
+  meson setup --buildtype release -Db_ndebug=true --wrap-mode=nofallback build >"$work/meson.log" 2>&1 \
+    || { cat "$work/meson.log" >&2; exit 1; }
+  ninja -C build mediasoup-worker >"$work/ninja.log" 2>&1 \
+    || { tail -60 "$work/ninja.log" >&2; exit 1; }
+)
+cp "$work/worker/build/mediasoup-worker" "$bin.tmp"
+mv "$bin.tmp" "$bin"
+log "built $bin"
+echo "$bin"
