@@ -13,12 +13,21 @@ root="$(cd "$here/../.." && pwd)"
 log() { echo "[mediasoup-worker] $*" >&2; }
 
 version="$(node -p "require('$root/package.json').dependencies.mediasoup.replace(/^[^0-9]*/, '')")"
-patch_hash="$(cat "$here/debian.patch" "$here/compat/srtp.h" "$here/compat/ankerl/unordered_dense.h" "$here/build.sh" | sha256sum | cut -c1-12)"
+patch_hash="$(cat "$here/debian.patch" "$here/compat/srtp.h" "$here/compat/ankerl/unordered_dense.h" | sha256sum | cut -c1-12)"
 cache_root="${OPTIN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optin}"
 cache_dir="$cache_root/mediasoup-worker/$version-$patch_hash"
 bin="$cache_dir/mediasoup-worker"
 
-if [ -x "$bin" ]; then
+# A worker started without MEDIASOUP_VERSION exits with its own code 41: proof that the
+# binary and its shared libraries load on this machine.
+runs_as_worker() {
+  [ -x "$1" ] || return 1
+  local rc=0
+  env -u MEDIASOUP_VERSION "$1" >/dev/null 2>&1 || rc=$?
+  [ "$rc" -eq 41 ]
+}
+
+if runs_as_worker "$bin"; then
   echo "$bin"
   exit 0
 fi
@@ -31,8 +40,7 @@ if [ "${OPTIN_WORKER_FROM_SOURCE:-0}" != "1" ]; then
   url="https://github.com/versatica/mediasoup/releases/download/$version/$tarname"
   tmp="$(mktemp -d)"
   if curl -fsSL --connect-timeout 5 --max-time 120 -o "$tmp/w.tgz" "$url" 2>/dev/null \
-     && tar -xzf "$tmp/w.tgz" -C "$tmp" && [ -x "$tmp/mediasoup-worker" ] \
-     && "$tmp/mediasoup-worker" --version >/dev/null 2>&1 || false; then
+     && tar -xzf "$tmp/w.tgz" -C "$tmp" && runs_as_worker "$tmp/mediasoup-worker"; then
     mv "$tmp/mediasoup-worker" "$bin.tmp" && mv "$bin.tmp" "$bin"
     rm -rf "$tmp"
     log "using the official prebuilt worker $version"
@@ -63,6 +71,7 @@ log "building mediasoup-worker $version (about 7 minutes on 2 cores)"
     || { tail -60 "$work/ninja.log" >&2; exit 1; }
 )
 cp "$work/worker/build/mediasoup-worker" "$bin.tmp"
+runs_as_worker "$bin.tmp" || { log "the built worker does not start"; exit 1; }
 mv "$bin.tmp" "$bin"
 log "built $bin"
 echo "$bin"
