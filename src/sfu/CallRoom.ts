@@ -1,0 +1,142 @@
+import { EventEmitter } from 'node:events';
+import type { types } from 'mediasoup';
+import { ROUTER_MEDIA_CODECS, audioCodecOf, plainAudioRtpParameters, type AudioCodec } from './mediaCodecs.ts';
+import type { WorkerPool } from './WorkerPool.ts';
+import { OptinError } from '../errors/OptinError.ts';
+
+export interface AudioLeg {
+  participantId: string;
+  producer: types.Producer;
+  codec: AudioCodec;
+}
+
+export type CallRoomEvents = {
+  /** An audio producer joined: the recorder taps it. */
+  audioproducer: [AudioLeg];
+  /** The Router or its worker went away. */
+  close: [reason: 'closed' | 'worker-died'];
+};
+
+export interface PlainLeg {
+  ip: string;
+  rtpPort: number;
+  rtcpPort: number;
+  transport: types.PlainTransport;
+  producer: types.Producer;
+}
+
+/**
+ * One call's mediasoup Router and its legs. Media flows between the legs whatever the gate says
+ * (R5: declining consent changes nothing for the call); the recorder only taps producers.
+ */
+export class CallRoom extends EventEmitter<CallRoomEvents> {
+  readonly callId: string;
+  readonly router: types.Router;
+  readonly #pool: WorkerPool;
+  readonly #worker: types.Worker;
+  readonly #listenIp: string;
+  readonly #announcedAddress: string | undefined;
+  readonly #legs = new Map<string, AudioLeg>();
+  readonly #transports = new Set<types.Transport>();
+  #closed = false;
+
+  private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string) {
+    super();
+    this.callId = callId;
+    this.router = router;
+    this.#worker = worker;
+    this.#pool = pool;
+    this.#listenIp = listenIp;
+    this.#announcedAddress = announcedAddress;
+    router.observer.on('close', () => this.#onClosed(worker.closed || worker.died ? 'worker-died' : 'closed'));
+  }
+
+  static async create(pool: WorkerPool, callId: string, opts: { listenIp: string; announcedAddress?: string }): Promise<CallRoom> {
+    const worker = pool.pick();
+    const router = await worker.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS, appData: { callId } });
+    pool.retain(worker);
+    return new CallRoom(callId, router, worker, pool, opts.listenIp, opts.announcedAddress);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get legs(): AudioLeg[] {
+    return [...this.#legs.values()];
+  }
+
+  /**
+   * A SIP/PSTN-style leg: a PlainTransport that learns the sender's address from its first packet
+   * (comedia). RTCP on its own port (rtcpMux false): senders such as ffmpeg send RTCP from another
+   * source port, which with a muxed transport would claim the tuple and drop all RTP.
+   */
+  async addPlainLeg(participantId: string, codec: AudioCodec, ssrc: number): Promise<PlainLeg> {
+    this.#assertOpen();
+    if (this.#legs.has(participantId)) {
+      throw new OptinError('LEG_EXISTS', `participant ${participantId} already has an audio leg in call ${this.callId}`);
+    }
+    const transport = await this.router.createPlainTransport({
+      listenInfo: { protocol: 'udp', ip: this.#listenIp, ...(this.#announcedAddress ? { announcedAddress: this.#announcedAddress } : {}) },
+      rtcpMux: false,
+      comedia: true,
+    });
+    this.#transports.add(transport);
+    const producer = await transport.produce({
+      kind: 'audio',
+      rtpParameters: plainAudioRtpParameters(codec, ssrc),
+      appData: { participantId },
+    });
+    this.#addLeg({ participantId, producer, codec });
+    return {
+      ip: transport.tuple.localAddress,
+      rtpPort: transport.tuple.localPort,
+      rtcpPort: transport.rtcpTuple?.localPort ?? transport.tuple.localPort,
+      transport,
+      producer,
+    };
+  }
+
+  /** A WebRTC leg: the softphone signalling creates the transport; producers are announced here. */
+  async createWebRtcTransport(): Promise<types.WebRtcTransport> {
+    this.#assertOpen();
+    const transport = await this.router.createWebRtcTransport({
+      listenInfos: [{ protocol: 'udp', ip: this.#listenIp, ...(this.#announcedAddress ? { announcedAddress: this.#announcedAddress } : {}) }],
+      enableUdp: true,
+    });
+    this.#transports.add(transport);
+    return transport;
+  }
+
+  /** Registers a producer made on one of this room's transports as a participant's voice. */
+  addProducer(participantId: string, producer: types.Producer): void {
+    if (producer.kind !== 'audio') return; // video is forwarded, never recorded
+    const codec = audioCodecOf(producer.rtpParameters.codecs[0]?.mimeType ?? '');
+    if (!codec) throw new OptinError('CODEC_UNSUPPORTED', `unsupported audio codec ${producer.rtpParameters.codecs[0]?.mimeType}`);
+    this.#addLeg({ participantId, producer, codec });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.router.close();
+  }
+
+  #addLeg(leg: AudioLeg): void {
+    this.#legs.set(leg.participantId, leg);
+    leg.producer.observer.once('close', () => {
+      if (this.#legs.get(leg.participantId) === leg) this.#legs.delete(leg.participantId);
+    });
+    this.emit('audioproducer', leg);
+  }
+
+  #onClosed(reason: 'closed' | 'worker-died'): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pool.release(this.#worker);
+    this.emit('close', reason);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new OptinError('CALL_CLOSED', `call ${this.callId} is closed`);
+  }
+}
