@@ -10,6 +10,13 @@
 #   scripts/s3/rgw.sh status   exit 0 when running and answering HTTP, 1 otherwise
 #   scripts/s3/rgw.sh env      shell exports: OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY
 #
+# Shared use by test runs (src/storage/s3Endpoint.ts; engineers share the machine):
+#   scripts/s3/rgw.sh start --lease PID   start or reuse, and record that process PID uses it
+#   scripts/s3/rgw.sh release PID         PID is done; stop the gateway only if PID started it
+#                                         (or inherited it from a finished starter) and no other
+#                                         live process holds a lease. A gateway started by hand
+#                                         (no --lease) is never stopped by a release.
+#
 # Environment:
 #   OPTIN_STATE_DIR               state root (default $HOME/.cache/optin); ours is <root>/rgw
 #   OPTIN_RGW_LC_DEBUG_INTERVAL   seconds that a lifecycle "day" lasts (default 10), so expiry
@@ -57,12 +64,21 @@ ensure_packages() {
 
 pid_of() { [[ -s "$RUN/$1.pid" ]] && cat "$RUN/$1.pid" || true; }
 
+# Alive and not a zombie: our daemons are re-parented to PID 1 when this script exits, and it
+# may reap them late, so `kill -0` alone would see a dead daemon as running.
+alive() {
+  local pid="$1" stat
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ -n "$stat" && "${stat:0:1}" != Z ]]
+}
+
 # A pid counts as ours only if it is alive AND its command line names our config file: a
 # recycled pid (after a reboot or crash) must never be signalled.
 is_ours() {
   local pid="$1"
-  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF"
+  [[ -n "$pid" ]] && alive "$pid" || return 1
+  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$CONF"
 }
 
 http_ok() { curl -fsS -m 2 -o /dev/null "$ENDPOINT/" 2>/dev/null; }
@@ -82,37 +98,62 @@ print_env() {
 # Pids listening on a TCP port (needs root to see other users' sockets; we are root here).
 listeners() { ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true; }
 
+# SIGTERM, up to 3 s for a clean exit, then SIGKILL. The data is in RAM and thrown away anyway;
+# radosgw alone would take ~10 s to finish its lifecycle thread's sleep after SIGTERM.
 stop_pids() {
-  local pids=("$@") pid i
+  local pids=("$@") pid i any
   ((${#pids[@]} == 0)) && return 0
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for ((i = 0; i < 50; i++)); do # up to 5 s for a clean exit
-    local alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    ((alive == 0)) && return 0
+  for ((i = 0; i < 30; i++)); do
+    any=0
+    for pid in "${pids[@]}"; do alive "$pid" && any=1; done
+    ((any == 0)) && return 0
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true; done
-  sleep 0.2
+  for pid in "${pids[@]}"; do
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  for ((i = 0; i < 20; i++)); do
+    any=0
+    for pid in "${pids[@]}"; do alive "$pid" && any=1; done
+    ((any == 0)) && return 0
+    sleep 0.1
+  done
 }
 
 do_stop() {
-  local pids=() d pid port
-  # Reverse order: gateway first, then storage, then the monitor.
+  local clients=() mons=() d pid port
   for d in rgw osd mon; do
     pid="$(pid_of "$d")"
-    if is_ours "$pid"; then pids+=("$pid"); fi
-    rm -f "$RUN/$d.pid"
+    if is_ours "$pid"; then
+      if [[ $d == mon ]]; then mons+=("$pid"); else clients+=("$pid"); fi
+    fi
   done
-  # An earlier instance whose pid files were lost still holds the ports: stop it too, but only
-  # when its command line proves it is ours.
-  for port in "$S3_PORT" "$MON_PORT"; do
-    for pid in $(listeners "$port"); do is_ours "$pid" && pids+=("$pid"); done
+  # Daemons of an earlier instance whose pid files were lost (a crashed run): found by their
+  # command line naming our own config file -- never by process name, which would also hit
+  # other people's daemons.
+  local cmdline
+  local dir
+  for dir in /proc/[0-9]*; do
+    pid="${dir#/proc/}"
+    cmdline="$({ tr '\0' ' ' <"$dir/cmdline"; } 2>/dev/null)" || continue
+    [[ $cmdline == *"-c $CONF"* ]] || continue
+    case "$cmdline" in
+      ceph-mon* | */ceph-mon*) is_ours "$pid" && mons+=("$pid") ;;
+      ceph-osd* | */ceph-osd* | radosgw* | */radosgw*) is_ours "$pid" && clients+=("$pid") ;;
+    esac
   done
-  if ((${#pids[@]} > 0)); then
-    log "stopping pids ${pids[*]}"
-    stop_pids $(printf '%s\n' "${pids[@]}" | sort -u)
-  fi
+  # Gateway and OSD first, monitor last: a stopping OSD tells the monitor it goes down and waits
+  # for the answer, so with the monitor gone first it would hang for its shutdown timeout.
+  local -a c m
+  mapfile -t c < <(((${#clients[@]} > 0)) && printf '%s\n' "${clients[@]}" | sort -u)
+  mapfile -t m < <(((${#mons[@]} > 0)) && printf '%s\n' "${mons[@]}" | sort -u)
+  if ((${#c[@]} + ${#m[@]} > 0)); then log "stopping pids ${c[*]} ${m[*]}"; fi
+  stop_pids "${c[@]}"
+  stop_pids "${m[@]}"
+  for d in rgw osd mon; do rm -f "$RUN/$d.pid"; done
+  # Written by s3Endpoint.ts for the test run that started the instance: void once it is gone.
+  rm -f "$STATE/owner"
 }
 
 write_conf() {
@@ -147,6 +188,8 @@ mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon_max_pg_per_osd = 1000
+# Commit map changes (pool creation, OSD boot) at once instead of batching them for 1 s each.
+paxos propose interval = 0.01
 
 [mon.a]
 mon data = $STATE/mon
@@ -156,6 +199,8 @@ osd data = $STATE/osd0
 osd objectstore = memstore
 memstore device bytes = 4294967296
 osd memory target = 268435456
+# Bounds how long a stopping OSD waits for the monitor's acknowledgement.
+osd mon shutdown timeout = 1
 osd max object name len = 460
 osd max object namespace len = 64
 
@@ -179,8 +224,9 @@ cephq() { timeout 20 ceph -c "$CONF" --connect-timeout 10 "$@"; }
 spawn() {
   # setsid: the daemon leaves our process group (a Ctrl-C in the caller's terminal or the test
   # runner's exit must not kill it halfway); -f keeps it in the foreground so $! is its pid.
+  # 9>&-: the daemon must not inherit the lock fd, or it would hold the lock for its lifetime.
   local name="$1"; shift
-  setsid "$@" -f -c "$CONF" </dev/null >>"$LOGS/$name.out" 2>&1 &
+  setsid "$@" -f -c "$CONF" </dev/null >>"$LOGS/$name.out" 2>&1 9>&- &
   echo $! >"$RUN/$name.pid"
 }
 
@@ -197,6 +243,9 @@ wait_for() {
 do_start() {
   if healthy; then
     log "already running at $ENDPOINT"
+    # Machine-readable for src/storage/s3Endpoint.ts (a comment, so `eval` ignores it): the
+    # caller did not start this instance and must not stop it.
+    echo "# rgw: already-running"
     print_env
     return 0
   fi
@@ -208,7 +257,9 @@ do_start() {
   done
 
   local t0=$SECONDS fsid osd_uuid
-  rm -rf "$STATE/mon" "$STATE/osd0" "$STATE/rgw" "$RUN" "$LOGS" "$STATE/monmap" "$STATE/keyring"
+  # The previous run's logs are kept one generation, for the post-mortem of a crashed run.
+  rm -rf "$STATE/mon" "$STATE/osd0" "$STATE/rgw" "$RUN" "$LOGS.prev" "$STATE/monmap" "$STATE/keyring"
+  if [[ -d $LOGS ]]; then mv "$LOGS" "$LOGS.prev"; fi
   mkdir -p "$STATE/mon" "$STATE/osd0" "$STATE/rgw" "$RUN" "$LOGS"
   fsid="$(uuidgen)"
   osd_uuid="$(uuidgen)"
@@ -229,11 +280,11 @@ do_start() {
 
   # Pools radosgw would otherwise create one by one on first use (~2 s); created while the
   # OSD boots. Pool creation is a monitor operation, so it does not wait for the OSD.
+  # One CLI process reads all commands from stdin (each `ceph` start costs ~0.3 s of Python).
   local pool
   for pool in "${RGW_POOLS[@]}"; do
-    cephq osd pool create "$pool" 8 8 >/dev/null 2>&1
-    cephq osd pool application enable "$pool" rgw >/dev/null 2>&1 || true
-  done
+    printf 'osd pool create %s 8 8\nosd pool application enable %s rgw\n' "$pool" "$pool"
+  done | cephq >>"$LOGS/pools.out" 2>&1 || die "creating the rgw pools failed; see $LOGS/pools.out"
   wait_for "the OSD" 120 bash -c "timeout 20 ceph -c '$CONF' osd dump 2>/dev/null | grep -q '^osd.0 up'"
 
   # The keys live in RADOS (memstore), so the user is created anew on every start.
@@ -245,6 +296,7 @@ do_start() {
   # Readiness: an anonymous GET / answers with a ListAllMyBuckets XML once beast is serving.
   wait_for "radosgw on $ENDPOINT" 240 http_ok
   log "ready at $ENDPOINT in $((SECONDS - t0)) s (state in $STATE)"
+  echo "# rgw: started"
   print_env
 }
 
@@ -257,20 +309,69 @@ do_status() {
   return 1
 }
 
+# Leases live in $STATE/leases/<pid>; the starter's pid in $STATE/owner. Both are read and
+# written under the lock only, so a release can never stop a gateway that a concurrent start
+# has just handed out.
+live_leases() {
+  local f pid live=()
+  for f in "$STATE/leases"/*; do
+    [[ -e $f ]] || continue
+    pid="${f##*/}"
+    if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid"; then live+=("$pid"); else rm -f "$f"; fi
+  done
+  echo "${live[*]}"
+}
+
+do_release() {
+  local pid="$1" owner others
+  rm -f "$STATE/leases/$pid"
+  others="$(live_leases)"
+  if [[ -n $others ]]; then
+    log "still in use by pids $others: left running"
+    return 0
+  fi
+  owner="$(cat "$STATE/owner" 2>/dev/null || true)"
+  if [[ -n $owner && ($owner == "$pid" || ! -d /proc/$owner) ]]; then
+    do_stop
+    log "stopped (last user gone)"
+  else
+    log "not started by a test run (or its starter is alive): left running"
+  fi
+}
+
 main() {
-  local cmd="${1:-}"
+  local cmd="${1:-}" lease=""
   case "$cmd" in
-    start | stop)
-      mkdir -p "$STATE" "$RUN"
-      # Serialise concurrent start/stop (two test runs at once would race on the same ports).
+    start | stop | release)
+      if [[ $cmd == start && ${2:-} == --lease ]]; then
+        lease="${3:-}"
+        [[ $lease =~ ^[0-9]+$ ]] || die "start --lease needs a pid"
+      fi
+      if [[ $cmd == release ]]; then
+        lease="${2:-}"
+        [[ $lease =~ ^[0-9]+$ ]] || die "release needs a pid"
+      fi
+      mkdir -p "$STATE" "$RUN" "$STATE/leases"
+      # Serialise start/stop/release (two test runs at once would race on the same ports).
       exec 9>"$STATE/.lock"
-      flock -w 180 9 || die "another rgw.sh $cmd holds $STATE/.lock"
-      if [[ $cmd == start ]]; then do_start; else do_stop; log "stopped"; fi
+      flock -w 300 9 || die "another rgw.sh holds $STATE/.lock"
+      case "$cmd" in
+        start)
+          [[ -z $lease ]] || date -u +%FT%TZ >"$STATE/leases/$lease"
+          local out
+          out="$(do_start)" || { [[ -z $lease ]] || rm -f "$STATE/leases/$lease"; exit 1; }
+          # Only the run that really started the gateway may be its owner.
+          if [[ -n $lease && $out == *"# rgw: started"* ]]; then echo "$lease" >"$STATE/owner"; fi
+          printf '%s\n' "$out"
+          ;;
+        stop) do_stop; log "stopped" ;;
+        release) do_release "$lease" ;;
+      esac
       ;;
     status) do_status ;;
     env) print_env ;;
     *)
-      echo "usage: $0 start|stop|status|env" >&2
+      echo "usage: $0 start [--lease PID]|stop|release PID|status|env" >&2
       exit 2
       ;;
   esac

@@ -1,0 +1,172 @@
+import path from 'node:path';
+import type { OptinConfig } from '../config/config.ts';
+import { OptinError } from '../errors/OptinError.ts';
+import { createLogger, type Logger } from '../log/logger.ts';
+import { createMetrics, type Metrics } from '../metrics/metrics.ts';
+import { WorkerPool } from '../sfu/WorkerPool.ts';
+import { CallRoom } from '../sfu/CallRoom.ts';
+import { ControlClient } from '../control/ControlClient.ts';
+import { PolicyState } from '../gate/PolicyState.ts';
+import { CapLedger } from '../gate/CapLedger.ts';
+import { Keyring } from '../crypto/Keyring.ts';
+import { RecordingStore } from '../storage/RecordingStore.ts';
+import { bucketNames } from '../storage/layout.ts';
+import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
+import { AuditTrail } from '../audit/AuditTrail.ts';
+import { TranscoderPool } from '../media/TranscoderPool.ts';
+import { Recorder } from '../recorder/Recorder.ts';
+import type { Client } from 'minio';
+
+export interface RecorderApp {
+  config: OptinConfig;
+  logger: Logger;
+  metrics: Metrics;
+  pool: WorkerPool;
+  state: PolicyState;
+  control: ControlClient;
+  store: RecordingStore;
+  audit: AuditTrail;
+  recorder: Recorder;
+  s3: Client;
+  transcoder: TranscoderPool;
+  /** Creates a call's Router and puts it under the recorder. */
+  openCall(callId: string): Promise<CallRoom>;
+  close(): Promise<void>;
+}
+
+/**
+ * Assembles a recorder worker from its configuration: checks every dependency first and fails
+ * fast with one message naming the fix (no S3, wrong keys, missing worker binary, no secret),
+ * then starts the mediasoup workers, the store (buckets, lifecycle, spool recovery, sweeper),
+ * the audit trail, the control stream and the recorder.
+ */
+export async function startRecorderApp(config: OptinConfig, opts: { logger?: Logger; metrics?: Metrics } = {}): Promise<RecorderApp> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const metrics = opts.metrics ?? createMetrics();
+  const { s3 } = config;
+  if (!s3.endpoint || !s3.accessKey || !s3.secretKey) {
+    throw new OptinError(
+      'CONFIG_INVALID',
+      'no object store configured: set OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY and OPTIN_S3_SECRET_KEY ' +
+        '(for a local test server run `npm run s3:start` then eval "$(bash scripts/s3/rgw.sh env)")',
+    );
+  }
+  if (!config.keyring) {
+    throw new OptinError('CONFIG_INVALID', 'no key-encryption keyring: set OPTIN_KEYRING to {"activeKeyId":"k1","keys":{"k1":"<base64 of 32 random bytes>"}}');
+  }
+  if (!config.control.secret) {
+    throw new OptinError('CONFIG_INVALID', 'no control-stream secret: set OPTIN_CONTROL_SECRET (at least 32 characters, shared with the policy server)');
+  }
+  const keyring = Keyring.fromConfig(config.keyring);
+  const s3cfg = { endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region };
+  await assertS3Reachable(s3cfg);
+  const client = createS3Client(s3cfg);
+  const buckets = bucketNames({ prefix: s3.bucketPrefix, media: s3.mediaBucket, keys: s3.keysBucket, audit: s3.auditBucket });
+
+  const pool = await WorkerPool.create({
+    size: config.mediasoup.workers,
+    workerBin: config.mediasoup.workerBin,
+    rtcMinPort: config.mediasoup.rtcMinPort,
+    rtcMaxPort: config.mediasoup.rtcMaxPort,
+    logger,
+  });
+  pool.on('workerdied', () => metrics.mediaWorkerDeaths.inc());
+
+  const cleanups: (() => Promise<unknown>)[] = [async () => pool.close()];
+  try {
+    const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: config.workerId, logger, createBucket: true });
+    const store = await RecordingStore.open({
+      client,
+      buckets,
+      keyring,
+      retentionSeconds: config.retentionSeconds,
+      spoolDir: path.resolve(config.spool.dir),
+      spoolMaxBytes: config.spool.maxBytes,
+      logger,
+      audit,
+      nodeId: config.workerId,
+      region: s3.region,
+    });
+    cleanups.unshift(() => store.close());
+    store.on('spoolchange', (s) => metrics.spoolBytes.set(s.bytes));
+
+    const state = new PolicyState();
+    const control = new ControlClient({
+      url: config.control.url,
+      workerId: config.workerId,
+      secret: config.control.secret,
+      heartbeatTimeoutMs: config.control.heartbeatTimeoutMs,
+      state,
+      logger,
+    });
+    control.on('stale', () => metrics.controlFresh.set(0));
+    control.on('fresh', () => metrics.controlFresh.set(1));
+    metrics.controlFresh.set(0);
+    cleanups.unshift(async () => control.close());
+
+    const capLedger = new CapLedger({ client, bucket: buckets.keys, capFor: (agentId) => state.schedule(agentId)?.monthlyCap });
+    const transcoder = new TranscoderPool({ threads: config.transcoderThreads });
+    cleanups.unshift(() => transcoder.close());
+
+    const recorder = new Recorder({
+      control,
+      state,
+      store,
+      admitter: capLedger,
+      encoder: transcoder,
+      audit,
+      logger,
+      metrics,
+      segmentSeconds: config.segmentSeconds,
+      maxStreams: config.admission.maxStreams,
+      maxEventLoopLagMs: config.admission.maxEventLoopLagMs,
+    });
+    cleanups.unshift(() => recorder.close());
+    control.start();
+
+    const mediaUsage = setInterval(() => {
+      pool.resourceUsage().then(
+        (usage) =>
+          usage.forEach((u, i) => {
+            metrics.mediaWorkerCpuSeconds.set({ worker: String(i) }, u.cpuMs / 1000);
+            metrics.mediaWorkerMaxRssBytes.set({ worker: String(i) }, u.maxRssKb * 1024);
+          }),
+        () => undefined,
+      );
+    }, 5000);
+    mediaUsage.unref();
+
+    let closed = false;
+    return {
+      config,
+      logger,
+      metrics,
+      pool,
+      state,
+      control,
+      store,
+      audit,
+      recorder,
+      s3: client,
+      transcoder,
+      async openCall(callId: string) {
+        const room = await CallRoom.create(pool, callId, {
+          listenIp: config.mediasoup.listenIp,
+          ...(config.mediasoup.announcedAddress ? { announcedAddress: config.mediasoup.announcedAddress } : {}),
+        });
+        await recorder.attachCall(room);
+        return room;
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        clearInterval(mediaUsage);
+        // Order matters: the recorder seals and hands over its segments before the store closes.
+        for (const fn of cleanups) await fn().catch((err: Error) => logger.error({ err: err.message }, 'shutdown step failed'));
+      },
+    };
+  } catch (err) {
+    for (const fn of cleanups) await fn().catch(() => undefined);
+    throw err;
+  }
+}

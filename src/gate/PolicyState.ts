@@ -1,0 +1,303 @@
+import type {
+  AgentParticipant,
+  AgentSchedule,
+  CallSnapshot,
+  ConsentEvidence,
+  ConsentStatus,
+  ErrorCode,
+  Fact,
+  Participant,
+  Window,
+} from '../control/protocol.ts';
+import { monthKey } from './month.ts';
+import { checkSchedule, sortWindows } from './schedule.ts';
+
+/**
+ * What the worker knows from the control stream, plus the worker's own cap
+ * bookkeeping. Pure: no I/O, no timers, no clock (callers pass instants), so
+ * decideGate over it is a function of its arguments and property-testable.
+ *
+ * The default is closed: a new PolicyState is stale and knows no call.
+ */
+
+export interface ConsentRecord {
+  readonly status: ConsentStatus;
+  readonly evidence: ConsentEvidence;
+  /** Withdrawal only: the customer also asked for deletion of what was recorded (R9). */
+  readonly erase: boolean;
+}
+
+export interface CallState {
+  readonly callId: string;
+  /** By participantId, in the order the server listed them. */
+  readonly participants: ReadonlyMap<string, Participant>;
+  /** By participantId; customers only. Absent = no act yet = no consent. */
+  readonly consents: ReadonlyMap<string, ConsentRecord>;
+  readonly paused: boolean;
+  readonly ended: boolean;
+}
+
+export interface ScheduleState {
+  readonly agentId: string;
+  /** Sorted by start, non-overlapping. Empty when the server's schedule was refused. */
+  readonly windows: readonly Window[];
+  readonly monthlyCap: number;
+}
+
+/** A recording admitted under the monthly cap; it keeps its admission until the call ends. */
+export interface Admission {
+  readonly recordingId: string;
+  readonly atMs: number;
+  readonly agentIds: readonly string[];
+}
+
+export type ApplyResult =
+  | { ok: true; changed: string | 'all' }
+  | { ok: false; code: ErrorCode; message: string; changed?: string | 'all' };
+
+/** How many ended calls are remembered (so late facts about them are refused, not mistaken for new calls). */
+export const ENDED_CALLS_RETAINED = 1024;
+
+interface MutableCall {
+  callId: string;
+  participants: Map<string, Participant>;
+  consents: Map<string, ConsentRecord>;
+  paused: boolean;
+  ended: boolean;
+}
+
+export class PolicyState {
+  #fresh = false;
+  #staleReason: string = 'never-synced';
+  readonly #calls = new Map<string, MutableCall>();
+  readonly #ended: string[] = [];
+  readonly #schedules = new Map<string, ScheduleState>();
+  readonly #admissions = new Map<string, Admission>();
+  readonly #capRefused = new Set<string>();
+  /** `${agentId}/${YYYY-MM}` -> recordings admitted (from the CapLedger, plus our own admissions). */
+  readonly #monthlyCounts = new Map<string, number>();
+
+  // -- freshness ------------------------------------------------------------
+
+  get fresh(): boolean {
+    return this.#fresh;
+  }
+
+  /** Why the state is stale (undefined while fresh). */
+  get staleReason(): string | undefined {
+    return this.#fresh ? undefined : this.#staleReason;
+  }
+
+  /** Every gate closes with `control-stale` until the next snapshot. Returns whether this changed anything. */
+  markStale(reason: string): boolean {
+    const was = this.#fresh;
+    this.#fresh = false;
+    this.#staleReason = reason;
+    return was;
+  }
+
+  // -- applying the stream ----------------------------------------------------
+
+  /**
+   * Replaces calls and schedules with the snapshot's and becomes fresh. The
+   * worker's own cap bookkeeping survives for calls still present (an admitted
+   * recording stays admitted across a reconnect). Returns per-entry problems,
+   * e.g. a schedule refused under R6; the rest of the snapshot still applies.
+   */
+  applySnapshot(calls: readonly CallSnapshot[], agents: readonly AgentSchedule[]): ApplyResult[] {
+    const problems: ApplyResult[] = [];
+    this.#calls.clear();
+    this.#ended.length = 0;
+    this.#schedules.clear();
+    for (const c of calls) {
+      if (this.#calls.has(c.callId)) {
+        problems.push({ ok: false, code: 'duplicate-call', message: `snapshot lists call ${c.callId} twice; the first entry is kept` });
+        continue;
+      }
+      const call = newCall(c.callId, c.participants);
+      call.paused = c.paused;
+      for (const entry of c.consents) {
+        const p = call.participants.get(entry.participantId);
+        if (p === undefined || p.role !== 'customer') {
+          problems.push({ ok: false, code: p === undefined ? 'unknown-participant' : 'not-a-customer', message: `snapshot consent for ${entry.participantId} in call ${c.callId} ignored` });
+          continue;
+        }
+        call.consents.set(entry.participantId, { status: entry.status, evidence: entry.evidence, erase: entry.erase ?? false });
+      }
+      this.#calls.set(c.callId, call);
+    }
+    for (const a of agents) {
+      const r = this.#setSchedule(a.agentId, a.windows, a.monthlyCap);
+      if (!r.ok) problems.push(r);
+    }
+    for (const callId of [...this.#admissions.keys()]) if (!this.#calls.has(callId)) this.#admissions.delete(callId);
+    for (const callId of [...this.#capRefused]) if (!this.#calls.has(callId)) this.#capRefused.delete(callId);
+    this.#fresh = true;
+    return problems;
+  }
+
+  /**
+   * Applies one delta fact. A fact that does not fit the state (unknown call,
+   * consent for an agent, ...) changes nothing and returns the error to reply.
+   * Applying works while stale too (the client does not call it then), but
+   * never makes the state fresh: only a snapshot does.
+   */
+  applyFact(fact: Fact): ApplyResult {
+    switch (fact.type) {
+      case 'call.started': {
+        if (this.#calls.has(fact.callId)) {
+          return { ok: false, code: 'duplicate-call', message: `call ${fact.callId} is already known; call ids are never reused` };
+        }
+        this.#calls.set(fact.callId, newCall(fact.callId, fact.participants));
+        return { ok: true, changed: fact.callId };
+      }
+      case 'call.ended': {
+        const call = this.#liveCall(fact.callId);
+        if (!('callId' in call)) return call;
+        call.ended = true;
+        this.#admissions.delete(fact.callId);
+        this.#capRefused.delete(fact.callId);
+        this.#ended.push(fact.callId);
+        // Forget the oldest ended calls; bounded memory beats perfect late-fact detection.
+        while (this.#ended.length > ENDED_CALLS_RETAINED) this.#calls.delete(this.#ended.shift()!);
+        return { ok: true, changed: fact.callId };
+      }
+      case 'call.paused':
+      case 'call.resumed': {
+        const call = this.#liveCall(fact.callId);
+        if (!('callId' in call)) return call;
+        call.paused = fact.type === 'call.paused';
+        return { ok: true, changed: fact.callId };
+      }
+      case 'consent.granted':
+      case 'consent.declined':
+      case 'consent.withdrawn': {
+        const call = this.#liveCall(fact.callId);
+        if (!('callId' in call)) return call;
+        const p = call.participants.get(fact.participantId);
+        if (p === undefined) {
+          return { ok: false, code: 'unknown-participant', message: `participant ${fact.participantId} is not in call ${fact.callId}` };
+        }
+        if (p.role !== 'customer') {
+          return { ok: false, code: 'not-a-customer', message: `participant ${fact.participantId} is an agent; consent facts are for customers` };
+        }
+        const status: ConsentStatus =
+          fact.type === 'consent.granted' ? 'granted' : fact.type === 'consent.declined' ? 'declined' : 'withdrawn';
+        const current = call.consents.get(fact.participantId);
+        // Asymmetric on purpose: a refusal always applies at once (R5), but a
+        // grant older than the refusal it would replace is a stale retransmission,
+        // not a new positive act, and must not reopen the gate.
+        if (status === 'granted' && current !== undefined && current.status !== 'granted' && fact.evidence.at < current.evidence.at) {
+          return { ok: false, code: 'stale-evidence', message: `consent.granted for ${fact.participantId} predates the ${current.status} it would replace` };
+        }
+        call.consents.set(fact.participantId, {
+          status,
+          evidence: fact.evidence,
+          erase: fact.type === 'consent.withdrawn' ? fact.erase : false,
+        });
+        return { ok: true, changed: fact.callId };
+      }
+      case 'schedule.set':
+        return this.#setSchedule(fact.agentId, fact.windows, fact.monthlyCap);
+    }
+  }
+
+  #liveCall(callId: string): MutableCall | { ok: false; code: ErrorCode; message: string } {
+    const call = this.#calls.get(callId);
+    if (call === undefined) return { ok: false, code: 'unknown-call', message: `call ${callId} is not known (no call.started)` };
+    if (call.ended) return { ok: false, code: 'call-ended', message: `call ${callId} has ended; late facts change nothing` };
+    return call;
+  }
+
+  /**
+   * A schedule that breaks R6 is refused AND replaces the agent's previous
+   * schedule with none: the server meant to change it, and guessing that the
+   * old one still holds could record outside what the server intended. This
+   * is the one refused fact that changes state, and it only closes gates.
+   */
+  #setSchedule(agentId: string, windows: readonly Window[], monthlyCap: number): ApplyResult {
+    const problems = checkSchedule(windows, monthlyCap);
+    if (problems.length > 0) {
+      this.#schedules.set(agentId, { agentId, windows: [], monthlyCap: 0 });
+      return {
+        ok: false,
+        code: 'schedule-rejected',
+        message: `schedule for agent ${agentId} refused, agent not recorded until a valid one arrives: ${problems.map((p) => p.message).join('; ')}`.slice(0, 1000),
+        changed: 'all',
+      };
+    }
+    this.#schedules.set(agentId, { agentId, windows: sortWindows(windows), monthlyCap });
+    return { ok: true, changed: 'all' };
+  }
+
+  // -- reading ----------------------------------------------------------------
+
+  call(callId: string): CallState | undefined {
+    return this.#calls.get(callId);
+  }
+
+  /** Ids of calls known and not ended. */
+  *activeCallIds(): IterableIterator<string> {
+    for (const c of this.#calls.values()) if (!c.ended) yield c.callId;
+  }
+
+  agentsOf(callId: string): AgentParticipant[] {
+    const call = this.#calls.get(callId);
+    if (call === undefined) return [];
+    return [...call.participants.values()].filter((p): p is AgentParticipant => p.role === 'agent');
+  }
+
+  schedule(agentId: string): ScheduleState | undefined {
+    return this.#schedules.get(agentId);
+  }
+
+  // -- monthly cap bookkeeping (fed by the recorder and the CapLedger) -------------
+
+  admission(callId: string): Admission | undefined {
+    return this.#admissions.get(callId);
+  }
+
+  isCapRefused(callId: string): boolean {
+    return this.#capRefused.has(callId);
+  }
+
+  /**
+   * Records that the CapLedger admitted this call's recording for all its
+   * agents; from now on the cap is not re-checked for the call (see decideGate).
+   */
+  markAdmitted(callId: string, recordingId: string, atMs: number): void {
+    const call = this.#calls.get(callId);
+    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
+    const agentIds = this.agentsOf(callId).map((a) => a.subjectId);
+    this.#admissions.set(callId, { recordingId, atMs, agentIds });
+    this.#capRefused.delete(callId);
+    const month = monthKey(atMs);
+    for (const agentId of new Set(agentIds)) this.setMonthlyCount(agentId, month, this.monthlyCount(agentId, month) + 1);
+  }
+
+  /** The CapLedger refused: the call stays closed with `cap-reached` until it ends. */
+  markCapRefused(callId: string): void {
+    const call = this.#calls.get(callId);
+    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
+    this.#capRefused.add(callId);
+  }
+
+  /** Loads a count from the CapLedger (shared across workers) so the gate can refuse early. */
+  setMonthlyCount(agentId: string, month: string, count: number): void {
+    this.#monthlyCounts.set(`${agentId}/${month}`, count);
+  }
+
+  monthlyCount(agentId: string, month: string): number {
+    return this.#monthlyCounts.get(`${agentId}/${month}`) ?? 0;
+  }
+}
+
+function newCall(callId: string, participants: readonly Participant[]): MutableCall {
+  return {
+    callId,
+    participants: new Map(participants.map((p) => [p.participantId, p])),
+    consents: new Map(),
+    paused: false,
+    ended: false,
+  };
+}

@@ -1,0 +1,347 @@
+import { parseRtp } from '../rtp/RtpPacket.ts';
+import { JitterBuffer, codecTiming, type TimelineItem, type JitterStats } from '../media/JitterBuffer.ts';
+import { Segmenter, type Segment } from '../media/Segmenter.ts';
+import { decodeAlaw, decodeUlaw } from '../media/g711.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { Logger } from '../log/logger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+
+/** Where finished segments go (RecordingStore satisfies it). */
+export interface SegmentSink {
+  putSegment(
+    meta: {
+      recordingId: string;
+      participantId: string;
+      segment: number;
+      run: number;
+      startWallClockMs: number;
+      durationMs: number;
+      opusPayloadBytes: number;
+      quality: Record<string, string | number | boolean | null>;
+    },
+    ogg: Buffer,
+  ): Promise<unknown>;
+}
+
+/** PCM -> Opus for G.711 legs, off the event loop (TranscoderPool satisfies it). */
+export interface OpusEncoderPool {
+  encode(streamId: string, pcm: Int16Array): Promise<Buffer>;
+  closeStream(streamId: string): void;
+  /** Encoder lookahead in 48 kHz samples: the pre-skip of a transcoded track's first segment. */
+  readonly preSkip: number;
+}
+
+/** 20 ms at 8 kHz: the frame we hand the Opus encoder. */
+const PCM_FRAME = 160;
+
+export interface TrackRecorderOptions {
+  callId: string;
+  participantId: string;
+  codec: AudioCodec;
+  segmentSamples: number;
+  sink: SegmentSink;
+  encoder?: OpusEncoderPool;
+  logger: Logger;
+  metrics?: Metrics;
+  /** Called when storing a segment failed for good (the recorder closes the gate). */
+  onStoreError: (err: Error) => void;
+}
+
+interface Run {
+  recordingId: string;
+  index: number;
+  jitter: JitterBuffer;
+  segmenter: Segmenter;
+  /** Track position (48 kHz samples) where this run started. */
+  startSample: number;
+  /** G.711 only: PCM waiting to fill a 20 ms frame, and the ordered encode chain. */
+  pcm: Int16Array;
+  pcmFill: number;
+  chain: Promise<void>;
+  packetsWritten: number;
+}
+
+/**
+ * One participant's voice: RTP in, sealed segments out. The gate is checked on every packet
+ * at arrival (`writable`), so a packet that arrives while the gate is closed is never held,
+ * not even in the jitter buffer (R4). Nothing here owns a timer: the Recorder's one shared
+ * tick calls `tick` for every track.
+ */
+export class TrackRecorder {
+  readonly callId: string;
+  readonly participantId: string;
+  readonly codec: AudioCodec;
+  readonly #o: TrackRecorderOptions;
+  readonly #log: Logger;
+  #run: Run | undefined;
+  #nextSegment = 0;
+  #position = 0;
+  #pendingPuts = new Set<Promise<unknown>>();
+  #closed = false;
+  /** Counters over the track's life (the jitter buffer's are per run). */
+  readonly counters = { received: 0, written: 0, droppedClosed: 0, malformed: 0, segments: 0, timelineMs: 0 };
+  #lastStats: JitterStats | undefined;
+
+  constructor(opts: TrackRecorderOptions) {
+    this.#o = opts;
+    this.callId = opts.callId;
+    this.participantId = opts.participantId;
+    this.codec = opts.codec;
+    this.#log = opts.logger.child({ participantId: opts.participantId });
+  }
+
+  get recording(): boolean {
+    return this.#run !== undefined;
+  }
+
+  /** Live per-track health for metrics and the dashboard (no audio, no identifiers). */
+  get health(): { jitterMs: number; lost: number; expected: number; concealedMs: number; written: number } {
+    const s = this.#run?.jitter.stats ?? this.#lastStats;
+    const clock = this.codec === 'opus' ? 48 : 8;
+    return {
+      jitterMs: s?.jitterMs ?? 0,
+      lost: s?.lost ?? 0,
+      expected: s?.expected ?? 0,
+      concealedMs: s ? s.concealedSamples / clock : 0,
+      written: this.counters.written,
+    };
+  }
+
+  /** Hot path: one call per RTP packet delivered by the tap consumer. */
+  onRtp(buf: Buffer, nowMs: number, writable: boolean): void {
+    this.counters.received++;
+    const m = this.#o.metrics;
+    m?.packetsReceived.inc({ codec: this.codec });
+    const run = this.#run;
+    if (!writable || run === undefined) {
+      // R4: dropped on arrival, never buffered.
+      this.counters.droppedClosed++;
+      m?.packetsDropped.inc({ reason: 'gate-closed' });
+      return;
+    }
+    const parsed = parseRtp(buf);
+    if (!parsed.ok) {
+      this.counters.malformed++;
+      m?.packetsDropped.inc({ reason: 'malformed' });
+      return;
+    }
+    const p = parsed.packet;
+    // mediasoup reuses nothing we hold, but the payload is a view: copy it, since it may wait
+    // in the jitter buffer past this callback.
+    const result = run.jitter.push(
+      { seq: p.sequenceNumber, ts: p.timestamp, ssrc: p.ssrc, marker: p.marker, payload: Buffer.from(p.payload) },
+      nowMs,
+    );
+    if (result !== 'buffered') m?.packetsDropped.inc({ reason: result });
+  }
+
+  /** Starts an open period of the gate: a new run of segments with its own timeline anchor. */
+  startRun(recordingId: string, index: number): void {
+    if (this.#closed || this.#run) return;
+    const timing = codecTiming(this.codec);
+    const transcoded = this.codec !== 'opus';
+    this.#run = {
+      recordingId,
+      index,
+      jitter: new JitterBuffer({ ...timing }),
+      segmenter: new Segmenter({
+        serial: (Math.random() * 0x1_0000_0000) >>> 0,
+        segmentSamples: this.#o.segmentSamples,
+        preSkip: transcoded ? (this.#o.encoder?.preSkip ?? 0) : 0,
+        inputSampleRate: transcoded ? 8000 : 48000,
+        startIndex: this.#nextSegment,
+        startSample: this.#position,
+      }),
+      startSample: this.#position,
+      pcm: new Int16Array(PCM_FRAME),
+      pcmFill: 0,
+      chain: Promise.resolve(),
+      packetsWritten: 0,
+    };
+  }
+
+  /** Shared tick: releases what the jitter buffer is done waiting for. */
+  tick(nowMs: number): void {
+    const run = this.#run;
+    if (run) this.#feed(run, run.jitter.pull(nowMs));
+  }
+
+  /**
+   * Ends the open period: what arrived while the gate was open is flushed into the last segment
+   * of the run and handed to the store. Resolves when the run's segments are handed over (not
+   * necessarily uploaded: see `settled`).
+   */
+  async endRun(nowMs: number): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    this.#run = undefined;
+    this.#feed(run, run.jitter.pull(nowMs, { flush: true }));
+    if (this.codec !== 'opus') {
+      if (run.pcmFill > 0) {
+        run.pcm.fill(0, run.pcmFill);
+        this.#encode(run, run.pcm.slice());
+        run.pcmFill = 0;
+      }
+      await run.chain;
+      this.#o.encoder?.closeStream(this.#streamId(run));
+    }
+    const last = run.segmenter.close();
+    if (last) this.#emit(run, last);
+    this.#lastStats = run.jitter.stats;
+    this.#nextSegment = run.segmenter.nextIndex;
+    this.#position = run.segmenter.position;
+  }
+
+  /** Resolves when every segment handed to the store has been stored or spooled. */
+  async settled(): Promise<void> {
+    while (this.#pendingPuts.size > 0) await Promise.allSettled([...this.#pendingPuts]);
+  }
+
+  async close(nowMs: number): Promise<void> {
+    if (this.#closed) return;
+    await this.endRun(nowMs);
+    this.#closed = true;
+    await this.settled();
+  }
+
+  /** Discards the open run without writing it (consent withdrawn with erase). */
+  discardRun(): void {
+    const run = this.#run;
+    this.#run = undefined;
+    if (run && this.codec !== 'opus') this.#o.encoder?.closeStream(this.#streamId(run));
+  }
+
+  #streamId(run: Run): string {
+    return `${run.recordingId}:${this.participantId}:${run.index}`;
+  }
+
+  #feed(run: Run, items: readonly TimelineItem[]): void {
+    if (items.length === 0) return;
+    const perMs = this.codec === 'opus' ? 48 : 8;
+    for (const item of items) this.counters.timelineMs += item.samples / perMs;
+    if (this.codec === 'opus') {
+      for (const item of items) {
+        if (item.kind === 'packet') {
+          run.packetsWritten++;
+          this.counters.written++;
+          this.#o.metrics?.packetsWritten.inc({ codec: 'opus' });
+        }
+        for (const seg of run.segmenter.push(item)) this.#emit(run, seg);
+      }
+      return;
+    }
+    // G.711: decode to 8 kHz PCM, gaps become PCM silence, encode in 20 ms frames.
+    const decode = this.codec === 'pcmu' ? decodeUlaw : decodeAlaw;
+    for (const item of items) {
+      if (item.kind === 'packet') {
+        run.packetsWritten++;
+        this.counters.written++;
+        this.#o.metrics?.packetsWritten.inc({ codec: this.codec });
+        this.#appendPcm(run, decode(item.payload), item.samples);
+      } else {
+        this.#appendPcm(run, undefined, item.samples);
+      }
+    }
+  }
+
+  /** Appends `count` samples of PCM (or of silence when `pcm` is undefined), encoding full frames. */
+  #appendPcm(run: Run, pcm: Int16Array | undefined, count: number): void {
+    let offset = 0;
+    while (offset < count) {
+      const n = Math.min(PCM_FRAME - run.pcmFill, count - offset);
+      if (pcm) run.pcm.set(pcm.subarray(offset, offset + n), run.pcmFill);
+      else run.pcm.fill(0, run.pcmFill, run.pcmFill + n);
+      run.pcmFill += n;
+      offset += n;
+      if (run.pcmFill === PCM_FRAME) {
+        this.#encode(run, run.pcm.slice());
+        run.pcmFill = 0;
+      }
+    }
+  }
+
+  #encode(run: Run, frame: Int16Array): void {
+    const encoder = this.#o.encoder;
+    if (!encoder) throw new Error('G.711 track without an encoder pool');
+    let encoded: Promise<Buffer>;
+    try {
+      encoded = encoder.encode(this.#streamId(run), frame);
+    } catch (err) {
+      encoded = Promise.reject(err as Error);
+    }
+    // Encodes finish in order per stream; chaining keeps the segmenter's input in order too. A
+    // frame the pool refused (overload) becomes silence of the same length: time never shrinks.
+    run.chain = run.chain.then(async () => {
+      let packet: { payload: Uint8Array; samples: number; kind: 'packet' } | { kind: 'gap'; samples: number };
+      try {
+        packet = { kind: 'packet', payload: await encoded, samples: 960 };
+      } catch (err) {
+        this.#o.metrics?.packetsDropped.inc({ reason: 'transcoder' });
+        this.#log.warn({ err: (err as Error).message }, 'frame not transcoded; written as silence');
+        packet = { kind: 'gap', samples: 960 };
+      }
+      for (const seg of run.segmenter.push(packet)) this.#emit(run, seg);
+    });
+  }
+
+  #emit(run: Run, seg: Segment): void {
+    const stats = run.jitter.takeSegmentStats();
+    const clockPer48k = this.codec === 'opus' ? 1 : 1 / 6;
+    const startWallClockMs = run.jitter.wallClockAt((seg.startSample - run.startSample) * clockPer48k);
+    const quality = {
+      gate: 'open',
+      run: run.index,
+      expected: stats.expected,
+      received: stats.received,
+      lost: stats.lost,
+      reordered: stats.reordered,
+      duplicated: stats.duplicated,
+      late: stats.late,
+      concealedMs: Math.round((stats.concealedSamples / (this.codec === 'opus' ? 48 : 8)) * 10) / 10,
+      silenceFilledMs: Math.round((seg.silenceSamples / 48) * 10) / 10,
+      dtxMs: Math.round((stats.dtxSamples / (this.codec === 'opus' ? 48 : 8)) * 10) / 10,
+      jitterMs: Math.round(stats.jitterMs * 100) / 100,
+      reanchors: stats.reanchors,
+      ssrcChanges: stats.ssrcChanges,
+      codec: this.codec,
+    };
+    const m = this.#o.metrics;
+    if (m) {
+      m.segments.inc({ result: 'sealed' });
+      if (stats.expected > 0) m.trackLossRatio.observe(stats.lost / stats.expected);
+      m.trackJitterSeconds.observe(stats.jitterMs / 1000);
+      m.packetsLost.inc(stats.lost);
+      m.concealedSeconds.inc({ cause: 'loss-or-dtx' }, seg.silenceSamples / 48000);
+    }
+    this.counters.segments++;
+    const started = performance.now();
+    const put = this.#o.sink
+      .putSegment(
+        {
+          recordingId: run.recordingId,
+          participantId: this.participantId,
+          segment: seg.index,
+          run: run.index,
+          startWallClockMs: Number.isFinite(startWallClockMs) ? Math.round(startWallClockMs) : Date.now(),
+          durationMs: Math.round((seg.samples - seg.preSkip) / 48),
+          opusPayloadBytes: seg.opusPayloadBytes,
+          quality,
+        },
+        seg.ogg,
+      )
+      .then(
+        (res) => {
+          const stored = (res as { stored?: string } | undefined)?.stored ?? 'uploaded';
+          m?.segments.inc({ result: stored });
+          if (stored === 'uploaded') m?.uploadSeconds.observe((performance.now() - started) / 1000);
+        },
+        (err: Error) => {
+          m?.segments.inc({ result: 'failed' });
+          this.#log.error({ segment: seg.index, err: err.message, code: (err as { code?: string }).code }, 'segment not stored');
+          this.#o.onStoreError(err);
+        },
+      );
+    this.#pendingPuts.add(put);
+    void put.finally(() => this.#pendingPuts.delete(put));
+  }
+}

@@ -1,0 +1,187 @@
+import { z } from 'zod';
+import { OptinError } from '../errors/OptinError.ts';
+import { ID_RE } from './layout.ts';
+
+/**
+ * The manifest: everything about a recording except audio and keys (kept in the keys bucket, never
+ * beside the media). It is what the API lists, what the read path verifies digests against, and
+ * what the sweeper reads expiries from. Subject ids are pseudonymous (contracts: Ids).
+ */
+
+export const MANIFEST_FORMAT = 'optin-manifest/1';
+
+/** Small JSON values only: quality records and consent evidence are metadata, never content. */
+export type JsonPrimitive = string | number | boolean | null;
+export type SegmentQuality = Record<string, JsonPrimitive>;
+export type ConsentEvidence = Record<string, JsonPrimitive>;
+
+export type ParticipantRole = 'agent' | 'customer';
+
+export interface ManifestParticipant {
+  participantId: string;
+  role: ParticipantRole;
+  /** Removed when the participant's part is erased (R9): nothing then links the track to a person. */
+  subjectId?: string;
+  /** Id of the participant's data key (never the key itself), once the first segment is stored. */
+  dataKeyId?: string;
+  kekId?: string;
+  erased?: { atMs: number; reason: string };
+}
+
+export interface ManifestSegment {
+  participantId: string;
+  segment: number;
+  run: number;
+  objectKey: string;
+  /** Wall-clock time of the first sample, ms since epoch: aligns both sides for coaching playback. */
+  startWallClockMs: number;
+  durationMs: number;
+  opusPayloadBytes: number;
+  oggBytes: number;
+  sealedBytes: number;
+  /** hex sha256 of the sealed object as stored. */
+  sha256: string;
+  quality: SegmentQuality;
+}
+
+export type RecordingState = 'recording' | 'ended' | 'interrupted';
+
+export interface RecordingManifest {
+  format: typeof MANIFEST_FORMAT;
+  recordingId: string;
+  callId: string;
+  /** The process that writes this recording: crash repair only touches its own. */
+  nodeId: string;
+  state: RecordingState;
+  startedAtMs: number;
+  endedAtMs?: number;
+  retentionSeconds: number;
+  retentionClass: string;
+  expiresAtMs: number;
+  /** Human-readable copy of expiresAtMs. */
+  expiresAt: string;
+  participants: ManifestParticipant[];
+  consentEvidence: ConsentEvidence[];
+  /** Sorted by participantId, then segment. */
+  segments: ManifestSegment[];
+  /** Incremented at every write; the newest revision wins when copies disagree. */
+  revision: number;
+  updatedAtMs: number;
+}
+
+const id = z.string().regex(ID_RE);
+const prim = z.union([z.string().max(256), z.number(), z.boolean(), z.null()]);
+const flatRecord = z.record(z.string().max(64), prim);
+
+const segmentSchema = z.object({
+  participantId: id,
+  segment: z.number().int().min(0),
+  run: z.number().int().min(0),
+  objectKey: z.string().min(1),
+  startWallClockMs: z.number(),
+  durationMs: z.number().min(0),
+  opusPayloadBytes: z.number().int().min(0),
+  oggBytes: z.number().int().min(0),
+  sealedBytes: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  quality: flatRecord,
+});
+
+const manifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  recordingId: id,
+  callId: id,
+  nodeId: id,
+  state: z.enum(['recording', 'ended', 'interrupted']),
+  startedAtMs: z.number(),
+  endedAtMs: z.number().optional(),
+  retentionSeconds: z.number().int().positive(),
+  retentionClass: z.string(),
+  expiresAtMs: z.number(),
+  expiresAt: z.string(),
+  participants: z.array(
+    z.object({
+      participantId: id,
+      role: z.enum(['agent', 'customer']),
+      subjectId: id.optional(),
+      dataKeyId: id.optional(),
+      kekId: id.optional(),
+      erased: z.object({ atMs: z.number(), reason: z.string() }).optional(),
+    }),
+  ),
+  consentEvidence: z.array(flatRecord),
+  segments: z.array(segmentSchema),
+  revision: z.number().int().min(0),
+  updatedAtMs: z.number(),
+});
+
+export function parseManifest(bytes: Buffer | string, where: string): RecordingManifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
+  } catch {
+    throw new OptinError('MANIFEST_INVALID', `manifest ${where} is not JSON`);
+  }
+  const r = manifestSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new OptinError('MANIFEST_INVALID', `manifest ${where} is invalid at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? ''}`);
+  }
+  return r.data as RecordingManifest;
+}
+
+export function serializeManifest(m: RecordingManifest): Buffer {
+  return Buffer.from(JSON.stringify(m));
+}
+
+export function cloneManifest(m: RecordingManifest): RecordingManifest {
+  return structuredClone(m);
+}
+
+/** Inserts or replaces a segment record, keeping the list sorted and free of duplicates. */
+export function upsertSegment(m: RecordingManifest, seg: ManifestSegment): void {
+  const cmp = (a: ManifestSegment): number =>
+    a.participantId < seg.participantId ? -1 : a.participantId > seg.participantId ? 1 : a.segment - seg.segment;
+  // Appends at the end are the common case (segments arrive in order).
+  let i = m.segments.length;
+  while (i > 0 && cmp(m.segments[i - 1]!) > 0) i--;
+  if (i > 0 && cmp(m.segments[i - 1]!) === 0) m.segments[i - 1] = seg;
+  else m.segments.splice(i, 0, seg);
+}
+
+// ---- per-object segment metadata ----
+//
+// Each media object also carries its own segment record as S3 user metadata, so crash repair can
+// rebuild a manifest from what is in the bucket even if the process died before the manifest
+// write. Base64url keeps it inside the header character set; S3 allows 2 KB of user metadata.
+
+export const SEGMENT_META_HEADER = 'x-amz-meta-optin-seg';
+/** Bound on the JSON form of a quality record, so the metadata stays under S3's 2 KB. */
+export const MAX_QUALITY_JSON_BYTES = 768;
+
+export function encodeSegmentMeta(seg: ManifestSegment, expiresAtMs: number): string {
+  return Buffer.from(JSON.stringify({ ...seg, expiresAtMs })).toString('base64url');
+}
+
+export function decodeSegmentMeta(value: unknown): (ManifestSegment & { expiresAtMs: number }) | null {
+  if (typeof value !== 'string') return null;
+  try {
+    const raw = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown;
+    const r = segmentSchema.extend({ expiresAtMs: z.number() }).safeParse(raw);
+    return r.success ? (r.data as ManifestSegment & { expiresAtMs: number }) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Validates a flat JSON record (quality, consent evidence): bounded, primitives only. */
+export function checkFlatRecord(field: string, value: unknown, maxJsonBytes: number): Record<string, JsonPrimitive> {
+  const r = flatRecord.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new OptinError('INVALID_INPUT', `${field} must be a flat object of short strings, numbers, booleans or null (problem at ${issue?.path.join('.') || '(root)'})`);
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(r.data));
+  if (bytes > maxJsonBytes) throw new OptinError('INVALID_INPUT', `${field} is ${bytes} bytes as JSON; the limit is ${maxJsonBytes}`);
+  return r.data;
+}

@@ -1,0 +1,280 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, S3Error } from 'minio';
+import { OptinError } from '../errors/OptinError.ts';
+import type { Logger } from '../log/logger.ts';
+
+/**
+ * Finds (or starts) the S3-compatible server that tests and the demo talk to, in this order:
+ *   1. `OPTIN_S3_ENDPOINT` (+ `OPTIN_S3_ACCESS_KEY`, `OPTIN_S3_SECRET_KEY`): an external server;
+ *   2. a `minio` server binary on PATH: started on 127.0.0.1:9000 with a temp dir;
+ *   3. `scripts/s3/rgw.sh`: a throwaway single-node Ceph RADOS Gateway on 127.0.0.1:7480.
+ * and checks that a configured endpoint answers, failing fast with a message naming the fix.
+ */
+
+export interface S3Config {
+  /** e.g. `http://127.0.0.1:7480` */
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  region?: string;
+}
+
+export type S3ServerKind = 'external' | 'minio' | 'rgw';
+
+export interface S3Server extends S3Config {
+  kind: S3ServerKind;
+  /** True when this call started the server. */
+  startedByUs: boolean;
+  /**
+   * Ends this user's hold on the server. It stops the server only if this process started it
+   * (or, for RGW, inherited it from a finished run) and no other live run still uses it; a
+   * server configured from outside or started by hand is never stopped.
+   */
+  stop(): Promise<void>;
+}
+
+export interface EnsureS3Options {
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** Skip the PATH lookup for `minio` (e.g. to force the RGW path). */
+  allowMinio?: boolean;
+  /** Overall start budget. A fresh machine may first `apt-get install` Ceph, hence generous. */
+  startTimeoutMs?: number;
+}
+
+export const DEFAULT_REGION = 'us-east-1';
+const FIX_HINT = 'set OPTIN_S3_ENDPOINT (with OPTIN_S3_ACCESS_KEY and OPTIN_S3_SECRET_KEY) or run `npm run s3:start`';
+const RGW_SCRIPT = fileURLToPath(new URL('../../scripts/s3/rgw.sh', import.meta.url));
+// Test-only credentials for a server we start ourselves on loopback.
+const MINIO_TEST_ACCESS = 'optin-test-access';
+const MINIO_TEST_SECRET = 'optin-test-secret-0123456789abcdef';
+const MINIO_ADDRESS = '127.0.0.1:9000';
+
+/** A minio client for `cfg` (path-style: RGW and MinIO on loopback have no virtual hosts). */
+export function createS3Client(cfg: S3Config): Client {
+  const url = parseEndpoint(cfg.endpoint);
+  const useSSL = url.protocol === 'https:';
+  return new Client({
+    endPoint: url.hostname,
+    port: url.port === '' ? (useSSL ? 443 : 80) : Number(url.port),
+    useSSL,
+    accessKey: cfg.accessKey,
+    secretKey: cfg.secretKey,
+    region: cfg.region ?? DEFAULT_REGION,
+    pathStyle: true,
+  });
+}
+
+function parseEndpoint(endpoint: string): URL {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new OptinError('S3_BAD_ENDPOINT', `S3 endpoint ${JSON.stringify(endpoint)} is not a URL: use e.g. http://127.0.0.1:7480`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new OptinError('S3_BAD_ENDPOINT', `S3 endpoint ${endpoint} must be http(s)://host[:port] without a path`);
+  }
+  return url;
+}
+
+function errCode(err: unknown): string {
+  // fetch() wraps socket errors: the useful code (ECONNREFUSED, ...) is on the cause.
+  const e = err as { code?: unknown; cause?: { code?: unknown }; name?: unknown };
+  if (typeof e?.cause?.code === 'string') return e.cause.code;
+  if (typeof e?.code === 'string') return e.code;
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'ETIMEDOUT';
+  return 'unknown error';
+}
+
+/** Any HTTP answer at all, within `timeoutMs`; throws the socket error otherwise. */
+async function httpProbe(url: string, timeoutMs: number): Promise<number> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+const CREDENTIAL_ERRORS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken']);
+
+/**
+ * Fails fast, with an OptinError whose message names the fix, when `cfg` does not lead to a
+ * working S3 server: `S3_UNREACHABLE` (retryable: nothing answers in `timeoutMs`) or
+ * `S3_BAD_CREDENTIALS` (it answers but refuses the keys).
+ */
+export async function assertS3Reachable(cfg: S3Config, opts: { timeoutMs?: number } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 3000;
+  parseEndpoint(cfg.endpoint);
+  try {
+    // A bare HTTP probe first: the minio client retries and has no timeout of its own, so a
+    // dead endpoint would otherwise cost many seconds before saying anything useful.
+    await httpProbe(cfg.endpoint, timeoutMs);
+  } catch (err) {
+    throw new OptinError('S3_UNREACHABLE', `S3 endpoint ${cfg.endpoint} is unreachable (${errCode(err)}): ${FIX_HINT}`, {
+      retryable: true,
+      cause: err,
+    });
+  }
+  const client = createS3Client(cfg);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      client.listBuckets(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
+      }),
+    ]);
+  } catch (err) {
+    if (err instanceof S3Error && CREDENTIAL_ERRORS.has(String(err.code))) {
+      throw new OptinError(
+        'S3_BAD_CREDENTIALS',
+        `S3 at ${cfg.endpoint} rejected the credentials (${String(err.code)}): check OPTIN_S3_ACCESS_KEY and OPTIN_S3_SECRET_KEY ` +
+          '(for the local test server: eval "$(bash scripts/s3/rgw.sh env)")',
+        { cause: err },
+      );
+    }
+    const what = err instanceof S3Error ? String(err.code) : errCode(err);
+    throw new OptinError('S3_UNREACHABLE', `S3 endpoint ${cfg.endpoint} does not work as an S3 server (${what}): ${FIX_HINT}`, {
+      retryable: true,
+      cause: err,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves the S3 server (see the module comment); starts one when none is configured. */
+export async function ensureS3Server(opts: EnsureS3Options = {}): Promise<S3Server> {
+  const env = opts.env ?? process.env;
+  const timeoutMs = opts.startTimeoutMs ?? 900_000;
+
+  if (env.OPTIN_S3_ENDPOINT) {
+    const { OPTIN_S3_ACCESS_KEY: accessKey, OPTIN_S3_SECRET_KEY: secretKey } = env;
+    if (!accessKey || !secretKey) {
+      throw new OptinError('S3_CONFIG', 'OPTIN_S3_ENDPOINT is set but OPTIN_S3_ACCESS_KEY or OPTIN_S3_SECRET_KEY is missing: set both');
+    }
+    const cfg = { endpoint: env.OPTIN_S3_ENDPOINT, accessKey, secretKey };
+    await assertS3Reachable(cfg);
+    return { ...cfg, kind: 'external', startedByUs: false, stop: async () => {} };
+  }
+
+  const minioBin = opts.allowMinio === false ? undefined : await findOnPath('minio', env);
+  if (minioBin) return startMinio(minioBin, timeoutMs, opts.logger);
+  return startRgw(env, timeoutMs, opts.logger);
+}
+
+async function findOnPath(name: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, name);
+    try {
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+async function waitUntil(what: string, deadline: number, check: () => Promise<boolean>): Promise<void> {
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new OptinError('S3_START_TIMEOUT', `${what} did not become ready in time: ${FIX_HINT}`, { retryable: true });
+}
+
+async function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function startMinio(bin: string, timeoutMs: number, logger?: Logger): Promise<S3Server> {
+  const cfg = { endpoint: `http://${MINIO_ADDRESS}`, accessKey: MINIO_TEST_ACCESS, secretKey: MINIO_TEST_SECRET };
+  // A server already on the port that takes our test keys is one we (or a parallel run)
+  // started: reuse it, and leave it running at the end.
+  try {
+    await assertS3Reachable(cfg, { timeoutMs: 1000 });
+    return { ...cfg, kind: 'minio', startedByUs: false, stop: async () => {} };
+  } catch (err) {
+    if (err instanceof OptinError && err.code === 'S3_BAD_CREDENTIALS') {
+      throw new OptinError('S3_PORT_BUSY', `another S3 server holds ${MINIO_ADDRESS} with other keys: ${FIX_HINT}`);
+    }
+  }
+  const dataDir = await mkdtemp(join(tmpdir(), 'optin-minio-'));
+  const child = spawn(bin, ['server', dataDir, '--address', MINIO_ADDRESS, '--console-address', '127.0.0.1:9001', '--quiet'], {
+    env: { ...process.env, MINIO_ROOT_USER: cfg.accessKey, MINIO_ROOT_PASSWORD: cfg.secretKey },
+    stdio: 'ignore',
+  });
+  logger?.info({ pid: child.pid }, 'started minio for tests');
+  const cleanup = async (): Promise<void> => {
+    await stopChild(child);
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntil('minio', Date.now() + Math.min(timeoutMs, 60_000), async () => {
+      if (child.exitCode !== null) throw new OptinError('S3_START_FAILED', `minio exited with code ${child.exitCode}`);
+      return (await httpProbe(`${cfg.endpoint}/minio/health/live`, 1000)) === 200;
+    });
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  return { ...cfg, kind: 'minio', startedByUs: true, stop: cleanup };
+}
+
+// ---- RGW ----------------------------------------------------------------------------------
+//
+// The gateway is one per machine (fixed ports) and several test runs may use it at the same
+// time (engineers share the machine). rgw.sh keeps the bookkeeping under its lock: each user
+// takes a lease with its pid (`start --lease PID`) and gives it back (`release PID`); the
+// gateway stops at the release of the last live user, and only if a test run started it (a
+// gateway started by hand with `npm run s3:start` is left alone).
+
+function runScript(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [RGW_SCRIPT, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) {
+        const last = stderr.trim().split('\n').slice(-3).join(' | ');
+        reject(new OptinError('S3_START_FAILED', `scripts/s3/rgw.sh ${args[0]} failed (${last || err.message}): ${FIX_HINT}`, { cause: err }));
+      } else {
+        resolve({ stdout, stderr });
+      }
+    });
+  });
+}
+
+function parseExports(stdout: string): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const m of stdout.matchAll(/^export ([A-Z0-9_]+)=(.*)$/gm)) vars[m[1] as string] = m[2] as string;
+  return vars;
+}
+
+async function startRgw(env: NodeJS.ProcessEnv, timeoutMs: number, logger?: Logger): Promise<S3Server> {
+  const t0 = Date.now();
+  const lease = String(process.pid);
+  const { stdout } = await runScript(['start', '--lease', lease], env, timeoutMs);
+  const startedByUs = stdout.includes('# rgw: started');
+  const vars = parseExports(stdout);
+  const { OPTIN_S3_ENDPOINT: endpoint, OPTIN_S3_ACCESS_KEY: accessKey, OPTIN_S3_SECRET_KEY: secretKey } = vars;
+  if (!endpoint || !accessKey || !secretKey) {
+    throw new OptinError('S3_START_FAILED', `scripts/s3/rgw.sh start printed no endpoint/keys: ${FIX_HINT}`);
+  }
+  logger?.info({ startedByUs, ms: Date.now() - t0 }, 'rgw ready');
+  let released = false;
+  const stop = async (): Promise<void> => {
+    if (released) return;
+    released = true;
+    await runScript(['release', lease], env, 120_000);
+  };
+  return { endpoint, accessKey, secretKey, kind: 'rgw', startedByUs, stop };
+}
