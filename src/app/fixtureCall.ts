@@ -59,13 +59,22 @@ export async function playFixtureCall(
     log(`call ${o.callId}: ${o.legs.length} legs sending ${o.seconds} s of audio; recording is off until consent`);
     let consentTimer: NodeJS.Timeout | undefined;
     if (o.consentAfterMs !== undefined) {
-      consentTimer = setTimeout(() => {
+      // "A few seconds into the call" counts from the first media the recorder sees: ffmpeg takes
+      // a moment to start, and the point is to prove the media before consent is dropped.
+      const grant = () => {
         for (const leg of o.legs.filter((l) => l.role === 'customer')) {
           consentAtMs = Date.now();
           policy.grantConsent(o.callId, leg.participantId, { method: 'dtmf', at: consentAtMs, infoVersion: 'training-notice-v1' });
         }
         log(`customer pressed 1 (DTMF): consent granted ${o.consentAfterMs} ms into the call`);
-      }, o.consentAfterMs);
+      };
+      const firstMedia = setInterval(() => {
+        const call = app.recorder.calls.get(o.callId);
+        if (!call || ![...call.tracks.values()].some((t) => t.counters.received > 0)) return;
+        clearInterval(firstMedia);
+        consentTimer = setTimeout(grant, o.consentAfterMs);
+      }, 10);
+      senders.forEach((s) => void s.done.finally(() => clearInterval(firstMedia)).catch(() => undefined));
     }
     await Promise.all(senders.map((s) => s.done));
     clearTimeout(consentTimer);

@@ -104,6 +104,8 @@ export interface RecordingStoreOptions {
   sweepScanIntervalMs?: number;
   /** Run the sweeper (default true). Only read-only tools and tests turn it off: R8 needs it. */
   sweep?: boolean;
+  /** Spool items uploaded in parallel while draining (one per track at a time). Default 8. */
+  drainConcurrency?: number;
   /** Uploader retry backoff bounds. Defaults 250 ms .. 5000 ms. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -320,6 +322,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
   readonly #wrapAlg: WrapAlg;
   readonly #retryMinMs: number;
   readonly #retryMaxMs: number;
+  readonly #drainConcurrency: number;
 
   readonly #active = new Map<string, Active>();
   readonly #deleted = new Set<string>();
@@ -359,6 +362,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     this.#wrapAlg = options.wrapAlg ?? 'A256GCM';
     this.#retryMinMs = options.retryMinMs ?? 250;
     this.#retryMaxMs = options.retryMaxMs ?? 5_000;
+    this.#drainConcurrency = Math.max(1, Math.min(64, options.drainConcurrency ?? 8));
     this.sweeper = new Sweeper({
       target: { scan: (isKnown) => this.#scanManifests(isKnown), expire: (id) => this.#expire(id) },
       logger: this.#logger,
@@ -1392,11 +1396,10 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
       try {
         if (!this.#setupDone) await this.#setup();
         const tomb = this.#spool.tombstones()[0];
-        const item = this.#spool.peek();
         if (tomb !== undefined) {
           await this.#completeTombstone(tomb);
-        } else if (item !== undefined) {
-          await this.#uploadItem(item);
+        } else if (!this.#spool.isEmpty()) {
+          await this.#uploadBatch();
         } else if (this.#repairPending.size > 0) {
           const id = this.#repairPending.values().next().value as string;
           await this.#repair(id);
@@ -1426,6 +1429,27 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
         backoff = Math.min(backoff * 2, this.#retryMaxMs);
       }
     }
+  }
+
+  /**
+   * Uploads up to `drainConcurrency` spool items at once, at most one per lane (a participant's
+   * track, or a recording's manifest), each the oldest of its lane: order holds within a track
+   * (its key before its first segment, segments in sequence) while the drain outpaces a full
+   * recorder's production. Throws after all settle if any failed, so the loop backs off.
+   */
+  async #uploadBatch(): Promise<void> {
+    const lanes = new Set<string>();
+    const batch: SpoolItem[] = [];
+    for (const it of this.#spool.list()) {
+      const lane = `${it.recordingId}/${it.participantId ?? ''}`;
+      if (lanes.has(lane)) continue;
+      lanes.add(lane);
+      batch.push(it);
+      if (batch.length >= this.#drainConcurrency) break;
+    }
+    const results = await Promise.allSettled(batch.map((it) => this.#uploadItem(it)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
   }
 
   async #uploadItem(item: SpoolItem): Promise<void> {

@@ -181,16 +181,21 @@ async function findOnPath(name: string, env: NodeJS.ProcessEnv): Promise<string 
   return undefined;
 }
 
+/** Polls `check` until true; a failed probe means "not yet", an OptinError means "give up". */
 async function waitUntil(what: string, deadline: number, check: () => Promise<boolean>): Promise<void> {
   while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
+    try {
+      if (await check()) return;
+    } catch (err) {
+      if (err instanceof OptinError) throw err;
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new OptinError('S3_START_TIMEOUT', `${what} did not become ready in time: ${FIX_HINT}`, { retryable: true });
 }
 
 async function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -215,6 +220,10 @@ async function startMinio(bin: string, timeoutMs: number, logger?: Logger): Prom
     env: { ...process.env, MINIO_ROOT_USER: cfg.accessKey, MINIO_ROOT_PASSWORD: cfg.secretKey },
     stdio: 'ignore',
   });
+  // 'exit' and 'error' (e.g. EACCES) both end the wait at once; an unhandled 'error' would crash.
+  let failure: string | undefined;
+  child.once('exit', (code, signal) => (failure ??= `minio exited (${signal ?? code})`));
+  child.once('error', (err) => (failure ??= `minio could not start (${err.message})`));
   logger?.info({ pid: child.pid }, 'started minio for tests');
   const cleanup = async (): Promise<void> => {
     await stopChild(child);
@@ -222,7 +231,7 @@ async function startMinio(bin: string, timeoutMs: number, logger?: Logger): Prom
   };
   try {
     await waitUntil('minio', Date.now() + Math.min(timeoutMs, 60_000), async () => {
-      if (child.exitCode !== null) throw new OptinError('S3_START_FAILED', `minio exited with code ${child.exitCode}`);
+      if (failure) throw new OptinError('S3_START_FAILED', `${failure}: ${FIX_HINT}`);
       return (await httpProbe(`${cfg.endpoint}/minio/health/live`, 1000)) === 200;
     });
   } catch (err) {

@@ -1,0 +1,69 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PolicyServer } from '../../src/control/PolicyServer.ts';
+import { loadConfig, type OptinConfig } from '../../src/config/config.ts';
+import { startRecorderApp, type RecorderApp } from '../../src/app/RecorderApp.ts';
+import { Keyring } from '../../src/crypto/Keyring.ts';
+import { createLogger, type Logger } from '../../src/log/logger.ts';
+import { s3Config, freshBucketPrefix } from './s3.ts';
+
+export interface Stack {
+  app: RecorderApp;
+  policy: PolicyServer;
+  config: OptinConfig;
+  spoolDir: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The whole recorder against real services: the run's S3 server (globalSetup), a reference policy
+ * server on a free port, and a RecorderApp (mediasoup workers, store, audit, control client) on
+ * buckets of its own, so test files never see each other's recordings.
+ */
+export async function startStack(overrides: Record<string, unknown> = {}, opts: { logger?: Logger; heartbeatMs?: number } = {}): Promise<Stack> {
+  const s3 = s3Config();
+  const secret = randomBytes(32).toString('base64url');
+  const logger = opts.logger ?? createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
+  const policy = new PolicyServer({ secret, heartbeatMs: opts.heartbeatMs ?? 500, logger });
+  const addr = await policy.listen();
+  const spoolDir = mkdtempSync(path.join(tmpdir(), 'optin-spool-'));
+  const config = loadConfig(
+    {},
+    {
+      's3.endpoint': s3.endpoint,
+      's3.accessKey': s3.accessKey,
+      's3.secretKey': s3.secretKey,
+      's3.bucketPrefix': freshBucketPrefix(),
+      keyring: { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } },
+      'control.url': `ws://127.0.0.1:${addr.port}/control`,
+      'control.secret': secret,
+      'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 500) * 3,
+      'spool.dir': spoolDir,
+      'mediasoup.workers': 1,
+      segmentSeconds: 2,
+      workerId: `t-${randomBytes(3).toString('hex')}`,
+      ...overrides,
+    },
+  );
+  const app = await startRecorderApp(config, { logger });
+  await app.control.waitFresh(10_000);
+  return {
+    app,
+    policy,
+    config,
+    spoolDir,
+    async close() {
+      await app.close();
+      await policy.close();
+      rmSync(spoolDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An agent schedule window around now (R6) with a generous cap. */
+export function openSchedule(policy: PolicyServer, agentId: string, cap = 50): void {
+  const now = Date.now();
+  policy.setSchedule(agentId, [{ start: now - 60_000, end: now + 3_600_000 }], cap);
+}
