@@ -30,7 +30,7 @@ describe('G.711 (ITU-T G.711)', () => {
   it('writes into a caller buffer without allocating', () => {
     const out = new Int16Array(4);
     expect(decodeUlaw(Uint8Array.of(0xff, 0x00), out)).toBe(out);
-    expect(() => decodeUlaw(new Uint8Array(5), out)).toThrow(RangeError);
+    expect(() => decodeUlaw(new Uint8Array(5), out)).toThrow(/at least as long/);
   });
 
   it('encode then decode keeps the companding error within one quantisation step', () => {

@@ -47,13 +47,14 @@ describe('Segmenter', () => {
 
   it('turns gaps into silence packets of the same length, carrying the sub-2.5 ms remainder', () => {
     const seg = new Segmenter({ serial: 1, segmentSamples: 60 * SEC });
-    const items: SegmenterItem[] = [pkt(0), { kind: 'gap', samples: 1000 }, pkt(1), { kind: 'gap', samples: 1000 }, pkt(2), { kind: 'gap', samples: 0 }];
+    const items: SegmenterItem[] = [pkt(0), { kind: 'gap', samples: 1900 }, pkt(1), { kind: 'gap', samples: 1900 }, pkt(2), { kind: 'gap', samples: 0 }];
     const [s] = feed(seg, items);
-    // 1000 = 8 x 120 + 40; the 40 left over joins the next gap: 1040 = 8 x 120 + 80.
-    expect(s!.samples).toBe(3 * 960 + 960 + 960);
-    expect(s!.silenceSamples).toBe(1920);
+    // 1900 = 15 x 120 + 100: 1800 as 20 + 10 + 5 + 2.5 ms; the 100 left over joins the
+    // next gap: 2000 = 16 x 120 + 80, i.e. one 40 ms packet (two 20 ms frames).
+    expect(s!.silenceSamples).toBe(1800 + 1920);
+    expect(s!.samples).toBe(3 * 960 + 1800 + 1920);
     const f = readOggOpus(s!.ogg);
-    expect(f.packets.map((p) => p.samples)).toEqual([960, 480, 240, 120, 120, 960, 480, 240, 120, 120, 960]);
+    expect(f.packets.map((p) => p.samples)).toEqual([960, 960, 480, 240, 120, 960, 1920, 960]);
     expect(seg.position).toBe(s!.samples);
   });
 
@@ -67,11 +68,11 @@ describe('Segmenter', () => {
     for (const it of items) out.push(...seg.push(it));
     // 9.9 s + 65 s = 74.9 s -> 7 full segments completed by the gap itself.
     expect(out.map((s) => s.samples)).toEqual(Array(7).fill(10 * SEC));
-    expect(out[0]!.silenceSamples).toBe(0.1 * SEC);
+    expect(out[0]!.silenceSamples).toBe(4800);
     expect(out[1]!.silenceSamples).toBe(10 * SEC);
     const last = seg.close()!;
     expect(last.startSample).toBe(70 * SEC);
-    expect(last.samples).toBe(4.9 * SEC + 10 * 960);
+    expect(last.samples).toBe(235_200 + 10 * 960); // 4.9 s of silence, then the 10 packets
     // A silent segment is tiny: 60 ms packets of 8 bytes.
     expect(out[2]!.ogg.length).toBeLessThan(2000);
   });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import type { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditTrail } from '../src/audit/AuditTrail.ts';
 import { Keyring } from '../src/crypto/Keyring.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
 import { createLogger } from '../src/log/logger.ts';
@@ -344,6 +345,8 @@ describe('RecordingStore against S3', () => {
     await expectCode(store.putSegment(segMeta(rid, 'pa', 0), Buffer.alloc(0)), 'INVALID_INPUT');
     await expectCode(store.putSegment(segMeta(rid, 'pa', 0), Buffer.alloc(8 * 1024 * 1024 + 1)), 'SEGMENT_TOO_LARGE');
     await expectCode(store.deleteRecording(rid, { reason: '', actor: 'tl_1' }), 'INVALID_INPUT');
+    await expectCode(store.deleteRecording(rid, { reason: 'asked by Jöns', actor: 'tl_1' }), 'INVALID_INPUT');
+    await expectCode(store.deleteRecording(rid, { reason: 'agent-request', actor: 'Jane Doe' }), 'INVALID_ID');
     await expectCode(store.deleteRecording('bad id', { reason: 'x', actor: 'tl_1' }), 'INVALID_ID');
     // Nothing of the failed calls reached the store or the spool (only the begun manifest).
     const after = [...(await listNames(buckets.media)), ...(await listNames(buckets.keys))];
@@ -367,7 +370,7 @@ describe('RecordingStore against S3', () => {
     const keyDocC = (await getObject(buckets.keys, dataKeyObjectKey(rid, 'pc'))).toString();
 
     // Consent withdrawn with erase mid-call: the customer's part goes, the agent's stays.
-    const r1 = await store.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system:control' });
+    const r1 = await store.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
     expect(r1).toMatchObject({ scope: 'participant', complete: true, nothingLeft: false, manifest: 'updated' });
     expect(r1.mediaObjects.count).toBe(3);
     expect(r1.dataKeys).toEqual([expect.objectContaining({ participantId: 'pc', kekId: 'k1', destroyed: ['memory', 'store'] })]);
@@ -411,6 +414,24 @@ describe('RecordingStore against S3', () => {
     }
   });
 
+  it('deletion and expiry receipts land in the real hash-chained audit trail', async () => {
+    const trail = await AuditTrail.open({ client, bucket: buckets.audit, writerId: 'storage-test', createBucket: true });
+    const store = await openStore({ audit: trail, retentionSeconds: 2 });
+    const rid = await begin(store);
+    await store.putSegment(segMeta(rid, 'pc', 0), fakeOgg(rid, 'pc', 0));
+    const receipt = await store.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
+    const rid2 = await begin(store);
+    await store.putSegment(segMeta(rid2, 'pa', 0), fakeOgg(rid2, 'pa', 0));
+    await new Promise<void>((resolve) => store.sweeper.on('expired', (id) => id === rid2 && resolve()));
+    const entries = await trail.list();
+    const del = entries.find((e) => e.type === 'recording.deleted' && e.refs.recordingId === rid)!;
+    expect(del).toMatchObject({ actor: 'system', purpose: 'consent-withdrawn-erase', refs: { participantId: 'pc' } });
+    expect(del.details).toMatchObject({ receiptId: receipt.receiptId, mediaObjects: { count: 1 } });
+    expect(entries.find((e) => e.type === 'recording.expired' && e.refs.recordingId === rid2)).toMatchObject({ actor: 'system', role: 'system' });
+    expect((await trail.verify()).ok).toBe(true);
+    await store.close();
+  });
+
   it('refuses deletion blocked by an object lock, naming the object, and destroys nothing', async () => {
     const lockPrefix = freshBucketPrefix();
     const lb = bucketNames({ prefix: `${lockPrefix}-` });
@@ -447,7 +468,7 @@ describe('RecordingStore against S3', () => {
     expect(await listNames(buckets.keys, `keys/${rid}/`)).toEqual([]);
     expect(await listNames(buckets.keys, manifestObjectKey(rid))).toEqual([]);
     const entry = audit.entries.find((e) => e.type === 'recording.expired')!;
-    expect(entry).toMatchObject({ actor: 'system:sweeper', purpose: 'retention-expired', details: { kind: 'expiry', complete: true, manifest: 'deleted' } });
+    expect(entry).toMatchObject({ actor: 'system', purpose: 'retention-expired', details: { kind: 'expiry', complete: true, manifest: 'deleted' } });
     expect(entry.details.mediaObjects.count).toBe(2);
     expect(entry.details.dataKeys.map((d) => d.participantId).sort()).toEqual(['pa', 'pc']);
     await expectCode(store.putSegment(segMeta(rid, 'pa', 1), fakeOgg(rid, 'pa', 1)), 'RECORDING_DELETED');

@@ -27,7 +27,10 @@ export type { AuditEntry, AuditRefs, ChainBreak, StreamReport } from './chain.ts
  *
  * Layout (one object per entry, so an entry is written once and never rewritten):
  *   streams/<writerId>/audit/<seq, 12 digits>.json   entry `seq` of writer `writerId`'s chain
- *   heads/<writerId>.json                            that chain's last seq and hash
+ *   heads/<writerId>.json                            that chain's last seq and hash (rewritten
+ *                                                    after each append, or after the last of a
+ *                                                    burst: a lower bound that a deleted tail
+ *                                                    cannot hide from)
  *
  * Several writers: appends of one process go through a promise queue, so its chain is strictly
  * sequential. Processes do not share a chain: each writes its own stream (writerId, e.g. the
@@ -45,7 +48,10 @@ export type { AuditEntry, AuditRefs, ChainBreak, StreamReport } from './chain.ts
  *   (e.g. the DPO noting the head hash of each verification);
  * - object lock, when the bucket has it, keeps every version of an entry for the retention
  *   period: an edit or delete then adds a version or delete marker that verify flags, while the
- *   original stays recoverable.
+ *   original stays recoverable (GOVERNANCE by default, which an admin may bypass; production
+ *   should pass `retention: { mode: 'COMPLIANCE', ... }` or give the bucket a default rule);
+ * - a crash between a writer's very first entry and its first head reads as 'head-missing'
+ *   until that writer appends again (its first append after open() rewrites the head).
  */
 
 export interface AuditInput {
@@ -257,6 +263,8 @@ export class AuditTrail {
   #tail: Tail | null = null;
   /** The in-process queue: each append starts after the previous one settled. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Appends queued or running; the head is written only by the last of a burst. */
+  #waiting = 0;
 
   private constructor(opts: AuditTrailOptions, retention: AuditRetention | null) {
     this.bucket = opts.bucket;
@@ -311,7 +319,8 @@ export class AuditTrail {
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.#queue.then(() => this.#appendNow(prepared));
+    this.#waiting += 1;
+    const run = this.#queue.then(() => this.#appendNow(prepared)).finally(() => (this.#waiting -= 1));
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -362,7 +371,10 @@ export class AuditTrail {
         });
       }
       this.#tail = { seq: entry.seq, hash: entry.hash };
-      await this.#writeHead(this.#tail);
+      // Under a burst only the last append writes the head: half the PUTs, and a head that is
+      // momentarily behind is fine (it only has to prove a lower bound of the chain's length).
+      // The first entry always writes it: a stream without a head reads as a deleted head.
+      if (this.#waiting <= 1 || entry.seq === 1) await this.#writeHead(this.#tail);
       return entry;
     }
   }
@@ -373,8 +385,8 @@ export class AuditTrail {
     try {
       await this.#put(headKey(this.writerId), head, false);
     } catch (err) {
-      // The entry is stored: do not fail the append (a retry would duplicate it). The head lags
-      // by one, which verify() tolerates, and the next append rewrites it.
+      // The entry is stored: do not fail the append (a retry would duplicate it). The head lags,
+      // which verify() tolerates, and the next append rewrites it.
       this.#logger?.warn({ seq: tail.seq, code: s3Code(err) }, 'audit head update failed; the next append repairs it');
     }
   }
@@ -425,7 +437,7 @@ export class AuditTrail {
       }
       tail = { seq: tail.seq + 1, hash: (entry as Partial<AuditEntry> | undefined)?.hash ?? GENESIS_HASH };
     }
-    if (tail.seq !== (isHeadShape(head) ? head.seq : -1)) await this.#writeHead(tail);
+    if (tail.seq > 0 && tail.seq !== (isHeadShape(head) ? head.seq : -1)) await this.#writeHead(tail);
     return tail;
   }
 
@@ -467,6 +479,7 @@ export class AuditTrail {
     const from = query.from === undefined ? -Infinity : new Date(query.from).getTime();
     const to = query.to === undefined ? Infinity : new Date(query.to).getTime();
     if (Number.isNaN(from) || Number.isNaN(to)) throw badInput('list: from/to must be dates');
+    if (query.stream !== undefined && !ID_RE.test(query.stream)) throw badInput('list: stream must be a writer id');
     const streams = query.stream === undefined ? await this.#streams() : [query.stream];
     const out: AuditEntry[] = [];
     for (const stream of streams) {
@@ -487,6 +500,7 @@ export class AuditTrail {
 
   /** Proves every stream unbroken (or one stream: `{ stream }`), including its head. */
   async verify(opts: { stream?: string } = {}): Promise<AuditVerifyResult> {
+    if (opts.stream !== undefined && !ID_RE.test(opts.stream)) throw badInput('verify: stream must be a writer id');
     const streams = opts.stream === undefined ? await this.#streams() : [opts.stream];
     const reports: StreamReport[] = [];
     for (const stream of streams) {

@@ -72,8 +72,7 @@ export type BreakReason =
   | 'head-missing' // entries exist but no head
   | 'head-invalid' // the head's signature does not match its content
   | 'truncated' // the head is further than the last entry: the tail was deleted
-  | 'head-mismatch' // the entry at the head's seq is not the one the head recorded
-  | 'beyond-head'; // more than one entry past the head: appended by someone else
+  | 'head-mismatch'; // the entry at the head's seq is not the one the head recorded
 
 export interface ChainBreak {
   stream: string;
@@ -87,10 +86,11 @@ export interface StreamReport {
   /** Entries that verified, from seq 1 up to the first break. */
   entries: number;
   lastSeq: number;
+  /** The seq the head names, as read (null: no head); whether it is genuine is part of `ok`. */
   headSeq: number | null;
   ok: boolean;
   brokenAt?: ChainBreak;
-  /** Benign oddities (a head one entry behind after a crash between the two writes). */
+  /** Benign oddities (a head behind the last entry: a writer stopped before updating it). */
   warnings: string[];
 }
 
@@ -184,7 +184,8 @@ export function checkEntry(body: unknown, stream: string, keySeq: number, key?: 
  */
 export function verifyStream(stream: string, entries: StoredEntry[], head: StreamHead | null | 'unparseable', key?: Buffer): StreamReport {
   const sorted = [...entries].sort((a, b) => a.keySeq - b.keySeq);
-  const report: StreamReport = { stream, entries: 0, lastSeq: sorted.at(-1)?.keySeq ?? 0, headSeq: null, ok: true, warnings: [] };
+  const headSeq = head !== null && head !== 'unparseable' ? head.seq : null;
+  const report: StreamReport = { stream, entries: 0, lastSeq: sorted.at(-1)?.keySeq ?? 0, headSeq, ok: true, warnings: [] };
   const fail = (seq: number, reason: BreakReason, detail: string): StreamReport => {
     report.ok = false;
     report.brokenAt = { stream, seq, reason, detail };
@@ -210,11 +211,9 @@ export function verifyStream(stream: string, entries: StoredEntry[], head: Strea
   // The head catches what the chain alone cannot: deletion of the newest entries.
   if (head === 'unparseable') return fail(lastSeq + 1, 'head-invalid', 'the head object is not a head');
   if (head === null) {
-    if (lastSeq > 1) return fail(lastSeq, 'head-missing', 'entries exist but the head is gone');
-    if (lastSeq === 1) report.warnings.push('no head yet: the writer stopped between its first entry and its head');
+    if (lastSeq > 0) return fail(lastSeq, 'head-missing', 'entries exist but the head is gone');
     return report;
   }
-  report.headSeq = head.seq;
   if (head.stream !== stream) return fail(lastSeq + 1, 'head-invalid', `the head names stream ${JSON.stringify(head.stream)}`);
   const expected: HashAlg = key ? 'hmac-sha256' : 'sha256';
   if (head.alg === 'hmac-sha256' && !key) return fail(head.seq, 'hmac-key-required', 'the head is HMAC-SHA256: verify with the audit HMAC key');
@@ -222,7 +221,9 @@ export function verifyStream(stream: string, entries: StoredEntry[], head: Strea
   if (!sameHex(signHead(head, key), head.sig)) return fail(head.seq, 'head-invalid', 'the head does not match its signature');
   if (head.seq > lastSeq) return fail(lastSeq + 1, 'truncated', `the head records ${head.seq} entries, the stream ends at ${lastSeq}`);
   if (head.seq > 0 && hashes.get(head.seq) !== head.hash) return fail(head.seq, 'head-mismatch', 'the entry at the head differs from the one recorded');
-  if (lastSeq - head.seq === 1) report.warnings.push(`head at ${head.seq}, one entry behind (a writer stopped between its two writes)`);
-  else if (lastSeq - head.seq > 1) return fail(head.seq + 1, 'beyond-head', `${lastSeq - head.seq} entries after the head ${head.seq}`);
+  // A head behind the chain is not a break: the head only proves how far the chain reached at
+  // least (it is written after the entries, and skipped while more appends are queued). The
+  // entries past it are proven by the chain itself, like all others.
+  if (lastSeq > head.seq) report.warnings.push(`head at ${head.seq}, ${lastSeq - head.seq} entries behind (a writer stopped before updating it)`);
   return report;
 }

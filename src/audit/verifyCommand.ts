@@ -35,8 +35,7 @@ const EXPLAIN: Record<BreakReason, string> = {
   'head-missing': "the stream's head pointer was deleted",
   'head-invalid': "the stream's head pointer was altered",
   truncated: 'the newest entries were deleted',
-  'head-mismatch': "the newest entry differs from the one the head recorded",
-  'beyond-head': 'entries were appended without the writer',
+  'head-mismatch': 'the newest entry differs from the one the head recorded',
 };
 
 export interface VerifyIo {

@@ -28,7 +28,7 @@ export const ConfigSchema = z.object({
     .prefault({}),
   control: z
     .object({
-      url: z.string().url().default('ws://127.0.0.1:7700/control'),
+      url: z.string().url().default('ws://127.0.0.1:8780/'),
       secret: z.string().min(32, 'must be at least 32 characters').optional(),
       heartbeatTimeoutMs: z.number().int().min(100).default(3000),
       caFile: z.string().optional(),

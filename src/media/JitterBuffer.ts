@@ -361,23 +361,22 @@ export class JitterBuffer {
     const cand = this.#candidate;
     if (this.#o.minSequential <= 1) {
       this.#candidate = { pkt, arrivalMs, samples };
-      this.#promoteCandidate(undefined);
-      return 'buffered';
+      return this.#promoteCandidate(undefined);
     }
     if (cand && cand.pkt.ssrc === pkt.ssrc) {
       const d = extendSeq(pkt.seq, cand.pkt.seq) - cand.pkt.seq;
-      if (d !== 0 && Math.abs(d) <= PROBATION_SPAN) {
-        this.#promoteCandidate({ pkt, arrivalMs, samples });
-        return 'buffered';
-      }
+      if (d !== 0 && Math.abs(d) <= PROBATION_SPAN) return this.#promoteCandidate({ pkt, arrivalMs, samples });
     }
     if (cand) this.#dropCount('probation');
     this.#candidate = { pkt, arrivalMs, samples };
     return 'probation';
   }
 
-  /** Starts a new source from the candidate (plus its confirming packet): flushes the old one first. */
-  #promoteCandidate(confirm: Candidate | undefined): void {
+  /**
+   * Starts a new source from the candidate (plus its confirming packet):
+   * flushes the old one first. Returns what became of the confirming packet.
+   */
+  #promoteCandidate(confirm: Candidate | undefined): PushResult {
     const cand = this.#candidate!;
     this.#candidate = undefined;
     if (this.#ssrc !== undefined) {
@@ -400,8 +399,15 @@ export class JitterBuffer {
     this.#highestSeq = base;
     this.#jitterPrevArrival = Number.NaN;
     this.#history.fill(Number.NaN);
+    if (!confirm) return this.#accept(cand.pkt, base, cand.arrivalMs, cand.samples);
+    // Lower sequence number first, so a small ring cannot push it out before it is stored.
+    if (extConfirm < base) {
+      const r = this.#accept(confirm.pkt, extConfirm, confirm.arrivalMs, confirm.samples);
+      this.#accept(cand.pkt, base, cand.arrivalMs, cand.samples);
+      return r;
+    }
     this.#accept(cand.pkt, base, cand.arrivalMs, cand.samples);
-    if (confirm) this.#accept(confirm.pkt, extConfirm, confirm.arrivalMs, confirm.samples);
+    return this.#accept(confirm.pkt, extConfirm, confirm.arrivalMs, confirm.samples);
   }
 
   /** Stores an in-window packet of the current source, or classifies it as duplicate / late. */

@@ -132,6 +132,9 @@ export class OggOpusWriter {
    */
   addPacket(packet: Uint8Array, samples48k: number): void {
     if (this.#finished) throw new OptinError('OGG_WRITER_FINISHED', 'OggOpusWriter.addPacket after finish(): create a new writer');
+    if (!Number.isInteger(samples48k) || samples48k < 0) {
+      throw new OptinError('OGG_BAD_DURATION', `Opus packet duration must be a whole number of 48 kHz samples, got ${samples48k}`);
+    }
     const lacingNeeded = Math.floor(packet.length / 255) + 1;
     // Close the open page before this packet when it already holds enough
     // audio, or when the packet's lacing values would not fit (a packet that

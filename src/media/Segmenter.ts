@@ -123,7 +123,10 @@ export class Segmenter {
    */
   push(item: SegmenterItem): readonly Segment[] {
     if (this.#closed) throw new OptinError('SEGMENTER_CLOSED', 'Segmenter.push after close(): create a new Segmenter for a new run');
-    if (item.kind === 'packet') this.#add(item.payload, item.samples, false);
+    if (item.kind === 'packet') {
+      if (!(item.samples > 0)) throw new OptinError('SEGMENTER_BAD_ITEM', `timeline packet without a duration (${item.samples}): use opusPacketSamples`);
+      this.#add(item.payload, item.samples, false);
+    }
     else this.#addGap(item.samples);
     if (this.#out.length === 0) return NO_SEGMENTS;
     const out = this.#out;

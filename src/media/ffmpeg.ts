@@ -18,11 +18,32 @@ export interface FfmpegRun {
   stop(): void;
 }
 
-export function runFfmpeg(args: readonly string[], opts: { input?: Buffer | NodeJS.ReadableStream; bin?: string; collectStdout?: boolean } = {}): FfmpegRun {
+export function runFfmpeg(
+  args: readonly string[],
+  opts: {
+    input?: Buffer | NodeJS.ReadableStream;
+    /**
+     * More in-memory inputs, on file descriptors 3, 4, ... (name them `pipe:3`, `pipe:4`, ... in
+     * `args`): several inputs without temp files, so decrypted audio never touches the disk.
+     */
+    extraInputs?: readonly Buffer[];
+    bin?: string;
+    collectStdout?: boolean;
+  } = {},
+): FfmpegRun {
   const bin = opts.bin ?? FFMPEG;
-  const child = spawn(bin, ['-hide_banner', ...(bin === FFPROBE ? [] : ['-nostdin']), ...args], { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  const extra = opts.extraInputs ?? [];
+  const child = spawn(bin, ['-hide_banner', ...(bin === FFPROBE ? [] : ['-nostdin']), ...args], {
+    stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe', ...extra.map(() => 'pipe' as const)],
+  });
+  extra.forEach((buf, i) => {
+    const fd = child.stdio[3 + i] as NodeJS.WritableStream & { on(event: 'error', fn: () => void): void };
+    fd.on('error', () => undefined); // ffmpeg may stop reading an input early (atrim, errors)
+    fd.end(buf);
+  });
   const out: Buffer[] = [];
   let err = '';
+  let stopped = false;
   child.stdout!.on('data', (d: Buffer) => {
     if (opts.collectStdout ?? true) out.push(d);
   });
@@ -43,7 +64,7 @@ export function runFfmpeg(args: readonly string[], opts: { input?: Buffer | Node
       ),
     );
     child.on('close', (code, signal) => {
-      if (code === 0 || signal === 'SIGTERM' || signal === 'SIGINT') resolve(Buffer.concat(out));
+      if (code === 0 || stopped) resolve(Buffer.concat(out)); // ffmpeg exits 255 when we stop it
       else reject(new OptinError('FFMPEG_FAILED', `${bin} exited with ${code ?? signal}: ${err.trim().split('\n').slice(-5).join(' | ')}`));
     });
   });
@@ -51,6 +72,7 @@ export function runFfmpeg(args: readonly string[], opts: { input?: Buffer | Node
     child,
     done,
     stop() {
+      stopped = true;
       if (child.exitCode === null) child.kill('SIGTERM');
     },
   };
@@ -102,4 +124,54 @@ export function sendRtp(o: RtpSenderOptions): FfmpegRun {
     '-ssrc', String(o.ssrc | 0),
     '-f', 'rtp', url,
   ], { collectStdout: false });
+}
+
+export interface StereoRenderOptions {
+  /** Mono Ogg Opus inputs for the LEFT channel (mixed when several), all starting at the same instant. */
+  left: readonly Buffer[];
+  /** Mono Ogg Opus inputs for the RIGHT channel. */
+  right: readonly Buffer[];
+  /** Output length in 48 kHz samples: both sides are padded with silence (or cut) to exactly this. */
+  samples: number;
+  /** 'ogg': stereo Ogg Opus; 's16le': raw interleaved 16-bit PCM (the caller adds a WAV header). */
+  format: 'ogg' | 's16le';
+  /** Opus bitrate of the stereo render (default 64k). */
+  bitrate?: string;
+}
+
+/**
+ * A two-channel render from time-aligned mono tracks (coaching playback: agent left, customer
+ * right). Inputs are passed on extra pipes (no temp files); each side is mixed (amix without
+ * normalisation: tracks of one side do not overlap in practice, and halving their level would
+ * misrepresent them), padded and trimmed to the same length, then merged into stereo. A side
+ * with no input is digital silence.
+ */
+export async function renderStereo(o: StereoRenderOptions): Promise<Buffer> {
+  if (!Number.isInteger(o.samples) || o.samples <= 0) throw new OptinError('INVALID_INPUT', 'renderStereo: samples must be a positive integer');
+  const inputs = [...o.left, ...o.right];
+  const args: string[] = ['-v', 'error'];
+  inputs.forEach((_, i) => args.push('-f', 'ogg', '-i', `pipe:${3 + i}`));
+  const filters: string[] = [];
+  const side = (label: string, first: number, count: number): void => {
+    const fit = `aresample=48000,aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=mono,apad=whole_len=${o.samples},atrim=end_sample=${o.samples}`;
+    if (count === 0) filters.push(`anullsrc=r=48000:cl=mono,atrim=end_sample=${o.samples}[${label}]`);
+    else if (count === 1) filters.push(`[${first}:a]${fit}[${label}]`);
+    else {
+      const ins = Array.from({ length: count }, (_, i) => `[${first + i}:a]`).join('');
+      filters.push(`${ins}amix=inputs=${count}:normalize=0:duration=longest,${fit}[${label}]`);
+    }
+  };
+  side('L', 0, o.left.length);
+  side('R', o.left.length, o.right.length);
+  filters.push('[L][R]amerge=inputs=2[out]');
+  args.push('-filter_complex', filters.join(';'), '-map', '[out]', '-map_metadata', '-1', '-ac', '2', '-ar', '48000');
+  if (o.format === 'ogg') args.push('-c:a', 'libopus', '-b:a', o.bitrate ?? '64k', '-application', 'audio', '-f', 'ogg', 'pipe:1');
+  else args.push('-c:a', 'pcm_s16le', '-f', 's16le', 'pipe:1');
+  return runFfmpeg(args, { extraInputs: inputs }).done;
+}
+
+/** Decodes any input ffmpeg reads to interleaved 16-bit PCM at `rate` with `channels` (for WAV files). */
+export async function decodeToS16(input: Buffer, opts: { rate?: number; channels?: number } = {}): Promise<Buffer> {
+  const args = ['-v', 'error', '-i', 'pipe:0', '-map_metadata', '-1', '-ac', String(opts.channels ?? 1), '-ar', String(opts.rate ?? 48000), '-c:a', 'pcm_s16le', '-f', 's16le', 'pipe:1'];
+  return runFfmpeg(args, { input }).done;
 }

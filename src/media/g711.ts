@@ -8,6 +8,8 @@
  * the classic segment search of the reference implementation (Sun g711.c).
  */
 
+import { OptinError } from '../errors/OptinError.ts';
+
 const ULAW_BIAS = 0x84; // 132: shifts the µ-law segments so segment 0 starts at 0
 const ULAW_CLIP = 32635; // largest magnitude that still fits after adding the bias
 
@@ -40,7 +42,7 @@ for (let i = 0; i < 256; i++) {
 
 function decodeWith(table: Int16Array, src: Uint8Array, out?: Int16Array): Int16Array {
   const dst = out ?? new Int16Array(src.length);
-  if (dst.length < src.length) throw new RangeError('G.711 decode: output buffer shorter than input');
+  if (dst.length < src.length) throw new OptinError('G711_OUTPUT_TOO_SHORT', 'G.711 decode: the output buffer must be at least as long as the input');
   for (let i = 0; i < src.length; i++) dst[i] = table[src[i]!]!;
   return dst;
 }

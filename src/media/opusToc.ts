@@ -5,6 +5,7 @@
  * Durations are in 48 kHz samples: Opus always signals time at 48 kHz in
  * RTP (RFC 7587 §4.1) and in Ogg (RFC 7845 §4), whatever the coded bandwidth.
  */
+import { OptinError } from '../errors/OptinError.ts';
 
 /** Samples at 48 kHz per frame for each of the 32 TOC configurations (RFC 6716 §3.1, Table 2). */
 const FRAME_SAMPLES: Int32Array = (() => {
@@ -180,7 +181,7 @@ export function pushOpusSilence(out: Buffer[], samples: number): number {
 /** Silence packets for `samples` (must be a multiple of 120 = 2.5 ms). */
 export function opusSilence(samples: number): Buffer[] {
   if (!Number.isInteger(samples) || samples < 0 || samples % OPUS_MIN_FRAME_SAMPLES !== 0) {
-    throw new RangeError(`opus silence needs a non-negative multiple of 120 samples (2.5 ms), got ${samples}`);
+    throw new OptinError('OPUS_SILENCE_INVALID', `Opus silence needs a non-negative multiple of 120 samples (2.5 ms), got ${samples}`);
   }
   const out: Buffer[] = [];
   pushOpusSilence(out, samples);

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ControlClient } from '../control/ControlClient.ts';
 import type { RecorderReason } from '../control/protocol.ts';
@@ -43,7 +44,19 @@ export interface RecorderOptions {
  * The recorder service: every call's CallRecorder, one shared tick for all of them (no per-stream
  * timers), the gate wiring to the control stream, admission control, and R7 reporting.
  */
-export class Recorder {
+export interface RecordingStateEvent {
+  recording: boolean;
+  reasons: string[];
+  recordingId?: string;
+  at: number;
+}
+
+export type RecorderEvents = {
+  /** What a call reports (R7), also sent upstream on the control stream. */
+  state: [callId: string, state: RecordingStateEvent];
+};
+
+export class Recorder extends EventEmitter<RecorderEvents> {
   readonly #o: RecorderOptions;
   readonly #calls = new Map<string, CallRecorder>();
   readonly #overloaded = new Set<string>();
@@ -57,6 +70,7 @@ export class Recorder {
   readonly #pendingAudit = new Set<Promise<unknown>>();
 
   constructor(opts: RecorderOptions) {
+    super();
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
     this.#loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -138,6 +152,7 @@ export class Recorder {
     if (!call) return;
     this.#calls.delete(callId);
     this.#overloaded.delete(callId);
+    this.#lastStates.delete(callId);
     this.#o.metrics?.callsActive.set(this.#calls.size);
     await call.close(this.#now());
   }
@@ -207,7 +222,17 @@ export class Recorder {
     }
   }
 
+  /** The last state a call reported (R7), for late joiners such as a softphone page. */
+  lastState(callId: string): RecordingStateEvent | undefined {
+    return this.#lastStates.get(callId);
+  }
+
+  readonly #lastStates = new Map<string, RecordingStateEvent>();
+
   #report(callId: string, report: { recording: boolean; reasons: string[]; recordingId?: string }): void {
+    const event = { ...report, at: this.#now() };
+    this.#lastStates.set(callId, event);
+    this.emit('state', callId, event);
     try {
       this.#o.control.reportRecordingState({
         callId,

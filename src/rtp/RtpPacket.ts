@@ -19,6 +19,8 @@
  *    |  payload ...                  | (P) padding ... | pad count   |
  */
 
+import { OptinError } from '../errors/OptinError.ts';
+
 export interface RtpPacket {
   marker: boolean;
   payloadType: number;
@@ -141,17 +143,21 @@ export interface BuildRtpOptions {
   padding?: number;
 }
 
+function invalid(message: string): OptinError {
+  return new OptinError('RTP_BUILD_INVALID', message);
+}
+
 /**
  * Serialises an RTP packet (for tests, fixture captures and load
  * generators). Values are masked to their field widths.
  */
 export function buildRtp(o: BuildRtpOptions): Buffer {
   const csrcs = o.csrcs ?? NO_CSRCS;
-  if (csrcs.length > 15) throw new RangeError('RTP allows at most 15 CSRCs (4-bit CC field)');
+  if (csrcs.length > 15) throw invalid('RTP allows at most 15 CSRCs (4-bit CC field)');
   const padding = o.padding ?? 0;
-  if (padding < 0 || padding > 255) throw new RangeError('RTP padding must be 0..255 octets');
+  if (padding < 0 || padding > 255) throw invalid('RTP padding must be 0..255 octets');
   const extWords = o.extension ? Math.ceil(o.extension.data.length / 4) : 0;
-  if (extWords > 0xffff) throw new RangeError('RTP header extension too long');
+  if (extWords > 0xffff) throw invalid('RTP header extension body must be under 256 KiB');
   const extBytes = o.extension ? 4 + extWords * 4 : 0;
   const headerLen = FIXED_HEADER + csrcs.length * 4 + extBytes;
   const out = Buffer.alloc(headerLen + o.payload.length + padding);

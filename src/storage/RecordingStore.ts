@@ -400,9 +400,10 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     }
     // Whatever the previous process left in the spool must still expire on time, and its
     // manifests must be repaired once the spool has drained.
+    for (const t of spool.tombstones()) if (t.participantId === undefined) store.#rememberDeleted(t.recordingId);
     for (const it of spool.list()) {
       store.sweeper.schedule(it.recordingId, it.expiresAtMs);
-      store.#repairPending.add(it.recordingId);
+      if (!store.#deleted.has(it.recordingId)) store.#repairPending.add(it.recordingId);
     }
     store.#uploader = store.#runUploader();
     store.#flushTimer = setInterval(() => void store.#flushDirty(), options.manifestFlushMs ?? 5_000);
@@ -686,8 +687,9 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     assertId('recordingId', recordingId);
     const { participantId, reason, actor } = options ?? ({} as { reason: string; actor: string });
     if (participantId !== undefined) assertId('participantId', participantId);
-    checkText('reason', reason);
-    checkText('actor', actor);
+    checkReason(reason);
+    // The audit trail records who acted as a pseudonymous id (or 'system'): same alphabet as ids.
+    assertId('actor', actor);
     return this.#delete({ recordingId, participantId }, reason, actor, 'deletion');
   }
 
@@ -719,6 +721,10 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     const { recordingId, participantId, segment } = m;
     if (this.#active.get(recordingId) !== rec) this.#requireActive(recordingId);
     this.#refuseIfDeleting(recordingId, participantId);
+    // Re-checked here: an erase may have completed while this segment waited in the track's queue.
+    if (rec.manifest.participants.find((p) => p.participantId === participantId)?.erased !== undefined) {
+      throw new OptinError('PARTICIPANT_ERASED', `participant ${participantId} of recording ${recordingId} was erased; nothing more is stored for it`);
+    }
     if (segment <= track.lastSegment) {
       throw new OptinError('SEGMENT_OUT_OF_ORDER', `segment ${segment} of ${recordingId}/${participantId} is not after ${track.lastSegment}; segment numbers are monotonic per track`);
     }
@@ -931,7 +937,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
   // ---------------------------------------------------------------------------------------------
 
   #expire(recordingId: string): Promise<void> {
-    return this.#delete({ recordingId }, 'retention-expired', 'system:sweeper', 'expiry').then(() => undefined);
+    return this.#delete({ recordingId }, 'retention-expired', 'system', 'expiry').then(() => undefined);
   }
 
   #delete(scope: Scope, reason: string, actor: string, kind: 'deletion' | 'expiry'): Promise<DeletionReceipt> {
@@ -1034,12 +1040,13 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     const spooledRest = await this.#spool.removeWhere(
       (it) => spoolInScope(it) && (it.kind === 'media' || (participantId === undefined && it.kind === 'manifest')),
     );
+    const mediaKeys = new Set(receipt.mediaObjects.objectKeys);
     for (const it of [...spooledKeys, ...spooledRest]) {
       receipt.spool.itemsRemoved++;
       receipt.spool.bytes += it.bodyBytes;
-      if (it.kind === 'media' && !receipt.mediaObjects.objectKeys.includes(it.objectKey)) receipt.mediaObjects.objectKeys.push(it.objectKey);
+      if (it.kind === 'media') mediaKeys.add(it.objectKey);
     }
-    receipt.mediaObjects.objectKeys.sort();
+    receipt.mediaObjects.objectKeys = [...mediaKeys].sort();
     receipt.mediaObjects.count = receipt.mediaObjects.objectKeys.length;
 
     // 3. Manifest: gone with the recording, or the participant's part removed.
@@ -1324,7 +1331,9 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
 
   /** Buckets and lifecycle rules, idempotently. */
   async #setup(): Promise<void> {
-    for (const bucket of [this.buckets.media, this.buckets.keys, this.buckets.audit]) {
+    // The audit bucket is src/audit's to create (with object lock): creating it here would make it
+    // without, so it is left alone.
+    for (const bucket of [this.buckets.media, this.buckets.keys]) {
       const exists = await withTimeout(this.#client.bucketExists(bucket), this.#uploadTimeoutMs, `HEAD ${bucket}`);
       if (!exists) {
         try {
@@ -1681,9 +1690,10 @@ function storeError(err: unknown, what: string): OptinError {
   return new OptinError('STORAGE_UNAVAILABLE', `object store: ${what} failed (${describe(err)}); check the S3 endpoint`, { retryable: true, cause: err });
 }
 
-function checkText(field: string, value: unknown): asserts value is string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 200 || /[\u0000-\u001f]/.test(value)) {
-    throw new OptinError('INVALID_INPUT', `${field} must be a short single-line text (1-200 characters)`);
+/** A reason is a short code ('agent-request', 'consent-withdrawn-erase'); it becomes the audit purpose. */
+function checkReason(value: unknown): asserts value is string {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9][\x20-\x7e]{0,127}$/.test(value)) {
+    throw new OptinError('INVALID_INPUT', 'reason must be a short code of 1-128 printable ASCII characters, e.g. "agent-request" (no personal data)');
   }
 }
 

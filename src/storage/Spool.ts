@@ -231,7 +231,8 @@ export class Spool extends TypedEmitter<SpoolEvents> {
   async removeWhere(pred: (item: SpoolItem) => boolean): Promise<SpoolItem[]> {
     const gone = this.#items.filter(pred);
     if (gone.length === 0) return [];
-    this.#items = this.#items.filter((it) => !gone.includes(it));
+    const goneSet = new Set(gone);
+    this.#items = this.#items.filter((it) => !goneSet.has(it));
     for (const it of gone) await this.#unlinkItem(it);
     this.#emitChange();
     return gone;

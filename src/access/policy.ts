@@ -1,0 +1,212 @@
+import type { RecordingManifest } from '../storage/manifest.ts';
+import type { Principal, Role } from './auth.ts';
+
+/**
+ * Who may do what (DESIGN R1, R10, R12, §6). Pure: facts in, decision out, no I/O, so the whole
+ * matrix is unit-tested without a store (test/access-policy.test.ts) and the HTTP layer only
+ * gathers facts and applies decisions.
+ *
+ * - agent: the recordings where they are the recorded agent (list, metadata, coaching playback),
+ *   and asking for the deletion of those.
+ * - team-lead: the recordings whose agent has them as `teamLeadId` (list, metadata, playback),
+ *   their team's deletion requests, and performing the deletion.
+ * - dpo: metadata of every recording, the audit trail and the compliance report. Never audio.
+ * - extract-operator: subject-access extracts only, each for a case reference.
+ *
+ * Status: 403 when the ROLE may never use the route (the answer is the same whatever the id, so
+ * it reveals nothing); 404 when the role may use the route but not on this recording: the same
+ * answer as for an id that does not exist, so probing ids tells an agent nothing about other
+ * agents' recordings.
+ */
+
+export type Action =
+  | 'recordings.list'
+  | 'recordings.read'
+  | 'recordings.play'
+  | 'recordings.delete'
+  | 'deletion.request'
+  | 'deletion.list'
+  | 'extract.create'
+  | 'extract.read'
+  | 'audit.read'
+  | 'audit.verify'
+  | 'compliance.read';
+
+/** Roles that may use each action at all (before looking at any recording). */
+export const ACTION_ROLES: Readonly<Record<Action, readonly Role[]>> = Object.freeze({
+  'recordings.list': ['agent', 'team-lead', 'dpo'],
+  'recordings.read': ['agent', 'team-lead', 'dpo'],
+  // R10: audio only for the recorded agent and that agent's team lead.
+  'recordings.play': ['agent', 'team-lead'],
+  // R9: the team lead deletes, at the agent's request.
+  'recordings.delete': ['team-lead'],
+  'deletion.request': ['agent'],
+  'deletion.list': ['agent', 'team-lead', 'dpo'],
+  'extract.create': ['extract-operator'],
+  'extract.read': ['extract-operator'],
+  'audit.read': ['dpo'],
+  'audit.verify': ['dpo'],
+  'compliance.read': ['dpo'],
+});
+
+/** Actions on one recording, where the caller's relation to it matters. */
+const RECORDING_ACTIONS = new Set<Action>(['recordings.read', 'recordings.play', 'recordings.delete', 'deletion.request']);
+
+/** What access control needs to know about a recording: its agents and their team leads. */
+export interface RecordingFacts {
+  agents: Array<{ subjectId: string; teamLeadId?: string }>;
+}
+
+export type Relation = 'own' | 'team' | 'none';
+
+export type Decision = { allow: true; relation: Relation } | { allow: false; status: 403 | 404; reason: DenyReason };
+
+export type DenyReason =
+  | 'role-not-allowed' // the role never uses this route
+  | 'not-found' // no such recording (or not visible: indistinguishable on purpose)
+  | 'not-own-recording' // an agent's request on a recording where they are not the agent
+  | 'not-team-recording'; // a team lead's request on a recording outside their team
+
+/** Reads the access facts from a manifest. Erased agents no longer link to anyone (R9). */
+export function recordingFacts(m: Pick<RecordingManifest, 'participants'>): RecordingFacts {
+  const agents: RecordingFacts['agents'] = [];
+  for (const p of m.participants) {
+    if (p.role !== 'agent' || p.subjectId === undefined || p.erased !== undefined) continue;
+    // teamLeadId arrives with the manifest schema's agent extension; read it defensively.
+    const teamLeadId = (p as { teamLeadId?: unknown }).teamLeadId;
+    agents.push({ subjectId: p.subjectId, ...(typeof teamLeadId === 'string' ? { teamLeadId } : {}) });
+  }
+  return { agents };
+}
+
+/** How the caller relates to a recording: its recorded agent, that agent's team lead, or neither. */
+export function relationTo(principal: Principal, facts: RecordingFacts): Relation {
+  if (principal.role === 'agent' && facts.agents.some((a) => a.subjectId === principal.sub)) return 'own';
+  if (principal.role === 'team-lead' && facts.agents.some((a) => a.teamLeadId === principal.sub)) return 'team';
+  return 'none';
+}
+
+/** May the role use the action at all? (Route-level check, before any recording is read.) */
+export function authorizeRoute(principal: Principal, action: Action): Decision {
+  if (!ACTION_ROLES[action].includes(principal.role)) return { allow: false, status: 403, reason: 'role-not-allowed' };
+  return { allow: true, relation: 'none' };
+}
+
+/**
+ * The full decision. `facts` is null when the recording does not exist (or is expired/deleted);
+ * omit it for actions that are not about one recording.
+ */
+export function authorize(principal: Principal, action: Action, facts?: RecordingFacts | null): Decision {
+  const route = authorizeRoute(principal, action);
+  if (!route.allow || !RECORDING_ACTIONS.has(action)) return route;
+  if (facts === undefined || facts === null) return { allow: false, status: 404, reason: 'not-found' };
+  // The DPO sees the metadata of every recording (and only metadata: play is refused above).
+  if (principal.role === 'dpo') return { allow: true, relation: 'none' };
+  const relation = relationTo(principal, facts);
+  if (relation === 'none') {
+    return { allow: false, status: 404, reason: principal.role === 'agent' ? 'not-own-recording' : 'not-team-recording' };
+  }
+  return { allow: true, relation };
+}
+
+/** Whether the caller sees the recording in lists (same rule as reading its metadata). */
+export function mayList(principal: Principal, facts: RecordingFacts): boolean {
+  return authorize(principal, 'recordings.read', facts).allow;
+}
+
+// ---- what each role sees of a recording's metadata ----
+
+export interface ParticipantView {
+  participantId: string;
+  role: 'agent' | 'customer';
+  /** Only for the DPO, and for an agent the caller is (or leads). Never a customer's to agents/leads. */
+  subjectId?: string;
+  teamLeadId?: string;
+  erased: boolean;
+  segments: number;
+  durationMs: number;
+}
+
+export interface RecordingView {
+  recordingId: string;
+  state: RecordingManifest['state'];
+  startedAt: string;
+  endedAt?: string;
+  expiresAt: string;
+  retentionClass: string;
+  durationMs: number;
+  participants: ParticipantView[];
+  /** Consent evidence: method, time, information version. The evidence `ref` is the DPO's alone. */
+  consentEvidence: Array<Record<string, string | number | boolean | null>>;
+  /** Detail view only: when each piece of each track was recorded. */
+  segments?: Array<{ participantId: string; segment: number; run: number; start: string; durationMs: number }>;
+  /** DPO only: the call id, and integrity facts. */
+  callId?: string;
+  sealedBytes?: number;
+}
+
+/**
+ * A role-appropriate view of a manifest: agents and team leads see "customer" and never the
+ * customer's subject id (R12: nothing identifying the other speaker beyond what coaching needs);
+ * the DPO sees every pseudonymous id (spot checks need them). No one sees object keys or digests
+ * here: they serve integrity, not the people using the API.
+ */
+export function recordingView(principal: Principal, m: RecordingManifest, detail: boolean): RecordingView {
+  const dpo = principal.role === 'dpo';
+  const facts = recordingFacts(m);
+  const participants = m.participants.map((p): ParticipantView => {
+    const segs = m.segments.filter((s) => s.participantId === p.participantId);
+    const teamLeadId = (p as { teamLeadId?: unknown }).teamLeadId;
+    // An agent's ids are shown to the DPO, to that agent, and to that agent's team lead.
+    const related =
+      p.role === 'agent' &&
+      p.subjectId !== undefined &&
+      (dpo ||
+        (principal.role === 'agent' && p.subjectId === principal.sub) ||
+        (principal.role === 'team-lead' && facts.agents.some((a) => a.subjectId === p.subjectId && a.teamLeadId === principal.sub)));
+    const showIds = p.role === 'customer' ? dpo : related;
+    return {
+      participantId: p.participantId,
+      role: p.role,
+      ...(showIds && p.subjectId !== undefined ? { subjectId: p.subjectId } : {}),
+      ...(showIds && typeof teamLeadId === 'string' ? { teamLeadId } : {}),
+      erased: p.erased !== undefined,
+      segments: segs.length,
+      durationMs: segs.reduce((a, s) => a + s.durationMs, 0),
+    };
+  });
+  const first = Math.min(...m.segments.map((s) => s.startWallClockMs));
+  const last = Math.max(...m.segments.map((s) => s.startWallClockMs + s.durationMs));
+  const view: RecordingView = {
+    recordingId: m.recordingId,
+    state: m.state,
+    startedAt: new Date(m.startedAtMs).toISOString(),
+    ...(m.endedAtMs === undefined ? {} : { endedAt: new Date(m.endedAtMs).toISOString() }),
+    expiresAt: m.expiresAt,
+    retentionClass: m.retentionClass,
+    durationMs: m.segments.length === 0 ? 0 : Math.max(0, Math.round(last - first)),
+    participants,
+    consentEvidence: m.consentEvidence.map((e) => {
+      if (dpo) return { ...e };
+      const { ref: _ref, ...rest } = e;
+      return rest;
+    }),
+  };
+  if (detail) {
+    view.segments = m.segments.map((s) => ({
+      participantId: s.participantId,
+      segment: s.segment,
+      run: s.run,
+      start: new Date(s.startWallClockMs).toISOString(),
+      durationMs: s.durationMs,
+    }));
+  }
+  if (dpo) {
+    view.callId = m.callId;
+    view.sealedBytes = m.segments.reduce((a, s) => a + s.sealedBytes, 0);
+  }
+  return view;
+}
+
+/** caseRef of an extract request (R12 accountability: every extract names its case). */
+export const CASE_REF_RE = /^[A-Za-z0-9_-]{1,64}$/;

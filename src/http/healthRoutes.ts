@@ -1,0 +1,38 @@
+import type { RouteGroup } from './HttpServer.ts';
+import { sendJson } from './HttpServer.ts';
+import type { RecorderApp } from '../app/RecorderApp.ts';
+
+/**
+ * /healthz: the process answers. /readyz: it can record lawfully and durably right now: the
+ * control stream is fresh, the store is reachable or the spool has room, and every mediasoup
+ * worker is alive. /metrics: Prometheus text (no per-call labels).
+ */
+export function healthRoutes(app: RecorderApp): RouteGroup {
+  return async (req, res, url) => {
+    if (req.method !== 'GET') return false;
+    if (url.pathname === '/healthz') {
+      sendJson(res, 200, { status: 'alive' });
+      return true;
+    }
+    if (url.pathname === '/readyz') {
+      const spool = app.store.spoolState();
+      const checks = {
+        controlFresh: app.control.fresh,
+        storage: !app.store.isSpoolFull(),
+        spoolBytes: spool.bytes,
+        mediaWorkers: app.pool.workers.length,
+        mediaWorkersWanted: app.config.mediasoup.workers,
+      };
+      const ready = checks.controlFresh && checks.storage && checks.mediaWorkers === checks.mediaWorkersWanted;
+      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not-ready', checks });
+      return true;
+    }
+    if (url.pathname === '/metrics') {
+      const body = await app.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': app.metrics.registry.contentType });
+      res.end(body);
+      return true;
+    }
+    return false;
+  };
+}
