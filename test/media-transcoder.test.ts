@@ -54,7 +54,7 @@ describe('TranscoderPool (worker threads, opusscript)', () => {
 
   it('G.711 µ-law tone -> Opus segments: clean decode, right length, the tone and not the other', async () => {
     const ulaw = readFileSync(new URL('customer-tone.pcmu', GEN)).subarray(0, 8000 * 12);
-    const { segments, packets } = await transcode(pool, 'call1_customer', decodeUlaw(ulaw));
+    const { segments, packets } = await transcode(pool, 'r_0123456789abcdef/customer-1/0', decodeUlaw(ulaw));
     expect(packets.every((p) => opusPacketSamples(p) === 960)).toBe(true);
     // 16 kbit/s target: about 40 bytes per 20 ms.
     const kbps = (packets.reduce((n, p) => n + p.length, 0) * 8) / (packets.length * 20);

@@ -12,7 +12,7 @@ import { isOptinError } from '../src/errors/OptinError.ts';
 import { createLogger } from '../src/log/logger.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import { bucketNames, manifestObjectKey, mediaObjectKey, type BucketNames } from '../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../src/storage/RecordingStore.ts';
+import { RecordingStore, type AuditSink, type DeletionReceipt, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../src/storage/RecordingStore.ts';
 import type { SpoolState } from '../src/storage/Spool.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from './support/s3.ts';
 
@@ -370,6 +370,33 @@ describe('store outage', () => {
     // The recorder retries the same segment number once the gate reopens.
     expect((await store.putSegment(segMeta(R, 'pa', s), fakeOgg(R, 'pa', s))).stored).toBe('uploaded');
     expect((await versionsUnder(buckets.media, `rec/${R}/`)).size).toBe(s + 1);
+  });
+
+  it('expiry during an outage purges spool copies at the instant, store copies once it returns', async () => {
+    const buckets = await versionedBuckets();
+    const { proxy, client } = await startProxy();
+    const audit = new MemoryAudit();
+    const spoolDir = await tempDir();
+    const store = await openStore({ client, buckets, audit, spoolDir, retentionSeconds: 3 });
+    const R = `r_${randomBytes(8).toString('hex')}`;
+    await begin(store, R);
+    const startedAt = (await store.getManifest(R)).startedAtMs;
+    expect((await store.putSegment(segMeta(R, 'pa', 0), fakeOgg(R, 'pa', 0))).stored).toBe('uploaded');
+    await proxy.cut();
+    for (let s = 1; s < 4; s++) expect((await store.putSegment(segMeta(R, 'pa', s), fakeOgg(R, 'pa', s))).stored).toBe('spooled');
+    expect(store.spoolState().items).toBe(3);
+    const receipt = await new Promise<DeletionReceipt>((r) => store.on('deleted', r));
+    expect(Date.now() - (startedAt + 3000)).toBeLessThan(1500);
+    expect(receipt).toMatchObject({ kind: 'expiry', complete: false, spool: { itemsRemoved: 3 } });
+    expect(store.spoolState().items).toBe(0);
+    expect(await readdir(join(spoolDir, 'items'))).toEqual([]);
+    await proxy.restore();
+    await store.drained(30_000);
+    expect((await versionsUnder(buckets.media, `rec/${R}/`)).size).toBe(0);
+    expect((await versionsUnder(buckets.keys, `keys/${R}/`)).size).toBe(0);
+    expect((await versionsUnder(buckets.keys, manifestObjectKey(R))).size).toBe(0);
+    expect(audit.entries.map((e) => e.type)).toEqual(['recording.expired', 'recording.deletion-completed']);
+    expect(audit.entries[1]!.details).toMatchObject({ kind: 'expiry', receiptId: receipt.receiptId, complete: true });
   });
 
   it('drains many tracks in parallel, order kept within each track', async () => {

@@ -7,16 +7,13 @@
  */
 import { loadConfig } from '../src/config/config.ts';
 import { startRecorderApp } from '../src/app/RecorderApp.ts';
-import { startHttpServer, type RouteGroup } from '../src/http/HttpServer.ts';
-import { healthRoutes } from '../src/http/healthRoutes.ts';
+import { startRecorderHttp } from '../src/app/recorderHttp.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
-import { extraRouteGroups } from '../src/app/routes.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const app = await startRecorderApp(config);
-  const groups: RouteGroup[] = [healthRoutes(app), ...(await extraRouteGroups(app))];
-  const http = await startHttpServer({ host: config.http.host, port: config.http.port, groups, logger: app.logger });
+  const http = await startRecorderHttp(app);
   app.logger.info({ url: http.url, workerId: config.workerId, mediaWorkers: app.pool.workers.length }, 'recorder ready');
 
   let stopping = false;
@@ -25,6 +22,7 @@ async function main(): Promise<void> {
     stopping = true;
     app.logger.info({ signal }, 'shutting down: closing gates and sealing open segments');
     const started = Date.now();
+    // Stop media first (seal, store or spool every open segment), then stop answering.
     await app.close();
     await http.close();
     app.logger.info({ ms: Date.now() - started }, 'shutdown complete');

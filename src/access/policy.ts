@@ -210,3 +210,28 @@ export function recordingView(principal: Principal, m: RecordingManifest, detail
 
 /** caseRef of an extract request (R12 accountability: every extract names its case). */
 export const CASE_REF_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Audit entry types written for each allowed access, and the action they record. The compliance
+ * report checks every such entry against ACTION_ROLES (R11: every access by an allowed role), so
+ * the rules live in one place.
+ */
+export const ACCESS_AUDIT_TYPES: Readonly<Record<string, Action>> = Object.freeze({
+  'access.list': 'recordings.list',
+  'access.metadata': 'recordings.read',
+  'access.play': 'recordings.play',
+  'access.delete': 'recordings.delete',
+  'deletion.requested': 'deletion.request',
+  'access.deletion-requests': 'deletion.list',
+  extract: 'extract.create',
+  'extract.download': 'extract.read',
+  'access.audit': 'audit.read',
+  'access.audit-verify': 'audit.verify',
+  'access.compliance': 'compliance.read',
+});
+
+/** Roles allowed to have produced an access entry of `type` (undefined: not an access type). */
+export function rolesForAuditType(type: string): readonly Role[] | undefined {
+  const action = ACCESS_AUDIT_TYPES[type];
+  return action === undefined ? undefined : ACTION_ROLES[action];
+}

@@ -8,6 +8,7 @@ import type { CallRoom } from '../sfu/CallRoom.ts';
 import type { Recorder } from '../recorder/Recorder.ts';
 import type { Logger } from '../log/logger.ts';
 import { verifyJoinToken } from './joinToken.ts';
+import type { RoomDirectory } from './RoomDirectory.ts';
 import { isOptinError } from '../errors/OptinError.ts';
 
 /** Requests a softphone page sends; every one is validated and answered by id. */
@@ -32,7 +33,7 @@ export interface SignallingOptions {
   secret: string;
   recorder: Recorder;
   /** Finds or creates the call's room (the recorder taps it on creation). */
-  openRoom: (callId: string) => Promise<CallRoom>;
+  rooms: RoomDirectory;
   /** A DTMF digit from a page (the IVR's role: the demo turns "1" into explicit consent, R3). */
   onDtmf?: (callId: string, participantId: string, digit: string) => void;
   logger: Logger;
@@ -47,7 +48,6 @@ export class SignallingServer {
   readonly #o: SignallingOptions;
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
   readonly #peers = new Set<Peer>();
-  readonly #opening = new Map<string, Promise<CallRoom>>();
 
   constructor(opts: SignallingOptions) {
     this.#o = opts;
@@ -147,14 +147,7 @@ export class SignallingServer {
   }
 
   async #room(callId: string): Promise<CallRoom> {
-    const existing = this.#o.recorder.calls.get(callId)?.room;
-    if (existing && !existing.closed) return this.#watch(existing);
-    let opening = this.#opening.get(callId);
-    if (!opening) {
-      opening = this.#o.openRoom(callId).finally(() => this.#opening.delete(callId));
-      this.#opening.set(callId, opening);
-    }
-    return this.#watch(await opening);
+    return this.#watch(await this.#o.rooms.get(callId));
   }
 
   readonly #watched = new WeakSet<CallRoom>();

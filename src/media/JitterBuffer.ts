@@ -16,6 +16,16 @@
  * payload (Opus TOC, G.711 byte count), not from timestamp deltas, so the
  * last packet of a stream has a duration too.
  *
+ * How gaps get their length: from the RTP timestamps while they are
+ * trustworthy (loss: the missing packets' time; DTX / silence suppression:
+ * timestamp advanced with no sequence number missing). A marker bit (start
+ * of a talkspurt, RFC 3551 §4.1) is passed through on the item but changes
+ * nothing, so a lost marker packet cannot break the timeline. When the
+ * timestamps are not trustworthy (a backward step with the sequence in
+ * order, a forward step above `maxJumpMs` that the arrival clock does not
+ * confirm, a new SSRC, a sequence restart) the gap is taken from the
+ * arrival clock instead: the track is re-anchored.
+ *
  * Bounded memory: at most `maxDepth` packets wait for reordering (a ring of
  * slots), at most `maxHoldMs` each; released items wait in a ready queue
  * that is bounded too (if nobody pulls, the oldest audio is turned into gap
@@ -74,7 +84,11 @@ export interface JitterBufferOptions {
   maxJumpMs?: number;
   /** How far a large timestamp step and the arrival clock may disagree for the step to be trusted (default 1000 ms). */
   jumpToleranceMs?: number;
-  /** Packets in sequence needed before a new source is accepted (RFC 3550 A.1 MIN_SEQUENTIAL, default 2). */
+  /**
+   * Packets in sequence needed before a new source is accepted (RFC 3550 A.1
+   * MIN_SEQUENTIAL): 2 (default) = a second packet within 16 sequence
+   * numbers confirms it; 1 = accept any new source at once.
+   */
   minSequential?: number;
   /** RFC 3550 A.1 MAX_DROPOUT (default 3000) and MAX_MISORDER (default 100), in packets. */
   maxDropout?: number;

@@ -58,7 +58,8 @@ interface Thread {
   scheduled: boolean;
 }
 
-const ID_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** Stream ids are internal (e.g. `<recordingId>/<participantId>/<run>`): printable ASCII, no spaces. */
+const ID_RE = /^[\x21-\x7e]{1,256}$/;
 
 export class TranscoderPool {
   readonly sampleRate: number;
@@ -180,7 +181,7 @@ export class TranscoderPool {
 
   #admit(streamId: string, frameSamples: number, frames: number): OptinError | undefined {
     if (this.#closed) return new OptinError('TRANSCODER_CLOSED', 'transcoder pool is closed');
-    if (!ID_RE.test(streamId)) return new OptinError('TRANSCODER_BAD_STREAM', 'transcoder stream id must be 1-128 chars of [A-Za-z0-9_.:-]');
+    if (!ID_RE.test(streamId)) return new OptinError('TRANSCODER_BAD_STREAM', 'transcoder stream id must be 1-256 printable ASCII characters without spaces');
     if (!this.#validFrames.has(frameSamples)) {
       return new OptinError('TRANSCODER_BAD_FRAME', `frame of ${frameSamples} samples is not an Opus frame size at ${this.sampleRate} Hz (2.5-60 ms)`);
     }

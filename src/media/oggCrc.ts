@@ -5,21 +5,23 @@
  * page with the 4 checksum bytes set to zero.
  */
 
-const TABLE: Uint32Array = (() => {
-  const t = new Uint32Array(256);
+// Signed 32-bit entries: the loop below stays in int32 arithmetic (no
+// conversion to unsigned per byte); only the result is made unsigned.
+const TABLE: Int32Array = (() => {
+  const t = new Int32Array(256);
   for (let i = 0; i < 256; i++) {
     let r = i << 24;
     for (let bit = 0; bit < 8; bit++) r = r & 0x80000000 ? (r << 1) ^ 0x04c11db7 : r << 1;
-    t[i] = r >>> 0;
+    t[i] = r;
   }
   return t;
 })();
 
 /** Continues `crc` over `data[start, end)`; start a new checksum with crc = 0. */
 export function oggCrcUpdate(crc: number, data: Uint8Array, start = 0, end = data.length): number {
-  let c = crc >>> 0;
-  for (let i = start; i < end; i++) c = ((c << 8) ^ TABLE[((c >>> 24) ^ data[i]!) & 0xff]!) >>> 0;
-  return c;
+  let c = crc | 0;
+  for (let i = start; i < end; i++) c = (c << 8) ^ TABLE[((c >>> 24) ^ data[i]!) & 0xff]!;
+  return c >>> 0;
 }
 
 /** CRC of a whole page buffer, treating bytes 22..25 (the checksum field) as zero. */

@@ -590,6 +590,11 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     rec.dirty = true;
     try {
       await this.#writeManifest(recordingId, true);
+    } catch (err) {
+      // Neither store nor spool took it (spool full). The segments are safe; crash repair rebuilds
+      // the list from them and closes the recording once the store is back.
+      this.#repairPending.add(recordingId);
+      throw err;
     } finally {
       this.#zeroKeys(rec);
       this.#active.delete(recordingId);
@@ -1411,7 +1416,14 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
           await this.#uploadBatch();
         } else if (this.#repairPending.size > 0) {
           const id = this.#repairPending.values().next().value as string;
-          await this.#repair(id);
+          try {
+            await this.#repair(id);
+          } catch (err) {
+            // A store outage retries (backoff below); a manifest that cannot be repaired must not
+            // stall the uploader forever: say so and move on (its objects still expire).
+            if (!isOptinError(err) || err.retryable) throw err;
+            this.#logger.error({ recordingId: id, err: err.message }, 'manifest repair impossible; skipped');
+          }
           this.#repairPending.delete(id);
         } else {
           if (failing) this.#logger.info({}, 'object store reachable again; spool drained');

@@ -39,6 +39,8 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
       keyring: { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } },
       'control.url': `ws://127.0.0.1:${addr.port}/control`,
       'control.secret': secret,
+      'http.callControlSecret': randomBytes(32).toString('base64url'),
+      'http.jwtSecret': randomBytes(32).toString('base64url'),
       'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 500) * 3,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,

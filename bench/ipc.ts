@@ -1,0 +1,186 @@
+/**
+ * The messages between the benchmark driver (bench/run.ts) and the process under test
+ * (bench/recorderProcess.ts). The process under test is a separate OS process so that its
+ * CPU and memory can be read from /proc without the driver's own work mixed in.
+ *
+ * One request, one reply: `{ id, cmd, args }` -> `{ id, ok: true, result }` or
+ * `{ id, ok: false, error }`. Plain JSON over the Node IPC channel, a few messages a second
+ * at most: nothing on the media path.
+ */
+import type { ChildProcess } from 'node:child_process';
+import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
+
+/**
+ * What runs in the process under test:
+ * - recorder: the real thing (startRecorderApp: mediasoup, gate, jitter, Ogg, seal, S3);
+ * - floor: the same transport path (PlainTransport producer -> DirectTransport consumer) into a
+ *   consumer that only counts packets: the cost of merely getting the packets to Node;
+ * - ffmpeg: the common mediasoup recording example: a PlainTransport consumer per producer
+ *   feeding one `ffmpeg -i stream.sdp -c copy out.ogg` process each.
+ */
+export type BenchMode = 'recorder' | 'floor' | 'ffmpeg';
+
+export interface InitArgs {
+  mode: BenchMode;
+  /** Config overrides for loadConfig (dotted paths), recorder mode; also read for ports and workers. */
+  overrides: Record<string, unknown>;
+  /** ffmpeg mode: where the .sdp and .ogg files go, and the first local port for ffmpeg's RTP. */
+  ffmpegDir?: string;
+  ffmpegBasePort?: number;
+}
+
+export interface InitResult {
+  pid: number;
+  workerPids: number[];
+  startMs: number;
+}
+
+export interface LegSpec {
+  participantId: string;
+  codec: AudioCodec;
+  ssrc: number;
+}
+
+export interface CallSpec {
+  callId: string;
+  legs: LegSpec[];
+}
+
+export interface OpenedLeg {
+  callId: string;
+  participantId: string;
+  codec: AudioCodec;
+  ip: string;
+  rtpPort: number;
+  ssrc: number;
+  payloadType: number;
+}
+
+export interface StatusResult {
+  writing: string[];
+  notWriting: string[];
+}
+
+export interface PidsResult {
+  workerPids: number[];
+  ffmpegPids: number[];
+}
+
+export interface WindowResult {
+  /** The process's own event-loop delay histogram over the window (10 ms resolution timer). */
+  lagP50Ms: number;
+  lagP99Ms: number;
+  lagMaxMs: number;
+  lagMeanMs: number;
+  /** Highest of the recorder's own once-a-second p99 figures (`recorder.eventLoopLagP99Ms`), recorder mode. */
+  recorderLagP99MaxMs: number;
+  /** Control stream went stale during the window (every gate fails closed: a serious overload sign). */
+  staleEvents: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+}
+
+export interface StreamCounters {
+  callId: string;
+  participantId: string;
+  received: number;
+  written: number;
+  droppedClosed: number;
+  malformed: number;
+  writing: boolean;
+}
+
+export interface CountersResult {
+  streams: StreamCounters[];
+  /** Recorder metrics: packets dropped by reason, admission refusals by limit. */
+  dropped: Record<string, number>;
+  admissionRejections: Record<string, number>;
+  transcoderPendingFrames: number;
+}
+
+export interface StorageSample {
+  recordings: number;
+  segments: number;
+  opusPayloadBytes: number;
+  oggBytes: number;
+  sealedBytes: number;
+  /** The same sums over full-length segments only (the steady state of a long call). */
+  full: { segments: number; opusPayloadBytes: number; oggBytes: number; sealedBytes: number; durationMs: number };
+  durationMs: number;
+}
+
+export interface CloseResult {
+  closeMs: number;
+  drainMs: number;
+  store?: {
+    uploaded: number;
+    spooled: number;
+    uploadLatencyMs: { p50: number; p99: number; samples: number };
+  };
+  storage?: StorageSample;
+  /** ffmpeg mode: bytes written by all ffmpeg processes, and how many wrote anything. */
+  ffmpegOutputBytes?: number;
+  ffmpegFilesWithData?: number;
+  /** The recording ids made (recorder mode), for the extract measurement. */
+  recordingIds?: string[];
+}
+
+export interface Commands {
+  init: [InitArgs, InitResult];
+  open: [{ calls: CallSpec[]; concurrency: number }, { legs: OpenedLeg[]; ms: number }];
+  status: [{ callIds: string[] }, StatusResult];
+  pids: [Record<string, never>, PidsResult];
+  resume: [Record<string, never>, { resumed: number }];
+  windowStart: [Record<string, never>, { ok: true }];
+  windowEnd: [Record<string, never>, WindowResult];
+  counters: [Record<string, never>, CountersResult];
+  close: [{ keepStore?: boolean }, CloseResult];
+}
+
+export type CommandName = keyof Commands;
+
+export interface Request<C extends CommandName = CommandName> {
+  id: number;
+  cmd: C;
+  args: Commands[C][0];
+}
+
+export type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+
+/** Driver side: typed calls into the child process, each with a timeout naming what hung. */
+export class ChildRpc {
+  readonly #child: ChildProcess;
+  #next = 1;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(child: ChildProcess) {
+    this.#child = child;
+    child.on('message', (msg: Reply) => {
+      const p = this.#pending.get(msg.id);
+      if (!p) return;
+      this.#pending.delete(msg.id);
+      clearTimeout(p.timer);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(new Error(msg.error));
+    });
+    child.on('exit', (code, signal) => {
+      for (const p of this.#pending.values()) {
+        clearTimeout(p.timer);
+        p.reject(new Error(`the process under test exited (${signal ?? code}) before replying; see its log in bench-results/`));
+      }
+      this.#pending.clear();
+    });
+  }
+
+  call<C extends CommandName>(cmd: C, args: Commands[C][0], timeoutMs = 120_000): Promise<Commands[C][1]> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new Error(`the process under test did not answer '${cmd}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      this.#child.send({ id, cmd, args } satisfies Request<C>);
+    });
+  }
+}
