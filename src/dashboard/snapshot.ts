@@ -37,7 +37,7 @@ const short = (s: string) => createHash('sha256').update(s).digest('hex').slice(
  */
 export class DashboardModel {
   readonly #app: RecorderApp;
-  #prevBytes = new Map<string, { written: number; at: number }>();
+  #prevBytes = new Map<string, { bytes: number; at: number }>();
   #prevCpu: { cpuMs: number; at: number }[] = [];
   #cpuPct: number[] = [];
 
@@ -56,16 +56,16 @@ export class DashboardModel {
         const h = t.health;
         const key = `${call.callId}/${t.participantId}`;
         const prev = this.#prevBytes.get(key);
-        const packetsPerSec = prev && now > prev.at ? ((h.written - prev.written) * 1000) / (now - prev.at) : 0;
-        this.#prevBytes.set(key, { written: h.written, at: now });
+        const kbps = prev && now > prev.at ? ((h.writtenBytes - prev.bytes) * 8) / (now - prev.at) : 0;
+        this.#prevBytes.set(key, { bytes: h.writtenBytes, at: now });
         ts.push({
           track: short(key),
           codec: t.codec,
           lossPct: h.expected > 0 ? Math.round((h.lost / h.expected) * 1000) / 10 : 0,
           jitterMs: Math.round(h.jitterMs * 10) / 10,
           concealedMs: Math.round(h.concealedMs),
-          // Approximate from packet rate: 20 ms packets of the stream's codec.
-          bitrateKbps: Math.round(packetsPerSec * (t.codec === 'opus' ? 0.32 : 1.28) * 10) / 10,
+          // Payload bitrate as written (RTP payload bytes; the G.711 figure is before transcoding).
+          bitrateKbps: Math.round(kbps * 10) / 10,
           packetsWritten: h.written,
         });
       }
@@ -85,7 +85,7 @@ export class DashboardModel {
       at: now,
       calls,
       totals: { calls: calls.length, tracks, recording },
-      uploadBacklog: { spoolBytes: spool.bytes, spoolItems: spool.items, spoolFull: spool.full, uploadP99Ms: this.#app.store.stats().uploadLatencyMs.p99 },
+      uploadBacklog: { spoolBytes: spool.bytes, spoolItems: spool.items, spoolFull: spool.full, uploadP99Ms: Math.round(this.#app.store.stats().uploadLatencyMs.p99) },
       load: { eventLoopLagP99Ms: Math.round(this.#app.recorder.eventLoopLagP99Ms * 10) / 10, mediaWorkers: this.#app.pool.workers.length, mediaWorkerCpuPct: this.#cpuPct, controlFresh: this.#app.control.fresh },
     };
   }

@@ -79,7 +79,7 @@ export class TrackRecorder {
   #pendingPuts = new Set<Promise<unknown>>();
   #closed = false;
   /** Counters over the track's life (the jitter buffer's are per run). */
-  readonly counters = { received: 0, written: 0, droppedClosed: 0, malformed: 0, segments: 0, timelineMs: 0 };
+  readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, malformed: 0, segments: 0, timelineMs: 0 };
   #lastStats: JitterStats | undefined;
 
   constructor(opts: TrackRecorderOptions) {
@@ -95,7 +95,7 @@ export class TrackRecorder {
   }
 
   /** Live per-track health for metrics and the dashboard (no audio, no identifiers). */
-  get health(): { jitterMs: number; lost: number; expected: number; concealedMs: number; written: number } {
+  get health(): { jitterMs: number; lost: number; expected: number; concealedMs: number; written: number; writtenBytes: number } {
     const s = this.#run?.jitter.stats ?? this.#lastStats;
     const clock = this.codec === 'opus' ? 48 : 8;
     return {
@@ -104,6 +104,7 @@ export class TrackRecorder {
       expected: s?.expected ?? 0,
       concealedMs: s ? s.concealedSamples / clock : 0,
       written: this.counters.written,
+      writtenBytes: this.counters.writtenBytes,
     };
   }
 
@@ -218,7 +219,10 @@ export class TrackRecorder {
   #feed(run: Run, items: readonly TimelineItem[]): void {
     if (items.length === 0) return;
     const perMs = this.codec === 'opus' ? 48 : 8;
-    for (const item of items) this.counters.timelineMs += item.samples / perMs;
+    for (const item of items) {
+      this.counters.timelineMs += item.samples / perMs;
+      if (item.kind === 'packet') this.counters.writtenBytes += item.payload.length;
+    }
     if (this.codec === 'opus') {
       for (const item of items) {
         if (item.kind === 'packet') {

@@ -1,0 +1,758 @@
+/**
+ * Capacity benchmark (DESIGN §7): how many recorded streams one machine carries, and what they
+ * cost against the floor (merely forwarding the packets into Node) and against the common
+ * approach of one ffmpeg process per stream, all measured in the same session.
+ *
+ *     npm run bench              full ramp (250 .. 2000 streams), floor, ffmpeg baseline, G.711, extract
+ *     npm run bench:quick        small smoke run (~2 min)
+ *     npm run bench:profile      one recorder run at 1000 streams under --cpu-prof, hot spots printed
+ *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
+ *
+ * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
+ * process: CPU (utime + stime) and memory (RSS, private) of its Node process and of each
+ * mediasoup worker, of each ffmpeg, and of the load generator come from /proc. The load is real
+ * RTP from bench/loadgen.c (one socket, sendmmsg, 20 ms per stream with per-stream phases and a
+ * little jitter, calls arriving over a ramp) into mediasoup PlainTransports; consent and agent
+ * schedules go through the real control stream (a reference policy server in this process).
+ *
+ * A step of the ramp passes when: every admitted call recorded from its first packet, no packet
+ * sent was missing from the recording (sent by the generator = written by the recorder, per
+ * stream), the event loop's p99 delay stayed under 50 ms over the steady window, the control
+ * stream never went stale, and calls above `admission.maxStreams` were refused (`overloaded`).
+ *
+ * Output: a table on stdout, JSON in bench-results/bench-<date>.json, the processes' logs in
+ * bench-results/logs-<date>/.
+ */
+import { fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execFileSync } from 'node:child_process';
+import { PolicyServer } from '../src/control/PolicyServer.ts';
+import { Keyring } from '../src/crypto/Keyring.ts';
+import { ensureS3Server, createS3Client, type S3Server } from '../src/storage/s3Endpoint.ts';
+import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
+import { ChildRpc, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
+import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles, type LoadgenSummary } from './loadgen.ts';
+import { snapshot, cpuPercent, machineBusyPercent, type GroupSnapshot, type MemorySample, type ProcessGroup } from './procstat.ts';
+import { measureExtract, type ExtractResult } from './extract.ts';
+import { summarizeProfile, formatProfile, type ProfileSummary } from './profile.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+interface BenchOptions {
+  preset: 'full' | 'quick' | 'profile';
+  /** Recorded streams per step (N/2 two-party calls). */
+  ramp: number[];
+  steadyS: number;
+  /** Calls arrive over this many seconds (spreads segment boundaries like real arrivals do). */
+  arrivalS: number;
+  warmupS: number;
+  jitterUs: number;
+  floor: boolean;
+  /** Streams for the ffmpeg-per-stream baseline (0 = skip). */
+  baseline: number;
+  /** Streams for the G.711 -> Opus run (0 = skip). */
+  pcmu: number;
+  extract: boolean;
+  /** Run the recorder under --cpu-prof and summarise the hot spots. */
+  cpuProfile: boolean;
+  /** Keep ramping after a failing step. */
+  continueOnFail: boolean;
+  /** Extra calls opened above admission.maxStreams to prove they are refused, per step. */
+  overflowCalls: number;
+  segmentSeconds: number;
+  workers: number;
+  transcoderThreads: number;
+  lagLimitMs: number;
+  outDir: string;
+}
+
+function parseOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean' },
+      profile: { type: 'boolean' },
+      ramp: { type: 'string' },
+      steady: { type: 'string' },
+      arrival: { type: 'string' },
+      warmup: { type: 'string' },
+      'jitter-us': { type: 'string' },
+      'no-floor': { type: 'boolean' },
+      baseline: { type: 'string' },
+      pcmu: { type: 'string' },
+      'no-extract': { type: 'boolean' },
+      'cpu-prof': { type: 'boolean' },
+      continue: { type: 'boolean' },
+      overflow: { type: 'string' },
+      'segment-seconds': { type: 'string' },
+      workers: { type: 'string' },
+      'transcoder-threads': { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]);
+    process.exit(0);
+  }
+  const preset: BenchOptions['preset'] = values.profile ? 'profile' : values.quick ? 'quick' : 'full';
+  const cores = os.availableParallelism();
+  const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
+    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, floor: true, extract: true },
+    quick: { ramp: [100, 200], steadyS: 12, arrivalS: 4, warmupS: 2, baseline: 20, pcmu: 40, floor: true, extract: true },
+    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
+  };
+  const d = defaults[preset];
+  const num = (v: string | undefined, fallback: number): number => {
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`bench: ${v} is not a non-negative number`);
+    return n;
+  };
+  const ramp = values.ramp ? values.ramp.split(',').map((s) => num(s.trim(), 0)) : d.ramp!;
+  if (ramp.length === 0 || ramp.some((n) => n < 2 || n % 2 !== 0)) throw new Error('bench: --ramp takes even stream counts >= 2 (two-party calls), e.g. 250,500,1000');
+  return {
+    preset,
+    ramp,
+    steadyS: num(values.steady, d.steadyS!),
+    arrivalS: num(values.arrival, d.arrivalS!),
+    warmupS: num(values.warmup, d.warmupS!),
+    jitterUs: num(values['jitter-us'], 2000),
+    floor: values['no-floor'] ? false : d.floor!,
+    baseline: num(values.baseline, d.baseline!),
+    pcmu: num(values.pcmu, d.pcmu!),
+    extract: values['no-extract'] ? false : d.extract!,
+    cpuProfile: values['cpu-prof'] ?? d.cpuProfile ?? false,
+    continueOnFail: values.continue ?? false,
+    overflowCalls: num(values.overflow, 1),
+    segmentSeconds: num(values['segment-seconds'], 10),
+    workers: num(values.workers, cores),
+    transcoderThreads: num(values['transcoder-threads'], 1),
+    lagLimitMs: 50,
+    outDir: path.resolve(ROOT, values.out ?? 'bench-results'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+interface RunResult {
+  label: string;
+  mode: BenchMode;
+  codec: AudioCodec;
+  /** Streams measured (admitted, recorded or consumed). */
+  streams: number;
+  calls: number;
+  setupMs: number;
+  /** From consent to every admitted call writing (recorder mode). */
+  admissionMs: number;
+  windowS: number;
+  /** % of one core, over the steady window. */
+  cpu: {
+    node: number;
+    nodeMain: number;
+    nodeThreads: number;
+    workers: number;
+    ffmpeg: number;
+    total: number;
+    loadgen: number;
+    machineBusy: number;
+    /** Everything else on the machine (other users, the S3 server, this driver). */
+    others: number;
+  };
+  perStream: {
+    /** % of one core per stream (Node + mediasoup workers + ffmpeg). */
+    cpuPct: number;
+    nodeCpuPct: number;
+    workersCpuPct: number;
+    streamsPerCore: number;
+    /** (private memory at steady state - idle) / streams, bytes: what one more stream costs. */
+    marginalPrivateBytes: number;
+    /** All resident memory of the process group / streams, bytes (fixed costs included). */
+    rssBytes: number;
+  };
+  memory: { idle: Record<string, MemorySample>; steady: Record<string, MemorySample> };
+  lag?: WindowResult;
+  loss: {
+    sent: number;
+    failedToSend: number;
+    received: number;
+    written: number;
+    /** sent - received: lost between the generator and the recorder's callback. */
+    beforeRecorder: number;
+    /** received - written (recorder mode): lost inside the recorder. */
+    inRecorder: number;
+    streamsWithLoss: number;
+    transcoderDrops: number;
+  };
+  overload?: { overflowCalls: number; refused: number; reportedOverloaded: number; packetsWritten: number; detail: string[] };
+  loadgen: LoadgenSummary;
+  close?: CloseResult;
+  notes: string[];
+  pass?: boolean;
+  failures: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// One measurement
+// ---------------------------------------------------------------------------------------------
+
+interface Context {
+  o: BenchOptions;
+  s3: S3Server;
+  loadgenBin: string;
+  profiles: LoadProfiles;
+  logDir: string;
+  cacheDir: string;
+  bucketPrefixes: string[];
+  profileDir: string;
+}
+
+const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
+const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+async function measure(ctx: Context, mode: BenchMode, streams: number, codec: AudioCodec, label: string): Promise<RunResult> {
+  const { o } = ctx;
+  const tag = randomBytes(3).toString('hex');
+  const calls = streams / 2;
+  const overflowCalls = mode === 'recorder' ? o.overflowCalls : 0;
+  log(`${label}: ${streams} ${codec} streams (${calls} calls${overflowCalls ? ` + ${overflowCalls} above the admission limit` : ''}), mode ${mode}`);
+
+  // A fresh policy server per run: its snapshot holds only this run's calls.
+  const secret = randomBytes(32).toString('base64url');
+  const policy = new PolicyServer({ secret });
+  const addr = await policy.listen();
+  const bucketPrefix = `b${tag}-`;
+  if (mode === 'recorder') ctx.bucketPrefixes.push(bucketPrefix);
+  const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-spool-'));
+  const overrides: Record<string, unknown> = {
+    logLevel: 'warn',
+    workerId: `bench-${tag}`,
+    's3.endpoint': ctx.s3.endpoint,
+    's3.accessKey': ctx.s3.accessKey,
+    's3.secretKey': ctx.s3.secretKey,
+    's3.bucketPrefix': bucketPrefix,
+    keyring: { activeKeyId: 'b1', keys: { b1: Keyring.generateKeyBase64() } },
+    'control.url': `ws://127.0.0.1:${addr.port}/control`,
+    'control.secret': secret,
+    'spool.dir': spoolDir,
+    'mediasoup.workers': o.workers,
+    // A port range of our own, away from the default one tests use on this shared machine.
+    'mediasoup.rtcMinPort': 20000,
+    'mediasoup.rtcMaxPort': 29999,
+    'admission.maxStreams': streams,
+    segmentSeconds: o.segmentSeconds,
+    transcoderThreads: o.transcoderThreads,
+  };
+  const logFile = path.join(ctx.logDir, `${label}.log`);
+  const logFd = openSync(logFile, 'a');
+  const profiling = o.cpuProfile && mode === 'recorder';
+  const child = fork(path.join(HERE, 'recorderProcess.ts'), [], {
+    cwd: ROOT,
+    execArgv: ['--import', 'tsx', ...(profiling ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}-${tag}.cpuprofile`] : [])],
+    stdio: ['ignore', logFd, logFd, 'ipc'],
+  });
+  const rpc = new ChildRpc(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const notes: string[] = [];
+  const failures: string[] = [];
+  try {
+    const init: InitResult = await rpc.call('init', {
+      mode,
+      overrides,
+      ffmpegDir: path.join(ctx.cacheDir, `ffmpeg-${tag}`),
+      ffmpegBasePort: 30000,
+    });
+    await sleep(500);
+    const idle = snapshot({ node: [init.pid], workers: init.workerPids });
+
+    // --- calls: schedules and call facts through the control stream, then Routers and legs.
+    const specs: CallSpec[] = [];
+    for (let i = 0; i < calls + overflowCalls; i++) {
+      const callId = `c${tag}x${i}`;
+      specs.push({
+        callId,
+        legs: [
+          { participantId: 'pa', codec, ssrc: (0x10000000 + i * 2) >>> 0 },
+          { participantId: 'pc', codec, ssrc: (0x10000001 + i * 2) >>> 0 },
+        ],
+      });
+      if (mode === 'recorder') {
+        const agentId = `ag${tag}x${i}`;
+        // One agent per call: each agent's monthly-cap ledger is its own S3 prefix (R6).
+        policy.setSchedule(agentId, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 100);
+        policy.startCall(callId, [
+          { participantId: 'pa', role: 'agent', subjectId: agentId },
+          { participantId: 'pc', role: 'customer', subjectId: `cu${tag}x${i}` },
+        ]);
+      }
+    }
+    const regular = specs.slice(0, calls);
+    const overflow = specs.slice(calls);
+    const t0 = performance.now();
+    const legs: OpenedLeg[] = [];
+    for (let i = 0; i < regular.length; i += 50) {
+      legs.push(...(await rpc.call('open', { calls: regular.slice(i, i + 50), concurrency: 4 })).legs);
+    }
+    // The overflow calls come after every admitted one, so the admission check sees them all.
+    if (overflow.length > 0) legs.push(...(await rpc.call('open', { calls: overflow, concurrency: 1 })).legs);
+    const setupMs = performance.now() - t0;
+    log(`${label}: ${legs.length} legs set up in ${(setupMs / 1000).toFixed(1)} s`);
+
+    // --- consent (R3: an explicit act with evidence), then wait until every admitted call records.
+    let admissionMs = 0;
+    if (mode === 'recorder') {
+      const t1 = performance.now();
+      for (const s of specs) policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' });
+      const ids = regular.map((s) => s.callId);
+      let notWriting = ids;
+      const deadline = Date.now() + 180_000;
+      while (Date.now() < deadline) {
+        notWriting = (await rpc.call('status', { callIds: ids })).notWriting;
+        if (notWriting.length === 0) break;
+        await sleep(250);
+      }
+      admissionMs = performance.now() - t1;
+      if (notWriting.length > 0) failures.push(`${notWriting.length} admitted calls never started recording`);
+      log(`${label}: consent granted; ${ids.length - notWriting.length}/${ids.length} calls recording after ${(admissionMs / 1000).toFixed(1)} s`);
+    }
+    if (mode === 'ffmpeg') {
+      await sleep(1500); // every ffmpeg bound its port and waits for RTP
+      await rpc.call('resume', {});
+    }
+
+    // --- load: every leg (overflow ones too: refused calls still get media, R5).
+    const dests: Destination[] = legs.map((l) => ({
+      ip: l.ip,
+      port: l.rtpPort,
+      ssrc: l.ssrc,
+      payloadType: l.payloadType,
+      profile: ctx.profiles.index[codec === 'opus' ? 'opus' : 'pcmu'][l.participantId === 'pa' ? 'agent' : 'customer'],
+    }));
+    const arrivalMs = o.arrivalS * 1000;
+    const warmupMs = mode === 'ffmpeg' ? Math.max(o.warmupS * 1000, 5000) : o.warmupS * 1000;
+    const steadyMs = o.steadyS * 1000;
+    const run = startLoadgen(ctx.loadgenBin, ctx.profiles.files, dests, {
+      totalMs: arrivalMs + warmupMs + steadyMs + 1000,
+      rampMs: arrivalMs,
+      jitterUs: o.jitterUs,
+      seed: parseInt(tag, 16),
+      statsFile: path.join(ctx.cacheDir, `loadgen-${tag}.txt`),
+    });
+    const startedAt = await run.started;
+    await sleep(Math.max(0, startedAt + arrivalMs + warmupMs - Date.now()));
+    const pids = await rpc.call('pids', {});
+    const group: ProcessGroup = { node: [init.pid], workers: pids.workerPids, ffmpeg: pids.ffmpegPids, loadgen: [run.pid] };
+    if (mode === 'ffmpeg' && pids.ffmpegPids.length < legs.length) failures.push(`only ${pids.ffmpegPids.length} of ${legs.length} ffmpeg processes alive`);
+    await rpc.call('windowStart', {});
+    const a = snapshot(group, ['node']);
+    await sleep(steadyMs);
+    const b = snapshot(group, ['node']);
+    const lag = await rpc.call('windowEnd', {});
+    const gen = await run.done;
+    await sleep(600); // the last packets leave the jitter buffers on the next ticks
+    const counters = await rpc.call('counters', {});
+
+    // --- overload: calls above the limit must be reported not recorded, and write nothing.
+    let overload: RunResult['overload'];
+    if (overflow.length > 0) {
+      const detail: string[] = [];
+      let reported = 0;
+      let refused = 0;
+      let written = 0;
+      for (const s of overflow) {
+        const state = policy.lastRecordingState(s.callId);
+        const st = counters.streams.filter((c) => c.callId === s.callId);
+        written += sum(st.map((c) => c.written));
+        if (state && !state.recording) refused++;
+        if (state?.reasons.includes('overloaded')) reported++;
+        detail.push(`${s.callId}: ${state ? `${state.recording ? 'recording' : 'not recording'} (${state.reasons.join(', ')})` : 'no report'}, received ${sum(st.map((c) => c.received))}, written ${sum(st.map((c) => c.written))}`);
+      }
+      overload = { overflowCalls: overflow.length, refused, reportedOverloaded: reported, packetsWritten: written, detail };
+      if (reported !== overflow.length || written > 0) failures.push(`calls above admission.maxStreams were not all refused: ${detail.join('; ')}`);
+    }
+
+    const close = await rpc.call('close', {}, 300_000);
+    await exited;
+    for (const s of specs) if (mode === 'recorder') policy.endCall(s.callId);
+
+    // --- accounting
+    const cpu = cpuPercent(a, b);
+    const windowS = (b.atMs - a.atMs) / 1000;
+    const measured = new Set(regular.map((s) => s.callId));
+    const loss = lossOf(mode, legs, gen.sent, gen.failed, counters, measured);
+    const n = streams;
+    const ours = (cpu.node ?? 0) + (cpu.workers ?? 0) + (cpu.ffmpeg ?? 0);
+    const busy = machineBusyPercent(a.machine, b.machine);
+    const roles = ['node', 'workers', 'ffmpeg'];
+    const steadyPrivate = sum(roles.map((r) => b.memory[r]?.private ?? 0));
+    const idlePrivate = (idle.memory.node?.private ?? 0) + (idle.memory.workers?.private ?? 0);
+    const rss = sum(roles.map((r) => b.memory[r]?.rss ?? 0));
+    const result: RunResult = {
+      label,
+      mode,
+      codec,
+      streams: n,
+      calls,
+      setupMs,
+      admissionMs,
+      windowS,
+      cpu: {
+        node: cpu.node ?? 0,
+        nodeMain: cpu['node.main'] ?? 0,
+        nodeThreads: cpu['node.threads'] ?? 0,
+        workers: cpu.workers ?? 0,
+        ffmpeg: cpu.ffmpeg ?? 0,
+        total: ours,
+        loadgen: cpu.loadgen ?? 0,
+        machineBusy: busy,
+        others: Math.max(0, busy - ours - (cpu.loadgen ?? 0)),
+      },
+      perStream: {
+        cpuPct: ours / n,
+        nodeCpuPct: (cpu.node ?? 0) / n,
+        workersCpuPct: (cpu.workers ?? 0) / n,
+        streamsPerCore: ours > 0 ? (100 * n) / ours : 0,
+        marginalPrivateBytes: (steadyPrivate - idlePrivate) / n,
+        rssBytes: rss / n,
+      },
+      memory: { idle: idle.memory, steady: b.memory },
+      lag,
+      loss,
+      overload,
+      loadgen: gen.summary,
+      close,
+      notes,
+      failures,
+    };
+    judge(ctx, result);
+    return result;
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await policy.close();
+    closeSync(logFd);
+    rmSync(spoolDir, { recursive: true, force: true });
+    rmSync(path.join(ctx.cacheDir, `ffmpeg-${tag}`), { recursive: true, force: true });
+  }
+}
+
+/** Per stream: sent by the generator vs received by the tap vs written into the recording. */
+function lossOf(mode: BenchMode, legs: OpenedLeg[], sent: number[], failed: number[], counters: CountersResult, measured: Set<string>): RunResult['loss'] {
+  const byKey = new Map(counters.streams.map((c) => [`${c.callId}/${c.participantId}`, c]));
+  const out = { sent: 0, failedToSend: 0, received: 0, written: 0, beforeRecorder: 0, inRecorder: 0, streamsWithLoss: 0, transcoderDrops: counters.dropped.transcoder ?? 0 };
+  legs.forEach((l, i) => {
+    if (!measured.has(l.callId)) return;
+    const c = byKey.get(`${l.callId}/${l.participantId}`);
+    const s = sent[i] ?? 0;
+    out.sent += s;
+    out.failedToSend += failed[i] ?? 0;
+    if (mode === 'ffmpeg') return; // ffmpeg keeps no counters: its output size is checked instead
+    const received = c?.received ?? 0;
+    const written = mode === 'recorder' ? (c?.written ?? 0) : received;
+    out.received += received;
+    out.written += written;
+    if (written < s) out.streamsWithLoss++;
+  });
+  out.beforeRecorder = Math.max(0, out.sent - out.received);
+  out.inRecorder = Math.max(0, out.received - out.written);
+  return out;
+}
+
+function judge(ctx: Context, r: RunResult): void {
+  const { o } = ctx;
+  if (r.loadgen.lateP99Us > 5000) r.notes.push(`the load generator itself ran late (p99 ${r.loadgen.lateP99Us} us): the machine was saturated`);
+  if (r.loss.failedToSend > 0) r.notes.push(`${r.loss.failedToSend} packets the generator could not send`);
+  if (r.cpu.others > 30) r.notes.push(`other processes used ${r.cpu.others.toFixed(0)}% of a core during the window (shared machine)`);
+  if (r.mode === 'ffmpeg') {
+    if ((r.close?.ffmpegFilesWithData ?? 0) < r.streams) r.failures.push(`only ${r.close?.ffmpegFilesWithData ?? 0} of ${r.streams} ffmpeg outputs have data`);
+    r.pass = r.failures.length === 0;
+    return;
+  }
+  const lost = r.loss.sent - r.loss.written;
+  if (lost > 0) r.failures.push(`${lost} packets sent but not ${r.mode === 'recorder' ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
+  if (r.loss.transcoderDrops > 0) r.failures.push(`${r.loss.transcoderDrops} frames refused by the transcoder (written as silence)`);
+  if (r.lag && r.lag.lagP99Ms >= o.lagLimitMs) r.failures.push(`event-loop delay p99 ${r.lag.lagP99Ms.toFixed(1)} ms >= ${o.lagLimitMs} ms`);
+  if (r.lag && r.lag.staleEvents > 0) r.failures.push(`control stream went stale ${r.lag.staleEvents} times (gates failed closed)`);
+  r.pass = r.failures.length === 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+const mb = (b: number): string => (b / 1024 / 1024).toFixed(0);
+const kb = (b: number): string => (b / 1024).toFixed(0);
+const f1 = (x: number): string => x.toFixed(1);
+const f3 = (x: number): string => x.toFixed(3);
+
+function table(runs: RunResult[], floors: Map<number, RunResult>): string {
+  const head = ['run', 'N', 'lost', 'lag p99', 'node %', '(main/thr)', 'workers %', 'total %', '%/stream', 'str/core', 'RSS MB', 'KB/str', 'floor %/str', 'x floor', 'upl p99', 'pass'];
+  const rows = runs.map((r) => {
+    const floor = r.mode === 'recorder' && r.codec === 'opus' ? floors.get(r.streams) : undefined;
+    return [
+      r.label,
+      String(r.streams),
+      r.mode === 'ffmpeg' ? '-' : String(r.loss.sent - r.loss.written),
+      r.lag ? `${f1(r.lag.lagP99Ms)} ms` : '-',
+      f1(r.cpu.node),
+      `${f1(r.cpu.nodeMain)}/${f1(r.cpu.nodeThreads)}`,
+      f1(r.cpu.workers + r.cpu.ffmpeg),
+      f1(r.cpu.total),
+      f3(r.perStream.cpuPct),
+      f1(r.perStream.streamsPerCore),
+      mb(sum(Object.values(r.memory.steady).map((m) => m.rss)) - (r.memory.steady.loadgen?.rss ?? 0)),
+      kb(r.perStream.marginalPrivateBytes),
+      floor ? f3(floor.perStream.cpuPct) : '-',
+      floor ? `${(r.perStream.cpuPct / floor.perStream.cpuPct).toFixed(2)}x` : '-',
+      r.close?.store ? `${r.close.store.uploadLatencyMs.p99.toFixed(0)} ms` : '-',
+      r.pass ? 'yes' : 'NO',
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n');
+}
+
+interface Summary {
+  largestPassingN: number | undefined;
+  floor: { n: number; oursPctPerStream: number; floorPctPerStream: number; ratio: number }[];
+  baseline?: {
+    ffmpegStreams: number;
+    oursN: number;
+    ffmpegCpuPctPerStream: number;
+    oursCpuPctPerStream: number;
+    cpuRatio: number;
+    ffmpegPrivateBytesPerStream: number;
+    oursMarginalPrivateBytesPerStream: number;
+    memRatio: number;
+    oursRssBytesPerStream: number;
+    memRatioVsOursTotalRss: number;
+  };
+  transcoding?: { streams: number; cpuPctPerStream: number; streamsPerCore: number; nodeThreadsPct: number; pass: boolean };
+  storage?: { oggOverheadPct: number; sealOverheadPct: number; totalOverheadPct: number; fullSegmentsTotalOverheadPct: number; meanOpusPayloadBytes: number; opusKbps: number };
+  extract?: ExtractResult;
+  overload?: { checked: number; refused: number };
+  profile?: ProfileSummary[];
+}
+
+function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | undefined, profiles: ProfileSummary[]): Summary {
+  const rec = runs.filter((r) => r.mode === 'recorder' && r.codec === 'opus');
+  const floors = runs.filter((r) => r.mode === 'floor');
+  const passing = rec.filter((r) => r.pass).map((r) => r.streams);
+  const s: Summary = { largestPassingN: passing.length ? Math.max(...passing) : undefined, floor: [], profile: profiles };
+  for (const r of rec) {
+    const f = floors.find((x) => x.streams === r.streams);
+    if (f) s.floor.push({ n: r.streams, oursPctPerStream: r.perStream.cpuPct, floorPctPerStream: f.perStream.cpuPct, ratio: r.perStream.cpuPct / f.perStream.cpuPct });
+  }
+  const ff = runs.find((r) => r.mode === 'ffmpeg');
+  // Ours at 1000 streams (the DESIGN §7 target) if measured, else the largest run.
+  const ref = rec.find((r) => r.streams === 1000) ?? rec.at(-1);
+  if (ff && ref) {
+    // Theirs per stream: the ffmpeg process's private memory plus what the stream added to Node and the workers.
+    const ffPrivate = ff.perStream.marginalPrivateBytes;
+    s.baseline = {
+      ffmpegStreams: ff.streams,
+      oursN: ref.streams,
+      ffmpegCpuPctPerStream: ff.perStream.cpuPct,
+      oursCpuPctPerStream: ref.perStream.cpuPct,
+      cpuRatio: ff.perStream.cpuPct / ref.perStream.cpuPct,
+      ffmpegPrivateBytesPerStream: ffPrivate,
+      oursMarginalPrivateBytesPerStream: ref.perStream.marginalPrivateBytes,
+      memRatio: ffPrivate / Math.max(1, ref.perStream.marginalPrivateBytes),
+      oursRssBytesPerStream: ref.perStream.rssBytes,
+      memRatioVsOursTotalRss: ffPrivate / Math.max(1, ref.perStream.rssBytes),
+    };
+  }
+  const pc = runs.find((r) => r.mode === 'recorder' && r.codec === 'pcmu');
+  if (pc) s.transcoding = { streams: pc.streams, cpuPctPerStream: pc.perStream.cpuPct, streamsPerCore: pc.perStream.streamsPerCore, nodeThreadsPct: pc.cpu.nodeThreads, pass: pc.pass ?? false };
+  const st = rec.map((r) => r.close?.storage).filter((x) => x !== undefined);
+  const opus = sum(st.map((x) => x.opusPayloadBytes));
+  if (opus > 0) {
+    const ogg = sum(st.map((x) => x.oggBytes));
+    const sealed = sum(st.map((x) => x.sealedBytes));
+    const fullOpus = sum(st.map((x) => x.full.opusPayloadBytes));
+    const fullSealed = sum(st.map((x) => x.full.sealedBytes));
+    const durationMs = sum(st.map((x) => x.durationMs));
+    s.storage = {
+      oggOverheadPct: ((ogg - opus) / opus) * 100,
+      sealOverheadPct: ((sealed - ogg) / opus) * 100,
+      totalOverheadPct: ((sealed - opus) / opus) * 100,
+      fullSegmentsTotalOverheadPct: fullOpus > 0 ? ((fullSealed - fullOpus) / fullOpus) * 100 : Number.NaN,
+      meanOpusPayloadBytes: ctx.profiles.opusMeanPayloadBytes,
+      opusKbps: durationMs > 0 ? (opus * 8) / durationMs : 0,
+    };
+  }
+  if (extract) s.extract = extract;
+  const ov = runs.flatMap((r) => (r.overload ? [r.overload] : []));
+  if (ov.length) s.overload = { checked: sum(ov.map((x) => x.overflowCalls)), refused: sum(ov.map((x) => x.reportedOverloaded)) };
+  return s;
+}
+
+function printSummary(s: Summary, runs: RunResult[]): void {
+  const lines: string[] = [''];
+  lines.push(`Largest N with zero recorder loss and event-loop p99 < 50 ms: ${s.largestPassingN ?? 'none'} streams`);
+  for (const f of s.floor) lines.push(`Floor at N=${f.n}: ours ${f3(f.oursPctPerStream)} %/stream vs floor ${f3(f.floorPctPerStream)} -> ${f.ratio.toFixed(2)}x (target <= 1.5x)`);
+  if (s.baseline) {
+    const b = s.baseline;
+    lines.push(
+      `ffmpeg per stream (N=${b.ffmpegStreams}) vs ours (N=${b.oursN}): CPU ${f3(b.ffmpegCpuPctPerStream)} vs ${f3(b.oursCpuPctPerStream)} %/stream -> ${b.cpuRatio.toFixed(1)}x less (target >= 4x); ` +
+        `memory ${kb(b.ffmpegPrivateBytesPerStream)} KB vs ${kb(b.oursMarginalPrivateBytesPerStream)} KB private/stream -> ${b.memRatio.toFixed(0)}x less (target >= 50x; vs our whole RSS/stream ${kb(b.oursRssBytesPerStream)} KB: ${b.memRatioVsOursTotalRss.toFixed(0)}x)`,
+    );
+  }
+  if (s.transcoding) lines.push(`G.711 -> Opus: ${s.transcoding.streams} streams at ${f3(s.transcoding.cpuPctPerStream)} %/stream = ${f1(s.transcoding.streamsPerCore)} streams per core (Node non-main threads ${f1(s.transcoding.nodeThreadsPct)}%)${s.transcoding.pass ? '' : ' (run did NOT pass)'}`);
+  if (s.storage) {
+    lines.push(
+      `Stored bytes over Opus payload: +${s.storage.totalOverheadPct.toFixed(2)}% (Ogg +${s.storage.oggOverheadPct.toFixed(2)}%, seal +${s.storage.sealOverheadPct.toFixed(2)}%; full 10 s segments +${s.storage.fullSegmentsTotalOverheadPct.toFixed(2)}%) ` +
+        `at ${f1(s.storage.opusKbps)} kbit/s Opus (mean packet ${f1(s.storage.meanOpusPayloadBytes)} B); target < 3%`,
+    );
+  }
+  if (s.extract) {
+    const e = s.extract;
+    lines.push(`Extract of a ${e.audioMinutes}-minute track (${e.segments} segments): ${e.totalMs.toFixed(0)} ms (read+verify+decrypt ${e.readDecryptMs.toFixed(0)} ms, join ${e.joinMs.toFixed(0)} ms) = ${e.minutesPerSecond.toFixed(0)} min of audio/s`);
+  }
+  if (s.overload) lines.push(`Admission: ${s.overload.refused}/${s.overload.checked} calls above admission.maxStreams refused and reported 'overloaded'`);
+  for (const r of runs) {
+    for (const f of r.failures) lines.push(`  ${r.label}: FAIL ${f}`);
+    for (const n of r.notes) lines.push(`  ${r.label}: note: ${n}`);
+  }
+  for (const p of s.profile ?? []) lines.push('', formatProfile(p));
+  console.log(lines.join('\n'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+function gitDescribe(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head}+dirty` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function removeBuckets(s3: S3Server, prefixes: string[], budgetMs: number): Promise<void> {
+  const client = createS3Client(s3);
+  const deadline = Date.now() + budgetMs;
+  for (const prefix of prefixes) {
+    for (const role of ['optin-media', 'optin-keys', 'optin-audit']) {
+      if (Date.now() > deadline) return;
+      const bucket = `${prefix}${role}`;
+      try {
+        if (!(await client.bucketExists(bucket))) continue;
+        const names: { name: string; versionId?: string }[] = [];
+        for await (const item of client.listObjects(bucket, '', true, { IncludeVersion: true }) as AsyncIterable<{ name?: string; versionId?: string | null }>) {
+          if (item.name) names.push({ name: item.name, ...(item.versionId ? { versionId: item.versionId } : {}) });
+        }
+        for (let i = 0; i < names.length && Date.now() < deadline; i += 1000) await client.removeObjects(bucket, names.slice(i, i + 1000));
+        await client.removeBucket(bucket);
+      } catch {
+        // Best effort: the bucket lifecycle rules expire the objects anyway.
+      }
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const started = Date.now();
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const cacheDir = path.join(ROOT, 'node_modules', '.cache', 'optin-bench');
+  const logDir = path.join(o.outDir, `logs-${stamp}`);
+  const profileDir = path.join(o.outDir, `profiles-${stamp}`);
+  mkdirSync(logDir, { recursive: true });
+  mkdirSync(cacheDir, { recursive: true });
+  if (o.cpuProfile) mkdirSync(profileDir, { recursive: true });
+
+  const loadgenBin = buildLoadgen(cacheDir);
+  const profiles = writeProfiles(cacheDir);
+  log(`preset ${o.preset}: ramp ${o.ramp.join(', ')} streams; steady ${o.steadyS} s, arrivals over ${o.arrivalS} s; ${o.workers} mediasoup workers; ${os.availableParallelism()} cores`);
+  const s3 = await ensureS3Server();
+  log(`S3: ${s3.endpoint} (${s3.kind})`);
+  const ctx: Context = { o, s3, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
+  const runs: RunResult[] = [];
+  const floors = new Map<number, RunResult>();
+  let extract: ExtractResult | undefined;
+  const profileSummaries: ProfileSummary[] = [];
+  try {
+    for (const n of o.ramp) {
+      const r = await measure(ctx, 'recorder', n, 'opus', `recorder-${n}`);
+      runs.push(r);
+      log(`recorder-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream)`);
+      if (o.floor) {
+        const f = await measure(ctx, 'floor', n, 'opus', `floor-${n}`);
+        runs.push(f);
+        floors.set(n, f);
+        log(`floor-${n}: CPU ${f1(f.cpu.total)}% (${f3(f.perStream.cpuPct)}%/stream) -> ours ${(r.perStream.cpuPct / f.perStream.cpuPct).toFixed(2)}x`);
+      }
+      if (!r.pass && !o.continueOnFail && n !== o.ramp.at(-1)) {
+        log(`recorder-${n} failed: not ramping further (--continue to go on)`);
+        break;
+      }
+    }
+    if (o.baseline > 0) {
+      const n = o.baseline % 2 === 0 ? o.baseline : o.baseline + 1;
+      const r = await measure(ctx, 'ffmpeg', n, 'opus', `ffmpeg-${n}`);
+      runs.push(r);
+      log(`ffmpeg-${n}: CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), ffmpeg private ${kb((r.memory.steady.ffmpeg?.private ?? 0) / n)} KB/stream`);
+    }
+    if (o.pcmu > 0) {
+      const n = o.pcmu % 2 === 0 ? o.pcmu : o.pcmu + 1;
+      const r = await measure(ctx, 'recorder', n, 'pcmu', `pcmu-${n}`);
+      runs.push(r);
+      log(`pcmu-${n}: ${r.pass ? 'PASS' : 'FAIL'} CPU ${f1(r.cpu.total)}% -> ${f1(r.perStream.streamsPerCore)} streams/core`);
+    }
+    if (o.extract) {
+      const prefix = `b${randomBytes(3).toString('hex')}-`;
+      ctx.bucketPrefixes.push(prefix);
+      extract = await measureExtract(createS3Client(s3), prefix);
+      log(`extract: 30 min of audio in ${extract.totalMs.toFixed(0)} ms`);
+    }
+    if (o.cpuProfile) {
+      for (const f of readdirSync(profileDir).filter((x) => x.endsWith('.cpuprofile'))) profileSummaries.push(summarizeProfile(path.join(profileDir, f)));
+    }
+  } finally {
+    const summary = summarize(ctx, runs, extract, profileSummaries);
+    const out = path.join(o.outDir, `bench-${stamp}.json`);
+    const meta = {
+      date: new Date(started).toISOString(),
+      durationS: (Date.now() - started) / 1000,
+      git: gitDescribe(),
+      host: os.hostname(),
+      cores: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model,
+      node: process.version,
+      options: o,
+      load: { opusMeanPayloadBytes: profiles.opusMeanPayloadBytes, packetMs: 20, jitterUs: o.jitterUs },
+      note: 'CPU figures are % of one core over the steady window; per stream = (Node + mediasoup workers + ffmpeg) / streams.',
+    };
+    writeFileSync(out, JSON.stringify({ meta, summary, runs }, null, 2));
+    console.log(`\n${table(runs, floors)}`);
+    printSummary(summary, runs);
+    console.log(`\nJSON: ${path.relative(ROOT, out)}   logs: ${path.relative(ROOT, logDir)}   total ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    await removeBuckets(s3, ctx.bucketPrefixes, 60_000);
+    await s3.stop().catch(() => undefined);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`bench: ${(err as Error).stack ?? String(err)}`);
+    process.exit(1);
+  },
+);
