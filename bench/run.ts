@@ -38,7 +38,7 @@ import { ensureS3Server, createS3Client, type S3Server } from '../src/storage/s3
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
 import { ChildRpc, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
 import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles, type LoadgenSummary } from './loadgen.ts';
-import { snapshot, cpuPercent, machineBusyPercent, type GroupSnapshot, type MemorySample, type ProcessGroup } from './procstat.ts';
+import { snapshot, cpuPercent, machineBusyPercent, type MemorySample, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
 import { summarizeProfile, formatProfile, type ProfileSummary } from './profile.ts';
 
