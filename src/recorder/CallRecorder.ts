@@ -14,8 +14,9 @@ export interface CallStore extends SegmentSink {
     recordingId: string;
     callId: string;
     startedAt: number;
-    participants: { participantId: string; role: 'agent' | 'customer'; subjectId: string }[];
+    participants: { participantId: string; role: 'agent' | 'customer'; subjectId: string; teamLeadId?: string }[];
     consentEvidence: Record<string, string | number | boolean | null>[];
+    policy?: { agentWindows: { start: number; end: number }[]; monthlyCap: number };
   }): Promise<unknown>;
   endRecording(recordingId: string): Promise<unknown>;
   deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<unknown>;
@@ -209,12 +210,25 @@ export class CallRecorder {
   async #begin(recordingId: string, nowMs: number): Promise<unknown> {
     const call = this.#d.state.call(this.callId);
     const participants = call ? [...call.participants.values()] : [];
+    // R6 evidence for the DPO: the windows around this recording and the cap it was admitted under.
+    const DAY = 86_400_000;
+    const schedules = participants.flatMap((p) => (p.role === 'agent' ? [this.#d.state.schedule(p.subjectId)] : [])).filter((s) => s !== undefined);
+    const policy = {
+      agentWindows: schedules.flatMap((s) => s.windows.filter((w) => w.end > nowMs - DAY && w.start < nowMs + DAY)).slice(0, 512),
+      monthlyCap: schedules.length ? Math.min(...schedules.map((s) => s.monthlyCap)) : 0,
+    };
     return this.#d.store
       .beginRecording({
         recordingId,
         callId: this.callId,
         startedAt: nowMs,
-        participants: participants.map((p) => ({ participantId: p.participantId, role: p.role, subjectId: p.subjectId })),
+        policy,
+        participants: participants.map((p) => ({
+          participantId: p.participantId,
+          role: p.role,
+          subjectId: p.subjectId,
+          ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}),
+        })),
         consentEvidence: (this.gate.decision?.evidence ?? []).map((e) => ({ ...e }) as Record<string, string | number | boolean | null>),
       })
       .catch((err: Error) => {

@@ -43,6 +43,7 @@ import {
   type ManifestSegment,
   type ParticipantRole,
   type RecordingManifest,
+  type RecordingPolicy,
   type SegmentQuality,
 } from './manifest.ts';
 import { Spool, type BucketRole, type SpoolItem, type SpoolState, type SpoolTombstone } from './Spool.ts';
@@ -119,6 +120,8 @@ export interface ParticipantInput {
   participantId: string;
   role: ParticipantRole;
   subjectId: string;
+  /** Agents: their team lead (R10: the only other person allowed to hear the recording). */
+  teamLeadId?: string;
 }
 
 export interface BeginRecordingInput {
@@ -128,6 +131,8 @@ export interface BeginRecordingInput {
   startedAt: number | Date;
   participants: ParticipantInput[];
   consentEvidence: ConsentEvidence[];
+  /** The schedule and cap the recording was admitted under (R6 evidence for the DPO's compliance check). */
+  policy?: RecordingPolicy;
 }
 
 export interface SegmentInput {
@@ -484,7 +489,8 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
       if (p.role !== 'agent' && p.role !== 'customer') throw new OptinError('INVALID_INPUT', `participants[${i}].role must be agent or customer`);
       if (seen.has(p.participantId)) throw new OptinError('INVALID_INPUT', `participants[${i}].participantId ${p.participantId} is listed twice`);
       seen.add(p.participantId);
-      return { participantId: p.participantId, role: p.role, subjectId: p.subjectId };
+      if (p.teamLeadId !== undefined) assertId(`participants[${i}].teamLeadId`, p.teamLeadId);
+      return { participantId: p.participantId, role: p.role, subjectId: p.subjectId, ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}) };
     });
     if (!Array.isArray(input.consentEvidence)) throw new OptinError('INVALID_INPUT', 'consentEvidence must be an array (may be empty for agent-only recordings)');
     const consentEvidence = input.consentEvidence.map((e, i) => checkFlatRecord(`consentEvidence[${i}]`, e, 2048));
@@ -520,6 +526,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
       expiresAt: isoSeconds(expiresAtMs),
       participants,
       consentEvidence,
+      ...(input.policy ? { policy: checkPolicy(input.policy) } : {}),
       segments: [],
       revision: 0,
       updatedAtMs: now,
@@ -1647,6 +1654,18 @@ function parseKeyDoc(body: Buffer, recordingId: string, participantId: string): 
   return doc;
 }
 
+/** Validates the R6 evidence kept with a recording (bounded: at most 512 windows). */
+function checkPolicy(policy: RecordingPolicy): RecordingPolicy {
+  const ok =
+    Array.isArray(policy.agentWindows) &&
+    policy.agentWindows.length <= 512 &&
+    policy.agentWindows.every((w) => Number.isFinite(w.start) && Number.isFinite(w.end) && w.end > w.start) &&
+    Number.isInteger(policy.monthlyCap) &&
+    policy.monthlyCap >= 0;
+  if (!ok) throw new OptinError('INVALID_INPUT', 'policy must be { agentWindows: [{ start, end }] (<= 512, end > start), monthlyCap: integer >= 0 }');
+  return { agentWindows: policy.agentWindows.map((w) => ({ start: w.start, end: w.end })), monthlyCap: policy.monthlyCap };
+}
+
 function eraseParticipant(m: RecordingManifest, participantId: string, reason: string, atMs: number): boolean {
   const p = m.participants.find((q) => q.participantId === participantId);
   const before = m.segments.length;
@@ -1654,6 +1673,7 @@ function eraseParticipant(m: RecordingManifest, participantId: string, reason: s
   if (p === undefined) return before !== m.segments.length;
   const already = p.erased !== undefined && p.subjectId === undefined && p.dataKeyId === undefined;
   delete p.subjectId;
+  delete p.teamLeadId;
   delete p.dataKeyId;
   delete p.kekId;
   p.erased ??= { atMs, reason };

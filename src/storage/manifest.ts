@@ -22,6 +22,8 @@ export interface ManifestParticipant {
   role: ParticipantRole;
   /** Removed when the participant's part is erased (R9): nothing then links the track to a person. */
   subjectId?: string;
+  /** Agents only: who may coach them (R10). Pseudonymous; removed with subjectId on erasure. */
+  teamLeadId?: string;
   /** Id of the participant's data key (never the key itself), once the first segment is stored. */
   dataKeyId?: string;
   kekId?: string;
@@ -46,6 +48,13 @@ export interface ManifestSegment {
 
 export type RecordingState = 'recording' | 'ended' | 'interrupted';
 
+/** The schedule and cap a recording was admitted under: evidence for the compliance report (R6). */
+export interface RecordingPolicy {
+  /** The recorded agents' training windows around the recording, ms since epoch. */
+  agentWindows: { start: number; end: number }[];
+  monthlyCap: number;
+}
+
 export interface RecordingManifest {
   format: typeof MANIFEST_FORMAT;
   recordingId: string;
@@ -62,6 +71,7 @@ export interface RecordingManifest {
   expiresAt: string;
   participants: ManifestParticipant[];
   consentEvidence: ConsentEvidence[];
+  policy?: RecordingPolicy;
   /** Sorted by participantId, then segment. */
   segments: ManifestSegment[];
   /** Incremented at every write; the newest revision wins when copies disagree. */
@@ -104,12 +114,16 @@ const manifestSchema = z.object({
       participantId: id,
       role: z.enum(['agent', 'customer']),
       subjectId: id.optional(),
+      teamLeadId: id.optional(),
       dataKeyId: id.optional(),
       kekId: id.optional(),
       erased: z.object({ atMs: z.number(), reason: z.string() }).optional(),
     }),
   ),
   consentEvidence: z.array(flatRecord),
+  policy: z
+    .object({ agentWindows: z.array(z.object({ start: z.number(), end: z.number() })).max(512), monthlyCap: z.number().int().min(0) })
+    .optional(),
   segments: z.array(segmentSchema),
   revision: z.number().int().min(0),
   updatedAtMs: z.number(),
