@@ -67,12 +67,19 @@ export interface PidsResult {
 }
 
 export interface WindowResult {
-  /** The process's own event-loop delay histogram over the window (10 ms resolution timer). */
+  /**
+   * The process's own event-loop delay over the window: how late its 10 ms sampling timer woke
+   * up (the raw histogram figure minus the 10 ms period).
+   */
   lagP50Ms: number;
   lagP99Ms: number;
   lagMaxMs: number;
   lagMeanMs: number;
-  /** Highest of the recorder's own once-a-second p99 figures (`recorder.eventLoopLagP99Ms`), recorder mode. */
+  /**
+   * Highest of the recorder's own once-a-second p99 figures (`recorder.eventLoopLagP99Ms`, as
+   * exported in `optin_event_loop_lag_p99_seconds`), recorder mode. Raw: it includes the
+   * sampler's 10 ms period.
+   */
   recorderLagP99MaxMs: number;
   /** Control stream went stale during the window (every gate fails closed: a serious overload sign). */
   staleEvents: number;

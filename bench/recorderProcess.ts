@@ -62,7 +62,11 @@ let ffmpegDir = '';
 let nextFfmpegPort = 0;
 
 // Event-loop delay over the measurement window, same sampler settings as the Recorder's own.
-const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+// Node's histogram records the whole interval between two wake-ups of its 10 ms timer, so an
+// idle loop reads 10 ms: the delay is the figure minus the resolution.
+const LAG_RESOLUTION_MS = 10;
+const loopDelay = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+const delayMs = (ns: number): number => Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS);
 loopDelay.enable();
 let windowActive = false;
 let staleEvents = 0;
@@ -148,10 +152,10 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     clearInterval(lagPoll);
     const mem = process.memoryUsage();
     const result: WindowResult = {
-      lagP50Ms: loopDelay.percentile(50) / 1e6,
-      lagP99Ms: loopDelay.percentile(99) / 1e6,
-      lagMaxMs: loopDelay.max / 1e6,
-      lagMeanMs: loopDelay.mean / 1e6,
+      lagP50Ms: delayMs(loopDelay.percentile(50)),
+      lagP99Ms: delayMs(loopDelay.percentile(99)),
+      lagMaxMs: delayMs(loopDelay.max),
+      lagMeanMs: delayMs(loopDelay.mean),
       recorderLagP99MaxMs: recorderLagMax,
       staleEvents,
       heapUsedBytes: mem.heapUsed,

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Keyring } from '../crypto/Keyring.ts';
 import { createLogger } from '../log/logger.ts';
-import { readOggOpus } from '../media/OggOpusReader.ts';
+import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
 import { decodeToS16 } from '../media/ffmpeg.ts';
 import { bucketNames } from '../storage/layout.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
@@ -82,6 +82,32 @@ console.log(
     `median ${median.toFixed(0)} ms, min ${times[0]!.toFixed(0)} ms, max ${times.at(-1)!.toFixed(0)} ms over ${runs} runs ` +
     `= ${(audioSeconds / 60 / (median / 1000)).toFixed(0)} minutes of audio per second; output ${(joined.length / 1e6).toFixed(2)} MB Ogg Opus`,
 );
+// Breakdown: the same sealed objects fetched alone (sequential GETs, as the read path does), and
+// the join alone on the decrypted segments. What remains is digest check + unwrap + decrypt.
+const fetchTimes: number[] = [];
+for (let i = 0; i < runs; i++) {
+  const start = performance.now();
+  for (const s of m.segments) await (await client.getObject(buckets.media, s.objectKey)).toArray();
+  fetchTimes.push(performance.now() - start);
+}
+fetchTimes.sort((a, b) => a - b);
+const decrypted: Buffer[] = [];
+for await (const s of store.openTrack(recordingId, 'p-agent')) decrypted.push(s.ogg);
+const joinTimes: number[] = [];
+for (let i = 0; i < runs; i++) {
+  const start = performance.now();
+  joinOggOpus(decrypted, { vendor: 'optin', tags: {} });
+  joinTimes.push(performance.now() - start);
+}
+joinTimes.sort((a, b) => a - b);
+const fetchMs = fetchTimes[Math.floor(runs / 2)]!;
+const joinMs = joinTimes[Math.floor(runs / 2)]!;
+console.log(
+  `breakdown (medians): S3 GETs of the ${m.segments.length} sealed objects ${fetchMs.toFixed(0)} ms, join ${joinMs.toFixed(0)} ms, ` +
+    `digest + unwrap + decrypt ~${Math.max(0, median - fetchMs - joinMs).toFixed(0)} ms; ` +
+    `without the store round trips: ~${Math.max(0, median - fetchMs).toFixed(0)} ms`,
+);
+
 if (values.wav) {
   const start = performance.now();
   const pcm = await decodeToS16(joined, { rate: 48_000, channels: 1 });

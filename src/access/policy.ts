@@ -72,9 +72,7 @@ export function recordingFacts(m: Pick<RecordingManifest, 'participants'>): Reco
   const agents: RecordingFacts['agents'] = [];
   for (const p of m.participants) {
     if (p.role !== 'agent' || p.subjectId === undefined || p.erased !== undefined) continue;
-    // teamLeadId arrives with the manifest schema's agent extension; read it defensively.
-    const teamLeadId = (p as { teamLeadId?: unknown }).teamLeadId;
-    agents.push({ subjectId: p.subjectId, ...(typeof teamLeadId === 'string' ? { teamLeadId } : {}) });
+    agents.push({ subjectId: p.subjectId, ...(p.teamLeadId !== undefined ? { teamLeadId: p.teamLeadId } : {}) });
   }
   return { agents };
 }
@@ -156,7 +154,7 @@ export function recordingView(principal: Principal, m: RecordingManifest, detail
   const facts = recordingFacts(m);
   const participants = m.participants.map((p): ParticipantView => {
     const segs = m.segments.filter((s) => s.participantId === p.participantId);
-    const teamLeadId = (p as { teamLeadId?: unknown }).teamLeadId;
+    const teamLeadId = p.teamLeadId;
     // An agent's ids are shown to the DPO, to that agent, and to that agent's team lead.
     const related =
       p.role === 'agent' &&
@@ -169,7 +167,7 @@ export function recordingView(principal: Principal, m: RecordingManifest, detail
       participantId: p.participantId,
       role: p.role,
       ...(showIds && p.subjectId !== undefined ? { subjectId: p.subjectId } : {}),
-      ...(showIds && typeof teamLeadId === 'string' ? { teamLeadId } : {}),
+      ...(showIds && teamLeadId !== undefined ? { teamLeadId } : {}),
       erased: p.erased !== undefined,
       segments: segs.length,
       durationMs: segs.reduce((a, s) => a + s.durationMs, 0),

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { OptinError } from '../errors/OptinError.ts';
 import { readOggOpus } from '../media/OggOpusReader.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import type { ConsentEvidence } from '../storage/manifest.ts';
+import type { ConsentEvidence, RecordingPolicy } from '../storage/manifest.ts';
 import type { BeginRecordingInput, ParticipantInput, RecordingStore } from '../storage/RecordingStore.ts';
 
 /**
@@ -30,7 +30,6 @@ export function synthSegments(source: Buffer, opts: { seconds: number; segmentSe
 }
 
 export interface SynthParticipant extends ParticipantInput {
-  teamLeadId?: string;
   /** Ogg Opus file whose packets make this participant's audio. */
   source: Buffer;
   /** Offset of this participant's first sample from the recording start (default 0). */
@@ -51,15 +50,16 @@ export async function storeSynthRecording(
     segmentSeconds?: number;
     participants: SynthParticipant[];
     consentEvidence?: ConsentEvidence[];
+    policy?: RecordingPolicy;
   },
 ): Promise<string> {
   const begin: BeginRecordingInput = {
     recordingId: input.recordingId,
     callId: input.callId,
     startedAt: input.startedAtMs,
-    // teamLeadId rides along for stores whose manifest keeps it (agents' team leads, R10).
-    participants: input.participants.map(({ source: _s, offsetMs: _o, ...p }) => p as ParticipantInput),
+    participants: input.participants.map(({ source: _s, offsetMs: _o, ...p }): ParticipantInput => p),
     consentEvidence: input.consentEvidence ?? [],
+    ...(input.policy ? { policy: input.policy } : {}),
   };
   await store.beginRecording(begin);
   for (const p of input.participants) {

@@ -106,8 +106,9 @@ function toMs(v: unknown): number | undefined {
   return undefined;
 }
 
+/** The manifest's policy, read defensively (older manifests have none; bounds may be strings). */
 function policyOf(m: RecordingManifest): ManifestPolicy | undefined {
-  const raw = (m as { policy?: unknown }).policy;
+  const raw: unknown = m.policy;
   if (raw === null || typeof raw !== 'object') return undefined;
   const p = raw as { agentWindows?: unknown; monthlyCap?: unknown };
   const out: ManifestPolicy = {};
@@ -131,10 +132,7 @@ function agentIds(m: RecordingManifest): string[] {
 }
 
 function teamLeadIds(m: RecordingManifest): string[] {
-  return m.participants.flatMap((p) => {
-    const t = (p as { teamLeadId?: unknown }).teamLeadId;
-    return p.role === 'agent' && typeof t === 'string' ? [t] : [];
-  });
+  return m.participants.flatMap((p) => (p.role === 'agent' && p.teamLeadId !== undefined ? [p.teamLeadId] : []));
 }
 
 /** The rules, as a pure function of the collected facts. */

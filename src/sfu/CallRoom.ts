@@ -62,6 +62,11 @@ export class CallRoom extends EventEmitter<CallRoomEvents> {
     return this.#closed;
   }
 
+  /** The mediasoup worker process carrying this call (operators correlate crashes with it). */
+  get workerPid(): number {
+    return this.#worker.pid;
+  }
+
   get legs(): AudioLeg[] {
     return [...this.#legs.values()];
   }
