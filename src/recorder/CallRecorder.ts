@@ -102,6 +102,7 @@ export class CallRecorder {
     if (this.#closed) return undefined;
     const transition = this.gate.evaluate(nowMs, recorderReasons);
     if (transition) {
+      this.#log.info({ gate: transition.to, reasons: transition.reasons, run: transition.runIndex }, 'gate transition');
       this.#d.metrics?.gateTransitions.inc({ to: transition.to, reason: transition.reasons[0] ?? 'open' });
       this.#d.onAudit({
         type: 'gate.transition',
@@ -194,6 +195,7 @@ export class CallRecorder {
         } else {
           this.#recordingId = recordingId;
           this.#admission = 'admitted';
+          this.#log.info({ recordingId }, 'recording admitted under the monthly cap');
           this.#begun = this.#begin(recordingId, nowMs);
         }
         this.#d.requestEvaluate(this.callId);

@@ -140,6 +140,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     });
     this.#calls.set(room.callId, call);
     this.#o.metrics?.callsActive.set(this.#calls.size);
+    this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !limit }, 'call attached');
     room.once('close', () => void this.detachCall(room.callId));
     await call.start();
     this.evaluate(room.callId);

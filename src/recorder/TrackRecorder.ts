@@ -344,6 +344,7 @@ export class TrackRecorder {
         (res) => {
           const stored = (res as { stored?: string } | undefined)?.stored ?? 'uploaded';
           m?.segments.inc({ result: stored });
+          this.#log.debug({ segment: seg.index, run: run.index, stored, bytes: seg.ogg.length, lost: stats.lost }, 'segment stored');
           if (stored === 'uploaded') m?.uploadSeconds.observe((performance.now() - started) / 1000);
         },
         (err: Error) => {

@@ -1,0 +1,52 @@
+import { runAuditVerify } from '../audit/verifyCommand.ts';
+import { runExtract } from './extract.ts';
+
+/**
+ * Dispatches `optin <command>`. Every command returns its exit status instead of exiting, so
+ * tests run them in-process and the stub in bin/optin.mjs only sets process.exitCode.
+ */
+
+export const USAGE = `usage: optin <command> [options]
+
+Commands:
+  extract --subject ID --case REF --out DIR [--format ogg|wav] [--operator ID]
+                       subject-access extract: the subject's own voice tracks and a manifest (R12)
+  audit verify [--bucket NAME] [--stream WRITER_ID] [--json]
+                       proves the audit trail unbroken (R11)
+  help                 this text
+
+Configuration comes from the environment, as for the worker (OPTIN_S3_*, OPTIN_KEYRING, ...).
+Run "optin <command> --help" for a command's options.`;
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** Whether stderr is a terminal (progress bars redraw in place). */
+  errIsTty: boolean;
+}
+
+export const processIo: CliIo = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  errIsTty: Boolean(process.stderr.isTTY),
+};
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo = processIo): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'extract':
+      return runExtract(rest, env, io);
+    case 'audit':
+      if (rest[0] === 'verify') return runAuditVerify(rest.slice(1), env, { out: (l) => io.out(`${l}\n`), err: (l) => io.err(`${l}\n`) });
+      io.err(`optin audit: unknown subcommand ${JSON.stringify(rest[0] ?? '')}\n${USAGE}\n`);
+      return 2;
+    case 'help':
+    case '--help':
+    case '-h':
+      io.out(`${USAGE}\n`);
+      return 0;
+    default:
+      io.err(`optin: unknown command ${JSON.stringify(command ?? '')}\n${USAGE}\n`);
+      return 2;
+  }
+}
