@@ -21,6 +21,9 @@ import { probeDurationSeconds, decodeToPcm } from '../src/media/ffmpeg.ts';
 import { createLogger } from '../src/log/logger.ts';
 import { Keyring } from '../src/crypto/Keyring.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
+import { startRecorderHttp } from '../src/app/recorderHttp.ts';
+import { signJoinToken } from '../src/callcontrol/joinToken.ts';
+import type { RecorderApp } from '../src/app/RecorderApp.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OUT = path.join(ROOT, 'demo-output');
@@ -59,6 +62,7 @@ async function main(): Promise<void> {
       'spool.dir': path.join(ROOT, 'var', 'demo-spool'),
       segmentSeconds: 5,
       workerId: 'demo-worker',
+      'http.callControlSecret': randomBytes(32).toString('base64url'),
     },
   );
   const app = await startRecorderApp(config, { logger });
@@ -110,11 +114,39 @@ async function main(): Promise<void> {
     }
     const listed = await app.store.listRecordings();
     say(`store holds ${listed.length} demo recording(s); audit chain: ${(await app.audit.verify()).ok ? 'verified unbroken' : 'BROKEN'}`);
+    if (process.argv.includes('--softphone')) await softphoneSession(app, policy);
   } finally {
     await app.close();
     await policy.close();
     await s3.stop();
   }
+}
+
+/** Keeps the stack up with two softphone links (agent, customer) until Ctrl-C. */
+async function softphoneSession(app: RecorderApp, policy: PolicyServer): Promise<void> {
+  const http = await startRecorderHttp(app, {
+    port: Number(process.env.OPTIN_HTTP_PORT ?? 7800),
+    // The customer's "Press 1" stands in for the IVR's DTMF prompt: an explicit act with evidence.
+    onDtmf: (callId, participantId, digit) => {
+      if (digit === '1') policy.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+    },
+  });
+  const callId = `web-${randomBytes(4).toString('hex')}`;
+  policy.startCall(callId, [
+    { participantId: 'p-agent', role: 'agent', subjectId: 'agent-7f3a', teamLeadId: 'lead-21c9' },
+    { participantId: 'p-customer', role: 'customer', subjectId: 'cust-b33f' },
+  ]);
+  const secret = app.config.http.callControlSecret!;
+  const link = (participantId: string) =>
+    `${http.url}/softphone/?name=${participantId}&token=${encodeURIComponent(signJoinToken(secret, { callId, participantId, exp: Math.floor(Date.now() / 1000) + 3600 }))}`;
+  say('softphone call ready; open both links (Chromium or Firefox), then press 1 on the customer page:');
+  say(`  agent:    ${link('p-agent')}`);
+  say(`  customer: ${link('p-customer')}`);
+  say(`  dashboard: ${http.url}/dashboard`);
+  say('Ctrl-C to stop');
+  await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  policy.endCall(callId);
+  await http.close();
 }
 
 main().then(
