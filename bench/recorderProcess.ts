@@ -45,6 +45,8 @@ interface FloorLeg {
 }
 
 interface FfmpegLeg {
+  callId: string;
+  participantId: string;
   consumer: types.Consumer;
   proc: ChildProcess;
   out: string;
@@ -176,6 +178,13 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       for (const v of (await app.metrics.packetsDropped.get()).values) out.dropped[String(v.labels.reason)] = v.value;
       for (const v of (await app.metrics.admissionRejections.get()).values) out.admissionRejections[String(v.labels.limit)] = v.value;
       out.transcoderPendingFrames = app.transcoder.pendingFrames;
+    } else if (mode === 'ffmpeg') {
+      // What mediasoup forwarded to each ffmpeg (ffmpeg itself keeps no counters we can read).
+      for (const l of ffmpegLegs) {
+        const stats = await l.consumer.getStats();
+        const sent = stats.find((x) => x.type === 'outbound-rtp')?.packetCount ?? 0;
+        streams.push({ callId: l.callId, participantId: l.participantId, received: sent, written: 0, droppedClosed: 0, malformed: 0, writing: false });
+      }
     } else {
       for (const l of floorLegs) {
         streams.push({ callId: l.callId, participantId: l.participantId, received: l.received, written: 0, droppedClosed: 0, malformed: 0, writing: false });
@@ -260,7 +269,7 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
         counter.received++;
       });
     } else if (mode === 'ffmpeg') {
-      ffmpegLegs.push(await startFfmpegLeg(room, plain.producer, `${spec.callId}-${leg.participantId}`));
+      ffmpegLegs.push({ callId: spec.callId, participantId: leg.participantId, ...(await startFfmpegLeg(room, plain.producer, `${spec.callId}-${leg.participantId}`)) });
     }
   }
   return legs;
@@ -271,7 +280,7 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
  * sends RTP to a local port where ffmpeg, started from an SDP file, copies the Opus packets into
  * an Ogg file. The consumer starts paused and is resumed once every ffmpeg listens (`resume`).
  */
-async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: string): Promise<FfmpegLeg> {
+async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: string): Promise<Omit<FfmpegLeg, 'callId' | 'participantId'>> {
   const rtpPort = nextFfmpegPort;
   nextFfmpegPort += 2;
   const transport = await room.router.createPlainTransport({
@@ -306,12 +315,19 @@ async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: st
   return { consumer, proc, out };
 }
 
+/**
+ * Stops ffmpeg so that it still writes its trailer: a first SIGINT is only seen between two
+ * packets (once the load has stopped, ffmpeg sits in a blocking read until its UDP timeout), a
+ * second one interrupts the read; SIGKILL only if both fail.
+ */
 async function stopProcess(proc: ChildProcess, graceMs = 5000): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   proc.kill('SIGINT');
+  const again = setTimeout(() => proc.kill('SIGINT'), 500);
   const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
   await exited;
+  clearTimeout(again);
   clearTimeout(timer);
 }
 

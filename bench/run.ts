@@ -458,7 +458,7 @@ function lossOf(mode: BenchMode, legs: OpenedLeg[], sent: number[], failed: numb
     const s = sent[i] ?? 0;
     out.sent += s;
     out.failedToSend += failed[i] ?? 0;
-    if (mode === 'ffmpeg') return; // ffmpeg keeps no counters: its output size is checked instead
+    // floor: what reached Node; ffmpeg: what mediasoup forwarded to ffmpeg (its output size is checked too).
     const received = c?.received ?? 0;
     const written = mode === 'recorder' ? (c?.written ?? 0) : received;
     out.received += received;

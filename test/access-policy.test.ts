@@ -9,6 +9,7 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { issueToken, verifyToken, ROLES, type Principal, type Role } from '../src/access/auth.ts';
 import { ACTION_ROLES, authorize, recordingFacts, recordingView, rolesForAuditType, type Action } from '../src/access/policy.ts';
 import { parseRange } from '../src/access/range.ts';
+import { ACCESS_ROUTES } from '../src/access/routes.ts';
 import { BoundedCache } from '../src/access/BoundedCache.ts';
 import { buildExtractManifest } from '../src/access/extractManifest.ts';
 import { alignTrack } from '../src/access/coaching.ts';
@@ -282,5 +283,26 @@ describe('coaching alignment', () => {
     const gapStart = ms(500) + segs[0]!.samples - readOggOpus(segs[0]!.ogg).head.preSkip;
     expect(rmsDb(pcm, gapStart + ms(50), gapStart + ms(950))).toBeLessThan(-60); // the pause
     expect(rmsDb(pcm, gapStart + ms(1100), gapStart + ms(1800))).toBeGreaterThan(-30);
+  });
+});
+
+describe('docs/openapi.yaml', () => {
+  it('documents every route of the API, with its method and the errors of the policy', () => {
+    const text = readFileSync(new URL('../docs/openapi.yaml', import.meta.url), 'utf8');
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('openapi: 3.1.0');
+    for (const r of ACCESS_ROUTES) {
+      const [method, path] = r.template.split(' ') as [string, string];
+      const at = lines.indexOf(`  ${path}:`);
+      expect(at, `${path} is documented`).toBeGreaterThan(0);
+      let end = at + 1;
+      while (end < lines.length && !/^ {2}\S/.test(lines[end]!) && !/^\S/.test(lines[end]!)) end++;
+      const block = lines.slice(at, end).join('\n');
+      expect(block, r.template).toContain(`    ${method.toLowerCase()}:`);
+      for (const status of ['401', '403']) expect(block, `${r.template} ${status}`).toContain(`'${status}'`);
+      for (const p of path.match(/\{(\w+)\}/g) ?? []) {
+        expect(block.includes(`name: ${p.slice(1, -1)}`) || block.includes('RecordingId'), `${r.template} documents ${p}`).toBe(true);
+      }
+    }
   });
 });

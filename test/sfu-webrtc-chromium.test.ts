@@ -68,14 +68,16 @@ describe('WebRTC from headless Chromium into the Debian-built worker', () => {
       await page.goto(baseUrl);
       await page.evaluate(
         async ({ caps, params }) => {
-          const w = window as unknown as Record<string, any>;
+          // Runs in the page: mediasoup-client is the bundle's global, untyped here.
+          type Fn = (...args: unknown[]) => Promise<unknown>;
+          const w = window as unknown as { mediasoupClient: { Device: new () => { load(o: unknown): Promise<void>; createSendTransport(p: unknown): { on(e: string, f: (...a: never[]) => void): void; produce(o: unknown): Promise<unknown> } } }; connectTransport: Fn; produce: Fn };
           const device = new w.mediasoupClient.Device();
           await device.load({ routerRtpCapabilities: caps });
           const send = device.createSendTransport(params);
-          send.on('connect', ({ dtlsParameters }: any, ok: () => void, fail: (e: Error) => void) =>
+          send.on('connect', ({ dtlsParameters }: { dtlsParameters: unknown }, ok: () => void, fail: (e: Error) => void) =>
             w.connectTransport(dtlsParameters).then(ok, fail));
-          send.on('produce', ({ kind, rtpParameters }: any, ok: (r: { id: string }) => void, fail: (e: Error) => void) =>
-            w.produce(kind, rtpParameters).then((id: string) => ok({ id }), fail));
+          send.on('produce', ({ kind, rtpParameters }: { kind: string; rtpParameters: unknown }, ok: (r: { id: string }) => void, fail: (e: Error) => void) =>
+            w.produce(kind, rtpParameters).then((id) => ok({ id: id as string }), fail));
           const stream = await navigator.mediaDevices.getUserMedia({
             audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
           });

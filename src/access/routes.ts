@@ -91,6 +91,30 @@ const BREAK_TEXT: Record<BreakReason, string> = {
   'head-mismatch': 'the newest entry differs from the one the head recorded',
 };
 
+const ID = '([A-Za-z0-9_-]{1,64})';
+
+/** Every route of the API (docs/openapi.yaml documents each; a test keeps the two in step). */
+export const ACCESS_ROUTES = [
+  { method: 'GET', pattern: /^\/api\/recordings$/, template: 'GET /api/recordings', action: 'recordings.list' },
+  { method: 'GET', pattern: new RegExp(`^/api/recordings/${ID}$`), template: 'GET /api/recordings/{id}', action: 'recordings.read' },
+  { method: 'DELETE', pattern: new RegExp(`^/api/recordings/${ID}$`), template: 'DELETE /api/recordings/{id}', action: 'recordings.delete' },
+  { method: 'GET', pattern: new RegExp(`^/api/recordings/${ID}/play$`), template: 'GET /api/recordings/{id}/play', action: 'recordings.play' },
+  { method: 'POST', pattern: new RegExp(`^/api/recordings/${ID}/deletion-requests$`), template: 'POST /api/recordings/{id}/deletion-requests', action: 'deletion.request' },
+  { method: 'GET', pattern: /^\/api\/deletion-requests$/, template: 'GET /api/deletion-requests', action: 'deletion.list' },
+  { method: 'POST', pattern: /^\/api\/extracts$/, template: 'POST /api/extracts', action: 'extract.create' },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/api/extracts/${ID}/files/([A-Za-z0-9_-]{1,64}\\.(?:ogg|wav|json))$`),
+    template: 'GET /api/extracts/{extractId}/files/{name}',
+    action: 'extract.read',
+  },
+  { method: 'GET', pattern: /^\/api\/audit$/, template: 'GET /api/audit', action: 'audit.read' },
+  { method: 'GET', pattern: /^\/api\/audit\/verify$/, template: 'GET /api/audit/verify', action: 'audit.verify' },
+  { method: 'GET', pattern: /^\/api\/compliance$/, template: 'GET /api/compliance', action: 'compliance.read' },
+] as const satisfies ReadonlyArray<{ method: 'GET' | 'POST' | 'DELETE'; pattern: RegExp; template: string; action: Action }>;
+
+export type RouteTemplate = (typeof ACCESS_ROUTES)[number]['template'];
+
 /** An error answer. `deny` marks a policy denial: it is audited as `access.denied`. */
 class HttpError extends Error {
   constructor(
@@ -123,13 +147,6 @@ interface Ctx {
   params: string[];
 }
 
-interface RouteDef {
-  method: 'GET' | 'POST' | 'DELETE';
-  pattern: RegExp;
-  template: string;
-  action: Action;
-  handle: (ctx: Ctx) => Promise<void>;
-}
 
 function param(url: URL, name: string): string | undefined {
   const v = url.searchParams.get(name);
@@ -482,26 +499,20 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
     sendJson(ctx.res, 200, report);
   }
 
-  const ID = '([A-Za-z0-9_-]{1,64})';
-  const routes: RouteDef[] = [
-    { method: 'GET', pattern: /^\/api\/recordings$/, template: 'GET /api/recordings', action: 'recordings.list', handle: listRecordings },
-    { method: 'GET', pattern: new RegExp(`^/api/recordings/${ID}$`), template: 'GET /api/recordings/{id}', action: 'recordings.read', handle: getRecording },
-    { method: 'DELETE', pattern: new RegExp(`^/api/recordings/${ID}$`), template: 'DELETE /api/recordings/{id}', action: 'recordings.delete', handle: deleteRecording },
-    { method: 'GET', pattern: new RegExp(`^/api/recordings/${ID}/play$`), template: 'GET /api/recordings/{id}/play', action: 'recordings.play', handle: play },
-    { method: 'POST', pattern: new RegExp(`^/api/recordings/${ID}/deletion-requests$`), template: 'POST /api/recordings/{id}/deletion-requests', action: 'deletion.request', handle: requestDeletion },
-    { method: 'GET', pattern: /^\/api\/deletion-requests$/, template: 'GET /api/deletion-requests', action: 'deletion.list', handle: listDeletionRequests },
-    { method: 'POST', pattern: /^\/api\/extracts$/, template: 'POST /api/extracts', action: 'extract.create', handle: postExtract },
-    {
-      method: 'GET',
-      pattern: new RegExp(`^/api/extracts/${ID}/files/([A-Za-z0-9_-]{1,64}\\.(?:ogg|wav|json))$`),
-      template: 'GET /api/extracts/{extractId}/files/{name}',
-      action: 'extract.read',
-      handle: getExtractFile,
-    },
-    { method: 'GET', pattern: /^\/api\/audit$/, template: 'GET /api/audit', action: 'audit.read', handle: getAudit },
-    { method: 'GET', pattern: /^\/api\/audit\/verify$/, template: 'GET /api/audit/verify', action: 'audit.verify', handle: verifyAudit },
-    { method: 'GET', pattern: /^\/api\/compliance$/, template: 'GET /api/compliance', action: 'compliance.read', handle: getCompliance },
-  ];
+  const handlers: Record<RouteTemplate, (ctx: Ctx) => Promise<void>> = {
+    'GET /api/recordings': listRecordings,
+    'GET /api/recordings/{id}': getRecording,
+    'DELETE /api/recordings/{id}': deleteRecording,
+    'GET /api/recordings/{id}/play': play,
+    'POST /api/recordings/{id}/deletion-requests': requestDeletion,
+    'GET /api/deletion-requests': listDeletionRequests,
+    'POST /api/extracts': postExtract,
+    'GET /api/extracts/{extractId}/files/{name}': getExtractFile,
+    'GET /api/audit': getAudit,
+    'GET /api/audit/verify': verifyAudit,
+    'GET /api/compliance': getCompliance,
+  };
+  const routes = ACCESS_ROUTES.map((r) => ({ ...r, handle: handlers[r.template] }));
 
   const group: RouteGroup = async (req, res, url) => {
     if (url.pathname !== '/api' && !url.pathname.startsWith('/api/')) return false;

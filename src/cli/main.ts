@@ -1,9 +1,7 @@
-import { runAuditVerify } from '../audit/verifyCommand.ts';
-import { runExtract } from './extract.ts';
-
 /**
  * Dispatches `optin <command>`. Every command returns its exit status instead of exiting, so
- * tests run them in-process and the stub in bin/optin.mjs only sets process.exitCode.
+ * tests run them in-process and the stub in bin/optin.mjs only sets process.exitCode. Commands
+ * are imported when chosen: `optin help` should not load the store, ffmpeg glue and crypto.
  */
 
 export const USAGE = `usage: optin <command> [options]
@@ -34,10 +32,15 @@ export const processIo: CliIo = {
 export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'extract':
+    case 'extract': {
+      const { runExtract } = await import('./extract.ts');
       return runExtract(rest, env, io);
+    }
     case 'audit':
-      if (rest[0] === 'verify') return runAuditVerify(rest.slice(1), env, { out: (l) => io.out(`${l}\n`), err: (l) => io.err(`${l}\n`) });
+      if (rest[0] === 'verify') {
+        const { runAuditVerify } = await import('../audit/verifyCommand.ts');
+        return runAuditVerify(rest.slice(1), env, { out: (l) => io.out(`${l}\n`), err: (l) => io.err(`${l}\n`) });
+      }
       io.err(`optin audit: unknown subcommand ${JSON.stringify(rest[0] ?? '')}\n${USAGE}\n`);
       return 2;
     case 'help':

@@ -471,6 +471,14 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
         this.#drop('protocol-error', CLOSE_PROTOCOL_FAILURE);
         return;
       }
+      // While live, a snapshot that is not newer than the state we hold is a duplicate or a late
+      // frame: applying it would rewind the state (a withdrawn consent reopened the gate until the
+      // next heartbeat exposed the rewound seq; found by test/gate-recorder-property.test.ts).
+      // Like a late delta, it is refused and changes nothing.
+      if (this.#phase === 'live' && msg.seq <= this.#lastSeq) {
+        this.#reply('duplicate', `snapshot seq ${msg.seq} is not after ${this.#lastSeq}; late frame ignored`, ref);
+        return;
+      }
       this.#pending = { seq: msg.seq, parts: msg.parts, next: 0, calls: [], agents: [] };
     }
     const p = this.#pending;

@@ -28,6 +28,7 @@ export function healthRoutes(app: RecorderApp): RouteGroup {
       return true;
     }
     if (url.pathname === '/metrics') {
+      app.recorder.refreshGauges();
       const body = await app.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': app.metrics.registry.contentType });
       res.end(body);

@@ -78,7 +78,10 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     const c = opts.control;
     c.on('change', (callId) => (callId === 'all' ? this.evaluateAll() : this.evaluate(callId)));
     c.on('stale', () => this.evaluateAll());
-    c.on('fresh', () => this.evaluateAll());
+    c.on('fresh', () => {
+      this.#eraseWithdrawnInSnapshot();
+      this.evaluateAll();
+    });
     c.on('fact', (fact) => {
       if (fact.type === 'consent.withdrawn' && fact.erase) void this.#erase(fact.callId);
     });
@@ -136,7 +139,10 @@ export class Recorder extends EventEmitter<RecorderEvents> {
       metrics: this.#o.metrics,
       onReport: (callId, report) => this.#report(callId, report),
       onAudit: (entry) => this.#audit(entry),
-      requestEvaluate: (callId) => queueMicrotask(() => this.evaluate(callId)),
+      // Re-decide every call, not just this one: an admission moves the agents' monthly counts,
+      // which the other calls of the same agents are judged by, and their R7 reports must show
+      // `cap-reached` as soon as it applies (found by test/gate-recorder-property.test.ts).
+      requestEvaluate: () => queueMicrotask(() => this.evaluateAll()),
     });
     this.#calls.set(room.callId, call);
     this.#o.metrics?.callsActive.set(this.#calls.size);
@@ -213,6 +219,19 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     for (const call of this.#calls.values()) call.tick(now);
   }
 
+  /**
+   * A withdrawal with erase that happened while the stream was stale reaches the worker inside the
+   * snapshot, never as a `fact` event: erase those calls too (R9), before the gates are re-decided.
+   * Calls already erased are skipped. (Found by test/gate-recorder-property.test.ts.)
+   */
+  #eraseWithdrawnInSnapshot(): void {
+    for (const call of this.#calls.values()) {
+      if (call.erased) continue;
+      const consents = this.#o.state.call(call.callId)?.consents;
+      if (consents && [...consents.values()].some((k) => k.status === 'withdrawn' && k.erase)) void this.#erase(call.callId);
+    }
+  }
+
   async #erase(callId: string): Promise<void> {
     const call = this.#calls.get(callId);
     if (!call) return;
@@ -245,6 +264,11 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     } catch (err) {
       this.#o.logger.error({ callId, err: (err as Error).message }, 'recording state not reported');
     }
+    this.#updateGateGauge();
+  }
+
+  /** Brings scrape-time gauges up to date (called by /metrics before it renders). */
+  refreshGauges(): void {
     this.#updateGateGauge();
   }
 

@@ -26,7 +26,7 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
   const s3 = s3Config();
   const secret = randomBytes(32).toString('base64url');
   const logger = opts.logger ?? createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
-  const policy = new PolicyServer({ secret, heartbeatMs: opts.heartbeatMs ?? 500, logger });
+  const policy = new PolicyServer({ secret, heartbeatMs: opts.heartbeatMs ?? 1000, logger });
   const addr = await policy.listen();
   const spoolDir = mkdtempSync(path.join(tmpdir(), 'optin-spool-'));
   const config = loadConfig(
@@ -41,7 +41,7 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
       'control.secret': secret,
       'http.callControlSecret': randomBytes(32).toString('base64url'),
       'http.jwtSecret': randomBytes(32).toString('base64url'),
-      'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 500) * 3,
+      'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 1000) * 3,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,
       segmentSeconds: 2,
