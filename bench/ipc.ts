@@ -134,7 +134,8 @@ export interface CloseResult {
 
 export interface Commands {
   init: [InitArgs, InitResult];
-  open: [{ calls: CallSpec[]; concurrency: number }, { legs: OpenedLeg[]; ms: number }];
+  /** pacedMs: time spent waiting for the recorder's lag figure to settle between call setups. */
+  open: [{ calls: CallSpec[]; concurrency: number }, { legs: OpenedLeg[]; ms: number; pacedMs: number }];
   status: [{ callIds: string[] }, StatusResult];
   pids: [Record<string, never>, PidsResult];
   resume: [Record<string, never>, { resumed: number }];

@@ -16,6 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { types } from 'mediasoup';
 import { loadConfig, type OptinConfig } from '../src/config/config.ts';
 import { startRecorderApp, type RecorderApp } from '../src/app/RecorderApp.ts';
@@ -45,8 +46,6 @@ interface FloorLeg {
 }
 
 interface FfmpegLeg {
-  callId: string;
-  participantId: string;
   consumer: types.Consumer;
   proc: ChildProcess;
   out: string;
@@ -101,6 +100,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       mkdirSync(ffmpegDir, { recursive: true });
       nextFfmpegPort = args.ffmpegBasePort ?? 30_000;
     }
+    collectGarbage(); // the idle memory figure should not hold start-up garbage
     return { pid: process.pid, workerPids: pool.workers.map((w) => w.pid), startMs: Date.now() };
   },
 
@@ -110,12 +110,20 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     let next = 0;
     // A few calls at a time: how a signalling front end would bring them in, and it keeps
     // the setup burst from starving the event loop (admission also looks at the lag).
+    let pacedMs = 0;
     await Promise.all(
       Array.from({ length: Math.max(1, concurrency) }, async () => {
-        while (next < calls.length) legs.push(...(await openCall(calls[next++]!)));
+        while (next < calls.length) {
+          // Admission refuses calls while the recorder's lag figure is over its limit (it would
+          // for real traffic too); a burst of call setups must not trip it, so wait it out.
+          const t = performance.now();
+          while (app && app.recorder.eventLoopLagP99Ms > config.admission.maxEventLoopLagMs / 2 && performance.now() - t < 30_000) await sleep(100);
+          pacedMs += performance.now() - t;
+          legs.push(...(await openCall(calls[next++]!)));
+        }
       }),
     );
-    return { legs, ms: performance.now() - started };
+    return { legs, ms: performance.now() - started, pacedMs };
   },
 
   async status({ callIds }) {
@@ -163,6 +171,8 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       heapUsedBytes: mem.heapUsed,
       externalBytes: mem.external + mem.arrayBuffers,
     };
+    // After the lag figures: the driver reads memory next, live data only (as for the idle figure).
+    collectGarbage();
     return result;
   },
 
@@ -178,13 +188,6 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       for (const v of (await app.metrics.packetsDropped.get()).values) out.dropped[String(v.labels.reason)] = v.value;
       for (const v of (await app.metrics.admissionRejections.get()).values) out.admissionRejections[String(v.labels.limit)] = v.value;
       out.transcoderPendingFrames = app.transcoder.pendingFrames;
-    } else if (mode === 'ffmpeg') {
-      // What mediasoup forwarded to each ffmpeg (ffmpeg itself keeps no counters we can read).
-      for (const l of ffmpegLegs) {
-        const stats = await l.consumer.getStats();
-        const sent = stats.find((x) => x.type === 'outbound-rtp')?.packetCount ?? 0;
-        streams.push({ callId: l.callId, participantId: l.participantId, received: sent, written: 0, droppedClosed: 0, malformed: 0, writing: false });
-      }
     } else {
       for (const l of floorLegs) {
         streams.push({ callId: l.callId, participantId: l.participantId, received: l.received, written: 0, droppedClosed: 0, malformed: 0, writing: false });
@@ -234,6 +237,11 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
   },
 };
 
+/** A full GC when the process runs with --expose-gc (the driver starts it so). */
+function collectGarbage(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
 function pickCounters(c: { received: number; written: number; droppedClosed: number; malformed: number }): Pick<StreamCounters, 'received' | 'written' | 'droppedClosed' | 'malformed'> {
   return { received: c.received, written: c.written, droppedClosed: c.droppedClosed, malformed: c.malformed };
 }
@@ -269,7 +277,7 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
         counter.received++;
       });
     } else if (mode === 'ffmpeg') {
-      ffmpegLegs.push({ callId: spec.callId, participantId: leg.participantId, ...(await startFfmpegLeg(room, plain.producer, `${spec.callId}-${leg.participantId}`)) });
+      ffmpegLegs.push(await startFfmpegLeg(room, plain.producer, `${spec.callId}-${leg.participantId}`));
     }
   }
   return legs;
@@ -280,7 +288,7 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
  * sends RTP to a local port where ffmpeg, started from an SDP file, copies the Opus packets into
  * an Ogg file. The consumer starts paused and is resumed once every ffmpeg listens (`resume`).
  */
-async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: string): Promise<Omit<FfmpegLeg, 'callId' | 'participantId'>> {
+async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: string): Promise<FfmpegLeg> {
   const rtpPort = nextFfmpegPort;
   nextFfmpegPort += 2;
   const transport = await room.router.createPlainTransport({
@@ -316,15 +324,16 @@ async function startFfmpegLeg(room: CallRoom, producer: types.Producer, name: st
 }
 
 /**
- * Stops ffmpeg so that it still writes its trailer: a first SIGINT is only seen between two
- * packets (once the load has stopped, ffmpeg sits in a blocking read until its UDP timeout), a
- * second one interrupts the read; SIGKILL only if both fail.
+ * Stops ffmpeg the way the examples stop a recording: SIGINT while media still flows. ffmpeg
+ * sees the signal between two packets and writes its trailer. (With no more packets it would
+ * sit in a blocking read; a second SIGINT interrupts that but also the trailer, losing the
+ * buffered tail, hence the driver stops ffmpeg before the load ends.) SIGKILL as a last resort.
  */
-async function stopProcess(proc: ChildProcess, graceMs = 5000): Promise<void> {
+async function stopProcess(proc: ChildProcess, graceMs = 8000): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   proc.kill('SIGINT');
-  const again = setTimeout(() => proc.kill('SIGINT'), 500);
+  const again = setTimeout(() => proc.kill('SIGINT'), graceMs / 2);
   const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(again);

@@ -110,7 +110,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const cores = os.availableParallelism();
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
     full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, floor: true, extract: true },
-    quick: { ramp: [100, 200], steadyS: 12, arrivalS: 4, warmupS: 2, baseline: 20, pcmu: 40, floor: true, extract: true },
+    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, floor: true, extract: true },
     profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
   };
   const d = defaults[preset];
@@ -261,7 +261,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const profiling = o.cpuProfile && mode === 'recorder';
   const child = fork(path.join(HERE, 'recorderProcess.ts'), [], {
     cwd: ROOT,
-    execArgv: ['--import', 'tsx', ...(profiling ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}-${tag}.cpuprofile`] : [])],
+    execArgv: ['--import', 'tsx', '--expose-gc', ...(profiling ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}-${tag}.cpuprofile`] : [])],
     stdio: ['ignore', logFd, logFd, 'ipc'],
   });
   const rpc = new ChildRpc(child);
@@ -303,9 +303,13 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     const overflow = specs.slice(calls);
     const t0 = performance.now();
     const legs: OpenedLeg[] = [];
+    let pacedMs = 0;
     for (let i = 0; i < regular.length; i += 50) {
-      legs.push(...(await rpc.call('open', { calls: regular.slice(i, i + 50), concurrency: 4 })).legs);
+      const r = await rpc.call('open', { calls: regular.slice(i, i + 50), concurrency: 4 });
+      legs.push(...r.legs);
+      pacedMs += r.pacedMs;
     }
+    if (pacedMs > 1000) notes.push(`call setup waited ${(pacedMs / 1000).toFixed(1)} s for the recorder's lag figure to settle`);
     // The overflow calls come after every admitted one, so the admission check sees them all.
     if (overflow.length > 0) legs.push(...(await rpc.call('open', { calls: overflow, concurrency: 1 })).legs);
     const setupMs = performance.now() - t0;
@@ -345,7 +349,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     const warmupMs = mode === 'ffmpeg' ? Math.max(o.warmupS * 1000, 5000) : o.warmupS * 1000;
     const steadyMs = o.steadyS * 1000;
     const run = startLoadgen(ctx.loadgenBin, ctx.profiles.files, dests, {
-      totalMs: arrivalMs + warmupMs + steadyMs + 1000,
+      // ffmpeg is stopped while media still flows (see recorderProcess stopProcess): a longer tail.
+      totalMs: arrivalMs + warmupMs + steadyMs + (mode === 'ffmpeg' ? 5000 : 1000),
       rampMs: arrivalMs,
       jitterUs: o.jitterUs,
       seed: parseInt(tag, 16),
@@ -361,11 +366,17 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     await sleep(steadyMs);
     const b = snapshot(group, ['node']);
     const lag = await rpc.call('windowEnd', {});
+    // Memory after the window, once the process under test collected its garbage (as at idle).
+    const mem = snapshot(group);
+    let ffmpegClose: CloseResult | undefined;
+    if (mode === 'ffmpeg') ffmpegClose = await rpc.call('close', {}, 60_000);
     const gen = await run.done;
     await sleep(600); // the last packets leave the jitter buffers on the next ticks
-    const counters = await rpc.call('counters', {});
+    const counters = mode === 'ffmpeg' ? { streams: [], dropped: {}, admissionRejections: {}, transcoderPendingFrames: 0 } : await rpc.call('counters', {});
 
     // --- overload: calls above the limit must be reported not recorded, and write nothing.
+    const lagRefusals = counters.admissionRejections['event-loop-lag'] ?? 0;
+    if (lagRefusals > 0) failures.push(`${lagRefusals} calls refused at admission for event-loop lag during setup`);
     let overload: RunResult['overload'];
     if (overflow.length > 0) {
       const detail: string[] = [];
@@ -384,7 +395,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
       if (reported !== overflow.length || written > 0) failures.push(`calls above admission.maxStreams were not all refused: ${detail.join('; ')}`);
     }
 
-    const close = await rpc.call('close', {}, 300_000);
+    const close = ffmpegClose ?? (await rpc.call('close', {}, 300_000));
     await exited;
     for (const s of specs) if (mode === 'recorder') policy.endCall(s.callId);
 
@@ -397,9 +408,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     const ours = (cpu.node ?? 0) + (cpu.workers ?? 0) + (cpu.ffmpeg ?? 0);
     const busy = machineBusyPercent(a.machine, b.machine);
     const roles = ['node', 'workers', 'ffmpeg'];
-    const steadyPrivate = sum(roles.map((r) => b.memory[r]?.private ?? 0));
+    const steadyPrivate = sum(roles.map((r) => mem.memory[r]?.private ?? 0));
     const idlePrivate = (idle.memory.node?.private ?? 0) + (idle.memory.workers?.private ?? 0);
-    const rss = sum(roles.map((r) => b.memory[r]?.rss ?? 0));
+    const rss = sum(roles.map((r) => mem.memory[r]?.rss ?? 0));
     const result: RunResult = {
       label,
       mode,
@@ -428,7 +439,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
         marginalPrivateBytes: (steadyPrivate - idlePrivate) / n,
         rssBytes: rss / n,
       },
-      memory: { idle: idle.memory, steady: b.memory },
+      memory: { idle: idle.memory, steady: mem.memory },
       lag,
       loss,
       overload,
@@ -458,7 +469,7 @@ function lossOf(mode: BenchMode, legs: OpenedLeg[], sent: number[], failed: numb
     const s = sent[i] ?? 0;
     out.sent += s;
     out.failedToSend += failed[i] ?? 0;
-    // floor: what reached Node; ffmpeg: what mediasoup forwarded to ffmpeg (its output size is checked too).
+    if (mode === 'ffmpeg') return; // ffmpeg keeps no counters: its output files are checked instead
     const received = c?.received ?? 0;
     const written = mode === 'recorder' ? (c?.written ?? 0) : received;
     out.received += received;
@@ -527,6 +538,11 @@ function table(runs: RunResult[], floors: Map<number, RunResult>): string {
 
 interface Summary {
   largestPassingN: number | undefined;
+  /**
+   * Private memory (Node + workers, after GC) per additional stream: the slope of a least-squares
+   * line through the ramp's steps (needs two or more), which cancels every fixed cost.
+   */
+  memorySlopeBytesPerStream?: number;
   floor: { n: number; oursPctPerStream: number; floorPctPerStream: number; ratio: number }[];
   baseline?: {
     ffmpegStreams: number;
@@ -552,6 +568,14 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
   const floors = runs.filter((r) => r.mode === 'floor');
   const passing = rec.filter((r) => r.pass).map((r) => r.streams);
   const s: Summary = { largestPassingN: passing.length ? Math.max(...passing) : undefined, floor: [], profile: profiles };
+  if (rec.length >= 2) {
+    const xs = rec.map((r) => r.streams);
+    const ys = rec.map((r) => (r.memory.steady.node?.private ?? 0) + (r.memory.steady.workers?.private ?? 0));
+    const mx = sum(xs) / xs.length;
+    const my = sum(ys) / ys.length;
+    const sxx = sum(xs.map((x) => (x - mx) ** 2));
+    if (sxx > 0) s.memorySlopeBytesPerStream = sum(xs.map((x, i) => (x - mx) * (ys[i]! - my))) / sxx;
+  }
   for (const r of rec) {
     const f = floors.find((x) => x.streams === r.streams);
     if (f) s.floor.push({ n: r.streams, oursPctPerStream: r.perStream.cpuPct, floorPctPerStream: f.perStream.cpuPct, ratio: r.perStream.cpuPct / f.perStream.cpuPct });
@@ -562,6 +586,8 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
   if (ff && ref) {
     // Theirs per stream: the ffmpeg process's private memory plus what the stream added to Node and the workers.
     const ffPrivate = ff.perStream.marginalPrivateBytes;
+    // Ours: the ramp's slope when there is one (fixed costs cancel), else this run's marginal figure.
+    const oursMem = s.memorySlopeBytesPerStream ?? ref.perStream.marginalPrivateBytes;
     s.baseline = {
       ffmpegStreams: ff.streams,
       oursN: ref.streams,
@@ -569,8 +595,8 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
       oursCpuPctPerStream: ref.perStream.cpuPct,
       cpuRatio: ff.perStream.cpuPct / ref.perStream.cpuPct,
       ffmpegPrivateBytesPerStream: ffPrivate,
-      oursMarginalPrivateBytesPerStream: ref.perStream.marginalPrivateBytes,
-      memRatio: ffPrivate / Math.max(1, ref.perStream.marginalPrivateBytes),
+      oursMarginalPrivateBytesPerStream: oursMem,
+      memRatio: ffPrivate / Math.max(1, oursMem),
       oursRssBytesPerStream: ref.perStream.rssBytes,
       memRatioVsOursTotalRss: ffPrivate / Math.max(1, ref.perStream.rssBytes),
     };
@@ -603,6 +629,7 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
 function printSummary(s: Summary, runs: RunResult[]): void {
   const lines: string[] = [''];
   lines.push(`Largest N with zero recorder loss and event-loop p99 < 50 ms: ${s.largestPassingN ?? 'none'} streams`);
+  if (s.memorySlopeBytesPerStream !== undefined) lines.push(`Memory per additional recorded stream (slope over the ramp, Node + workers private): ${kb(s.memorySlopeBytesPerStream)} KB`);
   for (const f of s.floor) lines.push(`Floor at N=${f.n}: ours ${f3(f.oursPctPerStream)} %/stream vs floor ${f3(f.floorPctPerStream)} -> ${f.ratio.toFixed(2)}x (target <= 1.5x)`);
   if (s.baseline) {
     const b = s.baseline;

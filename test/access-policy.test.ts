@@ -12,14 +12,14 @@ import { parseRange } from '../src/access/range.ts';
 import { ACCESS_ROUTES } from '../src/access/routes.ts';
 import { BoundedCache } from '../src/access/BoundedCache.ts';
 import { buildExtractManifest } from '../src/access/extractManifest.ts';
-import { alignTrack } from '../src/access/coaching.ts';
+import { alignTrack, renderCoaching } from '../src/access/coaching.ts';
 import { synthSegments } from '../src/access/synthRecording.ts';
 import { readOggOpus } from '../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../src/media/ffmpeg.ts';
 import type { AuditEntry } from '../src/audit/AuditTrail.ts';
 import type { RecordingManifest } from '../src/storage/manifest.ts';
 import { fixturePath } from './support/fixtures.ts';
-import { rmsDb } from './support/audio.ts';
+import { rmsDb, toneAdvantageDb } from './support/audio.ts';
 
 const SECRET = 'unit-test-secret-0123456789abcdef0123456789';
 
@@ -262,7 +262,7 @@ describe('extract manifest (R12)', () => {
 });
 
 describe('coaching alignment', () => {
-  it('places a track on the common time axis: lead-in and run gaps become silence of the right length', async () => {
+  it('keeps a track in time: a gap between runs becomes silence of the right length, the lead-in an offset', async () => {
     const source = readFileSync(fixturePath('agent-tone.opus'));
     const segs = synthSegments(source, { seconds: 4, segmentSeconds: 2 });
     expect(segs.length).toBe(2);
@@ -273,16 +273,54 @@ describe('coaching alignment', () => {
       { ogg: segs[1]!.ogg, meta: { participantId: 'p', segment: 1, run: 1, startWallClockMs: origin + 500 + segs[0]!.samples / 48 + 1000, durationMs: segs[1]!.samples / 48 } },
     ].map((s) => ({ ...s, meta: { ...s.meta, objectKey: '', opusPayloadBytes: 0, oggBytes: 0, sealedBytes: 0, sha256: '', quality: {} } }));
     const aligned = alignTrack(track, origin)!;
+    const ms = (x: number) => Math.round(x * 48);
+    // The lead-in is applied by the mixer (in PCM), not as silence packets.
+    expect(aligned.leadSamples).toBe(ms(500));
     const { pcm, stderr } = await decodeToPcm(aligned.ogg);
     expect(stderr.trim()).toBe('');
-    const ms = (x: number) => Math.round(x * 48);
-    const expectedSamples = ms(500) + segs[0]!.samples + ms(1000) + segs[1]!.samples - readOggOpus(segs[0]!.ogg).head.preSkip;
+    const preSkip = readOggOpus(segs[0]!.ogg).head.preSkip;
+    const expectedSamples = segs[0]!.samples + ms(1000) + segs[1]!.samples - preSkip;
     expect(Math.abs(pcm.length - expectedSamples)).toBeLessThan(ms(3));
-    expect(rmsDb(pcm, 0, ms(450))).toBeLessThan(-80); // lead-in: silence
-    expect(rmsDb(pcm, ms(600), ms(1500))).toBeGreaterThan(-30); // the tone
-    const gapStart = ms(500) + segs[0]!.samples - readOggOpus(segs[0]!.ogg).head.preSkip;
-    expect(rmsDb(pcm, gapStart + ms(50), gapStart + ms(950))).toBeLessThan(-60); // the pause
+    expect(aligned.samples).toBe(expectedSamples);
+    expect(rmsDb(pcm, ms(100), ms(1000))).toBeGreaterThan(-30); // the tone
+    const gapStart = segs[0]!.samples - preSkip;
+    expect(rmsDb(pcm, gapStart + ms(50), gapStart + ms(950))).toBeLessThan(-60); // the pause: silence
     expect(rmsDb(pcm, gapStart + ms(1100), gapStart + ms(1800))).toBeGreaterThan(-30);
+  });
+});
+
+describe('coaching render', () => {
+  it('puts the agent LEFT and the customer RIGHT, each at its anchor (the customer 700 ms later)', async () => {
+    const start = Date.parse('2025-03-10T09:00:00Z');
+    const sides = { 'leg-ag': synthSegments(readFileSync(fixturePath('agent-tone.opus')), { seconds: 2, segmentSeconds: 1 }), 'leg-cu': synthSegments(readFileSync(fixturePath('customer-tone.opus')), { seconds: 2, segmentSeconds: 1 }) };
+    const offsets = { 'leg-ag': 0, 'leg-cu': 700 };
+    const m = manifest({
+      segments: (['leg-ag', 'leg-cu'] as const).flatMap((pid) =>
+        sides[pid].map((seg) => ({ participantId: pid, segment: seg.index, run: 0, objectKey: 'k', startWallClockMs: start + offsets[pid] + seg.startSample / 48, durationMs: seg.samples / 48, opusPayloadBytes: 0, oggBytes: 0, sealedBytes: 0, sha256: '0'.repeat(64), quality: {} })),
+      ),
+    });
+    const store = {
+      async *openTrack(_rid: string, pid: string) {
+        const segs = sides[pid as keyof typeof sides];
+        for (const seg of segs) yield { segment: seg.index, ogg: seg.ogg, meta: m.segments.find((x) => x.participantId === pid && x.segment === seg.index)! };
+      },
+    };
+    const rendered = await renderCoaching(store, m, 'wav', 64 << 20);
+    expect(rendered.contentType).toBe('audio/wav');
+    expect(Math.abs(rendered.durationMs - 2700)).toBeLessThan(30);
+    const pcm = rendered.bytes.subarray(44);
+    const left = new Float32Array(pcm.length / 4);
+    const right = new Float32Array(pcm.length / 4);
+    for (let i = 0; i < left.length; i++) {
+      left[i] = pcm.readInt16LE(4 * i) / 32768;
+      right[i] = pcm.readInt16LE(4 * i + 2) / 32768;
+    }
+    expect(toneAdvantageDb(left, 523, 1230)).toBeGreaterThan(40);
+    expect(toneAdvantageDb(right, 1230, 523)).toBeGreaterThan(40);
+    const onset = (x: Float32Array) => x.findIndex((v) => Math.abs(v) > 0.05);
+    const aloneOnset = onset((await decodeToPcm(sides['leg-cu'][0]!.ogg)).pcm);
+    expect(Math.abs((onset(right) - aloneOnset) / 48 - 700)).toBeLessThan(2);
+    expect(rmsDb(right, 0, 48 * 650)).toBeLessThan(-80);
   });
 });
 

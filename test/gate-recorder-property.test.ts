@@ -67,6 +67,8 @@ const logger = createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
 interface CallSpec {
   agents: number[]; // indices into the run's agents (1 or 2 distinct)
   customers: number; // 1 or 2
+  /** Every customer already pressed 1 when the run starts (so that gates open often). */
+  granted: boolean;
 }
 
 type FactAction =
@@ -97,8 +99,8 @@ interface Scenario {
 }
 
 const callIdx = fc.nat({ max: CALLS_PER_RUN - 1 });
-const capArb = fc.constantFrom(0, 1, 1, 2, 2, 3, 100);
-const windowArb = fc.constantFrom<'covering' | 'later' | 'none'>('covering', 'covering', 'covering', 'later', 'none');
+const capArb = fc.constantFrom(0, 1, 1, 2, 3, 100, 100);
+const windowArb = fc.constantFrom<'covering' | 'later' | 'none'>('covering', 'covering', 'covering', 'covering', 'later', 'none');
 const factActionArb: fc.Arbitrary<FactAction> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('grant' as const), call: callIdx, cust: fc.nat({ max: 1 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('decline' as const), call: callIdx, cust: fc.nat({ max: 1 }) }) },
@@ -134,6 +136,7 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
         { weight: 1, arbitrary: fc.uniqueArray(fc.nat({ max: AGENTS_PER_RUN - 1 }), { minLength: 2, maxLength: 2 }) },
       ),
       customers: fc.constantFrom(1, 1, 2),
+      granted: fc.boolean(),
     }),
     { minLength: CALLS_PER_RUN, maxLength: CALLS_PER_RUN },
   ),
@@ -299,7 +302,7 @@ class Lane {
       logger,
       // A fixed, short reconnect delay (jitter pinned): a stale period lasts ~40 ms, long enough
       // to send and receive a batch while the worker is stale, short enough for 10,000 calls.
-      backoff: { minMs: 40, maxMs: 40 },
+      backoff: { minMs: 25, maxMs: 25 },
       random: () => 0.999,
     });
     this.recorder = new Recorder({
@@ -407,20 +410,36 @@ class Lane {
         ...Array.from({ length: spec.customers }, (_, k): Participant => ({ participantId: `${callId}k${k}`, role: 'customer', subjectId: `${callId}s${k}` })),
       ];
       serverFact({ type: 'call.started', callId, participants });
+      if (spec.granted) {
+        for (const p of participants) if (p.role === 'customer') serverFact({ type: 'consent.granted', callId, participantId: p.participantId, evidence: evidence() });
+      }
     }
     if (!(await this.waiter.until(this.caughtUp, SETTLE_TIMEOUT_MS))) throw new Error(`${tag}: calls not applied`);
-    for (let i = 0; i < sc.calls.length; i++) {
-      const callId = `${tag}c${i}`;
+    // Routers, taps and legs are created concurrently (the mediasoup channel pipelines requests);
+    // attachCall is called in call order, which is the order the recorder evaluates calls in.
+    const callIds = sc.calls.map((_, i) => `${tag}c${i}`);
+    const consumers = callIds.map(() => 0);
+    const rooms = await Promise.all(callIds.map((callId) => CallRoom.create(this.pool, callId, { listenIp: '127.0.0.1' })));
+    rooms.forEach((room, i) =>
+      room.router.observer.on('newtransport', (t: types.Transport) =>
+        t.observer.on('newconsumer', () => {
+          consumers[i]!++;
+          this.waiter.poke();
+        }),
+      ),
+    );
+    const recs = await Promise.all(rooms.map((room) => this.recorder.attachCall(room)));
+    const legsPerCall = await Promise.all(
+      rooms.map((room, i) =>
+        Promise.all(serverView.calls.get(callIds[i]!)!.participants.map((p, k) => RtpLeg.create(room, p.participantId, 0x1000 + i * 4 + k))),
+      ),
+    );
+    const ready = await this.waiter.until(() => recs.every((rec, i) => consumers[i] === legsPerCall[i]!.length && rec.tracks.size === legsPerCall[i]!.length), SETTLE_TIMEOUT_MS);
+    if (!ready) throw new Error(`${tag}: tap consumers not ready`);
+    for (let i = 0; i < callIds.length; i++) {
+      const callId = callIds[i]!;
       const participants = serverView.calls.get(callId)!.participants;
-      const room = await CallRoom.create(this.pool, callId, { listenIp: '127.0.0.1' });
-      let consumers = 0;
-      room.router.observer.on('newtransport', (t: types.Transport) => t.observer.on('newconsumer', () => consumers++));
-      const rec = await this.recorder.attachCall(room);
-      const legs: RtpLeg[] = [];
-      for (const p of participants) legs.push(await RtpLeg.create(room, p.participantId, 0x1000 + run * 64 + i * 4 + legs.length));
-      if (!(await this.waiter.until(() => consumers === participants.length && rec.tracks.size === participants.length, SETTLE_TIMEOUT_MS))) {
-        throw new Error(`${tag}: tap consumers not ready for ${callId}`);
-      }
+      const rec = recs[i]!;
       for (const track of rec.tracks.values()) {
         spyArrivals(track, (id, writable) => {
           if (id === undefined) return;
@@ -437,7 +456,7 @@ class Lane {
       }
       calls.push({
         index: i, callId, participants, customers: participants.filter((p) => p.role === 'customer').map((p) => p.participantId),
-        room, legs, rec, admission: 'none', erased: false, wasOpen: false,
+        room: rooms[i]!, legs: legsPerCall[i]!, rec, admission: 'none', erased: false, wasOpen: false,
       });
     }
     await settleTurns(2);
@@ -598,6 +617,7 @@ class Lane {
     let expected = checkGates('start');
     for (let s = 0; s < sc.steps.length && violations.length === 0; s++) {
       const step = sc.steps[s]!;
+
       const a = step.action;
       const where = `${tag} step ${s} (${a.kind}${a.kind === 'fault' ? `:${a.fault}` : ''})`;
       this.stats.steps++;

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { OptinError } from '../errors/OptinError.ts';
 import { readOggOpus, joinOggOpus } from '../media/OggOpusReader.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import { renderStereo } from '../media/ffmpeg.ts';
+import { renderStereo, type StereoInput } from '../media/ffmpeg.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { TrackSegment } from '../storage/RecordingStore.ts';
 import { toWav } from './wav.ts';
@@ -14,9 +14,9 @@ import { toWav } from './wav.ts';
  * right length on both sides, never a jump.
  *
  * How: each participant's decrypted segments are re-muxed (not re-encoded) into ONE mono Ogg Opus
- * stream that starts at the recording's common origin, with Opus silence packets filling the lead-in
- * and every gap (src/media/Segmenter.ts does exactly that for the recorder already). ffmpeg then
- * only has to decode the aligned tracks, merge them into two channels and encode once.
+ * stream in which every gap is Opus silence of the right length (src/media/Segmenter.ts does exactly
+ * that for the recorder already); ffmpeg then decodes each track, delays it to its first anchor on
+ * the common axis, merges the two sides into stereo and encodes once.
  */
 
 export const SAMPLE_RATE = 48_000;
@@ -34,30 +34,36 @@ const PIECE_SAMPLES = 60 * SAMPLE_RATE;
 export type RenderFormat = 'ogg' | 'wav';
 
 export interface AlignedTrack {
-  /** Mono Ogg Opus, sample 0 = the origin instant. */
+  /** Mono Ogg Opus of the whole track, its first sample at `leadSamples` on the common axis. */
   ogg: Buffer;
-  /** Decoded length in 48 kHz samples (pre-skip removed). */
+  /** Offset of the track's first sample from the origin, 48 kHz samples. */
+  leadSamples: number;
+  /** Decoded length in 48 kHz samples (pre-skip removed), lead excluded. */
   samples: number;
 }
 
 /**
- * Re-muxes one participant's segments (in order) into a mono Ogg Opus stream whose first sample
- * is `originMs`. Pure (no I/O): Ogg in, Ogg out.
+ * Re-muxes one participant's segments (in order) into one mono Ogg Opus stream that keeps time
+ * from its first anchor on: gaps between runs (and larger anchor gaps) become Opus silence of
+ * the right length. The lead-in before the first anchor is NOT made of silence packets but
+ * returned as `leadSamples` and applied in PCM by the mixer: a decoder fed CELT silence and then
+ * a SILK frame fades the first frame in (a mode transition without redundancy), which would
+ * blur the very onset a coach listens for. Pure (no I/O): Ogg in, Ogg out.
  */
 export function alignTrack(segments: readonly Pick<TrackSegment, 'ogg' | 'meta'>[], originMs: number): AlignedTrack | null {
   if (segments.length === 0) return null;
   const parsed = segments.map((s) => ({ meta: s.meta, stream: readOggOpus(s.ogg) }));
   const first = parsed[0]!;
   if (first.stream.head.channels !== 1) throw new OptinError('OGG_JOIN_MISMATCH', 'coaching render expects mono tracks');
-  // The track's own pre-skip (encoder lookahead of a transcoded leg) is kept. The decoder drops
-  // that many samples from the start of [lead-in silence G][lookahead P][voice], so the voice
-  // lands at G whether G >= P or not: exactly where its anchor says.
+  // The track's own pre-skip (encoder lookahead of a transcoded leg) is kept: the decoder drops
+  // it from the start exactly as it does for the track alone.
   const preSkip = first.stream.head.preSkip;
   const segmenter = new Segmenter({ serial: randomInt(1, 0x7fff_ffff), segmentSamples: PIECE_SAMPLES, preSkip, vendor: 'optin' });
+  const trackStartMs = first.meta.startWallClockMs;
   const pieces: Segment[] = [];
-  let prevRun = -1;
+  let prevRun = first.meta.run;
   for (const { meta, stream } of parsed) {
-    const target = Math.round((meta.startWallClockMs - originMs) * SAMPLES_PER_MS);
+    const target = Math.round((meta.startWallClockMs - trackStartMs) * SAMPLES_PER_MS);
     const gap = target - segmenter.position;
     if (gap > 0 && (meta.run !== prevRun || gap > CONTINUITY_SLACK_SAMPLES)) pieces.push(...segmenter.push({ kind: 'gap', samples: gap }));
     prevRun = meta.run;
@@ -68,8 +74,11 @@ export function alignTrack(segments: readonly Pick<TrackSegment, 'ogg' | 'meta'>
   }
   const last = segmenter.close();
   if (last) pieces.push(last);
-  const samples = segmenter.position - preSkip;
-  return { ogg: joinOggOpus(pieces.map((p) => p.ogg), { vendor: 'optin', tags: {} }), samples };
+  return {
+    ogg: joinOggOpus(pieces.map((p) => p.ogg), { vendor: 'optin', tags: {} }),
+    leadSamples: Math.max(0, Math.round((trackStartMs - originMs) * SAMPLES_PER_MS)),
+    samples: segmenter.position - preSkip,
+  };
 }
 
 /** The time axis of a recording: from the first recorded sample of anyone to the last. */
@@ -109,15 +118,15 @@ export async function renderCoaching(store: TrackSource, m: RecordingManifest, f
   if (estimateRenderBytes(span.samples, format) > maxBytes) {
     throw new OptinError('RENDER_TOO_LARGE', `the ${format} render of ${m.recordingId} would exceed ${maxBytes} bytes; ask for format=ogg or raise the render cache size`);
   }
-  const left: Buffer[] = [];
-  const right: Buffer[] = [];
+  const left: StereoInput[] = [];
+  const right: StereoInput[] = [];
   for (const p of m.participants) {
     if (p.erased !== undefined || !m.segments.some((s) => s.participantId === p.participantId)) continue;
     const segs: TrackSegment[] = [];
     for await (const s of store.openTrack(m.recordingId, p.participantId)) segs.push(s);
     const aligned = alignTrack(segs, span.originMs);
     if (aligned === null) continue;
-    (p.role === 'agent' ? left : right).push(aligned.ogg);
+    (p.role === 'agent' ? left : right).push({ ogg: aligned.ogg, delaySamples: aligned.leadSamples });
   }
   const out = await renderStereo({ left, right, samples: span.samples, format: format === 'wav' ? 's16le' : 'ogg' });
   const bytes = format === 'wav' ? toWav(out, 2, SAMPLE_RATE) : out;

@@ -138,9 +138,10 @@ export interface RecordingView {
   consentEvidence: Array<Record<string, string | number | boolean | null>>;
   /** Detail view only: when each piece of each track was recorded. */
   segments?: Array<{ participantId: string; segment: number; run: number; start: string; durationMs: number }>;
-  /** DPO only: the call id, and integrity facts. */
+  /** DPO only: the call id, integrity facts, and the schedule and cap it was admitted under (R6). */
   callId?: string;
   sealedBytes?: number;
+  policy?: RecordingManifest['policy'];
 }
 
 /**
@@ -202,6 +203,7 @@ export function recordingView(principal: Principal, m: RecordingManifest, detail
   if (dpo) {
     view.callId = m.callId;
     view.sealedBytes = m.segments.reduce((a, s) => a + s.sealedBytes, 0);
+    if (m.policy !== undefined) view.policy = structuredClone(m.policy);
   }
   return view;
 }

@@ -58,10 +58,10 @@ export interface AccessRoutesOptions {
   issuer?: string;
   audience?: string;
   logger: Logger;
-  /** Coaching render cache: total bytes (default 256 MiB) and entry lifetime (default 10 min). */
+  /** Coaching render cache: total bytes (default 128 MiB: ~4 h of stereo Opus) and entry lifetime (default 10 min). */
   renderCacheBytes?: number;
   renderCacheTtlMs?: number;
-  /** Extracts held for download: total bytes (default 512 MiB) and lifetime (default 15 min). */
+  /** Extracts held for download: total bytes (default 256 MiB) and lifetime (default 15 min). */
   extractMaxBytes?: number;
   extractTtlMs?: number;
   /** At most this many denial entries per window (default 200 per 10 s); the rest are counted. */
@@ -241,8 +241,8 @@ export interface AccessRoutes {
 export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
   const now = o.now ?? Date.now;
   const log = o.logger.child({ component: 'access' });
-  const renders = new BoundedCache<RenderedPlayback>({ maxBytes: o.renderCacheBytes ?? 256 * 1024 * 1024, ttlMs: o.renderCacheTtlMs ?? 10 * 60_000, now });
-  const extracts = new ExtractStore({ maxBytes: o.extractMaxBytes ?? 512 * 1024 * 1024, ttlMs: o.extractTtlMs ?? 15 * 60_000, now });
+  const renders = new BoundedCache<RenderedPlayback>({ maxBytes: o.renderCacheBytes ?? 128 * 1024 * 1024, ttlMs: o.renderCacheTtlMs ?? 10 * 60_000, now });
+  const extracts = new ExtractStore({ maxBytes: o.extractMaxBytes ?? 256 * 1024 * 1024, ttlMs: o.extractTtlMs ?? 15 * 60_000, now });
   const requests = new DeletionRequests({ client: o.s3, bucket: o.store.buckets.keys });
   const authOptions = { secret: o.jwtSecret ?? '', ...(o.issuer ? { issuer: o.issuer } : {}), ...(o.audience ? { audience: o.audience } : {}), now };
 
@@ -534,8 +534,8 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
         throw new HttpError(405, 'method-not-allowed', `use ${allow}`, undefined, { allow });
       }
       const routeDecision = authorizeRoute(principal, route.action);
-      if (!routeDecision.allow) throw denied(routeDecision.status, routeDecision.reason, route.pattern.exec(url.pathname)?.[1]);
       const params = route.pattern.exec(url.pathname)!.slice(1);
+      if (!routeDecision.allow) throw denied(routeDecision.status, routeDecision.reason, route.template.includes('{id}') ? params[0] : undefined);
       await route.handle({ req, res, url, principal, route: route.template, params });
       log.info({ route: route.template, role: principal.role, status: res.statusCode }, 'access');
     } catch (err) {

@@ -126,11 +126,18 @@ export function sendRtp(o: RtpSenderOptions): FfmpegRun {
   ], { collectStdout: false });
 }
 
+export interface StereoInput {
+  /** Mono Ogg Opus. */
+  ogg: Buffer;
+  /** Where its first sample goes on the output's time axis, in 48 kHz samples (default 0). */
+  delaySamples?: number;
+}
+
 export interface StereoRenderOptions {
-  /** Mono Ogg Opus inputs for the LEFT channel (mixed when several), all starting at the same instant. */
-  left: readonly Buffer[];
-  /** Mono Ogg Opus inputs for the RIGHT channel. */
-  right: readonly Buffer[];
+  /** Inputs of the LEFT channel (mixed when several). */
+  left: readonly StereoInput[];
+  /** Inputs of the RIGHT channel. */
+  right: readonly StereoInput[];
   /** Output length in 48 kHz samples: both sides are padded with silence (or cut) to exactly this. */
   samples: number;
   /** 'ogg': stereo Ogg Opus; 's16le': raw interleaved 16-bit PCM (the caller adds a WAV header). */
@@ -140,11 +147,12 @@ export interface StereoRenderOptions {
 }
 
 /**
- * A two-channel render from time-aligned mono tracks (coaching playback: agent left, customer
- * right). Inputs are passed on extra pipes (no temp files); each side is mixed (amix without
- * normalisation: tracks of one side do not overlap in practice, and halving their level would
- * misrepresent them), padded and trimmed to the same length, then merged into stereo. A side
- * with no input is digital silence.
+ * A two-channel render from mono tracks placed on one time axis (coaching playback: agent left,
+ * customer right). Inputs are passed on extra pipes (no temp files). Each input is delayed to its
+ * place in PCM (adelay, exact to the sample), so its decoder starts on its own first packet as in
+ * any player; each side is mixed (amix without normalisation: one side's tracks do not overlap in
+ * practice, and halving their level would misrepresent them), padded and trimmed to the same
+ * length, then the two sides are merged into stereo. A side with no input is digital silence.
  */
 export async function renderStereo(o: StereoRenderOptions): Promise<Buffer> {
   if (!Number.isInteger(o.samples) || o.samples <= 0) throw new OptinError('INVALID_INPUT', 'renderStereo: samples must be a positive integer');
@@ -152,22 +160,26 @@ export async function renderStereo(o: StereoRenderOptions): Promise<Buffer> {
   const args: string[] = ['-v', 'error'];
   inputs.forEach((_, i) => args.push('-f', 'ogg', '-i', `pipe:${3 + i}`));
   const filters: string[] = [];
-  const side = (label: string, first: number, count: number): void => {
-    const fit = `aresample=48000,aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=mono,apad=whole_len=${o.samples},atrim=end_sample=${o.samples}`;
-    if (count === 0) filters.push(`anullsrc=r=48000:cl=mono,atrim=end_sample=${o.samples}[${label}]`);
-    else if (count === 1) filters.push(`[${first}:a]${fit}[${label}]`);
-    else {
-      const ins = Array.from({ length: count }, (_, i) => `[${first + i}:a]`).join('');
-      filters.push(`${ins}amix=inputs=${count}:normalize=0:duration=longest,${fit}[${label}]`);
+  const fit = `apad=whole_len=${o.samples},atrim=end_sample=${o.samples}`;
+  const side = (label: string, first: number, list: readonly StereoInput[]): void => {
+    if (list.length === 0) {
+      filters.push(`anullsrc=r=48000:cl=mono,atrim=end_sample=${o.samples}[${label}]`);
+      return;
     }
+    list.forEach((input, i) => {
+      const delay = Math.max(0, Math.round(input.delaySamples ?? 0));
+      filters.push(`[${first + i}:a]aresample=48000,aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=mono${delay > 0 ? `,adelay=delays=${delay}S:all=1` : ''}[${label}${i}]`);
+    });
+    const ins = list.map((_, i) => `[${label}${i}]`).join('');
+    filters.push(list.length === 1 ? `${ins}${fit}[${label}]` : `${ins}amix=inputs=${list.length}:normalize=0:duration=longest,${fit}[${label}]`);
   };
-  side('L', 0, o.left.length);
-  side('R', o.left.length, o.right.length);
+  side('L', 0, o.left);
+  side('R', o.left.length, o.right);
   filters.push('[L][R]amerge=inputs=2[out]');
   args.push('-filter_complex', filters.join(';'), '-map', '[out]', '-map_metadata', '-1', '-ac', '2', '-ar', '48000');
   if (o.format === 'ogg') args.push('-c:a', 'libopus', '-b:a', o.bitrate ?? '64k', '-application', 'audio', '-f', 'ogg', 'pipe:1');
   else args.push('-c:a', 'pcm_s16le', '-f', 's16le', 'pipe:1');
-  return runFfmpeg(args, { extraInputs: inputs }).done;
+  return runFfmpeg(args, { extraInputs: inputs.map((x) => x.ogg) }).done;
 }
 
 /** Decodes any input ffmpeg reads to interleaved 16-bit PCM at `rate` with `channels` (for WAV files). */

@@ -76,7 +76,7 @@ export class CallRoom extends EventEmitter<CallRoomEvents> {
    * (comedia). RTCP on its own port (rtcpMux false): senders such as ffmpeg send RTCP from another
    * source port, which with a muxed transport would claim the tuple and drop all RTP.
    */
-  async addPlainLeg(participantId: string, codec: AudioCodec, ssrc: number): Promise<PlainLeg> {
+  async addPlainLeg(participantId: string, codec: AudioCodec, ssrc: number, payloadType?: number): Promise<PlainLeg> {
     this.#assertOpen();
     if (this.#legs.has(participantId)) {
       throw new OptinError('LEG_EXISTS', `participant ${participantId} already has an audio leg in call ${this.callId}`);
@@ -89,7 +89,7 @@ export class CallRoom extends EventEmitter<CallRoomEvents> {
     this.#transports.add(transport);
     const producer = await transport.produce({
       kind: 'audio',
-      rtpParameters: plainAudioRtpParameters(codec, ssrc),
+      rtpParameters: plainAudioRtpParameters(codec, ssrc, payloadType),
       appData: { participantId },
     });
     this.#addLeg({ participantId, producer, codec });

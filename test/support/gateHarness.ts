@@ -6,6 +6,7 @@
  * policy server, control client, recorder): only the object store and, where the cap is not the
  * subject of an S3 test, the durable cap ledger.
  */
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { setImmediate as immediate } from 'node:timers/promises';
 import type { types } from 'mediasoup';
 import { buildRtp } from '../../src/rtp/RtpPacket.ts';
@@ -110,6 +111,101 @@ export function spyArrivals(track: TrackRecorder, onArrival: (id: number | undef
     onArrival(parsed.ok ? packetIdOf(parsed.packet.payload) : undefined, writable, nowMs);
     original(buf, nowMs, writable);
   };
+}
+
+/**
+ * Sends one tagged 20 ms packet per leg every 20 ms (a live call), and remembers when each id was
+ * sent (Date.now(), the clock the recorder's wall-clock anchors use).
+ */
+export class PacedSender {
+  readonly sentAt = new Map<number, { ms: number; participantId: string }>();
+  #timer: NodeJS.Timeout | undefined;
+  #legs: RtpLeg[];
+  #nextId: number;
+
+  constructor(legs: RtpLeg[], firstId = 1) {
+    this.#legs = legs;
+    this.#nextId = firstId;
+  }
+
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#tick(), 20);
+    this.#tick();
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Ids sent by one participant, in order. */
+  idsOf(participantId: string): number[] {
+    return [...this.sentAt].filter(([, v]) => v.participantId === participantId).map(([id]) => id);
+  }
+
+  #tick(): void {
+    const now = Date.now();
+    for (const leg of this.#legs) {
+      const id = this.#nextId++;
+      this.sentAt.set(id, { ms: now, participantId: leg.participantId });
+      leg.send(id);
+    }
+  }
+}
+
+/**
+ * A loopback TCP proxy in front of the S3 server: `down()` resets every connection and refuses
+ * new ones at once (an outage the store notices immediately), `up()` forwards again.
+ */
+export class TcpProxy {
+  readonly port: number;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  #up = true;
+
+  private constructor(server: Server, port: number) {
+    this.#server = server;
+    this.port = port;
+  }
+
+  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const proxy = new TcpProxy(server, (server.address() as { port: number }).port);
+    server.on('connection', (down) => {
+      down.on('error', () => undefined);
+      if (!proxy.#up) {
+        down.destroy();
+        return;
+      }
+      proxy.#sockets.add(down);
+      down.on('close', () => proxy.#sockets.delete(down));
+      const up = connect(target.port, target.host);
+      proxy.#sockets.add(up);
+      up.on('close', () => proxy.#sockets.delete(up));
+      up.on('error', () => down.destroy());
+      down.on('error', () => up.destroy());
+      down.pipe(up);
+      up.pipe(down);
+    });
+    return proxy;
+  }
+
+  down(): void {
+    this.#up = false;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+  }
+
+  up(): void {
+    this.#up = true;
+  }
+
+  async close(): Promise<void> {
+    this.down();
+    await new Promise<void>((r) => this.#server.close(() => r()));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
