@@ -371,8 +371,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     let ffmpegClose: CloseResult | undefined;
     if (mode === 'ffmpeg') ffmpegClose = await rpc.call('close', {}, 60_000);
     const gen = await run.done;
-    await sleep(600); // the last packets leave the jitter buffers on the next ticks
-    const counters = mode === 'ffmpeg' ? { streams: [], dropped: {}, admissionRejections: {}, transcoderPendingFrames: 0 } : await rpc.call('counters', {});
+    const counters = mode === 'ffmpeg' ? { streams: [], dropped: {}, admissionRejections: {}, transcoderPendingFrames: 0 } : await settledCounters(rpc);
 
     // --- overload: calls above the limit must be reported not recorded, and write nothing.
     const lagRefusals = counters.admissionRejections['event-loop-lag'] ?? 0;
@@ -457,6 +456,25 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     rmSync(spoolDir, { recursive: true, force: true });
     rmSync(path.join(ctx.cacheDir, `ffmpeg-${tag}`), { recursive: true, force: true });
   }
+}
+
+/**
+ * Counters once the pipeline is empty: packets still queued between the worker and Node, or
+ * waiting in a jitter buffer for the next tick, are late, not lost. Read until two reads 500 ms
+ * apart agree (at most 15 s).
+ */
+async function settledCounters(rpc: ChildRpc): Promise<CountersResult> {
+  const total = (c: CountersResult) => sum(c.streams.map((x) => x.received + x.written));
+  await sleep(600);
+  let last = await rpc.call('counters', {});
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    await sleep(500);
+    const next = await rpc.call('counters', {});
+    if (total(next) === total(last)) return next;
+    last = next;
+  }
+  return last;
 }
 
 /** Per stream: sent by the generator vs received by the tap vs written into the recording. */
