@@ -27,6 +27,8 @@ export interface InitArgs {
   /** ffmpeg mode: where the .sdp and .ogg files go, and the first local port for ffmpeg's RTP. */
   ffmpegDir?: string;
   ffmpegBasePort?: number;
+  /** Write a V8 CPU profile of the steady window (main thread) to this file. */
+  cpuProfileFile?: string;
 }
 
 export interface InitResult {

@@ -15,6 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { types } from 'mediasoup';
@@ -73,10 +74,14 @@ let windowActive = false;
 let staleEvents = 0;
 let recorderLagMax = 0;
 let lagPoll: NodeJS.Timeout | undefined;
+// CPU profile of the main thread over the steady window only (start-up and teardown excluded).
+let cpuProfileFile: string | undefined;
+let profiler: Session | undefined;
 
 const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands[C][1]> } = {
   async init(args) {
     mode = args.mode;
+    cpuProfileFile = args.cpuProfileFile;
     config = loadConfig(process.env, args.overrides);
     logger = createLogger(config.logLevel);
     if (mode === 'recorder') {
@@ -154,12 +159,24 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       const rec = app.recorder;
       lagPoll = setInterval(() => (recorderLagMax = Math.max(recorderLagMax, rec.eventLoopLagP99Ms)), 1000);
     }
+    if (cpuProfileFile) {
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     return { ok: true };
   },
 
   async windowEnd() {
     windowActive = false;
     clearInterval(lagPoll);
+    if (profiler && cpuProfileFile) {
+      const { profile } = await profiler.post('Profiler.stop');
+      writeFileSync(cpuProfileFile, JSON.stringify(profile));
+      profiler.disconnect();
+      profiler = undefined;
+    }
     const mem = process.memoryUsage();
     const result: WindowResult = {
       lagP50Ms: delayMs(loopDelay.percentile(50)),

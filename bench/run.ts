@@ -5,7 +5,7 @@
  *
  *     npm run bench              full ramp (250 .. 2000 streams), floor, ffmpeg baseline, G.711, extract
  *     npm run bench:quick        small smoke run (~2 min)
- *     npm run bench:profile      one recorder run at 1000 streams under --cpu-prof, hot spots printed
+ *     npm run bench:profile      one recorder run at 1000 streams, CPU-profiled over the steady window
  *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
  *
  * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
@@ -63,7 +63,7 @@ interface BenchOptions {
   /** Streams for the G.711 -> Opus run (0 = skip). */
   pcmu: number;
   extract: boolean;
-  /** Run the recorder under --cpu-prof and summarise the hot spots. */
+  /** Profile the recorder's main thread over the steady window (V8 CPU profile) and summarise the hot spots. */
   cpuProfile: boolean;
   /** Keep ramping after a failing step. */
   continueOnFail: boolean;
@@ -261,7 +261,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const profiling = o.cpuProfile && mode === 'recorder';
   const child = fork(path.join(HERE, 'recorderProcess.ts'), [], {
     cwd: ROOT,
-    execArgv: ['--import', 'tsx', '--expose-gc', ...(profiling ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}-${tag}.cpuprofile`] : [])],
+    execArgv: ['--import', 'tsx', '--expose-gc'],
     stdio: ['ignore', logFd, logFd, 'ipc'],
   });
   const rpc = new ChildRpc(child);
@@ -274,6 +274,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
       overrides,
       ffmpegDir: path.join(ctx.cacheDir, `ffmpeg-${tag}`),
       ffmpegBasePort: 30000,
+      ...(profiling ? { cpuProfileFile: path.join(ctx.profileDir, `${label}.cpuprofile`) } : {}),
     });
     await sleep(500);
     const idle = snapshot({ node: [init.pid], workers: init.workerPids });

@@ -12,7 +12,6 @@
  * - deletion at the agent's request by the team lead;
  * - tampering with the audit bucket shows in /api/audit/verify.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,7 +21,7 @@ import { extraRouteGroups } from '../src/app/routes.ts';
 import { playFixtureCall, type FixtureCallResult } from '../src/app/fixtureCall.ts';
 import { AuditTrail, type AuditEntry } from '../src/audit/AuditTrail.ts';
 import { startHttpServer, type HttpServerHandle } from '../src/http/HttpServer.ts';
-import { decodeToPcm } from '../src/media/ffmpeg.ts';
+import { decodeToPcm, FFPROBE, runFfmpeg } from '../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../src/media/OggOpusReader.ts';
 import { createLogger } from '../src/log/logger.ts';
 import { openSchedule, startStack, type Stack } from './support/stack.ts';
@@ -73,12 +72,16 @@ async function bytesOf(res: Response): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
 }
 
-/** Decodes to 48 kHz stereo f32 and splits the channels. */
-function decodeStereo(file: Buffer): { left: Float32Array; right: Float32Array; channels: number } {
+/**
+ * Decodes to 48 kHz stereo f32 and splits the channels. Asynchronous on purpose: the HTTP server
+ * runs in this process, and a blocking decode would stall its keep-alive timers into racing the
+ * next request on the same connection.
+ */
+async function decodeStereo(file: Buffer): Promise<{ left: Float32Array; right: Float32Array; channels: number }> {
   // -count_packets makes ffprobe read the whole input (it would otherwise stop after the header
   // and close the pipe under our feet).
-  const probe = execFileSync('ffprobe', ['-v', 'error', '-count_packets', '-show_entries', 'stream=channels', '-of', 'csv=p=0', '-i', 'pipe:0'], { input: file }).toString().trim();
-  const out = execFileSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', 'pipe:0', '-f', 'f32le', '-ac', '2', '-ar', '48000', 'pipe:1'], { input: file, maxBuffer: 1 << 30 });
+  const probe = (await runFfmpeg(['-v', 'error', '-count_packets', '-show_entries', 'stream=channels', '-of', 'csv=p=0', '-i', 'pipe:0'], { bin: FFPROBE, input: file }).done).toString().trim();
+  const out = await runFfmpeg(['-v', 'error', '-i', 'pipe:0', '-f', 'f32le', '-ac', '2', '-ar', '48000', 'pipe:1'], { input: file }).done;
   const all = new Float32Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength));
   const left = new Float32Array(all.length / 2);
   const right = new Float32Array(all.length / 2);
@@ -305,7 +308,7 @@ describe('coaching playback', () => {
     expect(res.headers.get('content-type')).toContain('audio/ogg');
     expect(res.headers.get('accept-ranges')).toBe('bytes');
     const file = await bytesOf(res);
-    const { left, right, channels } = decodeStereo(file);
+    const { left, right, channels } = await decodeStereo(file);
     expect(channels).toBe(2);
     expect(toneAdvantageDb(left, AGENT_HZ, CUSTOMER_HZ)).toBeGreaterThan(40);
     expect(toneAdvantageDb(right, CUSTOMER_HZ, AGENT_HZ)).toBeGreaterThan(40);
@@ -333,7 +336,7 @@ describe('coaching playback', () => {
     const file = await bytesOf(res);
     expect(file.subarray(0, 4).toString()).toBe('RIFF');
     expect(file.readUInt32LE(40)).toBe(file.length - 44);
-    const { left, right, channels } = decodeStereo(file);
+    const { left, right, channels } = await decodeStereo(file);
     expect(channels).toBe(2);
     expect(toneAdvantageDb(left, AGENT_HZ, CUSTOMER_HZ)).toBeGreaterThan(40);
     expect(toneAdvantageDb(right, CUSTOMER_HZ, AGENT_HZ)).toBeGreaterThan(40);

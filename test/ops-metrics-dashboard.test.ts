@@ -52,8 +52,8 @@ describe('metrics and dashboard during a lossy recorded call', () => {
     const custLeg = await room.addPlainLeg('m-cust', 'pcmu', 0x2002);
     const relay = await startLossyRelay({ ip: agentLeg.ip, port: agentLeg.rtpPort }, 0.1, 7);
     const senders = [
-      sendRtp({ file: fixturePath('agent-tone.wav'), codec: 'opus', ip: '127.0.0.1', rtpPort: relay.port, rtcpPort: agentLeg.rtcpPort, ssrc: 0x2001, seconds: 12 }),
-      sendRtp({ file: fixturePath('customer-tone.wav'), codec: 'pcmu', ip: custLeg.ip, rtpPort: custLeg.rtpPort, rtcpPort: custLeg.rtcpPort, ssrc: 0x2002, seconds: 12 }),
+      sendRtp({ file: fixturePath('agent-tone.wav'), codec: 'opus', ip: '127.0.0.1', rtpPort: relay.port, rtcpPort: agentLeg.rtcpPort, ssrc: 0x2001, seconds: 25 }),
+      sendRtp({ file: fixturePath('customer-tone.wav'), codec: 'pcmu', ip: custLeg.ip, rtpPort: custLeg.rtpPort, rtcpPort: custLeg.rtcpPort, ssrc: 0x2002, seconds: 25 }),
     ];
     const browser = await launchChromium(fixturePath('agent-tone-44k.wav'));
     try {
@@ -63,14 +63,23 @@ describe('metrics and dashboard during a lossy recorded call', () => {
       expect(metric(before, 'optin_packets_dropped_total', 'reason="gate-closed"')).toBeGreaterThan(0);
 
       stack.policy.grantConsent(callId, 'm-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
-      await new Promise((r) => setTimeout(r, 6000));
-      const during = await scrape();
+      // Wait until a few segments have been sealed and uploaded (slower on a loaded machine).
+      let during = await scrape();
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline; during = await scrape()) {
+        if (metric(during, 'optin_segments_total', 'result="uploaded"') >= 4 && metric(during, 'optin_packets_lost_total') > 10) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
       expect(metric(during, 'optin_gates', 'state="open"')).toBe(1);
       expect(metric(during, 'optin_packets_lost_total')).toBeGreaterThan(10);
       expect(metric(during, 'optin_segments_total', 'result="uploaded"')).toBeGreaterThanOrEqual(2);
       expect(metric(during, 'optin_upload_seconds_count')).toBeGreaterThanOrEqual(2);
       expect(metric(during, 'optin_packets_written_total')).toBeGreaterThan(metric(before, 'optin_packets_written_total'));
       expect(metric(during, 'optin_control_fresh')).toBe(1);
+      expect(metric(during, 'optin_control_lag_seconds')).toBeLessThan(3);
+      expect((await fetch(`${host.http.url}/healthz`)).status).toBe(200);
+      const ready = await fetch(`${host.http.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ status: 'ready', checks: { controlFresh: true, storage: true } });
       // Bounded label cardinality: no call, participant or subject id in any label.
       expect(during).not.toMatch(/call-ops|m-agent|m-cust|agent-m1|cust-m1|lead-m1/);
 
@@ -88,6 +97,15 @@ describe('metrics and dashboard during a lossy recorded call', () => {
       expect(text).not.toMatch(/call-ops|m-agent|m-cust|agent-m1|cust-m1|lead-m1/);
       mkdirSync('artifacts', { recursive: true });
       await page.screenshot({ path: 'artifacts/dashboard.png', fullPage: true });
+
+      // The policy server goes away: not ready, the gate closes, and the dashboard says so.
+      await stack.policy.close();
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await fetch(`${host.http.url}/readyz`)).status).toBe(503);
+      await page.waitForFunction('document.getElementById("t-control").textContent === "STALE"', undefined, { timeout: 5000 });
+      const stale = await scrape();
+      expect(metric(stale, 'optin_control_fresh')).toBe(0);
+      expect(metric(stale, 'optin_gates', 'state="closed",reason="control-stale"')).toBe(1);
     } finally {
       for (const s of senders) s.stop();
       relay.close();

@@ -164,6 +164,11 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   }
 
   /** Seq of the last applied snapshot or delta (-1 before the first snapshot). */
+  /** Milliseconds since the last message from the server (heartbeats included); Infinity before any. */
+  get silentMs(): number {
+    return this.#lastHeardMs === 0 ? Number.POSITIVE_INFINITY : performance.now() - this.#lastHeardMs;
+  }
+
   get lastSeq(): number {
     return this.#lastSeq;
   }

@@ -29,6 +29,8 @@ export function healthRoutes(app: RecorderApp): RouteGroup {
     }
     if (url.pathname === '/metrics') {
       app.recorder.refreshGauges();
+      const silent = app.control.silentMs;
+      app.metrics.controlLagSeconds.set(Number.isFinite(silent) ? silent / 1000 : -1);
       const body = await app.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': app.metrics.registry.contentType });
       res.end(body);

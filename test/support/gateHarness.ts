@@ -284,10 +284,12 @@ export class MemoryStore implements CallStore {
  * all agents of a call or none, and the outcome recorded in the PolicyState (`markAdmitted` /
  * `markCapRefused`) like `CapLedger.admitCall`.
  *
- * Like the ledger (PUT marker, then LIST), the slot is taken at once, synchronously, and the
- * answer arrives later (after a macrotask), so two calls opening in the same evaluation race
- * for the last slot exactly as two ledger contenders do: the first in line wins, the other is
- * refused for good (`cap-reached`).
+ * Timing: the decision is taken and recorded at once (as if the ledger answered instantly), and
+ * the promise resolves after a macrotask, so the recorder still goes through its "open but not
+ * yet admitted: drop" state. Deciding at once makes the outcome depend only on the order in
+ * which the recorder evaluates calls, which a model can follow; the ledger's own races (two
+ * workers contending for the last slot) are exercised against S3 in gate-capledger tests and in
+ * test/gate-recorder-scenarios.test.ts (two workers sharing one store).
  */
 export class MemoryAdmitter implements Admitter {
   readonly #counts = new Map<string, number>();
@@ -307,16 +309,16 @@ export class MemoryAdmitter implements Admitter {
         const cap = state.schedule(a)?.monthlyCap;
         return cap !== undefined && cap > 0 && this.count(a, month) < cap;
       });
-    if (ok) for (const a of agentIds) this.#counts.set(`${a}/${month}`, this.count(a, month) + 1);
-    await immediate();
-    if (!ok) {
+    if (ok) {
+      for (const a of agentIds) this.#counts.set(`${a}/${month}`, this.count(a, month) + 1);
+      this.admitted.push({ callId, recordingId, agentIds });
+      state.markAdmitted(callId, recordingId, now);
+    } else {
       this.refused.push(callId);
       state.markCapRefused(callId);
-      return false;
     }
-    this.admitted.push({ callId, recordingId, agentIds });
-    state.markAdmitted(callId, recordingId, now);
-    return true;
+    await immediate();
+    return ok;
   }
 }
 

@@ -45,6 +45,9 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,
       segmentSeconds: 2,
+      // Tests share two cores with browsers and mediasoup workers: a lag ceiling this high keeps
+      // admission control (tested on its own with the stream ceiling) from refusing their calls.
+      'admission.maxEventLoopLagMs': 5000,
       workerId: `t-${randomBytes(3).toString('hex')}`,
       ...overrides,
     },
