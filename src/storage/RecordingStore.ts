@@ -663,9 +663,23 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     }
     const doc = parseKeyDoc(keyBody, recordingId, participantId);
     const dataKey = this.#keyring.unwrap(doc, { context: keyContext(doc) });
+    // Read ahead: up to READ_AHEAD GETs in flight, consumed in order. A 30-minute track is 180
+    // segments; one round trip at a time made the S3 latency most of an extract's time.
+    const READ_AHEAD = 8;
+    const inflight: Promise<Buffer | null>[] = [];
+    const fetchNext = (i: number) => {
+      const seg = segments[i];
+      if (seg === undefined) return;
+      const p = this.#readObject('media', seg.objectKey);
+      p.catch(() => undefined); // surfaced when awaited in order below
+      inflight.push(p);
+    };
+    for (let i = 0; i < READ_AHEAD; i++) fetchNext(i);
     try {
-      for (const seg of segments) {
-        const sealed = await this.#readObject('media', seg.objectKey);
+      for (let i = 0; i < segments.length; i++) {
+        const seg = segments[i]!;
+        const sealed = await inflight.shift()!;
+        fetchNext(i + READ_AHEAD);
         if (sealed === null) {
           throw new OptinError('SEGMENT_MISSING', `segment ${seg.segment} of ${recordingId}/${participantId} is listed in the manifest but missing from the store (${seg.objectKey})`);
         }
