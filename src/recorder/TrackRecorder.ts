@@ -5,22 +5,11 @@ import { decodeAlaw, decodeUlaw } from '../media/g711.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import type { SegmentInput } from '../storage/RecordingStore.ts';
 
 /** Where finished segments go (RecordingStore satisfies it). */
 export interface SegmentSink {
-  putSegment(
-    meta: {
-      recordingId: string;
-      participantId: string;
-      segment: number;
-      run: number;
-      startWallClockMs: number;
-      durationMs: number;
-      opusPayloadBytes: number;
-      quality: Record<string, string | number | boolean | null>;
-    },
-    ogg: Buffer,
-  ): Promise<unknown>;
+  putSegment(meta: SegmentInput, ogg: Buffer): Promise<unknown>;
 }
 
 /** PCM -> Opus for G.711 legs, off the event loop (TranscoderPool satisfies it). */
