@@ -43,6 +43,7 @@ let ssrc = 0x5000;
 let nextId = 1;
 /** Every recording-state report the policy server received, with the reporting worker. */
 const reports: { state: RecordingState; workerId: string; atPerf: number }[] = [];
+const senders: PacedSender[] = [];
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const evidence = (at = Date.now()) => ({ method: 'dtmf' as const, at, infoVersion: 'training-notice-v4' });
@@ -98,6 +99,7 @@ async function startCall(app: RecorderApp, callId: string, agentId: string, team
   for (const p of participants) legs.push(await RtpLeg.create(room, p.participantId, ssrc++));
   const rec = app.recorder.calls.get(callId)!;
   const sender = new PacedSender(legs, nextId);
+  senders.push(sender);
   nextId += 1_000_000;
   sender.start();
   await until(() => rec.tracks.size === 2 && [...rec.tracks.values()].every((t) => t.counters.received > 0), 5000, `first media of ${callId}`);
@@ -125,8 +127,14 @@ function grant(call: LiveCall): number {
   return at;
 }
 
-async function waitState(call: LiveCall, pred: (s: RecordingStateEvent) => boolean, timeoutMs: number, what: string): Promise<RecordingStateEvent & { perf: number }> {
-  const from = call.states.length;
+/** The first state event matching `pred` from index `from` on (default: from now on). */
+async function waitState(
+  call: LiveCall,
+  pred: (s: RecordingStateEvent) => boolean,
+  timeoutMs: number,
+  what: string,
+  from = call.states.length,
+): Promise<RecordingStateEvent & { perf: number }> {
   await until(() => call.states.slice(from).some(pred), timeoutMs, `${call.callId}: ${what}`);
   return call.states.slice(from).find(pred)!;
 }
@@ -163,6 +171,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  for (const s of senders) s.stop();
   await stack?.close();
   await proxy?.close();
 });
@@ -365,14 +374,16 @@ describe('consent and schedule gate, end to end with S3', () => {
     const stoppedAt = performance.now();
     stack.policy.stopHeartbeats();
     const stale = await waitState(call, (s) => !s.recording, HEARTBEAT_TIMEOUT_MS + 2000, 'stale');
+    const staleIndex = call.states.indexOf(stale);
     expect(stale.reasons).toContain('control-stale');
     const closeMs = stale.perf - stoppedAt;
     expect(closeMs).toBeLessThanOrEqual(HEARTBEAT_TIMEOUT_MS + 100);
     expect(call.rec.writing).toBe(false);
-    // Heartbeats back before a reconnected worker could miss them again (no flapping).
+    // Heartbeats back before a reconnected worker could miss them again (no flapping). The worker
+    // may already have reconnected (backoff 0..200 ms): a snapshot makes it fresh by itself.
     await sleep(150);
     stack.policy.startHeartbeats();
-    const reopened = await waitState(call, (s) => s.recording, 5000, 'reopened');
+    const reopened = await waitState(call, (s) => s.recording, 5000, 'reopened', staleIndex + 1);
     const runAfterHeartbeatLoss = call.rec.gate.runIndex;
     expect(runAfterHeartbeatLoss).toBeGreaterThan(runBefore);
     expect(reopened.recordingId).toBe(recordingId);
@@ -383,7 +394,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     stack.policy.dropConnections();
     const stale2 = await waitState(call, (s) => !s.recording, 3000, 'stale after drop');
     expect(stale2.reasons).toContain('control-stale');
-    await waitState(call, (s) => s.recording, 5000, 'reopened after drop');
+    await waitState(call, (s) => s.recording, 5000, 'reopened after drop', call.states.indexOf(stale2) + 1);
     const runAfterDrop = call.rec.gate.runIndex;
     expect(runAfterDrop).toBeGreaterThan(runAfterHeartbeatLoss);
     await sleep(1200);

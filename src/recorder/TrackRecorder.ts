@@ -21,6 +21,17 @@ export interface OpusEncoderPool {
 }
 
 /**
+ * Metric label sets, built once: the per-packet counters get these rather than a fresh object
+ * per packet (prom-client only reads them; it copies before it changes anything).
+ */
+const CODEC_LABELS: Readonly<Record<AudioCodec, Readonly<{ codec: AudioCodec }>>> = Object.freeze({
+  opus: Object.freeze({ codec: 'opus' as const }),
+  pcmu: Object.freeze({ codec: 'pcmu' as const }),
+  pcma: Object.freeze({ codec: 'pcma' as const }),
+});
+const GATE_CLOSED_LABELS = Object.freeze({ reason: 'gate-closed' });
+
+/**
  * 60 ms at 8 kHz: the frame we hand the Opus encoder. Recording has no latency budget to spend on
  * short frames, and 60 ms frames cost a quarter to half less CPU and a third of the Ogg lacing
  * overhead of 20 ms ones (measured by src/media/benchTranscode.ts and test/media-ogg.test.ts).
@@ -103,16 +114,21 @@ export class TrackRecorder {
     };
   }
 
-  /** Hot path: one call per RTP packet delivered by the tap consumer. */
+  /**
+   * Hot path: one call per RTP packet delivered by the tap consumer. `buf` must be the caller's
+   * to give away: the payload is kept as a view into it (no copy) while it waits in the jitter
+   * buffer and on the open Ogg page. The mediasoup tap satisfies this: it hands every packet over
+   * in a Buffer of its own (Consumer 'rtp': `Buffer.from(notification.dataArray())`), never reused.
+   */
   onRtp(buf: Buffer, nowMs: number, writable: boolean): void {
     this.counters.received++;
     const m = this.#o.metrics;
-    m?.packetsReceived.inc({ codec: this.codec });
+    m?.packetsReceived.inc(CODEC_LABELS[this.codec]);
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
       this.counters.droppedClosed++;
-      m?.packetsDropped.inc({ reason: 'gate-closed' });
+      m?.packetsDropped.inc(GATE_CLOSED_LABELS);
       return;
     }
     const parsed = parseRtp(buf);
@@ -122,12 +138,8 @@ export class TrackRecorder {
       return;
     }
     const p = parsed.packet;
-    // mediasoup reuses nothing we hold, but the payload is a view: copy it, since it may wait
-    // in the jitter buffer past this callback.
-    const result = run.jitter.push(
-      { seq: p.sequenceNumber, ts: p.timestamp, ssrc: p.ssrc, marker: p.marker, payload: Buffer.from(p.payload) },
-      nowMs,
-    );
+    // The payload is a view into `buf`, which is ours (see above): no copy.
+    const result = run.jitter.push({ seq: p.sequenceNumber, ts: p.timestamp, ssrc: p.ssrc, marker: p.marker, payload: p.payload }, nowMs);
     if (result !== 'buffered') m?.packetsDropped.inc({ reason: result });
   }
 
@@ -224,7 +236,7 @@ export class TrackRecorder {
         if (item.kind === 'packet') {
           run.packetsWritten++;
           this.counters.written++;
-          this.#o.metrics?.packetsWritten.inc({ codec: 'opus' });
+          this.#o.metrics?.packetsWritten.inc(CODEC_LABELS.opus);
         }
         for (const seg of run.segmenter.push(item)) this.#emit(run, seg);
       }
@@ -236,7 +248,7 @@ export class TrackRecorder {
       if (item.kind === 'packet') {
         run.packetsWritten++;
         this.counters.written++;
-        this.#o.metrics?.packetsWritten.inc({ codec: this.codec });
+        this.#o.metrics?.packetsWritten.inc(CODEC_LABELS[this.codec]);
         this.#appendPcm(run, decode(item.payload), item.samples);
       } else {
         this.#appendPcm(run, undefined, item.samples);
