@@ -13,6 +13,7 @@ import { RecordingStore } from '../storage/RecordingStore.ts';
 import { bucketNames } from '../storage/layout.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import { AuditTrail } from '../audit/AuditTrail.ts';
+import { AuditSpool } from '../audit/AuditSpool.ts';
 import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
 import type { Client } from 'minio';
@@ -26,6 +27,8 @@ export interface RecorderApp {
   control: ControlClient;
   store: RecordingStore;
   audit: AuditTrail;
+  /** The system's own audit entries go through this durable queue (store outages lose none). */
+  auditSpool: AuditSpool;
   recorder: Recorder;
   s3: Client;
   transcoder: TranscoderPool;
@@ -75,6 +78,12 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
   const cleanups: (() => Promise<unknown>)[] = [async () => pool.close()];
   try {
     const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: config.workerId, logger, createBucket: true });
+    const auditSpool = new AuditSpool(audit, path.join(path.resolve(config.spool.dir), 'audit'), logger);
+    cleanups.push(async () => {
+      // Last: give queued entries a moment to land; what does not stays on disk for the next start.
+      await auditSpool.flushed(5000);
+      auditSpool.close();
+    });
     const store = await RecordingStore.open({
       client,
       buckets,
@@ -83,7 +92,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       spoolDir: path.resolve(config.spool.dir),
       spoolMaxBytes: config.spool.maxBytes,
       logger,
-      audit,
+      audit: auditSpool,
       nodeId: config.workerId,
       region: s3.region,
     });
@@ -114,7 +123,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       store,
       admitter: capLedger,
       encoder: transcoder,
-      audit,
+      audit: auditSpool,
       logger,
       metrics,
       segmentSeconds: config.segmentSeconds,
@@ -146,6 +155,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       control,
       store,
       audit,
+      auditSpool,
       recorder,
       s3: client,
       transcoder,
