@@ -15,10 +15,12 @@ import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
  * - recorder: the real thing (startRecorderApp: mediasoup, gate, jitter, Ogg, seal, S3);
  * - floor: the same transport path (PlainTransport producer -> DirectTransport consumer) into a
  *   consumer that only counts packets: the cost of merely getting the packets to Node;
+ * - floor-udp: an alternative tap for comparison: a PlainTransport consumer per producer sending
+ *   RTP to a UDP socket in Node (one per call), counted by SSRC; not what the recorder does;
  * - ffmpeg: the common mediasoup recording example: a PlainTransport consumer per producer
  *   feeding one `ffmpeg -i stream.sdp -c copy out.ogg` process each.
  */
-export type BenchMode = 'recorder' | 'floor' | 'ffmpeg';
+export type BenchMode = 'recorder' | 'floor' | 'floor-udp' | 'ffmpeg';
 
 export interface InitArgs {
   mode: BenchMode;

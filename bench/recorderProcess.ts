@@ -9,10 +9,13 @@
  *   `addPlainLeg` on request (workers/recorder.ts has no call-control API yet);
  * - floor: the same WorkerPool, CallRoom and PlainTransport legs, tapped by a DirectTransport
  *   consumer whose 'rtp' handler only counts: what it costs to get the packets into Node;
+ * - floor-udp: the same legs, each consumed by a PlainTransport that sends to a UDP socket in
+ *   Node (one per call) whose handler counts by SSRC: an alternative tap, for comparison;
  * - ffmpeg: the same legs, each consumed by a PlainTransport that sends to one ffmpeg process
  *   per stream (`-c copy` into Ogg), as in the common mediasoup recording examples.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Session } from 'node:inspector/promises';
@@ -59,6 +62,7 @@ let app: RecorderApp | undefined;
 let pool: WorkerPool | undefined;
 const rooms = new Map<string, CallRoom>();
 const floorLegs: FloorLeg[] = [];
+const udpSockets: dgram.Socket[] = [];
 const ffmpegLegs: FfmpegLeg[] = [];
 let ffmpegDir = '';
 let nextFfmpegPort = 0;
@@ -246,6 +250,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
         rmSync(ffmpegDir, { recursive: true, force: true });
       }
       for (const r of rooms.values()) r.close();
+      for (const u of udpSockets) u.close();
       await pool?.close();
       result.closeMs ||= performance.now() - t0;
     }
@@ -273,6 +278,20 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
     room = await CallRoom.create(pool!, spec.callId, { listenIp: config.mediasoup.listenIp });
     if (mode === 'floor') tap = await room.router.createDirectTransport();
   }
+  // floor-udp: one socket per call; packets told apart by the consumers' SSRCs.
+  let udp: { socket: dgram.Socket; port: number; bySsrc: Map<number, FloorLeg> } | undefined;
+  if (mode === 'floor-udp') {
+    const socket = dgram.createSocket('udp4');
+    const bySsrc = new Map<number, FloorLeg>();
+    socket.on('message', (msg: Buffer) => {
+      if (msg.length < 12) return;
+      const leg = bySsrc.get(msg.readUInt32BE(8));
+      if (leg) leg.received++;
+    });
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+    udpSockets.push(socket);
+    udp = { socket, port: socket.address().port, bySsrc };
+  }
   rooms.set(spec.callId, room);
   for (const leg of spec.legs) {
     const plain = await room.addPlainLeg(leg.participantId, leg.codec, leg.ssrc);
@@ -293,6 +312,13 @@ async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
       consumer.on('rtp', () => {
         counter.received++;
       });
+    } else if (udp) {
+      const counter: FloorLeg = { callId: spec.callId, participantId: leg.participantId, received: 0 };
+      floorLegs.push(counter);
+      const transport = await room.router.createPlainTransport({ listenInfo: { protocol: 'udp', ip: config.mediasoup.listenIp }, rtcpMux: true, comedia: false });
+      await transport.connect({ ip: '127.0.0.1', port: udp.port });
+      const consumer = await transport.consume({ producerId: plain.producer.id, rtpCapabilities: room.router.rtpCapabilities });
+      udp.bySsrc.set(consumer.rtpParameters.encodings![0]!.ssrc!, counter);
     } else if (mode === 'ffmpeg') {
       ffmpegLegs.push(await startFfmpegLeg(room, plain.producer, `${spec.callId}-${leg.participantId}`));
     }

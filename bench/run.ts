@@ -7,6 +7,7 @@
  *     npm run bench:quick        small smoke run (~2 min)
  *     npm run bench:profile      one recorder run at 1000 streams, CPU-profiled over the steady window
  *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
+ *     npm run bench -- --udp-floor    also measure an alternative tap (PlainTransport -> UDP socket in Node)
  *
  * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
  * process: CPU (utime + stime) and memory (RSS, private) of its Node process and of each
@@ -58,6 +59,8 @@ interface BenchOptions {
   warmupS: number;
   jitterUs: number;
   floor: boolean;
+  /** Also measure the alternative UDP tap (mode floor-udp) at each step: opt-in, for comparison. */
+  udpFloor: boolean;
   /** Streams for the ffmpeg-per-stream baseline (0 = skip). */
   baseline: number;
   /** Streams for the G.711 -> Opus run (0 = skip). */
@@ -90,6 +93,7 @@ function parseOptions(argv: string[]): BenchOptions {
       warmup: { type: 'string' },
       'jitter-us': { type: 'string' },
       'no-floor': { type: 'boolean' },
+      'udp-floor': { type: 'boolean' },
       baseline: { type: 'string' },
       pcmu: { type: 'string' },
       'no-extract': { type: 'boolean' },
@@ -133,6 +137,7 @@ function parseOptions(argv: string[]): BenchOptions {
     warmupS: num(values.warmup, d.warmupS!),
     jitterUs: num(values['jitter-us'], 2000),
     floor: values['no-floor'] ? false : d.floor!,
+    udpFloor: values['udp-floor'] ?? false,
     baseline: num(values.baseline, d.baseline!),
     pcmu: num(values.pcmu, d.pcmu!),
     extract: values['no-extract'] ? false : d.extract!,
@@ -352,7 +357,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     }));
     // The floor writes no segments, so its calls need not arrive spread out: a short ramp saves
     // time; the steady window sees the same load either way.
-    const arrivalMs = (mode === 'floor' ? Math.min(o.arrivalS, 3) : o.arrivalS) * 1000;
+    const arrivalMs = (mode === 'floor' || mode === 'floor-udp' ? Math.min(o.arrivalS, 3) : o.arrivalS) * 1000;
     const warmupMs = mode === 'ffmpeg' ? Math.max(o.warmupS * 1000, 5000) : o.warmupS * 1000;
     const steadyMs = o.steadyS * 1000;
     const run = startLoadgen(ctx.loadgenBin, ctx.profiles.files, dests, {
@@ -462,6 +467,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     closeSync(logFd);
     rmSync(spoolDir, { recursive: true, force: true });
     rmSync(path.join(ctx.cacheDir, `ffmpeg-${tag}`), { recursive: true, force: true });
+    rmSync(path.join(ctx.cacheDir, `loadgen-${tag}.txt`), { force: true });
   }
 }
 
@@ -723,7 +729,8 @@ async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const started = Date.now();
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const cacheDir = path.join(ROOT, 'node_modules', '.cache', 'optin-bench');
+  // The compiled generator and its packet files; outside node_modules so `npm ci` keeps them.
+  const cacheDir = path.join(process.env.OPTIN_STATE_DIR ?? path.join(os.homedir(), '.cache', 'optin'), 'bench');
   const logDir = path.join(o.outDir, `logs-${stamp}`);
   const profileDir = path.join(o.outDir, `profiles-${stamp}`);
   mkdirSync(logDir, { recursive: true });
@@ -760,6 +767,11 @@ async function main(): Promise<void> {
         runs.push(f);
         floors.set(n, f);
         log(`floor-${n}: CPU ${f1(f.cpu.total)}% (${f3(f.perStream.cpuPct)}%/stream) -> ours ${(r.perStream.cpuPct / f.perStream.cpuPct).toFixed(2)}x`);
+      }
+      if (o.udpFloor && inBudget(`floor-udp-${n}`)) {
+        const u = await measure(ctx, 'floor-udp', n, 'opus', `floor-udp-${n}`);
+        runs.push(u);
+        log(`floor-udp-${n}: CPU ${f1(u.cpu.total)}% (${f3(u.perStream.cpuPct)}%/stream)`);
       }
       if (!r.pass && !o.continueOnFail && n !== o.ramp.at(-1)) {
         log(`recorder-${n} failed: not ramping further (--continue to go on)`);
