@@ -575,6 +575,8 @@ interface Summary {
    */
   memorySlopeBytesPerStream?: number;
   floor: { n: number; oursPctPerStream: number; floorPctPerStream: number; ratio: number }[];
+  /** The alternative UDP tap vs the DirectTransport floor (Node and total, % of a core per stream). */
+  udpTap?: { n: number; udpNodePct: number; directNodePct: number; udpTotalPct: number; directTotalPct: number }[];
   baseline?: {
     ffmpegStreams: number;
     oursN: number;
@@ -610,6 +612,17 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
   for (const r of rec) {
     const f = floors.find((x) => x.streams === r.streams);
     if (f) s.floor.push({ n: r.streams, oursPctPerStream: r.perStream.cpuPct, floorPctPerStream: f.perStream.cpuPct, ratio: r.perStream.cpuPct / f.perStream.cpuPct });
+  }
+  for (const u of runs.filter((r) => r.mode === 'floor-udp')) {
+    const f = floors.find((x) => x.streams === u.streams);
+    if (!f) continue;
+    (s.udpTap ??= []).push({
+      n: u.streams,
+      udpNodePct: u.perStream.nodeCpuPct,
+      directNodePct: f.perStream.nodeCpuPct,
+      udpTotalPct: u.perStream.cpuPct,
+      directTotalPct: f.perStream.cpuPct,
+    });
   }
   const ff = runs.find((r) => r.mode === 'ffmpeg');
   // Ours at 1000 streams (the DESIGN §7 target) if measured, else the largest run.
@@ -662,6 +675,12 @@ function printSummary(s: Summary, runs: RunResult[]): void {
   lines.push(`Largest N with zero recorder loss and event-loop p99 < 50 ms: ${s.largestPassingN ?? 'none'} streams`);
   if (s.memorySlopeBytesPerStream !== undefined) lines.push(`Memory per additional recorded stream (slope over the ramp, Node + workers private): ${kb(s.memorySlopeBytesPerStream)} KB`);
   for (const f of s.floor) lines.push(`Floor at N=${f.n}: ours ${f3(f.oursPctPerStream)} %/stream vs floor ${f3(f.floorPctPerStream)} -> ${f.ratio.toFixed(2)}x (target <= 1.5x)`);
+  for (const u of s.udpTap ?? []) {
+    lines.push(
+      `Alternative tap at N=${u.n}: PlainTransport -> UDP socket in Node ${f3(u.udpNodePct)} %/stream in Node (${f3(u.udpTotalPct)} total) ` +
+        `vs DirectTransport ${f3(u.directNodePct)} in Node (${f3(u.directTotalPct)} total)`,
+    );
+  }
   if (s.baseline) {
     const b = s.baseline;
     lines.push(

@@ -46,8 +46,8 @@ async function main(): Promise<void> {
   }
   const secret = randomBytes(32).toString('base64url');
   const policy = new PolicyServer({ secret, heartbeatMs: 1000, logger });
-  const addr = await policy.listen();
-  say(`policy server listening on ws://127.0.0.1:${addr.port}/control`);
+  await policy.listen();
+  say(`policy server listening on ${policy.url}`);
 
   const config = loadConfig(
     { ...process.env, OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
       's3.secretKey': s3.secretKey,
       's3.bucketPrefix': 'demo-',
       keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
-      'control.url': `ws://127.0.0.1:${addr.port}/control`,
+      'control.url': policy.url,
       'control.secret': secret,
       'spool.dir': path.join(ROOT, 'var', 'demo-spool'),
       segmentSeconds: 5,
@@ -96,9 +96,11 @@ async function main(): Promise<void> {
     for (const leg of result.legs) {
       const segments: Buffer[] = [];
       let sealedBytes = 0;
+      let firstSampleAt = Number.POSITIVE_INFINITY;
       for await (const seg of app.store.openTrack(result.recordingId, leg.participantId)) {
         segments.push(seg.ogg);
         sealedBytes += seg.meta.sealedBytes ?? 0;
+        firstSampleAt = Math.min(firstSampleAt, seg.meta.startWallClockMs);
       }
       const file = path.join(outDir, `${leg.participantId}.opus`);
       writeFileSync(file, joinOggOpus(segments));
@@ -110,7 +112,7 @@ async function main(): Promise<void> {
           `${stderr.trim() ? `WITH DECODER WARNINGS: ${stderr.trim()}` : 'cleanly'}; packets before consent dropped: ${leg.droppedClosed}, ` +
           `consented media ${(consentedMs / 1000).toFixed(3)} s (difference ${(duration * 1000 - consentedMs).toFixed(0)} ms)`,
       );
-      say(`  -> ${path.relative(process.cwd(), file)}`);
+      say(`  first recorded sample ${firstSampleAt - (result.consentAtMs ?? 0)} ms after the consent; -> ${path.relative(process.cwd(), file)}`);
     }
     const listed = await app.store.listRecordings();
     say(`store holds ${listed.length} demo recording(s); audit chain: ${(await app.audit.verify()).ok ? 'verified unbroken' : 'BROKEN'}`);
