@@ -89,6 +89,11 @@ export interface WindowResult {
   staleEvents: number;
   heapUsedBytes: number;
   externalBytes: number;
+  /**
+   * Recorder mode: segment upload latency (the store's last 1024 direct PUTs) and uploads so far,
+   * read at the end of the window, i.e. in steady state (the close burst comes later).
+   */
+  upload?: { p50Ms: number; p99Ms: number; samples: number; uploaded: number; spooled: number };
 }
 
 export interface StreamCounters {

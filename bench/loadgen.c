@@ -10,7 +10,7 @@
  * Built by bench/loadgen.ts with `cc -O2` into a cache directory; not a general tool.
  *
  * Usage: loadgen -p PROFILE_FILE [-p ...] -T TOTAL_MS [-r RAMP_MS] [-j JITTER_US]
- *                [-i INTERVAL_MS] [-s SEED] -o STATS_FILE  < destinations
+ *                [-b BATCH_US] [-i INTERVAL_MS] [-s SEED] -o STATS_FILE  < destinations
  *
  *   destinations (stdin), one stream per line:  <ipv4> <port> <ssrc> <payload-type> <profile>
  *     profile: index of a -p file (0-based); each stream sends that profile's packets, looped,
@@ -20,6 +20,8 @@
  *   -r: stream i starts at i * RAMP_MS / N plus a random phase in [0, INTERVAL): calls arrive
  *       over the ramp instead of all at once (their segment boundaries then do not align).
  *   -j: each packet leaves up to JITTER_US late (uniform), never reordered within a stream.
+ *   -b: a packet due up to BATCH_US after the one that woke the generator leaves with it, in the
+ *       same sendmmsg (default 200): fewer wake-ups, at most that much (early) extra jitter.
  *
  * Output: "start <unix ms>" on stdout when the schedule starts, then at the end one JSON
  * line with totals and send-lateness percentiles; STATS_FILE gets one line per stream in
@@ -179,12 +181,12 @@ static uint32_t heap_pop(void) {
 int main(int argc, char **argv) {
   profile_t profiles[MAX_PROFILES];
   int nprofiles = 0;
-  int64_t total_ms = -1, ramp_ms = 0, jitter_us = 0, interval_ms = 20;
+  int64_t total_ms = -1, ramp_ms = 0, jitter_us = 0, interval_ms = 20, batch_us = 200;
   uint64_t seed = 1;
   const char *stats_path = NULL;
 
   int opt;
-  while ((opt = getopt(argc, argv, "p:T:r:j:i:s:o:")) != -1) {
+  while ((opt = getopt(argc, argv, "p:T:r:j:b:i:s:o:")) != -1) {
     switch (opt) {
       case 'p':
         if (nprofiles == MAX_PROFILES) die("too many profiles");
@@ -193,14 +195,16 @@ int main(int argc, char **argv) {
       case 'T': total_ms = atoll(optarg); break;
       case 'r': ramp_ms = atoll(optarg); break;
       case 'j': jitter_us = atoll(optarg); break;
+      case 'b': batch_us = atoll(optarg); break;
       case 'i': interval_ms = atoll(optarg); break;
       case 's': seed = strtoull(optarg, NULL, 10); break;
       case 'o': stats_path = optarg; break;
-      default: die("usage: loadgen -p PROFILE [-p ...] -T TOTAL_MS [-r RAMP_MS] [-j JITTER_US] [-i INTERVAL_MS] [-s SEED] -o STATS < destinations");
+      default: die("usage: loadgen -p PROFILE [-p ...] -T TOTAL_MS [-r RAMP_MS] [-j JITTER_US] [-b BATCH_US] [-i INTERVAL_MS] [-s SEED] -o STATS < destinations");
     }
   }
   if (nprofiles == 0 || total_ms <= 0 || !stats_path) die("need -p, -T and -o");
   if (interval_ms <= 0 || jitter_us < 0 || jitter_us >= interval_ms * 1000) die("need 0 <= jitter < interval");
+  if (batch_us < 0 || batch_us >= interval_ms * 1000) die("need 0 <= batch < interval");
   rng_state ^= seed * 0xD1B54A32D192ED03ULL;
   if (rng_state == 0) rng_state = 1;
 
@@ -263,17 +267,19 @@ int main(int argc, char **argv) {
   uint64_t *hist = calloc(HIST_BUCKETS, sizeof(uint64_t));
   uint64_t total_sent = 0, total_failed = 0, batches = 0;
   int64_t late_max_ns = 0;
-  const int64_t slack_ns = 50000; /* send what is due within 50 us in the same batch */
+  const int64_t slack_ns = batch_us * 1000; /* send what is due within the batch window together */
 
   while (!stop_flag && heap_n > 0) {
     int64_t now = now_ns();
     int64_t next_due = streams[heap[0]].due_ns;
-    if (next_due > now + slack_ns) {
-      struct timespec ts = {.tv_sec = (time_t)((next_due - slack_ns) / 1000000000LL), .tv_nsec = (long)((next_due - slack_ns) % 1000000000LL)};
+    if (next_due > now) {
+      /* Sleep until the next packet is due; then it and everything due within the batch window
+         after it leave together. */
+      struct timespec ts = {.tv_sec = (time_t)(next_due / 1000000000LL), .tv_nsec = (long)(next_due % 1000000000LL)};
       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
       continue;
     }
-    /* Gather everything due now into one batch. */
+    /* Gather everything due by the end of the batch window into one batch. */
     int nb = 0;
     while (heap_n > 0 && nb < BATCH && streams[heap[0]].due_ns <= now + slack_ns) {
       uint32_t si = heap_pop();

@@ -138,7 +138,11 @@ export function startLoadgen(bin: string, profiles: readonly string[], dests: re
   let out = '';
   let err = '';
   let resolveStart: (ms: number) => void = () => undefined;
-  const started = new Promise<number>((resolve) => (resolveStart = resolve));
+  let rejectStart: (err: Error) => void = () => undefined;
+  const started = new Promise<number>((resolve, reject) => {
+    resolveStart = resolve;
+    rejectStart = reject;
+  });
   child.stdout.on('data', (d: Buffer) => {
     out += d.toString();
     const m = /^start (\d+)$/m.exec(out);
@@ -146,11 +150,16 @@ export function startLoadgen(bin: string, profiles: readonly string[], dests: re
   });
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const done = new Promise<{ summary: LoadgenSummary; sent: number[]; failed: number[] }>((resolve, reject) => {
-    child.on('error', reject);
+    child.on('error', (e) => {
+      rejectStart(e);
+      reject(e);
+    });
     child.on('exit', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('{'));
       if (code !== 0 || !line) {
-        reject(new Error(`loadgen failed (exit ${code}): ${err.trim() || out.trim()}`));
+        const e = new Error(`loadgen failed (exit ${code}): ${err.trim() || out.trim()}`);
+        rejectStart(e); // no-op when the schedule had started
+        reject(e);
         return;
       }
       const rows = readFileSync(o.statsFile, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));

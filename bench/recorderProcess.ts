@@ -123,12 +123,13 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     await Promise.all(
       Array.from({ length: Math.max(1, concurrency) }, async () => {
         while (next < calls.length) {
+          const spec = calls[next++]!;
           // Admission refuses calls while the recorder's lag figure is over its limit (it would
           // for real traffic too); a burst of call setups must not trip it, so wait it out.
           const t = performance.now();
           while (app && app.recorder.eventLoopLagP99Ms > config.admission.maxEventLoopLagMs / 2 && performance.now() - t < 30_000) await sleep(100);
           pacedMs += performance.now() - t;
-          legs.push(...(await openCall(calls[next++]!)));
+          legs.push(...(await openCall(spec)));
         }
       }),
     );
@@ -192,6 +193,10 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       heapUsedBytes: mem.heapUsed,
       externalBytes: mem.external + mem.arrayBuffers,
     };
+    if (app) {
+      const st = app.store.stats();
+      result.upload = { p50Ms: st.uploadLatencyMs.p50, p99Ms: st.uploadLatencyMs.p99, samples: st.uploadLatencyMs.samples, uploaded: st.uploaded, spooled: st.spooled };
+    }
     // After the lag figures: the driver reads memory next, live data only (as for the idle figure).
     collectGarbage();
     return result;

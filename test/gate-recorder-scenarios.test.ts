@@ -425,7 +425,9 @@ describe('consent and schedule gate, end to end with S3', () => {
         for (const id of s.ids) {
           const sentAt = call.sender.sentAt.get(id)!.ms;
           for (const [from, to] of closedIntervals) {
-            if (sentAt >= from && sentAt < to - 5) throw new Error(`packet ${id} sent at ${sentAt} while the gate was closed (${from}..${to}) is in run ${s.run}`);
+            // sentAt is when the test sent it; what counts is its arrival at the worker, a few ms
+            // later through mediasoup (tens under load), so the reopening edge gets 30 ms of slack.
+            if (sentAt >= from && sentAt < to - 30) throw new Error(`packet ${id} sent at ${sentAt} while the gate was closed (${from}..${to}) is in run ${s.run}`);
           }
         }
       }

@@ -136,7 +136,7 @@ describe('S3 test server', () => {
       });
       await putObjectWithTags(client, lcBucket, 'short', Buffer.from('x'), { retention: 'r1' });
       await putObjectWithTags(client, lcBucket, 'other', Buffer.from('x'), { retention: 'keep' });
-      const deadline = Date.now() + 55_000;
+      const deadline = Date.now() + 110_000;
       let names = await listNames(client, lcBucket);
       while (names.includes('short') && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 1000));
@@ -146,7 +146,7 @@ describe('S3 test server', () => {
     } finally {
       await removeBucketDeep(client, lcBucket);
     }
-  }, 60_000);
+  }, 120_000);
 
   it('supports object lock: retention on the PUT, deletion of a locked version refused', async () => {
     await client.makeBucket(lockBucket, 'us-east-1', { ObjectLocking: true });
