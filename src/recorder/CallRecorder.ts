@@ -133,6 +133,10 @@ export class CallRecorder {
     return transition;
   }
 
+  flushMetrics(): void {
+    for (const t of this.tracks.values()) t.flushMetrics();
+  }
+
   tick(nowMs: number): void {
     if (!this.#writing) return;
     for (const t of this.tracks.values()) t.tick(nowMs);

@@ -89,9 +89,11 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     this.#timer = setInterval(() => this.#tick(), opts.tickMs ?? 20);
     // Lag is sampled once a second, not per packet.
     const lagTimer = setInterval(() => {
-      this.#lagP99Ms = this.#loopDelay.percentile(99) / 1e6;
+      // The histogram's samples include its 10 ms sampling resolution: an idle loop reads 10 ms.
+      this.#lagP99Ms = Math.max(0, this.#loopDelay.percentile(99) / 1e6 - 10);
       this.#loopDelay.reset();
       opts.metrics?.eventLoopLagSeconds.set(this.#lagP99Ms / 1000);
+      for (const call of this.#calls.values()) call.flushMetrics();
     }, 1000);
     lagTimer.unref();
     this.#timer.unref();
@@ -104,11 +106,17 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     return this.#calls;
   }
 
+  /**
+   * Streams counted against the admission ceiling: a call's taps, or the streams it was admitted
+   * for while its legs are still joining (else calls set up together all slip under the ceiling).
+   */
   get streams(): number {
     let n = 0;
-    for (const c of this.#calls.values()) n += c.tracks.size;
+    for (const c of this.#calls.values()) n += Math.max(c.tracks.size, this.#expected.get(c.callId) ?? 0);
     return n;
   }
+
+  readonly #expected = new Map<string, number>();
 
   get eventLoopLagP99Ms(): number {
     return this.#lagP99Ms;
@@ -139,12 +147,15 @@ export class Recorder extends EventEmitter<RecorderEvents> {
       metrics: this.#o.metrics,
       onReport: (callId, report) => this.#report(callId, report),
       onAudit: (entry) => this.#audit(entry),
-      // Re-decide every call, not just this one: an admission moves the agents' monthly counts,
-      // which the other calls of the same agents are judged by, and their R7 reports must show
+      // Re-decide this call and every call of the same agents: an admission moves the agents'
+      // monthly counts, which their other calls are judged by, and their R7 reports must show
       // `cap-reached` as soon as it applies (found by test/gate-recorder-property.test.ts).
-      requestEvaluate: () => queueMicrotask(() => this.evaluateAll()),
+      // Requests in one turn are coalesced; calls of other agents are not touched, so setting up
+      // N calls costs O(N) decisions, not O(N^2).
+      requestEvaluate: (callId) => this.#queueEvaluate(callId),
     });
     this.#calls.set(room.callId, call);
+    if (!limit) this.#expected.set(room.callId, expectedStreams);
     this.#o.metrics?.callsActive.set(this.#calls.size);
     this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !limit }, 'call attached');
     room.once('close', () => void this.detachCall(room.callId));
@@ -159,6 +170,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     if (!call) return;
     this.#calls.delete(callId);
     this.#overloaded.delete(callId);
+    this.#expected.delete(callId);
     this.#lastStates.delete(callId);
     this.#o.metrics?.callsActive.set(this.#calls.size);
     await call.close(this.#now());
@@ -169,6 +181,23 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     if (!call) return;
     call.evaluate(this.#now(), this.#recorderReasons(callId));
     this.#scheduleWake(call);
+  }
+
+  readonly #queued = new Set<string>();
+
+  #queueEvaluate(callId: string): void {
+    if (this.#queued.size === 0) queueMicrotask(() => this.#evaluateQueued());
+    this.#queued.add(callId);
+  }
+
+  #evaluateQueued(): void {
+    const ids = new Set(this.#queued);
+    this.#queued.clear();
+    const agents = new Set<string>();
+    for (const id of ids) for (const a of this.#o.state.agentsOf(id)) agents.add(a.subjectId);
+    for (const call of this.#calls.values()) {
+      if (ids.has(call.callId) || this.#o.state.agentsOf(call.callId).some((a) => agents.has(a.subjectId))) this.evaluate(call.callId);
+    }
   }
 
   evaluateAll(): void {
@@ -270,6 +299,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   /** Brings scrape-time gauges up to date (called by /metrics before it renders). */
   refreshGauges(): void {
     this.#updateGateGauge();
+    for (const call of this.#calls.values()) call.flushMetrics();
   }
 
   #updateGateGauge(): void {

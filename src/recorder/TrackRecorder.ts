@@ -121,16 +121,16 @@ export class TrackRecorder {
    * in a Buffer of its own (Consumer 'rtp': `Buffer.from(notification.dataArray())`), never reused.
    */
   onRtp(buf: Buffer, nowMs: number, writable: boolean): void {
+    // Counted locally and added to the Prometheus counters by flushMetrics (once a second and at
+    // every scrape): a labelled counter increment per packet was a third of this path's cost.
     this.counters.received++;
-    const m = this.#o.metrics;
-    m?.packetsReceived.inc(CODEC_LABELS[this.codec]);
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
       this.counters.droppedClosed++;
-      m?.packetsDropped.inc(GATE_CLOSED_LABELS);
       return;
     }
+    const m = this.#o.metrics;
     const parsed = parseRtp(buf);
     if (!parsed.ok) {
       this.counters.malformed++;
@@ -141,6 +141,19 @@ export class TrackRecorder {
     // The payload is a view into `buf`, which is ours (see above): no copy.
     const result = run.jitter.push({ seq: p.sequenceNumber, ts: p.timestamp, ssrc: p.ssrc, marker: p.marker, payload: p.payload }, nowMs);
     if (result !== 'buffered') m?.packetsDropped.inc({ reason: result });
+  }
+
+  #flushed = { received: 0, droppedClosed: 0 };
+
+  /** Adds the packets counted since the last flush to the Prometheus counters. */
+  flushMetrics(): void {
+    const m = this.#o.metrics;
+    if (!m) return;
+    const received = this.counters.received - this.#flushed.received;
+    const dropped = this.counters.droppedClosed - this.#flushed.droppedClosed;
+    if (received > 0) m.packetsReceived.inc(CODEC_LABELS[this.codec], received);
+    if (dropped > 0) m.packetsDropped.inc(GATE_CLOSED_LABELS, dropped);
+    this.#flushed = { received: this.counters.received, droppedClosed: this.counters.droppedClosed };
   }
 
   /** Starts an open period of the gate: a new run of segments with its own timeline anchor. */
@@ -208,6 +221,7 @@ export class TrackRecorder {
 
   async close(nowMs: number): Promise<void> {
     if (this.#closed) return;
+    this.flushMetrics();
     await this.endRun(nowMs);
     this.#closed = true;
     await this.settled();
