@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Client } from 'minio';
 import type { AuditEntry, AuditInput, AuditListQuery, AuditVerifyResult } from '../audit/AuditTrail.ts';
-import type { BreakReason } from '../audit/chain.ts';
+import { BREAK_EXPLANATION } from '../audit/chain.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { sendJson, type RouteGroup } from '../http/HttpServer.ts';
 import type { Logger } from '../log/logger.ts';
@@ -75,21 +75,6 @@ export const PLAY_PURPOSES = ['coaching', 'training'] as const;
 const MAX_BODY_BYTES = 16 * 1024;
 const MAX_AUDIT_LIMIT = 10_000;
 const TYPE_RE = /^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$/;
-
-const BREAK_TEXT: Record<BreakReason, string> = {
-  missing: 'an entry was deleted',
-  unparseable: 'an entry object was replaced by something that is not an entry',
-  'seq-mismatch': 'entries were moved or reordered',
-  'stream-mismatch': "an entry from another writer's stream was copied in",
-  'prev-hash-mismatch': 'an entry was inserted, or entries were reordered',
-  'hash-mismatch': 'an entry was edited',
-  'alg-mismatch': 'the hash algorithm differs from the configured one (HMAC key missing or added?)',
-  'hmac-key-required': 'the trail is HMAC-protected and this worker has no key',
-  'head-missing': "the stream's head pointer was deleted",
-  'head-invalid': "the stream's head pointer was altered",
-  truncated: 'the newest entries were deleted',
-  'head-mismatch': 'the newest entry differs from the one the head recorded',
-};
 
 const ID = '([A-Za-z0-9_-]{1,64})';
 
@@ -478,13 +463,13 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
 
   async function verifyAudit(ctx: Ctx): Promise<void> {
     const result = await o.audit.verify();
-    const brokenAt = result.brokenAt ? { ...result.brokenAt, explanation: BREAK_TEXT[result.brokenAt.reason] } : undefined;
+    const brokenAt = result.brokenAt ? { ...result.brokenAt, explanation: BREAK_EXPLANATION[result.brokenAt.reason] } : undefined;
     await record(ctx.principal, { type: 'access.audit-verify', purpose: 'accountability', details: { ok: result.ok, entries: result.entries } });
     sendJson(ctx.res, 200, {
       ok: result.ok,
       entries: result.entries,
       ...(brokenAt ? { brokenAt } : {}),
-      streams: result.streams.map((s) => ({ ...s, ...(s.brokenAt ? { brokenAt: { ...s.brokenAt, explanation: BREAK_TEXT[s.brokenAt.reason] } } : {}) })),
+      streams: result.streams.map((s) => ({ ...s, ...(s.brokenAt ? { brokenAt: { ...s.brokenAt, explanation: BREAK_EXPLANATION[s.brokenAt.reason] } } : {}) })),
     });
   }
 

@@ -74,6 +74,22 @@ export type BreakReason =
   | 'truncated' // the head is further than the last entry: the tail was deleted
   | 'head-mismatch'; // the entry at the head's seq is not the one the head recorded
 
+/** What each kind of break means, for the DPO (API) and the operator (CLI) alike. */
+export const BREAK_EXPLANATION: Readonly<Record<BreakReason, string>> = {
+  missing: 'an entry was deleted',
+  unparseable: 'an entry object was replaced by something that is not an entry',
+  'seq-mismatch': 'entries were moved or reordered',
+  'stream-mismatch': "an entry from another writer's stream was copied in",
+  'prev-hash-mismatch': 'an entry was inserted, or entries were reordered',
+  'hash-mismatch': 'an entry was edited',
+  'alg-mismatch': 'the hash algorithm differs from the configured one (HMAC key missing or added?)',
+  'hmac-key-required': 'the trail is HMAC-protected and the verifier has no key (OPTIN_AUDIT_HMAC_KEY)',
+  'head-missing': "the stream's head pointer was deleted",
+  'head-invalid': "the stream's head pointer was altered",
+  truncated: 'the newest entries were deleted',
+  'head-mismatch': 'the newest entry differs from the one the head recorded',
+};
+
 export interface ChainBreak {
   stream: string;
   seq: number;

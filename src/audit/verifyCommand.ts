@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { isOptinError, OptinError } from '../errors/OptinError.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import { AuditTrail } from './AuditTrail.ts';
-import type { BreakReason } from './chain.ts';
+import { BREAK_EXPLANATION } from './chain.ts';
 
 /**
  * `optin audit verify`: proves the audit trail unbroken, for the DPO (DESIGN R11).
@@ -22,21 +22,6 @@ Verifies the hash chains of the audit trail and their heads.
 Environment: OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY (the store),
 OPTIN_AUDIT_HMAC_KEY (hex or base64, >= 32 bytes; required when the trail was written with one).
 Exit status: 0 verified, 1 broken, 2 could not verify.`;
-
-const EXPLAIN: Record<BreakReason, string> = {
-  missing: 'an entry was deleted',
-  unparseable: 'an entry object was replaced by something that is not an entry',
-  'seq-mismatch': 'entries were moved or reordered',
-  'stream-mismatch': "an entry from another writer's stream was copied in",
-  'prev-hash-mismatch': 'an entry was inserted, or entries were reordered',
-  'hash-mismatch': 'an entry was edited',
-  'alg-mismatch': 'the hash algorithm differs from the configured one (HMAC key missing or added?)',
-  'hmac-key-required': 'the trail is HMAC-protected: set OPTIN_AUDIT_HMAC_KEY',
-  'head-missing': "the stream's head pointer was deleted",
-  'head-invalid': "the stream's head pointer was altered",
-  truncated: 'the newest entries were deleted',
-  'head-mismatch': 'the newest entry differs from the one the head recorded',
-};
 
 export interface VerifyIo {
   out: (line: string) => void;
@@ -98,7 +83,7 @@ export async function runAuditVerify(argv: string[], env: NodeJS.ProcessEnv, io:
       const protection = hmacKey ? 'HMAC-SHA256' : 'SHA-256 (no HMAC key: a writer with bucket access could forge a consistent chain)';
       io.out(`audit trail ${bucket}: ${result.ok ? 'VERIFIED' : 'BROKEN'}; ${result.streams.length} stream(s), ${result.entries} entries verified, ${protection}`);
       for (const s of result.streams) {
-        const state = s.ok ? 'ok' : `BROKEN at seq ${s.brokenAt?.seq}: ${s.brokenAt ? EXPLAIN[s.brokenAt.reason] : ''} (${s.brokenAt?.reason}; ${s.brokenAt?.detail})`;
+        const state = s.ok ? 'ok' : `BROKEN at seq ${s.brokenAt?.seq}: ${s.brokenAt ? BREAK_EXPLANATION[s.brokenAt.reason] : ''} (${s.brokenAt?.reason}; ${s.brokenAt?.detail})`;
         io.out(`  ${s.stream}: ${s.entries} entries, head ${s.headSeq ?? 'none'}, ${state}`);
         for (const w of s.warnings) io.out(`    note: ${w}`);
       }

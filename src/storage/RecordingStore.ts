@@ -996,23 +996,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
       listing = null;
     }
 
-    const receipt: DeletionReceipt = {
-      receiptId: `del_${randomBytes(8).toString('hex')}`,
-      kind,
-      recordingId,
-      ...(participantId === undefined ? {} : { participantId }),
-      scope: participantId === undefined ? 'recording' : 'participant',
-      reason,
-      actor,
-      requestedAt: new Date(requestedAtMs).toISOString(),
-      completedAt: '',
-      complete: true,
-      nothingLeft: false,
-      dataKeys: [],
-      mediaObjects: { count: 0, objectKeys: [] },
-      spool: { itemsRemoved: 0, bytes: 0 },
-      manifest: 'absent',
-    };
+    const receipt = emptyReceipt(`del_${randomBytes(8).toString('hex')}`, kind, recordingId, participantId, reason, actor, requestedAtMs);
     const keyEntry = (pid: string): DeletionReceipt['dataKeys'][number] => {
       let e = receipt.dataKeys.find((d) => d.participantId === pid);
       if (e === undefined) {
@@ -1139,23 +1123,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> {
     const scope: Scope = { recordingId: t.recordingId, participantId: t.participantId };
     await this.#serialRun(t.recordingId, async () => {
       const listing = await this.#listRemote(scope);
-      const receipt: DeletionReceipt = {
-        receiptId: t.receiptId,
-        kind: t.kind,
-        recordingId: t.recordingId,
-        ...(t.participantId === undefined ? {} : { participantId: t.participantId }),
-        scope: t.participantId === undefined ? 'recording' : 'participant',
-        reason: t.reason,
-        actor: t.actor,
-        requestedAt: new Date(t.requestedAtMs).toISOString(),
-        completedAt: '',
-        complete: true,
-        nothingLeft: false,
-        dataKeys: [],
-        mediaObjects: { count: 0, objectKeys: [] },
-        spool: { itemsRemoved: 0, bytes: 0 },
-        manifest: 'absent',
-      };
+      const receipt = emptyReceipt(t.receiptId, t.kind, t.recordingId, t.participantId, t.reason, t.actor, t.requestedAtMs);
       try {
         await this.#assertNotLocked(listing);
       } catch (err) {
@@ -1666,6 +1634,35 @@ function parseKeyDoc(body: Buffer, recordingId: string, participantId: string): 
     throw new OptinError('DATA_KEY_INVALID', `the stored data key of ${recordingId}/${participantId} belongs elsewhere or is malformed`);
   }
   return doc;
+}
+
+/** A receipt with nothing destroyed yet; the deletion fills it in as it goes. */
+function emptyReceipt(
+  receiptId: string,
+  kind: DeletionReceipt['kind'],
+  recordingId: string,
+  participantId: string | undefined,
+  reason: string,
+  actor: string,
+  requestedAtMs: number,
+): DeletionReceipt {
+  return {
+    receiptId,
+    kind,
+    recordingId,
+    ...(participantId === undefined ? {} : { participantId }),
+    scope: participantId === undefined ? 'recording' : 'participant',
+    reason,
+    actor,
+    requestedAt: new Date(requestedAtMs).toISOString(),
+    completedAt: '',
+    complete: true,
+    nothingLeft: false,
+    dataKeys: [],
+    mediaObjects: { count: 0, objectKeys: [] },
+    spool: { itemsRemoved: 0, bytes: 0 },
+    manifest: 'absent',
+  };
 }
 
 /** Validates the R6 evidence kept with a recording (bounded: at most 512 windows). */
