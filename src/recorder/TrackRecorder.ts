@@ -64,6 +64,8 @@ interface Run {
   pcm: Int16Array;
   pcmFill: number;
   chain: Promise<void>;
+  /** G.711: 48 kHz samples handed to the encoder and not yet pushed into the segmenter. */
+  pendingSamples: number;
   packetsWritten: number;
 }
 
@@ -177,6 +179,7 @@ export class TrackRecorder {
       pcm: new Int16Array(PCM_FRAME),
       pcmFill: 0,
       chain: Promise.resolve(),
+      pendingSamples: 0,
       packetsWritten: 0,
     };
   }
@@ -204,8 +207,23 @@ export class TrackRecorder {
         this.#encode(run, tail);
       }
       run.pcmFill = 0;
+      // Frames still in the encoder may complete more segments of this run after the gate has
+      // already reopened a new one. Reserve their indices now, synchronously, so the next run can
+      // never reuse a segment number (at worst it leaves a gap in the numbering).
+      const reserved = run.segmenter.nextIndex + Math.ceil(run.pendingSamples / this.#o.segmentSamples) + 1;
+      this.#nextSegment = reserved;
+      this.#position = run.segmenter.position + run.pendingSamples;
       await run.chain;
       this.#o.encoder?.closeStream(this.#streamId(run));
+      const last = run.segmenter.close();
+      if (last) this.#emit(run, last);
+      this.#lastStats = run.jitter.stats;
+      // No new run since: continue the numbering without a gap.
+      if (this.#run === undefined && this.#nextSegment === reserved) {
+        this.#nextSegment = run.segmenter.nextIndex;
+        this.#position = run.segmenter.position;
+      }
+      return;
     }
     const last = run.segmenter.close();
     if (last) this.#emit(run, last);
@@ -297,7 +315,9 @@ export class TrackRecorder {
     }
     // Encodes finish in order per stream; chaining keeps the segmenter's input in order too. A
     // frame the pool refused (overload) becomes silence of the same length: time never shrinks.
+    run.pendingSamples += frame.length * 6;
     run.chain = run.chain.then(async () => {
+      run.pendingSamples -= frame.length * 6;
       let packet: { payload: Uint8Array; samples: number; kind: 'packet' } | { kind: 'gap'; samples: number };
       try {
         packet = { kind: 'packet', payload: await encoded, samples: frame.length * 6 };
