@@ -92,8 +92,11 @@ describe.each(SCENARIOS)('replayed %s capture through mediasoup', (scenario) => 
       expect(stderr.trim()).toBe('');
       const durationMs = (pcm.length / 48000) * 1000;
       const sentMs = (meta[who].mediaSamples / 48000) * 1000;
-      // One 20 ms frame per minute of media (the captures are 30 s).
-      expect(Math.abs(durationMs - sentMs), `${who}: ${durationMs} ms recorded vs ${sentMs} ms sent`).toBeLessThanOrEqual(20);
+      // One 20 ms frame per minute of media (the captures are 30 s). A timestamp jump cannot be
+      // measured on the media clock: the jitter buffer re-anchors on the arrival clock, whose error
+      // (replay timers, mediasoup, a loaded machine) counts once per jump; this capture has two.
+      const tolerance = scenario === 'tsjump' ? 40 : 20;
+      expect(Math.abs(durationMs - sentMs), `${who}: ${durationMs} ms recorded vs ${sentMs} ms sent`).toBeLessThanOrEqual(tolerance);
       const [own, other] = who === 'agent' ? [523, 1230] : [1230, 523];
       // DTX cuts the tone off abruptly every 5 s, and each cut is a broadband click that is neither
       // speaker: measure that capture inside its first talkspurt.
