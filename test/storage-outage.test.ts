@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { createLogger } from '../src/log/logger.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import { bucketNames, manifestObjectKey, mediaObjectKey, type BucketNames } from '../src/storage/layout.ts';
 import { RecordingStore, type AuditSink, type DeletionReceipt, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../src/storage/RecordingStore.ts';
+import { fakeOgg as fakeOggOfSize, segMeta as baseSegMeta } from './support/storageFixtures.ts';
 import type { SpoolState } from '../src/storage/Spool.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from './support/s3.ts';
 
@@ -109,26 +110,10 @@ class MemoryAudit implements AuditSink {
   }
 }
 
-function fakeOgg(recordingId: string, participantId: string, segment: number, size = 40_000): Buffer {
-  const seed = createHash('sha256').update(`${recordingId}/${participantId}/${segment}`).digest();
-  const out = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 32) seed.copy(out, i, 0, Math.min(32, size - i));
-  out.write('OggS', 0, 'latin1');
-  return out;
-}
-
-function segMeta(recordingId: string, participantId: string, segment: number): SegmentInput {
-  return {
-    recordingId,
-    participantId,
-    segment,
-    run: 0,
-    startWallClockMs: 1_700_000_000_000 + segment * 10_000,
-    durationMs: 10_000,
-    opusPayloadBytes: 39_000,
-    quality: { lostPackets: 0 },
-  };
-}
+// The outage tests move ~10 s segments of 32 kbit/s Opus (40 KB each).
+const fakeOgg = (recordingId: string, participantId: string, segment: number): Buffer => fakeOggOfSize(recordingId, participantId, segment, 40_000);
+const segMeta = (recordingId: string, participantId: string, segment: number): SegmentInput =>
+  baseSegMeta(recordingId, participantId, segment, { opusPayloadBytes: 39_000, quality: { lostPackets: 0 } });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -443,19 +428,12 @@ describe('crash', () => {
     await writeFile(
       script,
       `
-import { createHash } from 'node:crypto';
 import { RecordingStore } from ${JSON.stringify(src('src/storage/RecordingStore.ts'))};
+import { fakeOgg } from ${JSON.stringify(src('test/support/storageFixtures.ts'))};
 import { Keyring } from ${JSON.stringify(src('src/crypto/Keyring.ts'))};
 import { createLogger } from ${JSON.stringify(src('src/log/logger.ts'))};
 import { createS3Client } from ${JSON.stringify(src('src/storage/s3Endpoint.ts'))};
 const env = JSON.parse(process.env.CRASH_CHILD ?? '{}');
-function fakeOgg(recordingId: string, participantId: string, segment: number, size = 40_000): Buffer {
-  const seed = createHash('sha256').update(\`\${recordingId}/\${participantId}/\${segment}\`).digest();
-  const out = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 32) seed.copy(out, i, 0, Math.min(32, size - i));
-  out.write('OggS', 0, 'latin1');
-  return out;
-}
 const store = await RecordingStore.open({
   client: createS3Client(env.s3), buckets: env.buckets, keyring: Keyring.fromConfig(env.keyring),
   spoolDir: env.spoolDir, spoolMaxBytes: 256 * 1024 * 1024, logger: createLogger('silent'),
@@ -468,7 +446,7 @@ await store.beginRecording({ recordingId: R, callId: 'c_crash', startedAt: Date.
 for (let seg = 0; ; seg++) {
   for (const p of ['pa', 'pc']) {
     const r = await store.putSegment({ recordingId: R, participantId: p, segment: seg, run: 0,
-      startWallClockMs: 1_700_000_000_000 + seg * 10_000, durationMs: 10_000, opusPayloadBytes: 39_000, quality: {} }, fakeOgg(R, p, seg));
+      startWallClockMs: 1_700_000_000_000 + seg * 10_000, durationMs: 10_000, opusPayloadBytes: 39_000, quality: {} }, fakeOgg(R, p, seg, 40_000));
     process.stdout.write(JSON.stringify({ p, seg, stored: r.stored }) + '\\n');
   }
   await new Promise((r) => setTimeout(r, 10));

@@ -11,8 +11,9 @@ import { isOptinError } from '../src/errors/OptinError.ts';
 import { createLogger } from '../src/log/logger.ts';
 import { OggOpusWriter } from '../src/media/OggOpusWriter.ts';
 import { bucketNames, dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../src/storage/RecordingStore.ts';
+import { RecordingStore, type AuditSink, type RecordingStoreOptions, type StorageAuditEntry } from '../src/storage/RecordingStore.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from './support/s3.ts';
+import { fakeOgg, segMeta } from './support/storageFixtures.ts';
 
 const logger = createLogger('silent');
 const k1 = Keyring.generateKeyBase64();
@@ -54,29 +55,6 @@ async function openStore(over: Partial<RecordingStoreOptions> = {}): Promise<Rec
 
 function newRecordingId(): string {
   return `r_${randomBytes(8).toString('hex')}`;
-}
-
-/** Deterministic fake "Ogg" bytes per (recording, participant, segment). */
-function fakeOgg(recordingId: string, participantId: string, segment: number, size = 4000): Buffer {
-  const seed = createHash('sha256').update(`${recordingId}/${participantId}/${segment}`).digest();
-  const out = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 32) seed.copy(out, i, 0, Math.min(32, size - i));
-  out.write('OggS', 0, 'latin1');
-  return out;
-}
-
-function segMeta(recordingId: string, participantId: string, segment: number, extra: Partial<SegmentInput> = {}): SegmentInput {
-  return {
-    recordingId,
-    participantId,
-    segment,
-    run: 0,
-    startWallClockMs: 1_700_000_000_000 + segment * 10_000,
-    durationMs: 10_000,
-    opusPayloadBytes: 3900,
-    quality: { lostPackets: 0, concealedMs: 0, jitterMs: 3.5 },
-    ...extra,
-  };
 }
 
 async function begin(store: RecordingStore, recordingId = newRecordingId(), participants = ['pa', 'pc']): Promise<string> {

@@ -48,6 +48,8 @@ export class DashboardModel {
   async snapshot(): Promise<DashboardSnapshot> {
     const now = Date.now();
     const calls: DashboardCall[] = [];
+    // Only the tracks alive now are remembered: ended calls must not accumulate here.
+    const seen = new Map<string, { bytes: number; at: number }>();
     let tracks = 0;
     let recording = 0;
     for (const call of this.#app.recorder.calls.values()) {
@@ -57,7 +59,7 @@ export class DashboardModel {
         const key = `${call.callId}/${t.participantId}`;
         const prev = this.#prevBytes.get(key);
         const kbps = prev && now > prev.at ? ((h.writtenBytes - prev.bytes) * 8) / (now - prev.at) : 0;
-        this.#prevBytes.set(key, { bytes: h.writtenBytes, at: now });
+        seen.set(key, { bytes: h.writtenBytes, at: now });
         ts.push({
           track: short(key),
           codec: t.codec,
@@ -73,6 +75,7 @@ export class DashboardModel {
       if (call.writing) recording++;
       calls.push({ call: short(call.callId), gate: call.gate.isOpen ? 'open' : 'closed', reason: call.writing ? 'recording' : (call.gate.reasons[0] ?? 'admitting'), recording: call.writing, tracks: ts });
     }
+    this.#prevBytes = seen;
     const spool = this.#app.store.spoolState();
     const usage = await this.#app.pool.resourceUsage().catch(() => []);
     this.#cpuPct = usage.map((u, i) => {
