@@ -26,6 +26,12 @@ APT_PACKAGES=(
   chromium
   # validates docker/compose.yaml without an engine
   docker-compose
+  # the control plane's real PostgreSQL server (tests start a throwaway cluster per run)
+  postgresql-15
+  # a real SIP user agent for the plain-leg and SIPREC tests
+  baresip-core
+  # promtool checks the alert rules
+  prometheus
 )
 
 missing=()

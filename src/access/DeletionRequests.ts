@@ -1,6 +1,8 @@
 import type { Client } from 'minio';
 import { OptinError } from '../errors/OptinError.ts';
-import { ID_RE, assertId } from '../storage/layout.ts';
+import { assertId } from '../storage/layout.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
+import { isNotFound } from '../storage/s3Errors.ts';
 
 /**
  * Agents' requests for the deletion of their own recordings (R9: the team lead deletes at the
@@ -33,15 +35,10 @@ function objectKey(recordingId: string): string {
   return `${DELETION_REQUESTS_PREFIX}${recordingId}.json`;
 }
 
-function isNotFound(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return code === 'NoSuchKey' || code === 'NotFound';
-}
-
 function parse(body: Buffer): DeletionRequest | null {
   try {
     const d = JSON.parse(body.toString('utf8')) as Partial<DeletionRequest>;
-    if (d.format !== FORMAT || typeof d.recordingId !== 'string' || !ID_RE.test(d.recordingId)) return null;
+    if (d.format !== FORMAT || typeof d.recordingId !== 'string' || !ID_PATTERN.test(d.recordingId)) return null;
     if (typeof d.requestedBy !== 'string' || typeof d.requestedAt !== 'string' || !Array.isArray(d.teamLeadIds)) return null;
     return { format: FORMAT, recordingId: d.recordingId, requestedBy: d.requestedBy, requestedAt: d.requestedAt, teamLeadIds: d.teamLeadIds.filter((t) => typeof t === 'string'), status: 'pending' };
   } catch {
@@ -80,7 +77,7 @@ export class DeletionRequests {
       recordingId: input.recordingId,
       requestedBy: input.requestedBy,
       requestedAt: new Date(input.nowMs).toISOString(),
-      teamLeadIds: [...new Set(input.teamLeadIds.filter((t) => ID_RE.test(t)))].sort(),
+      teamLeadIds: [...new Set(input.teamLeadIds.filter((t) => ID_PATTERN.test(t)))].sort(),
       status: 'pending',
     };
     const body = Buffer.from(JSON.stringify(request));
@@ -108,7 +105,7 @@ export class DeletionRequests {
     try {
       await this.#client.removeObject(this.#bucket, objectKey(recordingId));
     } catch (err) {
-      if (!isNotFound(err)) throw new OptinError('STORE_UNAVAILABLE', `could not close the deletion request of ${recordingId}; retry`, { retryable: true, cause: err });
+      if (!isNotFound(err)) throw new OptinError('STORAGE_UNAVAILABLE', `could not close the deletion request of ${recordingId}; retry`, { retryable: true, cause: err });
     }
   }
 }

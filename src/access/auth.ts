@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { OptinError } from '../errors/OptinError.ts';
-import { ID_RE } from '../storage/layout.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * Authentication of the HTTP API (DESIGN §6: every request is authenticated).
@@ -70,7 +70,7 @@ export async function issueToken(
   claims: { sub: string; role: Role; ttlSeconds?: number },
   options: { issuer?: string; audience?: string; nowMs?: number } = {},
 ): Promise<string> {
-  if (!ID_RE.test(claims.sub)) throw new OptinError('INVALID_ID', 'sub must be a pseudonymous id matching [A-Za-z0-9_-]{1,64}');
+  if (!ID_PATTERN.test(claims.sub)) throw new OptinError('INVALID_ID', 'sub must be a pseudonymous id matching [A-Za-z0-9_-]{1,64}');
   if (!isRole(claims.role)) throw new OptinError('INVALID_INPUT', `role must be one of ${ROLES.join(', ')}`);
   const ttl = claims.ttlSeconds ?? 900;
   if (!Number.isInteger(ttl) || ttl > MAX_TTL_SECONDS) throw new OptinError('INVALID_INPUT', `ttlSeconds must be an integer of at most ${MAX_TTL_SECONDS}`);
@@ -111,7 +111,7 @@ export async function verifyToken(token: string, options: AuthOptions): Promise<
     throw new AuthError('malformed-token', 'the bearer token could not be parsed');
   }
   const { sub, role } = payload;
-  if (typeof sub !== 'string' || !ID_RE.test(sub)) throw new AuthError('invalid-claims', 'the "sub" claim must be a pseudonymous id ([A-Za-z0-9_-]{1,64})');
+  if (typeof sub !== 'string' || !ID_PATTERN.test(sub)) throw new AuthError('invalid-claims', 'the "sub" claim must be a pseudonymous id ([A-Za-z0-9_-]{1,64})');
   if (!isRole(role)) throw new AuthError('invalid-claims', `the "role" claim must be one of ${ROLES.join(', ')}`);
   return { sub, role };
 }

@@ -3,12 +3,12 @@ import type { AuditEntry, AuditInput, AuditListQuery } from '../audit/AuditTrail
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
 import { decodeToS16 } from '../media/ffmpeg.ts';
-import { ID_RE } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSummary, TrackSegment } from '../storage/RecordingStore.ts';
 import { buildExtractManifest, type ExtractItem, type ExtractManifest } from './extractManifest.ts';
 import { CASE_REF_RE } from './policy.ts';
 import { toWav } from './wav.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * Subject-access extracts (DESIGN §6, R12): ONE subject's tracks across their recordings,
@@ -81,7 +81,7 @@ function sha256(b: Buffer): string {
 
 /** Validates an extract request at the boundary; the message names the fix. */
 export function validateExtractRequest(raw: { subjectId?: unknown; caseRef?: unknown; format?: unknown }): { subjectId: string; caseRef: string; format: ExtractFormat } {
-  if (typeof raw.subjectId !== 'string' || !ID_RE.test(raw.subjectId)) {
+  if (typeof raw.subjectId !== 'string' || !ID_PATTERN.test(raw.subjectId)) {
     throw new OptinError('INVALID_INPUT', 'subjectId must be the pseudonymous subject id ([A-Za-z0-9_-]{1,64})');
   }
   if (typeof raw.caseRef !== 'string' || !CASE_REF_RE.test(raw.caseRef)) {
@@ -126,7 +126,7 @@ export async function createExtract(
   hooks: ExtractHooks = {},
 ): Promise<ExtractPackage> {
   const { subjectId, caseRef, format } = validateExtractRequest(request);
-  if (!ID_RE.test(request.actor)) throw new OptinError('INVALID_INPUT', 'actor must be a pseudonymous id');
+  if (!ID_PATTERN.test(request.actor)) throw new OptinError('INVALID_INPUT', 'actor must be a pseudonymous id');
   const now = hooks.now ?? Date.now;
   const createdAtMs = now();
   const extractId = `x_${randomBytes(8).toString('hex')}`;

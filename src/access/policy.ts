@@ -3,7 +3,7 @@ import type { Principal, Role } from './auth.ts';
 
 /**
  * Who may do what (DESIGN R1, R10, R12, §6). Pure: facts in, decision out, no I/O, so the whole
- * matrix is unit-tested without a store (test/access-policy.test.ts) and the HTTP layer only
+ * matrix is unit-tested without a store (test/unit/access/policy.test.ts) and the HTTP layer only
  * gathers facts and applies decisions.
  *
  * - agent: the recordings where they are the recorded agent (list, metadata, coaching playback),

@@ -4,9 +4,10 @@ import type { Client } from 'minio';
 import type { AuditEntry, AuditInput, AuditListQuery, AuditVerifyResult } from '../audit/AuditTrail.ts';
 import { BREAK_EXPLANATION } from '../audit/chain.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
+import { httpStatusOf } from '../errors/errorTable.ts';
 import { sendJson, type RouteGroup } from '../http/HttpServer.ts';
 import type { Logger } from '../log/logger.ts';
-import { ID_RE, type BucketNames } from '../storage/layout.ts';
+import { type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { DeletionReceipt, RecordingSummary, TrackSegment } from '../storage/RecordingStore.ts';
 import { complianceReport } from '../compliance/report.ts';
@@ -18,6 +19,7 @@ import { createExtract, validateExtractRequest } from './extract.ts';
 import { ExtractStore } from './ExtractStore.ts';
 import { CASE_REF_RE, authorize, authorizeRoute, mayList, recordingFacts, recordingView, type Action, type DenyReason, type RecordingFacts } from './policy.ts';
 import { parseRange } from './range.ts';
+import { ID_CAPTURE, ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * The access API (DESIGN §6, R1, R9-R12): recordings for coaching, subject-access extracts,
@@ -76,7 +78,7 @@ const MAX_BODY_BYTES = 16 * 1024;
 const MAX_AUDIT_LIMIT = 10_000;
 const TYPE_RE = /^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$/;
 
-const ID = '([A-Za-z0-9_-]{1,64})';
+const ID = ID_CAPTURE;
 
 /** Every route of the API (docs/openapi.yaml documents each; a test keeps the two in step). */
 export const ACCESS_ROUTES = [
@@ -186,34 +188,32 @@ function sendBytes(req: IncomingMessage, res: ServerResponse, bytes: Buffer, con
   return { status: 200, range: 'full' };
 }
 
-/** Maps an error to an HTTP answer: known codes get their status, anything else a bare 500. */
+/**
+ * Maps an error to an HTTP answer. The status comes from the error table (src/errors/errorTable.ts);
+ * what is said depends on its kind: a caller's mistake is explained, a dependency's outage asks for a
+ * retry, and anything of ours is a bare 500 that shows nothing of the inside.
+ */
 function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
-  if (isOptinError(err)) {
-    switch (err.code) {
-      case 'INVALID_ID':
-      case 'INVALID_INPUT':
-      case 'CASE_REF_REQUIRED':
-        return new HttpError(400, 'invalid-request', err.message);
-      case 'RECORDING_EMPTY':
-        return new HttpError(409, 'no-audio', err.message);
-      case 'DATA_KEY_MISSING':
-      case 'PARTICIPANT_ERASED':
-      case 'RECORDING_EXPIRED':
-        return new HttpError(410, 'gone', 'the recording (or part of it) was deleted or expired');
-      case 'RENDER_TOO_LARGE':
-      case 'EXTRACT_TOO_LARGE':
-        return new HttpError(413, 'too-large', err.message);
-      case 'OBJECT_LOCKED':
-        return new HttpError(409, 'object-locked', err.message);
-      case 'EXTRACT_STORE_FULL':
-      case 'AUDIT_UNAVAILABLE':
-        return new HttpError(503, 'unavailable', err.message, undefined, { 'retry-after': '30' });
-      default:
-        if (err.retryable) return new HttpError(503, 'unavailable', 'the store is not reachable right now; retry shortly', undefined, { 'retry-after': '10' });
-    }
+  if (!isOptinError(err)) return new HttpError(500, 'internal', 'internal error');
+  const status = httpStatusOf(err.code);
+  switch (err.kind) {
+    case 'invalid-input':
+      return new HttpError(status, 'invalid-request', err.message);
+    case 'gone':
+      return new HttpError(status, 'gone', 'the recording (or part of it) was deleted or expired');
+    case 'too-large':
+      return new HttpError(status, 'too-large', err.message);
+    case 'conflict':
+      return new HttpError(status, err.code === 'OBJECT_LOCKED' ? 'object-locked' : err.code === 'RECORDING_EMPTY' ? 'no-audio' : 'conflict', err.message);
+    case 'unavailable':
+    case 'timeout':
+      return new HttpError(503, 'unavailable', err.fault === 'dependency' ? 'the store is not reachable right now; retry shortly' : err.message, undefined, {
+        'retry-after': err.fault === 'dependency' ? '10' : '30',
+      });
+    default:
+      return new HttpError(500, 'internal', 'internal error');
   }
-  return new HttpError(500, 'internal', 'internal error');
 }
 
 export interface AccessRoutes {
@@ -266,7 +266,7 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
         actor: p?.sub ?? 'anonymous',
         role: p?.role ?? 'none',
         purpose: 'access-control',
-        refs: recordingId !== undefined && ID_RE.test(recordingId) ? { recordingId } : {},
+        refs: recordingId !== undefined && ID_PATTERN.test(recordingId) ? { recordingId } : {},
         details: { route, status, reason, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) },
       });
     } catch (err) {
@@ -279,7 +279,7 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
 
   /** The manifest, or null when it does not exist or has expired (legally gone). */
   async function manifestOrNull(recordingId: string): Promise<RecordingManifest | null> {
-    if (!ID_RE.test(recordingId)) return null;
+    if (!ID_PATTERN.test(recordingId)) return null;
     try {
       const m = await o.store.getManifest(recordingId);
       return m.expiresAtMs <= now() ? null : m;

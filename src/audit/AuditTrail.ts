@@ -19,6 +19,8 @@ import {
   type StreamHead,
   type StreamReport,
 } from './chain.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
+import { isNotFound, s3ErrorCode } from '../storage/s3Errors.ts';
 
 export type { AuditEntry, AuditRefs, ChainBreak, StreamReport } from './chain.ts';
 
@@ -113,7 +115,6 @@ export interface AuditTrailOptions {
   now?: () => Date;
 }
 
-const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const TYPE_RE = /^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$/;
 const ROLE_RE = /^[a-z][a-z0-9_-]{0,31}$/;
 // Purposes are short codes or a short reason; printable ASCII, no control characters.
@@ -146,16 +147,6 @@ function entryKey(stream: string, seq: number): string {
 
 function headKey(stream: string): string {
   return `heads/${stream}.json`;
-}
-
-function s3Code(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-function isNotFound(err: unknown): boolean {
-  const code = s3Code(err);
-  return code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchVersion';
 }
 
 function badInput(message: string): OptinError {
@@ -232,11 +223,11 @@ function validateRefs(input: AuditInput): AuditRefs {
   for (const name of ['callId', 'recordingId', 'participantId', 'subjectId'] as const) {
     const v = merged[name];
     if (v === undefined) continue;
-    if (typeof v !== 'string' || !ID_RE.test(v)) throw badInput(`refs.${name} must be a pseudonymous id (1-64 of A-Z a-z 0-9 _ -)`);
+    if (typeof v !== 'string' || !ID_PATTERN.test(v)) throw badInput(`refs.${name} must be a pseudonymous id (1-64 of A-Z a-z 0-9 _ -)`);
     refs[name] = v;
   }
   if (merged.subjectIds !== undefined) {
-    if (!Array.isArray(merged.subjectIds) || !merged.subjectIds.every((s) => typeof s === 'string' && ID_RE.test(s))) {
+    if (!Array.isArray(merged.subjectIds) || !merged.subjectIds.every((s) => typeof s === 'string' && ID_PATTERN.test(s))) {
       throw badInput('refs.subjectIds must be pseudonymous ids');
     }
     if (merged.subjectIds.length > 0) refs.subjectIds = [...new Set(merged.subjectIds)].sort();
@@ -279,7 +270,7 @@ export class AuditTrail {
 
   /** Checks the bucket (creating it when asked) and finds out whether it has object lock. */
   static async open(opts: AuditTrailOptions): Promise<AuditTrail> {
-    if (!ID_RE.test(opts.writerId)) throw new OptinError('CONFIG_INVALID', 'AuditTrail: writerId must be 1-64 of A-Z a-z 0-9 _ -');
+    if (!ID_PATTERN.test(opts.writerId)) throw new OptinError('CONFIG_INVALID', 'AuditTrail: writerId must be 1-64 of A-Z a-z 0-9 _ -');
     if (opts.hmacKey !== undefined && opts.hmacKey.length < 32) {
       throw new OptinError('CONFIG_INVALID', 'AuditTrail: hmacKey must be at least 32 bytes (e.g. `openssl rand -hex 32`)');
     }
@@ -290,8 +281,8 @@ export class AuditTrail {
       }
       await client.makeBucket(bucket, 'us-east-1', { ObjectLocking: true }).catch(async (err: unknown) => {
         // A store without object lock still gets a working (if less protected) audit bucket.
-        if (s3Code(err) === 'BucketAlreadyOwnedByYou') return;
-        opts.logger?.warn({ bucket, code: s3Code(err) }, 'audit bucket without object lock');
+        if (s3ErrorCode(err) === 'BucketAlreadyOwnedByYou') return;
+        opts.logger?.warn({ bucket, code: s3ErrorCode(err) }, 'audit bucket without object lock');
         await client.makeBucket(bucket);
       });
     }
@@ -329,7 +320,7 @@ export class AuditTrail {
     if (typeof input.type !== 'string' || input.type.length > 64 || !TYPE_RE.test(input.type)) {
       throw badInput('type must be dotted lowercase, e.g. "access.play"');
     }
-    if (typeof input.actor !== 'string' || !ID_RE.test(input.actor)) throw badInput('actor must be a pseudonymous id or "system"');
+    if (typeof input.actor !== 'string' || !ID_PATTERN.test(input.actor)) throw badInput('actor must be a pseudonymous id or "system"');
     if (typeof input.role !== 'string' || !ROLE_RE.test(input.role)) throw badInput('role must be a lowercase role name, e.g. "team-lead"');
     if (typeof input.purpose !== 'string' || !PURPOSE_RE.test(input.purpose)) throw badInput('purpose must be 1-128 printable ASCII characters');
     const redacted: string[] = [];
@@ -361,11 +352,11 @@ export class AuditTrail {
       } catch (err) {
         // Whatever happened, the store may now hold more than we know: re-read before the next try.
         this.#tail = null;
-        if (s3Code(err) === 'PreconditionFailed' && attempt < PUT_RETRIES) {
+        if (s3ErrorCode(err) === 'PreconditionFailed' && attempt < PUT_RETRIES) {
           this.#logger?.warn({ seq: entry.seq }, 'audit seq taken by another process with the same writerId; re-reading the tail');
           continue;
         }
-        throw new OptinError('AUDIT_WRITE_FAILED', `audit append to ${this.bucket} failed (${s3Code(err) ?? (err as Error).message}): check the S3 store`, {
+        throw new OptinError('AUDIT_WRITE_FAILED', `audit append to ${this.bucket} failed (${s3ErrorCode(err) ?? (err as Error).message}): check the S3 store`, {
           retryable: true,
           cause: err,
         });
@@ -387,7 +378,7 @@ export class AuditTrail {
     } catch (err) {
       // The entry is stored: do not fail the append (a retry would duplicate it). The head lags,
       // which verify() tolerates, and the next append rewrites it.
-      this.#logger?.warn({ seq: tail.seq, code: s3Code(err) }, 'audit head update failed; the next append repairs it');
+      this.#logger?.warn({ seq: tail.seq, code: s3ErrorCode(err) }, 'audit head update failed; the next append repairs it');
     }
   }
 
@@ -446,7 +437,7 @@ export class AuditTrail {
     const ids = new Set<string>();
     for (const k of await listKeys(this.#client, this.bucket, 'streams/')) {
       const id = k.split('/')[1];
-      if (id && ID_RE.test(id)) ids.add(id);
+      if (id && ID_PATTERN.test(id)) ids.add(id);
     }
     for (const k of await listKeys(this.#client, this.bucket, 'heads/')) {
       const m = /^heads\/([A-Za-z0-9_-]{1,64})\.json$/.exec(k);
@@ -479,7 +470,7 @@ export class AuditTrail {
     const from = query.from === undefined ? -Infinity : new Date(query.from).getTime();
     const to = query.to === undefined ? Infinity : new Date(query.to).getTime();
     if (Number.isNaN(from) || Number.isNaN(to)) throw badInput('list: from/to must be dates');
-    if (query.stream !== undefined && !ID_RE.test(query.stream)) throw badInput('list: stream must be a writer id');
+    if (query.stream !== undefined && !ID_PATTERN.test(query.stream)) throw badInput('list: stream must be a writer id');
     const streams = query.stream === undefined ? await this.#streams() : [query.stream];
     const out: AuditEntry[] = [];
     for (const stream of streams) {
@@ -500,7 +491,7 @@ export class AuditTrail {
 
   /** Proves every stream unbroken (or one stream: `{ stream }`), including its head. */
   async verify(opts: { stream?: string } = {}): Promise<AuditVerifyResult> {
-    if (opts.stream !== undefined && !ID_RE.test(opts.stream)) throw badInput('verify: stream must be a writer id');
+    if (opts.stream !== undefined && !ID_PATTERN.test(opts.stream)) throw badInput('verify: stream must be a writer id');
     const streams = opts.stream === undefined ? await this.#streams() : [opts.stream];
     const reports: StreamReport[] = [];
     for (const stream of streams) {

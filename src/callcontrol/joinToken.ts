@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { OptinError } from '../errors/OptinError.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
-const ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export interface JoinClaims {
   callId: string;
@@ -16,7 +16,7 @@ export interface JoinClaims {
  * call-control secret. It carries pseudonymous ids only.
  */
 export function signJoinToken(secret: string, claims: JoinClaims): string {
-  if (!ID.test(claims.callId) || !ID.test(claims.participantId)) throw new OptinError('BAD_ID', 'callId and participantId must be pseudonymous ids');
+  if (!ID_PATTERN.test(claims.callId) || !ID_PATTERN.test(claims.participantId)) throw new OptinError('INVALID_ID', 'callId and participantId must be pseudonymous ids');
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
@@ -34,7 +34,7 @@ export function verifyJoinToken(secret: string, token: unknown, nowMs = Date.now
   } catch {
     throw new OptinError('JOIN_DENIED', 'malformed join token');
   }
-  if (!ID.test(String(claims.callId)) || !ID.test(String(claims.participantId)) || typeof claims.exp !== 'number') {
+  if (!ID_PATTERN.test(String(claims.callId)) || !ID_PATTERN.test(String(claims.participantId)) || typeof claims.exp !== 'number') {
     throw new OptinError('JOIN_DENIED', 'join token claims invalid');
   }
   if (claims.exp * 1000 < nowMs) throw new OptinError('JOIN_DENIED', 'join token expired');

@@ -11,10 +11,11 @@ import { parseHmacKey } from '../audit/verifyCommand.ts';
 import { loadConfig } from '../config/config.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
-import { bucketNames, ID_RE } from '../storage/layout.ts';
+import { bucketNames } from '../storage/layout.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import type { CliIo } from './main.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * `optin extract`: the subject-access extract of src/access/extract.ts, written to a folder
@@ -80,7 +81,7 @@ export async function runExtract(argv: string[], env: NodeJS.ProcessEnv, io: Cli
   if (!values.case) problems.push('--case is required (the reference of the subject-access request)');
   if (!values.out) problems.push('--out is required');
   if (format !== 'ogg' && format !== 'wav') problems.push('--format must be ogg or wav');
-  if (!ID_RE.test(operator)) problems.push('--operator must be a pseudonymous id ([A-Za-z0-9_-]{1,64})');
+  if (!ID_PATTERN.test(operator)) problems.push('--operator must be a pseudonymous id ([A-Za-z0-9_-]{1,64})');
   if (problems.length > 0) {
     io.err(`optin extract: ${problems.join('; ')}\n${USAGE}\n`);
     return 2;

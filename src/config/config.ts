@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
+import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
+import { IdSchema } from '../ids/ids.ts';
 
-/** The hard legal ceiling on retention (DESIGN R8): configurable lower, never higher. */
-export const MAX_RETENTION_SECONDS = 30 * 24 * 3600;
+export { MAX_RETENTION_SECONDS };
 
-const id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ -');
+const id = IdSchema;
 const port = z.number().int().min(1).max(65535);
 
 /**

@@ -21,7 +21,7 @@ import {
   type RecordingStateReport,
   type Snapshot,
 } from './protocol.ts';
-import { TypedEmitter } from './TypedEmitter.ts';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**
  * The worker's end of the control stream (DESIGN §4). It owns a PolicyState
@@ -138,7 +138,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   constructor(options: ControlClientOptions) {
     super();
     assertSecret(options.secret);
-    if (!/^wss?:\/\//.test(options.url)) throw new OptinError('control-bad-url', 'control url must start with ws:// or wss://');
+    if (!/^wss?:\/\//.test(options.url)) throw new OptinError('CONTROL_BAD_URL', 'control url must start with ws:// or wss://');
     this.#url = options.url;
     this.#workerId = options.workerId;
     this.#secret = options.secret;
@@ -189,7 +189,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
       };
       const timer = setTimeout(() => {
         this.off('fresh', onFresh);
-        reject(new OptinError('control-not-fresh', `control stream not in sync after ${timeoutMs} ms; check the policy server and the secret`, { retryable: true }));
+        reject(new OptinError('CONTROL_NOT_FRESH', `control stream not in sync after ${timeoutMs} ms; check the policy server and the secret`, { retryable: true }));
       }, timeoutMs);
       this.once('fresh', onFresh);
     });
@@ -203,7 +203,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   reportRecordingState(report: RecordingStateReport): void {
     const parsed = RecordingStateSchema.safeParse({ v: PROTOCOL_VERSION, type: 'recording-state', ...report });
     if (!parsed.success) {
-      throw new OptinError('control-bad-report', `invalid recording-state report: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      throw new OptinError('CONTROL_BAD_REPORT', `invalid recording-state report: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     }
     const msg = parsed.data;
     this.#reports.delete(msg.callId);
@@ -478,7 +478,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
       }
       // While live, a snapshot that is not newer than the state we hold is a duplicate or a late
       // frame: applying it would rewind the state (a withdrawn consent reopened the gate until the
-      // next heartbeat exposed the rewound seq; found by test/gate-recorder-property.test.ts).
+      // next heartbeat exposed the rewound seq; found by test/integration/gate/recorder-property.test.ts).
       // Like a late delta, it is refused and changes nothing.
       if (this.#phase === 'live' && msg.seq <= this.#lastSeq) {
         this.#reply('duplicate', `snapshot seq ${msg.seq} is not after ${this.#lastSeq}; late frame ignored`, ref);

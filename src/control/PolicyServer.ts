@@ -3,7 +3,7 @@ import { createServer as createHttpsServer, type ServerOptions as HttpsServerOpt
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import { OptinError } from '../errors/OptinError.ts';
+import { OptinError, type ErrorCode } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
 import { checkSchedule, DEFAULT_CONTIGUITY_TOLERANCE_MS } from '../gate/schedule.ts';
 import {
@@ -38,7 +38,7 @@ import {
   type Snapshot,
   type Window,
 } from './protocol.ts';
-import { TypedEmitter } from './TypedEmitter.ts';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**
  * The reference policy server: the demo's and the tests' stand-in for the
@@ -131,7 +131,7 @@ export class PolicyServer extends TypedEmitter<PolicyServerEvents> {
     this.#port = options.port ?? 0;
     this.#heartbeatMs = options.heartbeatMs ?? 1000;
     if (!Number.isInteger(this.#heartbeatMs) || this.#heartbeatMs < 10 || this.#heartbeatMs > 60_000) {
-      throw new OptinError('policy-bad-heartbeat', 'heartbeatMs must be an integer between 10 and 60000');
+      throw new OptinError('POLICY_BAD_OPTIONS', 'heartbeatMs must be an integer between 10 and 60000');
     }
     this.#tokenMaxAgeMs = options.tokenMaxAgeMs ?? TOKEN_MAX_AGE_MS;
     this.#tolerance = options.contiguityToleranceMs ?? DEFAULT_CONTIGUITY_TOLERANCE_MS;
@@ -152,7 +152,7 @@ export class PolicyServer extends TypedEmitter<PolicyServerEvents> {
 
   /** Starts listening (idempotent) and the heartbeat. */
   listen(): Promise<AddressInfo> {
-    if (this.#closed) return Promise.reject(new OptinError('policy-closed', 'the policy server is closed; create a new one'));
+    if (this.#closed) return Promise.reject(new OptinError('POLICY_SERVER_CLOSED', 'the policy server is closed; create a new one'));
     this.#listening ??= new Promise<AddressInfo>((resolve, reject) => {
       this.#http.once('error', reject);
       this.#http.listen(this.#port, this.#host, () => {
@@ -167,7 +167,7 @@ export class PolicyServer extends TypedEmitter<PolicyServerEvents> {
   /** `ws://host:port` (or `wss://`); only valid after listen() resolved. */
   get url(): string {
     const address = this.#http.address();
-    if (address === null || typeof address === 'string') throw new OptinError('policy-not-listening', 'call listen() first');
+    if (address === null || typeof address === 'string') throw new OptinError('POLICY_SERVER_NOT_LISTENING', 'call listen() first');
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     return `${this.#tls ? 'wss' : 'ws'}://${host}:${address.port}`;
   }
@@ -244,11 +244,11 @@ export class PolicyServer extends TypedEmitter<PolicyServerEvents> {
    * nothing changed) when it does not fit.
    */
   applyFact(input: Fact): Delta {
-    if (this.#closed) throw new OptinError('policy-closed', 'the policy server is closed');
+    if (this.#closed) throw new OptinError('POLICY_SERVER_CLOSED', 'the policy server is closed');
     const parsed = FactSchema.safeParse(input);
     if (!parsed.success) {
       const detail = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-      throw new OptinError('policy-invalid-fact', `invalid ${String((input as { type?: unknown }).type)} fact: ${detail}`);
+      throw new OptinError('POLICY_INVALID_FACT', `invalid ${String((input as { type?: unknown }).type)} fact: ${detail}`);
     }
     const fact = parsed.data;
     this.#check(fact);
@@ -261,28 +261,28 @@ export class PolicyServer extends TypedEmitter<PolicyServerEvents> {
   }
 
   #check(fact: Fact): void {
-    const fail = (code: string, message: string): never => {
+    const fail = (code: ErrorCode, message: string): never => {
       throw new OptinError(code, message);
     };
     if (fact.type === 'schedule.set') {
       const problems = checkSchedule(fact.windows, fact.monthlyCap, { nowMs: Date.now(), contiguityToleranceMs: this.#tolerance });
       if (problems.length > 0) {
-        fail('policy-schedule-rejected', `schedule for agent ${fact.agentId} refused: ${problems.map((p) => p.message).join('; ')}`);
+        fail('POLICY_SCHEDULE_REJECTED', `schedule for agent ${fact.agentId} refused: ${problems.map((p) => p.message).join('; ')}`);
       }
       return;
     }
     if (fact.type === 'call.started') {
       if (this.#calls.has(fact.callId) || this.#endedCallIds.has(fact.callId)) {
-        fail('policy-duplicate-call', `call ${fact.callId} already exists or existed; use a fresh call id`);
+        fail('POLICY_DUPLICATE_CALL', `call ${fact.callId} already exists or existed; use a fresh call id`);
       }
       return;
     }
     const call = this.#calls.get(fact.callId);
-    if (call === undefined) fail('policy-unknown-call', `call ${fact.callId} is not in progress; start it first`);
+    if (call === undefined) fail('POLICY_UNKNOWN_CALL', `call ${fact.callId} is not in progress; start it first`);
     if (fact.type === 'consent.granted' || fact.type === 'consent.declined' || fact.type === 'consent.withdrawn') {
       const p = call!.participants.find((x) => x.participantId === fact.participantId);
-      if (p === undefined) fail('policy-unknown-participant', `participant ${fact.participantId} is not in call ${fact.callId}`);
-      if (p!.role !== 'customer') fail('policy-not-a-customer', `participant ${fact.participantId} is an agent; consent facts are for customers`);
+      if (p === undefined) fail('POLICY_UNKNOWN_PARTICIPANT', `participant ${fact.participantId} is not in call ${fact.callId}`);
+      if (p!.role !== 'customer') fail('POLICY_NOT_A_CUSTOMER', `participant ${fact.participantId} is an agent; consent facts are for customers`);
     }
   }
 

@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { OptinError } from '../errors/OptinError.ts';
-import { ID_PATTERN } from './protocol.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * Mutual authentication of the control stream with one shared secret.
@@ -37,7 +37,7 @@ export function assertSecret(secret: Secret): void {
   const bytes = typeof secret === 'string' ? Buffer.byteLength(secret, 'utf8') : secret.length;
   if (bytes < MIN_SECRET_BYTES) {
     throw new OptinError(
-      'control-secret-too-short',
+      'CONFIG_INVALID',
       `the control-stream secret must be at least ${MIN_SECRET_BYTES} bytes; generate one with \`openssl rand -base64 48\``,
     );
   }
@@ -59,8 +59,8 @@ export function createNonce(): string {
 }
 
 export function createWorkerToken(secret: Secret, workerId: string, nonce: string, nowMs: number = Date.now()): string {
-  if (!ID_PATTERN.test(workerId)) throw new OptinError('control-bad-worker-id', 'workerId must match /^[A-Za-z0-9_-]{1,64}$/');
-  if (!NONCE_PATTERN.test(nonce)) throw new OptinError('control-bad-nonce', 'nonce must be 22..128 base64url characters');
+  if (!ID_PATTERN.test(workerId)) throw new OptinError('INVALID_ID', 'workerId must match /^[A-Za-z0-9_-]{1,64}$/');
+  if (!NONCE_PATTERN.test(nonce)) throw new OptinError('CONTROL_BAD_NONCE', 'nonce must be 22..128 base64url characters');
   const issuedAt = Math.floor(nowMs);
   return `${workerId}.${issuedAt}.${mac(secret, `worker:${workerId}.${issuedAt}.${nonce}`)}`;
 }

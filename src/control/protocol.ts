@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { IdSchema } from '../ids/ids.ts';
 
 /**
  * The control-stream wire format, version 1 (docs/control-protocol.md is the
@@ -24,9 +25,6 @@ export const MAX_MESSAGE_BYTES = 64 * 1024;
  */
 export const WS_MAX_PAYLOAD_BYTES = 1024 * 1024;
 
-/** Opaque pseudonymous id (CONTRACTS.md "Ids"). */
-export const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-export const IdSchema = z.string().regex(ID_PATTERN, 'must match /^[A-Za-z0-9_-]{1,64}$/');
 
 /** Version labels and evidence references may carry dots and colons (`2024-03.v2`, `ivr:8812`). */
 const LABEL_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;

@@ -8,6 +8,7 @@ import {
 } from 'node:crypto';
 import { inspect } from 'node:util';
 import { OptinError } from '../errors/OptinError.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * Key-encryption keys (KEKs) from configuration, and the wrapping of per-track data keys
@@ -48,7 +49,6 @@ const GCM_NONCE_BYTES = 12;
 const GCM_TAG_BYTES = 16;
 /** RFC 3394 §2.2.3.1 default initial value. */
 const KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
-const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Strict base64 (RFC 4648 §4, padded); Buffer.from(..., 'base64') silently skips junk. */
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -83,7 +83,7 @@ export class Keyring {
       throw configError('(root)', 'must be an object { activeKeyId, keys }');
     }
     const { activeKeyId, keys } = config as Record<string, unknown>;
-    if (typeof activeKeyId !== 'string' || !ID_RE.test(activeKeyId)) {
+    if (typeof activeKeyId !== 'string' || !ID_PATTERN.test(activeKeyId)) {
       throw configError('activeKeyId', 'must be a key id matching [A-Za-z0-9_-]{1,64}');
     }
     if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) {
@@ -92,7 +92,7 @@ export class Keyring {
     const loaded = new Map<string, KeyObject>();
     for (const [id, value] of Object.entries(keys as Record<string, unknown>)) {
       const field = `keys.${JSON.stringify(id)}`;
-      if (!ID_RE.test(id)) throw configError(field, 'has an invalid key id (use [A-Za-z0-9_-]{1,64})');
+      if (!ID_PATTERN.test(id)) throw configError(field, 'has an invalid key id (use [A-Za-z0-9_-]{1,64})');
       if (typeof value !== 'string') throw configError(field, 'must be a base64 string');
       const bytes = strictBase64(value.trim());
       if (bytes === null) throw configError(field, 'is not valid base64');

@@ -1,9 +1,9 @@
 import type { Client } from 'minio';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OptinError } from '../errors/OptinError.ts';
-import { ID_PATTERN } from '../control/protocol.ts';
 import { monthKey } from './month.ts';
 import type { PolicyState } from './PolicyState.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * R6's monthly cap on recordings per agent, durable in the keys/manifests
@@ -127,7 +127,7 @@ export class CapLedger {
   /** Recordings admitted for the agent in `month` (`YYYY-MM`), including contenders in flight. */
   async count(agentId: string, month: string): Promise<number> {
     checkId('agentId', agentId);
-    if (!/^\d{4}-\d{2}$/.test(month)) throw new OptinError('cap-bad-month', 'month must be YYYY-MM (UTC)');
+    if (!/^\d{4}-\d{2}$/.test(month)) throw new OptinError('CAP_BAD_MONTH', 'month must be YYYY-MM (UTC)');
     return (await this.#list(this.#dir(agentId, month))).length;
   }
 
@@ -190,7 +190,7 @@ export class CapLedger {
     try {
       return await fn();
     } catch (err) {
-      throw new OptinError('cap-ledger-unavailable', `cap ledger ${op} failed; the gate stays closed until the keys bucket is reachable`, {
+      throw new OptinError('CAP_LEDGER_UNAVAILABLE', `cap ledger ${op} failed; the gate stays closed until the keys bucket is reachable`, {
         retryable: true,
         cause: err,
       });
@@ -199,5 +199,5 @@ export class CapLedger {
 }
 
 function checkId(what: string, id: string): void {
-  if (!ID_PATTERN.test(id)) throw new OptinError('cap-bad-id', `${what} must match /^[A-Za-z0-9_-]{1,64}$/`);
+  if (!ID_PATTERN.test(id)) throw new OptinError('INVALID_ID', `${what} must match /^[A-Za-z0-9_-]{1,64}$/`);
 }

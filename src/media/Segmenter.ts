@@ -64,7 +64,7 @@ export interface SegmenterOptions {
    * 20 ms packets). A segment is written and read as one whole buffer, so
    * 1 s pages would buy nothing but 27 bytes of page header per second:
    * that is 0.9% at 24 kbit/s, a third of the DESIGN §7 budget of 3% for
-   * Ogg plus encryption (see test/media-ogg.test.ts for the numbers).
+   * Ogg plus encryption (see test/unit/media/ogg.test.ts for the numbers).
    */
   maxPageSamples?: number;
 }

@@ -41,7 +41,7 @@ export interface TranscoderPoolOptions {
  * libopus encoder's lookahead for the VOIP/AUDIO applications is
  * Fs/400 (2.5 ms) + Fs/250 delay compensation (4 ms) = 6.5 ms at any input
  * rate = 312 samples at 48 kHz (checked against OPUS_GET_LOOKAHEAD by
- * `lookahead48k()` and in test/media-transcoder.test.ts).
+ * `lookahead48k()` and in test/unit/media/transcoder.test.ts).
  */
 export const TRANSCODER_PRE_SKIP_48K = 312;
 

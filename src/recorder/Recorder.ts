@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { ControlClient } from '../control/ControlClient.ts';
 import type { RecorderReason } from '../control/protocol.ts';
@@ -56,7 +56,7 @@ export type RecorderEvents = {
   state: [callId: string, state: RecordingStateEvent];
 };
 
-export class Recorder extends EventEmitter<RecorderEvents> {
+export class Recorder extends TypedEmitter<RecorderEvents> {
   readonly #o: RecorderOptions;
   readonly #calls = new Map<string, CallRecorder>();
   readonly #overloaded = new Set<string>();
@@ -149,7 +149,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
       onAudit: (entry) => this.#audit(entry),
       // Re-decide this call and every call of the same agents: an admission moves the agents'
       // monthly counts, which their other calls are judged by, and their R7 reports must show
-      // `cap-reached` as soon as it applies (found by test/gate-recorder-property.test.ts).
+      // `cap-reached` as soon as it applies (found by test/integration/gate/recorder-property.test.ts).
       // Requests in one turn are coalesced; calls of other agents are not touched, so setting up
       // N calls costs O(N) decisions, not O(N^2).
       requestEvaluate: (callId) => this.#queueEvaluate(callId),
@@ -251,7 +251,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   /**
    * A withdrawal with erase that happened while the stream was stale reaches the worker inside the
    * snapshot, never as a `fact` event: erase those calls too (R9), before the gates are re-decided.
-   * Calls already erased are skipped. (Found by test/gate-recorder-property.test.ts.)
+   * Calls already erased are skipped. (Found by test/integration/gate/recorder-property.test.ts.)
    */
   #eraseWithdrawnInSnapshot(): void {
     for (const call of this.#calls.values()) {
@@ -281,7 +281,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   #report(callId: string, report: { recording: boolean; reasons: string[]; recordingId?: string }): void {
     const event = { ...report, at: this.#now() };
     this.#lastStates.set(callId, event);
-    this.emit('state', callId, event);
+    this.safeEmit('state', callId, event);
     try {
       this.#o.control.reportRecordingState({
         callId,

@@ -34,7 +34,7 @@ const GATE_CLOSED_LABELS = Object.freeze({ reason: 'gate-closed' });
 /**
  * 60 ms at 8 kHz: the frame we hand the Opus encoder. Recording has no latency budget to spend on
  * short frames, and 60 ms frames cost a quarter to half less CPU and a third of the Ogg lacing
- * overhead of 20 ms ones (measured by src/media/benchTranscode.ts and test/media-ogg.test.ts).
+ * overhead of 20 ms ones (measured by src/media/benchTranscode.ts and test/unit/media/ogg.test.ts).
  */
 const PCM_FRAME = 480;
 /** The tail of a run is encoded in 20 ms frames, so padding never adds more than 20 ms. */

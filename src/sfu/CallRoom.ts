@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 import type { types } from 'mediasoup';
 import { ROUTER_MEDIA_CODECS, audioCodecOf, plainAudioRtpParameters, type AudioCodec } from './mediaCodecs.ts';
 import type { WorkerPool } from './WorkerPool.ts';
@@ -29,7 +29,7 @@ export interface PlainLeg {
  * One call's mediasoup Router and its legs. Media flows between the legs whatever the gate says
  * (R5: declining consent changes nothing for the call); the recorder only taps producers.
  */
-export class CallRoom extends EventEmitter<CallRoomEvents> {
+export class CallRoom extends TypedEmitter<CallRoomEvents> {
   readonly callId: string;
   readonly router: types.Router;
   readonly #pool: WorkerPool;
@@ -131,14 +131,14 @@ export class CallRoom extends EventEmitter<CallRoomEvents> {
     leg.producer.observer.once('close', () => {
       if (this.#legs.get(leg.participantId) === leg) this.#legs.delete(leg.participantId);
     });
-    this.emit('audioproducer', leg);
+    this.safeEmit('audioproducer', leg);
   }
 
   #onClosed(reason: 'closed' | 'worker-died'): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#pool.release(this.#worker);
-    this.emit('close', reason);
+    this.safeEmit('close', reason);
   }
 
   #assertOpen(): void {

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import * as mediasoup from 'mediasoup';
 import type { types } from 'mediasoup';
-import { EventEmitter } from 'node:events';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { resolveWorkerBin } from './workerBin.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
@@ -26,7 +26,7 @@ export type WorkerPoolEvents = {
  * dies is reported (its calls' owners listen to their Routers' `workerclose`) and replaced, so
  * one crash ends only the calls it carried.
  */
-export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
+export class WorkerPool extends TypedEmitter<WorkerPoolEvents> {
   readonly #workers: (types.Worker | undefined)[] = [];
   readonly #load = new Map<types.Worker, number>();
   readonly #opts: Required<Omit<WorkerPoolOptions, 'workerBin' | 'logger'>> & { workerBin: string; logger: Logger };
@@ -111,11 +111,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       this.#spawn(index).then(
         (replacement) => {
           this.#workers[index] = replacement;
-          this.emit('workerdied', { index, pid: worker.pid, error, replaced: replacement });
+          this.safeEmit('workerdied', { index, pid: worker.pid, error, replaced: replacement });
         },
         (err: Error) => {
           this.#opts.logger.error({ workerIndex: index, err: err.message }, 'mediasoup worker could not be replaced');
-          this.emit('workerdied', { index, pid: worker.pid, error, replaced: undefined });
+          this.safeEmit('workerdied', { index, pid: worker.pid, error, replaced: undefined });
         },
       );
     });

@@ -5,7 +5,7 @@ import type { Logger } from '../log/logger.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { Keyring, newDataKey, type WrapAlg } from '../crypto/Keyring.ts';
 import { SegmentAuthError, openSegment, sealSegment, SEAL_MAX_PLAINTEXT_BYTES } from '../crypto/segmentSeal.ts';
-import { TypedEmitter } from './events.ts';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 import {
   MANIFESTS_PREFIX,
   MAX_RETENTION_SECONDS,
@@ -49,6 +49,7 @@ import {
 import { Spool, type BucketRole, type SpoolItem, type SpoolState, type SpoolTombstone } from './Spool.ts';
 import { Sweeper } from './Sweeper.ts';
 import { putObjectWithTags } from './putObjectWithTags.ts';
+import { isNotFound } from './s3Errors.ts';
 
 /**
  * The storage API the recorder calls (DESIGN §5, R8, R9): sealed, expiring, durable.
@@ -279,11 +280,6 @@ const DELETED_MEMORY = 100_000;
 function describe(err: unknown): string {
   if (err instanceof Error) return (err as Error & { code?: string }).code ?? err.message;
   return String(err);
-}
-
-function isNotFound(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchVersion';
 }
 
 function sha256Hex(b: Buffer): string {
@@ -1748,7 +1744,7 @@ function sleep(ms: number): Promise<void> {
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new OptinError('STORE_TIMEOUT', `${what} took longer than ${ms} ms`, { retryable: true })), ms);
+    timer = setTimeout(() => reject(new OptinError('STORAGE_TIMEOUT', `${what} took longer than ${ms} ms`, { retryable: true })), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

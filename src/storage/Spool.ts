@@ -3,8 +3,8 @@ import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.ts';
 import { OptinError } from '../errors/OptinError.ts';
-import { TypedEmitter } from './events.ts';
-import { ID_RE } from './layout.ts';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
+import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * A bounded, ordered, crash-safe local queue of objects waiting for the store (DESIGN §5, §7
@@ -343,7 +343,7 @@ export class Spool extends TypedEmitter<SpoolEvents> {
     for (const n of await readdir(this.#tombDir)) {
       try {
         const t = JSON.parse(await readFile(join(this.#tombDir, n), 'utf8')) as SpoolTombstone;
-        if (typeof t.recordingId === 'string' && ID_RE.test(t.recordingId) && n === tombName(t.recordingId, t.participantId)) {
+        if (typeof t.recordingId === 'string' && ID_PATTERN.test(t.recordingId) && n === tombName(t.recordingId, t.participantId)) {
           this.#tombstones.set(n, t);
           continue;
         }
@@ -380,7 +380,7 @@ function parseSidecar(v: unknown): SpoolItem | null {
     (it.bucketRole === 'media' || it.bucketRole === 'keys') &&
     typeof it.objectKey === 'string' &&
     typeof it.recordingId === 'string' &&
-    ID_RE.test(it.recordingId) &&
+    ID_PATTERN.test(it.recordingId) &&
     typeof it.sha256 === 'string' &&
     Number.isSafeInteger(it.bodyBytes) &&
     typeof it.expiresAtMs === 'number';

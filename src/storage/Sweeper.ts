@@ -1,5 +1,5 @@
 import type { Logger } from '../log/logger.ts';
-import { TypedEmitter } from './events.ts';
+import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**
  * Deletes each recording at its exact expiry instant (R8: "to the second"), the store's lifecycle

@@ -1,4 +1,7 @@
 import { OptinError } from '../errors/OptinError.ts';
+import { assertId } from '../ids/ids.ts';
+
+export { assertId } from '../ids/ids.ts';
 
 /**
  * Where things live in the object store (DESIGN §5, R2). Object keys and tags carry only
@@ -10,7 +13,6 @@ import { OptinError } from '../errors/OptinError.ts';
  *   audit bucket  (owned by src/audit)
  */
 
-export const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 /** Six digits in the object key, so lexical order is segment order. */
 export const MAX_SEGMENT = 999_999;
 
@@ -53,14 +55,6 @@ export function bucketNames(options: Partial<BucketNames> & { prefix?: string } 
     throw new OptinError('CONFIG_INVALID', 'storage.buckets: media, keys and audit must be three different buckets (R2: keys never sit beside media)');
   }
   return out;
-}
-
-/** Validates an opaque id at a boundary; the message names the field, never echoes long input. */
-export function assertId(field: string, value: unknown): asserts value is string {
-  if (typeof value !== 'string' || !ID_RE.test(value)) {
-    const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 70)) : typeof value;
-    throw new OptinError('INVALID_ID', `${field} must match [A-Za-z0-9_-]{1,64}; got ${shown}`);
-  }
 }
 
 export function assertSegment(value: unknown): asserts value is number {

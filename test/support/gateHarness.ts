@@ -289,7 +289,7 @@ export class MemoryStore implements CallStore {
  * yet admitted: drop" state. Deciding at once makes the outcome depend only on the order in
  * which the recorder evaluates calls, which a model can follow; the ledger's own races (two
  * workers contending for the last slot) are exercised against S3 in gate-capledger tests and in
- * test/gate-recorder-scenarios.test.ts (two workers sharing one store).
+ * test/integration/gate/recorder-scenarios.test.ts (two workers sharing one store).
  */
 export class MemoryAdmitter implements Admitter {
   readonly #counts = new Map<string, number>();

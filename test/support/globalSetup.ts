@@ -13,7 +13,7 @@ import type {} from './s3.ts';
  * test files (`inject('s3')`, see test/support/s3.ts). At the end of the run the server is
  * stopped only if this run started it and no other run on the machine still uses it.
  *
- * A run whose selected test files do not use S3 (e.g. `vitest run test/media-g711.test.ts`)
+ * A run whose selected test files do not use S3 (e.g. `vitest run test/unit/media/g711.test.ts`)
  * starts nothing: the RGW costs seconds and memory on a shared 2-core machine. A file uses S3 when
  * it imports test/support/s3.ts, directly or through another test/support helper.
  * OPTIN_S3_START=always|never overrides the detection.

@@ -1,0 +1,56 @@
+/**
+ * R11 through a store outage: the system's own audit entries (gate transitions, erasures,
+ * deletions) are queued durably on local disk while the audit bucket is unreachable, survive a
+ * restart of the process, and land in the hash chain, in order, when the store returns.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
+import { AuditSpool } from '../../../src/audit/AuditSpool.ts';
+import { createS3Client } from '../../../src/storage/s3Endpoint.ts';
+import { s3Config, freshBucketPrefix } from '../../support/s3.ts';
+import { TcpProxy } from '../../support/gateHarness.ts';
+
+let proxy: TcpProxy;
+const dir = mkdtempSync(path.join(tmpdir(), 'optin-audit-spool-'));
+const bucket = `${freshBucketPrefix()}-audit`;
+
+beforeAll(async () => {
+  const url = new URL(s3Config().endpoint);
+  proxy = await TcpProxy.start({ host: url.hostname, port: Number(url.port) });
+});
+afterAll(async () => {
+  await proxy.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('audit spool', () => {
+  it('keeps entries through an outage and a restart, then chains them in order', async () => {
+    const s3 = s3Config();
+    const client = createS3Client({ ...s3, endpoint: `http://127.0.0.1:${proxy.port}` });
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'w-spool', createBucket: true });
+    const spool = new AuditSpool(trail, dir);
+    await spool.append({ type: 'gate.transition', actor: 'system', role: 'recorder', purpose: 'training-recording-gate', refs: { callId: 'c1' }, details: { n: 1 } });
+    expect(await spool.flushed(10_000)).toBe(true);
+
+    proxy.down();
+    for (let n = 2; n <= 4; n++) {
+      await spool.append({ type: 'gate.transition', actor: 'system', role: 'recorder', purpose: 'training-recording-gate', refs: { callId: 'c1' }, details: { n } });
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    expect(spool.pending).toBe(3);
+    spool.close(); // the process "dies" during the outage
+
+    proxy.up();
+    const trail2 = await AuditTrail.open({ client, bucket, writerId: 'w-spool' });
+    const spool2 = new AuditSpool(trail2, dir); // a new process finds the pending entries
+    expect(await spool2.flushed(20_000)).toBe(true);
+    spool2.close();
+    const entries = await trail2.list();
+    expect(entries.map((e) => (e.details as { n: number }).n)).toEqual([1, 2, 3, 4]);
+    expect(entries.slice(1).every((e) => typeof (e.details as { queuedAt?: string }).queuedAt === 'string')).toBe(true);
+    expect((await trail2.verify()).ok).toBe(true);
+  }, 60_000);
+});

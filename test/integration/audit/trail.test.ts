@@ -1,0 +1,288 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { AuditTrail, type AuditInput } from '../../../src/audit/AuditTrail.ts';
+import { canonicalJson, hashEntry, type AuditEntry } from '../../../src/audit/chain.ts';
+import { runAuditVerify } from '../../../src/audit/verifyCommand.ts';
+import { isOptinError } from '../../../src/errors/OptinError.ts';
+import type { AuditSink } from '../../../src/storage/RecordingStore.ts';
+import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
+
+const client = makeMinioClient();
+const prefix = freshBucketPrefix();
+const buckets: string[] = [];
+let n = 0;
+
+/** A fresh, plain bucket per test: tests tamper with objects and must not see each other's. */
+async function freshBucket(): Promise<string> {
+  const name = `${prefix}-audit${n++}`;
+  await client.makeBucket(name);
+  buckets.push(name);
+  return name;
+}
+
+afterAll(async () => {
+  for (const b of buckets) await removeBucketDeep(client, b);
+});
+
+function play(i: number): AuditInput {
+  return {
+    type: 'access.play',
+    actor: `tl_${i}`,
+    role: 'team-lead',
+    purpose: 'coaching',
+    refs: { callId: 'c_1', recordingId: 'r_0123456789abcdef', subjectId: 's_agent1' },
+    details: { segments: i, range: { fromMs: 0, toMs: 1000 * i } },
+  };
+}
+
+async function fill(trail: AuditTrail, count: number): Promise<AuditEntry[]> {
+  const out: AuditEntry[] = [];
+  for (let i = 1; i <= count; i++) out.push(await trail.append(play(i)));
+  return out;
+}
+
+const key = (writer: string, seq: number): string => `streams/${writer}/audit/${String(seq).padStart(12, '0')}.json`;
+
+async function readJson(bucket: string, objectKey: string): Promise<AuditEntry> {
+  const chunks: Buffer[] = [];
+  for await (const c of await client.getObject(bucket, objectKey)) chunks.push(Buffer.from(c as Buffer));
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as AuditEntry;
+}
+
+async function writeJson(bucket: string, objectKey: string, value: unknown): Promise<void> {
+  await client.putObject(bucket, objectKey, Buffer.from(JSON.stringify(value)));
+}
+
+describe('AuditTrail', () => {
+  it('appends a hash chain that verifies, and lists entries by type and time', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const entries = await fill(trail, 3);
+    const deletion = await trail.append({ type: 'deletion', actor: 'system', role: 'system', purpose: 'retention', refs: { recordingId: 'r_0123456789abcdef' } });
+
+    expect(entries.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(entries[0]?.prevHash).toBe('0'.repeat(64));
+    expect(entries[1]?.prevHash).toBe(entries[0]?.hash);
+    expect(deletion.prevHash).toBe(entries[2]?.hash);
+    // hash = sha256(canonical JSON of the entry without hash): recomputable by anyone.
+    const { hash, ...rest } = deletion;
+    expect(hashEntry(rest)).toBe(hash);
+    expect(canonicalJson({ b: 1, a: [true, null, 'x'] })).toBe('{"a":[true,null,"x"],"b":1}');
+
+    const v = await trail.verify();
+    expect(v).toMatchObject({ ok: true, entries: 4 });
+    expect(v.streams).toEqual([expect.objectContaining({ stream: 'node-a', entries: 4, headSeq: 4, ok: true, warnings: [] })]);
+
+    expect((await trail.list({ type: 'deletion' })).map((e) => e.seq)).toEqual([4]);
+    expect(await trail.list({ to: '2000-01-01T00:00:00Z' })).toEqual([]);
+    expect((await trail.list({ from: entries[0]!.at })).length).toBe(4);
+  });
+
+  it('serialises concurrent appends of one process into one unbroken chain', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => trail.append(play(i + 1))));
+    expect(results.map((e) => e.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    const v = await trail.verify();
+    expect(v).toMatchObject({ ok: true, entries: 20 });
+    // Mid-burst appends skip the head; the last one of the burst writes it.
+    expect(v.streams[0]).toMatchObject({ headSeq: 20, warnings: [] });
+  });
+
+  it('continues the chain after a restart, and after a crash between entry and head', async () => {
+    const bucket = await freshBucket();
+    await fill(await AuditTrail.open({ client, bucket, writerId: 'node-a' }), 2);
+    const again = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    expect((await again.append(play(3))).seq).toBe(3);
+
+    // Simulate the crash: entry 4 written, head still at 3.
+    const e3 = await readJson(bucket, key('node-a', 3));
+    const base = { ...e3, seq: 4, at: new Date().toISOString(), prevHash: e3.hash };
+    const { hash: _h, ...unhashed } = base;
+    await writeJson(bucket, key('node-a', 4), { ...unhashed, hash: hashEntry(unhashed) });
+    const lagging = await again.verify();
+    expect(lagging.ok).toBe(true);
+    expect(lagging.streams[0]?.warnings[0]).toMatch(/head at 3, 1 entries behind/);
+
+    const restarted = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    expect((await restarted.append(play(5))).seq).toBe(5);
+    expect(await restarted.verify()).toMatchObject({ ok: true, entries: 5 });
+  });
+
+  it('keeps writers in separate streams, verified separately', async () => {
+    const bucket = await freshBucket();
+    const a = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const b = await AuditTrail.open({ client, bucket, writerId: 'node-b' });
+    await Promise.all([fill(a, 3), fill(b, 2)]);
+    await client.removeObject(bucket, key('node-b', 1));
+    const v = await a.verify();
+    expect(v.ok).toBe(false);
+    expect(v.entries).toBe(3);
+    expect(v.streams.map((s) => [s.stream, s.ok])).toEqual([['node-a', true], ['node-b', false]]);
+    expect(v.brokenAt).toMatchObject({ stream: 'node-b', seq: 1, reason: 'missing' });
+    expect((await a.verify({ stream: 'node-a' })).ok).toBe(true);
+    expect((await a.list()).map((e) => e.stream).sort()).toEqual(['node-a', 'node-a', 'node-a', 'node-b']);
+  });
+
+  it('two processes sharing a writerId do not fork the chain (create-only PUTs)', async () => {
+    const bucket = await freshBucket();
+    const p1 = await AuditTrail.open({ client, bucket, writerId: 'shared' });
+    const p2 = await AuditTrail.open({ client, bucket, writerId: 'shared' });
+    await p1.append(play(1));
+    await p2.append(play(2)); // p2 loads the tail lazily and continues after p1
+    await p1.append(play(3)); // p1 believes it is at 1: its PUT of seq 2 is refused, it re-reads
+    const v = await p1.verify();
+    expect(v.ok).toBe(true);
+    expect(v.entries).toBe(3);
+  });
+
+  it('detects an edited entry at its seq', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    await fill(trail, 5);
+    const e3 = await readJson(bucket, key('node-a', 3));
+    await writeJson(bucket, key('node-a', 3), { ...e3, actor: 'tl_someone_else' });
+    expect((await trail.verify()).brokenAt).toMatchObject({ stream: 'node-a', seq: 3, reason: 'hash-mismatch' });
+
+    // Re-hashing the edit (possible without an HMAC key) moves the break to the next link.
+    const { hash: _h, ...edited } = { ...e3, actor: 'tl_someone_else' };
+    await writeJson(bucket, key('node-a', 3), { ...edited, hash: hashEntry(edited) });
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 4, reason: 'prev-hash-mismatch' });
+  });
+
+  it('detects a deleted entry, reordered entries and an inserted entry', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const entries = await fill(trail, 6);
+
+    await client.removeObject(bucket, key('node-a', 2));
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 2, reason: 'missing' });
+    await writeJson(bucket, key('node-a', 2), entries[1]); // restored: verifies again
+    expect((await trail.verify()).ok).toBe(true);
+
+    await writeJson(bucket, key('node-a', 4), entries[4]);
+    await writeJson(bucket, key('node-a', 5), entries[3]);
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 4, reason: 'seq-mismatch' });
+    await writeJson(bucket, key('node-a', 4), entries[3]);
+    await writeJson(bucket, key('node-a', 5), entries[4]);
+
+    // Insert a forged entry 3 that links to 2 (the real 3.. would have to shift and re-chain).
+    const base = { ...entries[2]!, details: { forged: true } };
+    const { hash: _h, ...unhashed } = base;
+    await writeJson(bucket, key('node-a', 3), { ...unhashed, hash: hashEntry(unhashed) });
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 4, reason: 'prev-hash-mismatch' });
+  });
+
+  it('detects a deleted tail through the head', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    await fill(trail, 4);
+    await client.removeObject(bucket, key('node-a', 4));
+    await client.removeObject(bucket, key('node-a', 3));
+    const v = await trail.verify();
+    expect(v.ok).toBe(false);
+    expect(v.brokenAt).toMatchObject({ seq: 3, reason: 'truncated' });
+    expect(v.entries).toBe(2);
+
+    await client.removeObject(bucket, 'heads/node-a.json');
+    expect((await trail.verify()).brokenAt).toMatchObject({ reason: 'head-missing' });
+  });
+
+  it('with an HMAC key, a re-hashed edit and a forged head are detected', async () => {
+    const bucket = await freshBucket();
+    const hmacKey = Buffer.alloc(32, 7);
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a', hmacKey });
+    await fill(trail, 3);
+    expect((await trail.verify()).ok).toBe(true);
+
+    // Without the key, the verifier cannot prove anything and says so.
+    const keyless = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    expect((await keyless.verify()).brokenAt).toMatchObject({ seq: 1, reason: 'hmac-key-required' });
+
+    // The attacker deletes the tail and rewrites everything they can without the key.
+    const e3 = await readJson(bucket, key('node-a', 3));
+    const { hash: _h, ...unhashed } = { ...e3, details: { segments: 0 } };
+    await writeJson(bucket, key('node-a', 3), { ...unhashed, hash: hashEntry({ ...unhashed, alg: 'sha256' }) });
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 3, reason: 'hash-mismatch' });
+    await writeJson(bucket, key('node-a', 3), { ...unhashed, alg: 'sha256', hash: hashEntry({ ...unhashed, alg: 'sha256' }) });
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 3, reason: 'alg-mismatch' });
+  });
+
+  it('redacts forbidden fields and refuses malformed entries', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const e = await trail.append({ ...play(1), details: { dataKey: 'c2VjcmV0', nested: { secret: 'x', ok: 1 }, pcm: Buffer.from('abc') } });
+    expect(e.details).toEqual({ dataKey: '[redacted]', nested: { secret: '[redacted]', ok: 1 }, pcm: '[redacted]' });
+    for (const bad of [
+      { ...play(1), type: 'Access Play' },
+      { ...play(1), actor: 'alice@example.com' },
+      { ...play(1), refs: { subjectId: 'has space' } },
+      { ...play(1), purpose: 'line\nbreak' },
+    ]) {
+      await expect(trail.append(bad)).rejects.toSatisfy((err) => isOptinError(err, 'AUDIT_INVALID_ENTRY'));
+    }
+    expect(await trail.verify()).toMatchObject({ ok: true, entries: 1 });
+  });
+
+  it('accepts the RecordingStore audit shape (subjects, receipt details)', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    const sink: AuditSink = trail; // type-level: AuditTrail satisfies the store's AuditSink
+    await sink.append({
+      type: 'recording.deleted',
+      actor: 'tl_1',
+      role: 'operator',
+      purpose: 'agent-request',
+      subjects: { recordingId: 'r_0123456789abcdef', subjectIds: ['s_b', 's_a'] },
+      details: {
+        receiptId: 'd_1', kind: 'deletion', recordingId: 'r_0123456789abcdef', scope: 'recording', reason: 'agent-request', actor: 'tl_1',
+        requestedAt: new Date().toISOString(), completedAt: new Date().toISOString(), complete: true, nothingLeft: false,
+        dataKeys: [{ participantId: 'p_1', kekId: 'k1', destroyed: ['store'] }], mediaObjects: { count: 0, objectKeys: [] },
+        spool: { itemsRemoved: 0, bytes: 0 }, manifest: 'deleted',
+      },
+    });
+    const [entry] = await trail.list();
+    expect(entry?.refs).toEqual({ recordingId: 'r_0123456789abcdef', subjectIds: ['s_a', 's_b'] });
+    expect(entry?.details.kind).toBe('deletion');
+  });
+
+  it('locks entries with a retention when the bucket has object lock', async () => {
+    const bucket = `${prefix}-auditlock`;
+    buckets.push(bucket);
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a', createBucket: true, retention: { mode: 'GOVERNANCE', days: 1 } });
+    const [first] = await fill(trail, 2);
+    const stat = await client.statObject(bucket, key('node-a', 1));
+    const retention = await client.getObjectRetention(bucket, key('node-a', 1), { versionId: String(stat.versionId) });
+    expect(retention).toMatchObject({ mode: 'GOVERNANCE' });
+    expect(new Date(String(retention?.retainUntilDate)).getTime()).toBeGreaterThan(Date.parse(first!.at) + 23 * 3600_000);
+    // An overwrite only adds a version: still detected, and the original stays retrievable.
+    await writeJson(bucket, key('node-a', 1), { ...first, purpose: 'training' });
+    expect((await trail.verify()).brokenAt).toMatchObject({ seq: 1, reason: 'hash-mismatch' });
+  });
+
+  it('runAuditVerify: 0 when verified, 1 when broken, 2 when it cannot check', async () => {
+    const bucket = await freshBucket();
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a' });
+    await fill(trail, 3);
+    const cfg = s3Config();
+    const env = { OPTIN_S3_ENDPOINT: cfg.endpoint, OPTIN_S3_ACCESS_KEY: cfg.accessKey, OPTIN_S3_SECRET_KEY: cfg.secretKey };
+    const out: string[] = [];
+    const io = { out: (l: string) => out.push(l), err: (l: string) => out.push(l) };
+
+    expect(await runAuditVerify(['--bucket', bucket], env, io)).toBe(0);
+    expect(out.join('\n')).toMatch(/VERIFIED; 1 stream\(s\), 3 entries verified/);
+
+    await client.removeObject(bucket, key('node-a', 3));
+    out.length = 0;
+    expect(await runAuditVerify(['--bucket', bucket], env, io)).toBe(1);
+    expect(out.join('\n')).toMatch(/BROKEN at seq 3: the newest entries were deleted/);
+
+    out.length = 0;
+    expect(await runAuditVerify(['--bucket', bucket, '--json'], env, io)).toBe(1);
+    expect(JSON.parse(out.join('\n'))).toMatchObject({ ok: false, brokenAt: { seq: 3, reason: 'truncated' } });
+
+    out.length = 0;
+    expect(await runAuditVerify(['--bucket', bucket], { ...env, OPTIN_S3_ENDPOINT: 'http://127.0.0.1:9' }, io)).toBe(2);
+    expect(out.join('\n')).toMatch(/unreachable.*npm run s3:start/);
+    expect(await runAuditVerify(['--bogus'], env, io)).toBe(2);
+  });
+});

@@ -1,0 +1,71 @@
+/**
+ * Privacy of logs (issue 7, DESIGN §2): a full recorded call with consent, a withdrawal with erase
+ * and a stale control link, logged at trace level to a file, then grepped: no subject identifier,
+ * team lead id, key-encryption key, secret or S3 credential appears anywhere in it.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { createLogger } from '../../../src/log/logger.ts';
+import { playFixtureCall } from '../../../src/app/fixtureCall.ts';
+import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
+import { fixturePath } from '../../support/fixtures.ts';
+import { s3Config } from '../../support/s3.ts';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'optin-logs-'));
+const logFile = path.join(dir, 'run.log');
+let stack: Stack | undefined;
+
+afterAll(async () => {
+  await stack?.close();
+  if (!process.env.OPTIN_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
+  else console.log(`log kept at ${logFile}`);
+});
+
+describe('logs carry no personal data, keys or secrets', () => {
+  it('a whole recorded call at trace level', async () => {
+    const dest = pino.destination({ dest: logFile, sync: true });
+    stack = await startStack({}, { logger: createLogger('trace', dest) });
+    const c = stack.config;
+    const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.http.callControlSecret!, c.http.jwtSecret!, s3Config().secretKey];
+    openSchedule(stack.policy, 'agent-secretive-7');
+    const result = await playFixtureCall(stack.app, stack.policy, {
+      callId: 'call-logs',
+      seconds: 5,
+      consentAfterMs: 1000,
+      legs: [
+        { participantId: 'l-agent', subjectId: 'agent-secretive-7', role: 'agent', teamLeadId: 'lead-secretive-3', file: fixturePath('agent-speech.wav'), codec: 'opus' },
+        { participantId: 'l-cust', subjectId: 'cust-secretive-9', role: 'customer', file: fixturePath('customer-speech.wav'), codec: 'pcmu' },
+      ],
+    });
+    expect(result.recordingId).toBeDefined();
+    // A second call, withdrawn with erase, and a control link loss while it runs.
+    stack.policy.startCall('call-logs2', [
+      { participantId: 'l2-agent', role: 'agent', subjectId: 'agent-secretive-7', teamLeadId: 'lead-secretive-3' },
+      { participantId: 'l2-cust', role: 'customer', subjectId: 'cust-secretive-10' },
+    ]);
+    stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+    stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
+    stack.policy.dropConnections();
+    await stack.app.control.waitFresh(10_000);
+    await stack.app.store.drained(20_000);
+    await stack.close();
+    stack = undefined;
+    dest.flushSync();
+
+    const log = readFileSync(logFile, 'utf8');
+    expect(log.split("\n").length).toBeGreaterThan(10); // it did log
+    for (const forbidden of ['agent-secretive-7', 'cust-secretive-9', 'cust-secretive-10', 'lead-secretive-3']) {
+      expect(log, `log mentions ${forbidden}`).not.toContain(forbidden);
+    }
+    for (const secret of secrets) expect(log.includes(secret), 'a key or secret is in the log').toBe(false);
+    for (const line of log.split('\n').filter(Boolean)) {
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      for (const field of ['key', 'dataKey', 'kek', 'secret', 'token', 'payload', 'audio']) {
+        if (field in rec) expect(rec[field]).toBe('[redacted]');
+      }
+    }
+  }, 120_000);
+});
