@@ -13,6 +13,7 @@ import { startStack, openSchedule, type Stack } from '../support/stack.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb, snrBestAlignment } from '../support/audio.ts';
 import type { TrackSegment } from '../../src/storage/RecordingStore.ts';
+import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
@@ -34,9 +35,7 @@ beforeAll(async () => {
   });
   await stack.app.store.drained(30_000);
   for (const pid of ['pa', 'pc']) {
-    const segs: TrackSegment[] = [];
-    for await (const s of stack.app.store.openTrack(result.recordingId!, pid)) segs.push(s);
-    tracks.set(pid, segs);
+    tracks.set(pid, await readTrack(stack.app.store, result.recordingId!, pid));
   }
 }, 120_000);
 

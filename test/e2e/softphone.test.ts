@@ -4,6 +4,7 @@
  * Consent arrives a few seconds in; afterwards each speaker's extract holds that speaker only,
  * recording began only after consent, and the pages showed "recorded" only while it was.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
@@ -12,6 +13,7 @@ import { startStack, openSchedule, type Stack } from '../support/stack.ts';
 import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb } from '../support/audio.ts';
+import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
@@ -29,15 +31,12 @@ afterAll(async () => {
   await stack?.close();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function waitFor(page: Page, fn: string, timeoutMs = 20_000): Promise<void> {
   await page.waitForFunction(fn, undefined, { timeout: timeoutMs, polling: 100 });
 }
 
 async function track(recordingId: string, participantId: string): Promise<{ pcm: Float32Array; firstStart: number; stderr: string }> {
-  const segs = [];
-  for await (const s of stack.app.store.openTrack(recordingId, participantId)) segs.push(s);
+  const segs = await readTrack(stack.app.store, recordingId, participantId);
   expect(segs.length).toBeGreaterThan(0);
   const { pcm, stderr } = await decodeToPcm(joinOggOpus(segs.map((s) => s.ogg)));
   return { pcm, stderr, firstStart: Math.min(...segs.map((s) => s.meta.startWallClockMs)) };

@@ -27,6 +27,7 @@ import { createLogger } from '../../../src/log/logger.ts';
 import { openSchedule, startStack, type Stack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
+import { readTrackOgg } from '../../support/storageFixtures.ts';
 
 const SECRET = 'access-api-test-secret-0123456789abcdefghij';
 const AGENT_HZ = 523;
@@ -323,8 +324,7 @@ describe('coaching playback', () => {
     // the track alone (a decoder joining a passthrough stream mid-call takes a frame or so to
     // reach full level) plus the anchor's offset from the origin, within 5 ms.
     for (const [pid, channel] of [['leg-agent-x7', left], ['leg-cust-y3', right]] as const) {
-      const segs: Buffer[] = [];
-      for await (const s of stack.app.store.openTrack(R1, pid)) segs.push(s.ogg);
+      const segs = await readTrackOgg(stack.app.store, R1, pid);
       const alone = (await decodeToPcm(joinOggOpus(segs))).pcm;
       expect(Math.abs(onset(channel) / 48 - (onset(alone) / 48 + first(pid) - origin)), pid).toBeLessThan(5);
     }

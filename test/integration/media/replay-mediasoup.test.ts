@@ -18,6 +18,7 @@ import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
 import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
+import { readTrack } from '../../support/storageFixtures.ts';
 
 const SCENARIOS = ['clean', 'lossy', 'dtx', 'tsjump', 'seqwrap'] as const;
 interface Meta { mediaSamples: number; firstSampleSendMs: number; toneHz: number }
@@ -85,8 +86,7 @@ describe.each(SCENARIOS)('replayed %s capture through mediasoup', (scenario) => 
     const { recordingId, meta } = results.get(scenario)!;
     const starts: Record<string, number> = {};
     for (const who of ['agent', 'customer'] as const) {
-      const segs = [];
-      for await (const s of stack.app.store.openTrack(recordingId, who)) segs.push(s);
+      const segs = await readTrack(stack.app.store, recordingId, who);
       for (const s of segs) expect((await decodeToPcm(s.ogg)).stderr.trim(), `segment ${s.segment} warnings`).toBe('');
       const { pcm, stderr } = await decodeToPcm(joinOggOpus(segs.map((s) => s.ogg)));
       expect(stderr.trim()).toBe('');
