@@ -5,25 +5,22 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
-import { startStack, openSchedule, type Stack } from '../support/stack.ts';
+import { useStack } from '../support/stack.ts';
 import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
 import { startLossyRelay } from '../support/lossyRelay.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { launchChromium } from '../support/browser.ts';
 import { sendRtp } from '../../src/media/ffmpeg.ts';
 
-let stack: Stack;
+const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-m1'] });
 let host: SoftphoneHost;
 
 beforeAll(async () => {
-  stack = await startStack({ segmentSeconds: 2 });
   host = await startSoftphoneHost(stack);
-  openSchedule(stack.policy, 'agent-m1');
 }, 60_000);
 
 afterAll(async () => {
   await host?.close();
-  await stack?.close();
 });
 
 function metric(text: string, name: string, labels = ''): number {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm, sendRtp } from '../../src/media/ffmpeg.ts';
-import { startStack, openSchedule, type Stack } from '../support/stack.ts';
+import { useStack } from '../support/stack.ts';
 import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb } from '../support/audio.ts';
@@ -17,18 +17,15 @@ import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
-let stack: Stack;
+const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-s1'] });
 let host: SoftphoneHost;
 
 beforeAll(async () => {
-  stack = await startStack({ segmentSeconds: 2 });
   host = await startSoftphoneHost(stack);
-  openSchedule(stack.policy, 'agent-s1');
 }, 60_000);
 
 afterAll(async () => {
   await host?.close();
-  await stack?.close();
 });
 
 async function waitFor(page: Page, fn: string, timeoutMs = 20_000): Promise<void> {

@@ -24,7 +24,7 @@ import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpSe
 import { decodeToPcm, FFPROBE, runFfmpeg } from '../../../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import { openSchedule, startStack, type Stack } from '../../support/stack.ts';
+import { useStack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
 import { readTrackOgg } from '../../support/storageFixtures.ts';
@@ -34,7 +34,7 @@ const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
 const MISSING = 'r_00000000deadbeef';
 
-let stack: Stack;
+const stack = useStack({ 'http.jwtSecret': SECRET }, { agents: ['agent-a1'] });
 let http: HttpServerHandle;
 let call: FixtureCallResult;
 let R1: string; // the real call: agent-a1 (lead-l1), cust-c1
@@ -107,10 +107,8 @@ async function auditEntries(type?: string): Promise<AuditEntry[]> {
 }
 
 beforeAll(async () => {
-  stack = await startStack({ 'http.jwtSecret': SECRET });
   // The same route groups the worker mounts (src/app/routes.ts).
   http = await startHttpServer({ host: '127.0.0.1', port: 0, groups: await extraRouteGroups(stack.app), logger: createLogger('silent') });
-  openSchedule(stack.policy, 'agent-a1');
   call = await playFixtureCall(stack.app, stack.policy, {
     callId: 'call-acc-1',
     seconds: 5,
@@ -146,7 +144,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await http?.close();
-  await stack?.close();
 });
 
 describe('authentication', () => {

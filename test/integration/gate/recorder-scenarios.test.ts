@@ -31,14 +31,28 @@ import type { DeletionReceipt } from '../../../src/storage/RecordingStore.ts';
 import { PacedSender, RtpLeg, describeLatencies, readTaggedTrack } from '../../support/gateHarness.ts';
 import { listNames, makeMinioClient, s3Config } from '../../support/s3.ts';
 import { TcpProxy } from '../../support/tcpProxy.ts';
-import { startStack, type Stack } from '../../support/stack.ts';
+import { useStack } from '../../support/stack.ts';
 
 const HEARTBEAT_MS = 100;
 const HEARTBEAT_TIMEOUT_MS = 3 * HEARTBEAT_MS;
 const LATENCY_CYCLES = Number(process.env.GATE_LATENCY_CYCLES ?? 300);
 
+// The app reaches S3 through a proxy the spool scenarios cut (started before the stack, closed after it).
 let proxy: TcpProxy;
-let stack: Stack;
+beforeAll(async () => {
+  proxy = await TcpProxy.toEndpoint(s3Config().endpoint);
+});
+afterAll(async () => {
+  await proxy?.close();
+});
+const stack = useStack(
+  () => ({
+    's3.endpoint': proxy.endpointFor(s3Config().endpoint),
+    segmentSeconds: 1,
+    'admission.maxEventLoopLagMs': 60_000, // a loaded CI machine must not turn calls away here
+  }),
+  { heartbeatMs: HEARTBEAT_MS },
+);
 let direct: Client;
 let buckets: BucketNames;
 let ssrc = 0x5000;
@@ -138,27 +152,15 @@ function serverReports(callId: string, workerId = stack.app.config.workerId): Re
   return reports.filter((r) => r.state.callId === callId && r.workerId === workerId).map((r) => r.state);
 }
 
-beforeAll(async () => {
-  const s3 = s3Config();
-  proxy = await TcpProxy.toEndpoint(s3.endpoint);
-  stack = await startStack(
-    {
-      's3.endpoint': proxy.endpointFor(s3.endpoint),
-      segmentSeconds: 1,
-      'admission.maxEventLoopLagMs': 60_000, // a loaded CI machine must not turn calls away here
-    },
-    { heartbeatMs: HEARTBEAT_MS },
-  );
+beforeAll(() => {
   direct = makeMinioClient();
   const c = stack.config.s3;
   buckets = bucketNames({ prefix: c.bucketPrefix, media: c.mediaBucket, keys: c.keysBucket, audit: c.auditBucket });
   stack.policy.on('recording-state', (state, workerId) => reports.push({ state, workerId, atPerf: performance.now() }));
-}, 120_000);
+});
 
-afterAll(async () => {
+afterAll(() => {
   for (const s of senders) s.stop();
-  await stack?.close();
-  await proxy?.close();
 });
 
 describe('consent and schedule gate, end to end with S3', () => {
