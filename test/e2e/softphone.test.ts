@@ -5,12 +5,12 @@
  * recording began only after consent, and the pages showed "recorded" only while it was.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm, sendRtp } from '../../src/media/ffmpeg.ts';
 import { useStack } from '../support/stack.ts';
-import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
+import { useSoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb } from '../support/audio.ts';
 import { readTrack } from '../support/storageFixtures.ts';
@@ -18,15 +18,7 @@ import { readTrack } from '../support/storageFixtures.ts';
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
 const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-s1'] });
-let host: SoftphoneHost;
-
-beforeAll(async () => {
-  host = await startSoftphoneHost(stack);
-}, 60_000);
-
-afterAll(async () => {
-  await host?.close();
-});
+const host = useSoftphoneHost(stack);
 
 async function waitFor(page: Page, fn: string, timeoutMs = 20_000): Promise<void> {
   await page.waitForFunction(fn, undefined, { timeout: timeoutMs, polling: 100 });

@@ -7,8 +7,8 @@ import { loadConfig, type OptinConfig } from '../../src/config/config.ts';
 import { startRecorderApp, type RecorderApp } from '../../src/app/RecorderApp.ts';
 import { Keyring } from '../../src/crypto/Keyring.ts';
 import { createLogger, type Logger } from '../../src/log/logger.ts';
-import { afterAll, beforeAll } from 'vitest';
 import { TestBuckets } from './buckets.ts';
+import { useForFile } from './lifecycle.ts';
 import { s3Config } from './s3.ts';
 
 export interface Stack {
@@ -86,43 +86,20 @@ export interface UseStackOptions extends StackOptions {
 }
 
 /**
- * One stack for a whole test file, in the manner of mediasoup's test fixtures (a context filled
- * by a before-hook, emptied by an after-hook): started in a beforeAll, closed in an afterAll.
- * Call it at the top of the file, before the file's own hooks: its beforeAll then runs first and
- * its afterAll last (vitest runs after-hooks in reverse order). `overrides` may be a function
- * when it depends on something an earlier beforeAll makes (a proxy's port).
- *
- * The handle reads through to the running stack; touching it outside hooks and tests throws.
+ * One stack for a whole test file (see useForFile): started in a beforeAll with the `agents'`
+ * schedules opened, closed in an afterAll. `overrides` may be a function when it depends on
+ * something an earlier beforeAll makes (a proxy's port).
  */
 export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}, opts: UseStackOptions = {}): Stack {
-  let running: Stack | undefined;
-  const current = (): Stack => {
-    if (running === undefined) throw new Error('the stack starts in beforeAll: use it inside hooks and tests');
-    return running;
-  };
-  beforeAll(async () => {
-    running = await startStack(typeof overrides === 'function' ? overrides() : overrides, opts);
-    for (const agent of opts.agents ?? []) openSchedule(running.policy, agent);
-  });
-  afterAll(async () => {
-    await running?.close();
-    running = undefined;
-  });
-  return {
-    get app() {
-      return current().app;
+  return useForFile(
+    'the stack',
+    async () => {
+      const stack = await startStack(typeof overrides === 'function' ? overrides() : overrides, opts);
+      for (const agent of opts.agents ?? []) openSchedule(stack.policy, agent);
+      return stack;
     },
-    get policy() {
-      return current().policy;
-    },
-    get config() {
-      return current().config;
-    },
-    get spoolDir() {
-      return current().spoolDir;
-    },
-    close: () => current().close(),
-  };
+    (stack) => stack.close(),
+  );
 }
 
 /** An agent schedule window around now (R6) with a generous cap. */
