@@ -4,25 +4,24 @@
  * writes one sealed Ogg Opus track per speaker into the S3 server. Then every stored segment is
  * read back, decrypted, decoded by ffmpeg, and checked against the rules of DESIGN §2/§3.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { playFixtureCall, type FixtureCallResult } from '../../src/app/fixtureCall.ts';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../../src/media/ffmpeg.ts';
 import { mediaPrefix } from '../../src/storage/layout.ts';
-import { startStack, openSchedule, type Stack } from '../support/stack.ts';
+import { useStack } from '../support/stack.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb, snrBestAlignment } from '../support/audio.ts';
 import type { TrackSegment } from '../../src/storage/RecordingStore.ts';
+import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
-let stack: Stack;
+const stack = useStack({}, { agents: ['agent-a1'] });
 let result: FixtureCallResult;
 const tracks = new Map<string, TrackSegment[]>();
 
 beforeAll(async () => {
-  stack = await startStack();
-  openSchedule(stack.policy, 'agent-a1');
   result = await playFixtureCall(stack.app, stack.policy, {
     callId: 'call-first',
     seconds: 8,
@@ -34,15 +33,9 @@ beforeAll(async () => {
   });
   await stack.app.store.drained(30_000);
   for (const pid of ['pa', 'pc']) {
-    const segs: TrackSegment[] = [];
-    for await (const s of stack.app.store.openTrack(result.recordingId!, pid)) segs.push(s);
-    tracks.set(pid, segs);
+    tracks.set(pid, await readTrack(stack.app.store, result.recordingId!, pid));
   }
 }, 120_000);
-
-afterAll(async () => {
-  await stack?.close();
-});
 
 describe('first recorded call', () => {
   it('recorded, and reported recording only after the explicit consent', () => {

@@ -3,28 +3,17 @@
  * state and the upload counts moving; the live dashboard (headless Chromium) shows the call, its
  * open gate and per-track loss, with no personal identifiers; a screenshot is kept as an artifact.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
-import { startStack, openSchedule, type Stack } from '../support/stack.ts';
-import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
+import { useStack } from '../support/stack.ts';
+import { useSoftphoneHost } from '../support/softphone.ts';
 import { startLossyRelay } from '../support/lossyRelay.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { launchChromium } from '../support/browser.ts';
 import { sendRtp } from '../../src/media/ffmpeg.ts';
 
-let stack: Stack;
-let host: SoftphoneHost;
-
-beforeAll(async () => {
-  stack = await startStack({ segmentSeconds: 2 });
-  host = await startSoftphoneHost(stack);
-  openSchedule(stack.policy, 'agent-m1');
-}, 60_000);
-
-afterAll(async () => {
-  await host?.close();
-  await stack?.close();
-});
+const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-m1'] });
+const host = useSoftphoneHost(stack);
 
 function metric(text: string, name: string, labels = ''): number {
   let sum = 0;

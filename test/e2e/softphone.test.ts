@@ -4,40 +4,28 @@
  * Consent arrives a few seconds in; afterwards each speaker's extract holds that speaker only,
  * recording began only after consent, and the pages showed "recorded" only while it was.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm, sendRtp } from '../../src/media/ffmpeg.ts';
-import { startStack, openSchedule, type Stack } from '../support/stack.ts';
-import { startSoftphoneHost, type SoftphoneHost } from '../support/softphone.ts';
+import { useStack } from '../support/stack.ts';
+import { useSoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb } from '../support/audio.ts';
+import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
-let stack: Stack;
-let host: SoftphoneHost;
-
-beforeAll(async () => {
-  stack = await startStack({ segmentSeconds: 2 });
-  host = await startSoftphoneHost(stack);
-  openSchedule(stack.policy, 'agent-s1');
-}, 60_000);
-
-afterAll(async () => {
-  await host?.close();
-  await stack?.close();
-});
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-s1'] });
+const host = useSoftphoneHost(stack);
 
 async function waitFor(page: Page, fn: string, timeoutMs = 20_000): Promise<void> {
   await page.waitForFunction(fn, undefined, { timeout: timeoutMs, polling: 100 });
 }
 
 async function track(recordingId: string, participantId: string): Promise<{ pcm: Float32Array; firstStart: number; stderr: string }> {
-  const segs = [];
-  for await (const s of stack.app.store.openTrack(recordingId, participantId)) segs.push(s);
+  const segs = await readTrack(stack.app.store, recordingId, participantId);
   expect(segs.length).toBeGreaterThan(0);
   const { pcm, stderr } = await decodeToPcm(joinOggOpus(segs.map((s) => s.ogg)));
   return { pcm, stderr, firstStart: Math.min(...segs.map((s) => s.meta.startWallClockMs)) };

@@ -1,12 +1,11 @@
 /**
- * Helpers for the gate/recorder tests (test/gate-recorder-*.test.ts): tagged Opus RTP injected
+ * Helpers for the gate/recorder tests (test/integration/gate/recorder-*.test.ts): tagged Opus RTP injected
  * through a real mediasoup worker, an in-memory CallStore that keeps every segment it was ever
  * handed, an in-memory Admitter with the CapLedger's semantics, arrival spies and small waiting
  * utilities. Nothing here replaces the subject under test (mediasoup, WebSocket control stream,
  * policy server, control client, recorder): only the object store and, where the cap is not the
  * subject of an S3 test, the durable cap ledger.
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { setImmediate as immediate } from 'node:timers/promises';
 import type { types } from 'mediasoup';
 import { buildRtp } from '../../src/rtp/RtpPacket.ts';
@@ -18,6 +17,7 @@ import type { Admitter, CallStore } from '../../src/recorder/CallRecorder.ts';
 import type { TrackRecorder } from '../../src/recorder/TrackRecorder.ts';
 import type { PolicyState } from '../../src/gate/PolicyState.ts';
 import { monthKey } from '../../src/gate/month.ts';
+import { readTrack, type TrackSource } from './storageFixtures.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Tagged Opus packets
@@ -56,6 +56,11 @@ export function packetIdsInOgg(ogg: Uint8Array): number[] {
     if (id !== undefined) ids.push(id);
   }
   return ids;
+}
+
+/** A recorded track read back from the store (decrypted), as packet ids and segment metadata. */
+export async function readTaggedTrack(store: TrackSource, recordingId: string, participantId: string) {
+  return (await readTrack(store, recordingId, participantId)).map((s) => ({ ids: packetIdsInOgg(s.ogg), run: s.meta.run, startWallClockMs: s.meta.startWallClockMs, durationMs: s.meta.durationMs }));
 }
 
 /**
@@ -151,60 +156,6 @@ export class PacedSender {
       this.sentAt.set(id, { ms: now, participantId: leg.participantId });
       leg.send(id);
     }
-  }
-}
-
-/**
- * A loopback TCP proxy in front of the S3 server: `down()` resets every connection and refuses
- * new ones at once (an outage the store notices immediately), `up()` forwards again.
- */
-export class TcpProxy {
-  readonly port: number;
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
-  #up = true;
-
-  private constructor(server: Server, port: number) {
-    this.#server = server;
-    this.port = port;
-  }
-
-  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const proxy = new TcpProxy(server, (server.address() as { port: number }).port);
-    server.on('connection', (down) => {
-      down.on('error', () => undefined);
-      if (!proxy.#up) {
-        down.destroy();
-        return;
-      }
-      proxy.#sockets.add(down);
-      down.on('close', () => proxy.#sockets.delete(down));
-      const up = connect(target.port, target.host);
-      proxy.#sockets.add(up);
-      up.on('close', () => proxy.#sockets.delete(up));
-      up.on('error', () => down.destroy());
-      down.on('error', () => up.destroy());
-      down.pipe(up);
-      up.pipe(down);
-    });
-    return proxy;
-  }
-
-  down(): void {
-    this.#up = false;
-    for (const s of this.#sockets) s.destroy();
-    this.#sockets.clear();
-  }
-
-  up(): void {
-    this.#up = true;
-  }
-
-  async close(): Promise<void> {
-    this.down();
-    await new Promise<void>((r) => this.#server.close(() => r()));
   }
 }
 

@@ -66,3 +66,12 @@ export async function removeBucketDeep(client: Client, bucket: string): Promise<
   }
   await client.removeBucket(bucket).catch(() => {});
 }
+
+/** The names of the objects in `bucket` under `prefix` (current versions), sorted. */
+export async function listNames(client: Client, bucket: string, prefix = ''): Promise<string[]> {
+  const names: string[] = [];
+  for await (const o of client.listObjects(bucket, prefix, true) as AsyncIterable<{ name?: string }>) {
+    if (o.name) names.push(o.name);
+  }
+  return names.sort();
+}

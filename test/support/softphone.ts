@@ -3,6 +3,7 @@ import { startRecorderHttp, type RecorderHttp } from '../../src/app/recorderHttp
 import { signJoinToken } from '../../src/callcontrol/joinToken.ts';
 import type { Stack } from './stack.ts';
 import { launchChromium } from './browser.ts';
+import { useForFile } from './lifecycle.ts';
 
 export interface SoftphoneHost {
   http: RecorderHttp;
@@ -44,4 +45,9 @@ export async function startSoftphoneHost(stack: Stack): Promise<SoftphoneHost> {
       await http.close();
     },
   };
+}
+
+/** A softphone host beside `stack` for a whole test file (see useForFile). */
+export function useSoftphoneHost(stack: Stack): SoftphoneHost {
+  return useForFile('the softphone host', () => startSoftphoneHost(stack), (host) => host.close());
 }

@@ -7,7 +7,9 @@ import { loadConfig, type OptinConfig } from '../../src/config/config.ts';
 import { startRecorderApp, type RecorderApp } from '../../src/app/RecorderApp.ts';
 import { Keyring } from '../../src/crypto/Keyring.ts';
 import { createLogger, type Logger } from '../../src/log/logger.ts';
-import { s3Config, freshBucketPrefix } from './s3.ts';
+import { TestBuckets } from './buckets.ts';
+import { useForFile } from './lifecycle.ts';
+import { s3Config } from './s3.ts';
 
 export interface Stack {
   app: RecorderApp;
@@ -17,13 +19,23 @@ export interface Stack {
   close(): Promise<void>;
 }
 
+export interface StackOptions {
+  logger?: Logger;
+  /** The policy server's heartbeat; the worker calls the stream stale after three missed. */
+  heartbeatMs?: number;
+}
+
+/** Configuration keys (as `loadConfig` takes them) over the stack's defaults. */
+export type StackOverrides = Record<string, unknown>;
+
 /**
  * The whole recorder against real services: the run's S3 server (globalSetup), a reference policy
  * server on a free port, and a RecorderApp (mediasoup workers, store, audit, control client) on
- * buckets of its own, so test files never see each other's recordings.
+ * buckets of its own, so test files never see each other's recordings; `close()` removes them.
  */
-export async function startStack(overrides: Record<string, unknown> = {}, opts: { logger?: Logger; heartbeatMs?: number } = {}): Promise<Stack> {
+export async function startStack(overrides: StackOverrides = {}, opts: StackOptions = {}): Promise<Stack> {
   const s3 = s3Config();
+  const buckets = new TestBuckets();
   const secret = randomBytes(32).toString('base64url');
   const logger = opts.logger ?? createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
   const policy = new PolicyServer({ secret, heartbeatMs: opts.heartbeatMs ?? 1000, logger });
@@ -35,7 +47,7 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
       's3.endpoint': s3.endpoint,
       's3.accessKey': s3.accessKey,
       's3.secretKey': s3.secretKey,
-      's3.bucketPrefix': freshBucketPrefix(),
+      's3.bucketPrefix': buckets.prefix(),
       keyring: { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } },
       'control.url': `ws://127.0.0.1:${addr.port}/control`,
       'control.secret': secret,
@@ -63,8 +75,31 @@ export async function startStack(overrides: Record<string, unknown> = {}, opts: 
       await app.close();
       await policy.close();
       rmSync(spoolDir, { recursive: true, force: true });
+      await buckets.removeAll();
     },
   };
+}
+
+export interface UseStackOptions extends StackOptions {
+  /** Agents given an open schedule (`openSchedule`) as soon as the stack is up. */
+  agents?: string[];
+}
+
+/**
+ * One stack for a whole test file (see useForFile): started in a beforeAll with the `agents'`
+ * schedules opened, closed in an afterAll. `overrides` may be a function when it depends on
+ * something an earlier beforeAll makes (a proxy's port).
+ */
+export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}, opts: UseStackOptions = {}): Stack {
+  return useForFile(
+    'the stack',
+    async () => {
+      const stack = await startStack(typeof overrides === 'function' ? overrides() : overrides, opts);
+      for (const agent of opts.agents ?? []) openSchedule(stack.policy, agent);
+      return stack;
+    },
+    (stack) => stack.close(),
+  );
 }
 
 /** An agent schedule window around now (R6) with a generous cap. */

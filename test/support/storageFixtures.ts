@@ -1,5 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { SegmentInput } from '../../src/storage/RecordingStore.ts';
+import type { AuditSink, SegmentInput, StorageAuditEntry, TrackSegment } from '../../src/storage/RecordingStore.ts';
+
+/**
+ * Stand-ins and readers for storage tests: recognisable segment bytes and metadata, an audit sink
+ * that keeps what it is handed, and whole tracks read back through the store.
+ */
 
 /**
  * Deterministic stand-in "Ogg" bytes per (recording, participant, segment): the storage layer
@@ -27,4 +32,30 @@ export function segMeta(recordingId: string, participantId: string, segment: num
     quality: { lostPackets: 0, concealedMs: 0, jitterMs: 3.5 },
     ...extra,
   };
+}
+
+/** An AuditSink that keeps a copy of every entry, in order (the trail itself is tested apart). */
+export class MemoryAudit implements AuditSink {
+  entries: StorageAuditEntry[] = [];
+  async append(entry: StorageAuditEntry): Promise<unknown> {
+    this.entries.push(structuredClone(entry));
+    return undefined;
+  }
+}
+
+/** Anything that plays a track back: the RecordingStore, or the app's store. */
+export interface TrackSource {
+  openTrack(recordingId: string, participantId: string): AsyncIterable<TrackSegment>;
+}
+
+/** One participant's track read back in full (decrypted), segment by segment. */
+export async function readTrack(store: TrackSource, recordingId: string, participantId: string): Promise<TrackSegment[]> {
+  const out: TrackSegment[] = [];
+  for await (const s of store.openTrack(recordingId, participantId)) out.push(s);
+  return out;
+}
+
+/** The Ogg files of one participant's track, in segment order. */
+export async function readTrackOgg(store: TrackSource, recordingId: string, participantId: string): Promise<Buffer[]> {
+  return (await readTrack(store, recordingId, participantId)).map((s) => s.ogg);
 }

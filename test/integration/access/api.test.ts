@@ -24,16 +24,17 @@ import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpSe
 import { decodeToPcm, FFPROBE, runFfmpeg } from '../../../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import { openSchedule, startStack, type Stack } from '../../support/stack.ts';
+import { useStack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
+import { readTrackOgg } from '../../support/storageFixtures.ts';
 
 const SECRET = 'access-api-test-secret-0123456789abcdefghij';
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
 const MISSING = 'r_00000000deadbeef';
 
-let stack: Stack;
+const stack = useStack({ 'http.jwtSecret': SECRET }, { agents: ['agent-a1'] });
 let http: HttpServerHandle;
 let call: FixtureCallResult;
 let R1: string; // the real call: agent-a1 (lead-l1), cust-c1
@@ -106,10 +107,8 @@ async function auditEntries(type?: string): Promise<AuditEntry[]> {
 }
 
 beforeAll(async () => {
-  stack = await startStack({ 'http.jwtSecret': SECRET });
   // The same route groups the worker mounts (src/app/routes.ts).
   http = await startHttpServer({ host: '127.0.0.1', port: 0, groups: await extraRouteGroups(stack.app), logger: createLogger('silent') });
-  openSchedule(stack.policy, 'agent-a1');
   call = await playFixtureCall(stack.app, stack.policy, {
     callId: 'call-acc-1',
     seconds: 5,
@@ -145,7 +144,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await http?.close();
-  await stack?.close();
 });
 
 describe('authentication', () => {
@@ -323,8 +321,7 @@ describe('coaching playback', () => {
     // the track alone (a decoder joining a passthrough stream mid-call takes a frame or so to
     // reach full level) plus the anchor's offset from the origin, within 5 ms.
     for (const [pid, channel] of [['leg-agent-x7', left], ['leg-cust-y3', right]] as const) {
-      const segs: Buffer[] = [];
-      for await (const s of stack.app.store.openTrack(R1, pid)) segs.push(s.ogg);
+      const segs = await readTrackOgg(stack.app.store, R1, pid);
       const alone = (await decodeToPcm(joinOggOpus(segs))).pcm;
       expect(Math.abs(onset(channel) / 48 - (onset(alone) / 48 + first(pid) - origin)), pid).toBeLessThan(5);
     }

@@ -10,16 +10,16 @@ import path from 'node:path';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { AuditSpool } from '../../../src/audit/AuditSpool.ts';
 import { createS3Client } from '../../../src/storage/s3Endpoint.ts';
-import { s3Config, freshBucketPrefix } from '../../support/s3.ts';
-import { TcpProxy } from '../../support/gateHarness.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { s3Config } from '../../support/s3.ts';
+import { TcpProxy } from '../../support/tcpProxy.ts';
 
 let proxy: TcpProxy;
 const dir = mkdtempSync(path.join(tmpdir(), 'optin-audit-spool-'));
-const bucket = `${freshBucketPrefix()}-audit`;
+const bucket = useBuckets().name('audit');
 
 beforeAll(async () => {
-  const url = new URL(s3Config().endpoint);
-  proxy = await TcpProxy.start({ host: url.hostname, port: Number(url.port) });
+  proxy = await TcpProxy.toEndpoint(s3Config().endpoint);
 });
 afterAll(async () => {
   await proxy.close();
@@ -29,7 +29,7 @@ afterAll(async () => {
 describe('audit spool', () => {
   it('keeps entries through an outage and a restart, then chains them in order', async () => {
     const s3 = s3Config();
-    const client = createS3Client({ ...s3, endpoint: `http://127.0.0.1:${proxy.port}` });
+    const client = createS3Client({ ...s3, endpoint: proxy.endpointFor(s3.endpoint) });
     const trail = await AuditTrail.open({ client, bucket, writerId: 'w-spool', createBucket: true });
     const spool = new AuditSpool(trail, dir);
     await spool.append({ type: 'gate.transition', actor: 'system', role: 'recorder', purpose: 'training-recording-gate', refs: { callId: 'c1' }, details: { n: 1 } });

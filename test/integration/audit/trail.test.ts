@@ -1,27 +1,20 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AuditTrail, type AuditInput } from '../../../src/audit/AuditTrail.ts';
 import { canonicalJson, hashEntry, type AuditEntry } from '../../../src/audit/chain.ts';
 import { runAuditVerify } from '../../../src/audit/verifyCommand.ts';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
 import type { AuditSink } from '../../../src/storage/RecordingStore.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { s3Config } from '../../support/s3.ts';
 
-const client = makeMinioClient();
-const prefix = freshBucketPrefix();
-const buckets: string[] = [];
+const buckets = useBuckets();
+const client = buckets.client;
 let n = 0;
 
 /** A fresh, plain bucket per test: tests tamper with objects and must not see each other's. */
-async function freshBucket(): Promise<string> {
-  const name = `${prefix}-audit${n++}`;
-  await client.makeBucket(name);
-  buckets.push(name);
-  return name;
+function freshBucket(): Promise<string> {
+  return buckets.make(`audit${n++}`);
 }
-
-afterAll(async () => {
-  for (const b of buckets) await removeBucketDeep(client, b);
-});
 
 function play(i: number): AuditInput {
   return {
@@ -246,8 +239,7 @@ describe('AuditTrail', () => {
   });
 
   it('locks entries with a retention when the bucket has object lock', async () => {
-    const bucket = `${prefix}-auditlock`;
-    buckets.push(bucket);
+    const bucket = buckets.name('auditlock');
     const trail = await AuditTrail.open({ client, bucket, writerId: 'node-a', createBucket: true, retention: { mode: 'GOVERNANCE', days: 1 } });
     const [first] = await fill(trail, 2);
     const stat = await client.statObject(bucket, key('node-a', 1));

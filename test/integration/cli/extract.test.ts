@@ -13,14 +13,16 @@ import { storeSynthRecording } from '../../../src/access/synthRecording.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
-import { bucketNames, type BucketNames } from '../../../src/storage/layout.ts';
+import type { BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { s3Config } from '../../support/s3.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/optin.mjs', import.meta.url));
 const keyringConfig = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
+const s3Buckets = useBuckets();
 let client: Client;
 let prefix: string;
 let buckets: BucketNames;
@@ -43,9 +45,9 @@ function optin(args: string[]): Promise<{ code: number; stdout: string; stderr: 
 
 beforeAll(async () => {
   const s3 = s3Config();
-  client = makeMinioClient();
-  prefix = `${freshBucketPrefix()}-`;
-  buckets = bucketNames({ prefix });
+  client = s3Buckets.client;
+  prefix = s3Buckets.prefix();
+  buckets = s3Buckets.layout(prefix);
   const store = await RecordingStore.open({
     client,
     buckets,
@@ -90,7 +92,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  for (const b of Object.values(buckets ?? {})) await removeBucketDeep(client, b);
 });
 
 describe('optin extract', () => {

@@ -17,10 +17,10 @@ import { complianceReport, type ComplianceReport } from '../../../src/compliance
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpServer.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import { bucketNames, manifestObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
+import { manifestObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import type { RecordingManifest } from '../../../src/storage/manifest.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 
 const DAY = 86_400_000;
@@ -28,6 +28,7 @@ const SECRET = 'compliance-test-secret-0123456789abcdefghij';
 const logger = createLogger('silent');
 const keyring = Keyring.fromConfig({ activeKeyId: 'c1', keys: { c1: Keyring.generateKeyBase64() } });
 
+const s3Buckets = useBuckets();
 let client: Client;
 let buckets: BucketNames;
 let store: RecordingStore;
@@ -90,8 +91,8 @@ function violationsOf(id: string): string[] {
 }
 
 beforeAll(async () => {
-  client = makeMinioClient();
-  buckets = bucketNames({ prefix: `${freshBucketPrefix()}-` });
+  client = s3Buckets.client;
+  buckets = s3Buckets.layout();
   store = await openStore();
   // A store whose clock is 40 days back: its recordings are past their 30-day expiry today.
   pastStore = await openStore(() => Date.now() - 40 * DAY);
@@ -136,7 +137,6 @@ afterAll(async () => {
   await store?.close();
   await pastStore?.close();
   for (const d of spools) rmSync(d, { recursive: true, force: true });
-  for (const b of Object.values(buckets ?? {})) await removeBucketDeep(client, b);
 });
 
 describe('compliance report', () => {

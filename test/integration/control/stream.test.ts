@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
@@ -72,8 +73,6 @@ function next(
     emitter.on(event, listener);
   });
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function connected(options: Partial<PolicyServerOptions> = {}): Promise<{ server: PolicyServer; client: ControlClient }> {
   const server = await startServer(options);

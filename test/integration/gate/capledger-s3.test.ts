@@ -1,8 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'minio';
 import { CapLedger } from '../../../src/gate/CapLedger.ts';
 import { monthKey } from '../../../src/gate/month.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { makeMinioClient } from '../../support/s3.ts';
 
 /**
  * The monthly cap ledger against this run's real S3 server: durable across
@@ -12,16 +13,12 @@ import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from '../../supp
 const T = Date.UTC(2025, 5, 10, 12, 0, 0);
 
 describe('CapLedger on S3', () => {
-  let client: Client;
+  const buckets = useBuckets();
+  const client: Client = buckets.client;
   let bucket: string;
 
   beforeAll(async () => {
-    client = makeMinioClient();
-    bucket = `${freshBucketPrefix()}-keys`;
-    await client.makeBucket(bucket);
-  });
-  afterAll(async () => {
-    await removeBucketDeep(client, bucket);
+    bucket = await buckets.make('keys');
   });
 
   it('survives a restart: a new ledger sees the admissions of the old one', async () => {

@@ -9,6 +9,7 @@
  * The app's S3 traffic goes through a TCP proxy that can cut the store (spool scenarios).
  * The last test measures gate and R7 report latencies and prints them.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -27,16 +28,31 @@ import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import type { CallRoom } from '../../../src/sfu/CallRoom.ts';
 import { bucketNames, dataKeyPrefix, manifestObjectKey, mediaPrefix, type BucketNames } from '../../../src/storage/layout.ts';
 import type { DeletionReceipt } from '../../../src/storage/RecordingStore.ts';
-import { PacedSender, RtpLeg, TcpProxy, describeLatencies, packetIdsInOgg } from '../../support/gateHarness.ts';
-import { makeMinioClient, s3Config } from '../../support/s3.ts';
-import { startStack, type Stack } from '../../support/stack.ts';
+import { PacedSender, RtpLeg, describeLatencies, readTaggedTrack } from '../../support/gateHarness.ts';
+import { listNames, makeMinioClient, s3Config } from '../../support/s3.ts';
+import { TcpProxy } from '../../support/tcpProxy.ts';
+import { useStack } from '../../support/stack.ts';
 
 const HEARTBEAT_MS = 100;
 const HEARTBEAT_TIMEOUT_MS = 3 * HEARTBEAT_MS;
 const LATENCY_CYCLES = Number(process.env.GATE_LATENCY_CYCLES ?? 300);
 
+// The app reaches S3 through a proxy the spool scenarios cut (started before the stack, closed after it).
 let proxy: TcpProxy;
-let stack: Stack;
+beforeAll(async () => {
+  proxy = await TcpProxy.toEndpoint(s3Config().endpoint);
+});
+afterAll(async () => {
+  await proxy?.close();
+});
+const stack = useStack(
+  () => ({
+    's3.endpoint': proxy.endpointFor(s3Config().endpoint),
+    segmentSeconds: 1,
+    'admission.maxEventLoopLagMs': 60_000, // a loaded CI machine must not turn calls away here
+  }),
+  { heartbeatMs: HEARTBEAT_MS },
+);
 let direct: Client;
 let buckets: BucketNames;
 let ssrc = 0x5000;
@@ -45,7 +61,6 @@ let nextId = 1;
 const reports: { state: RecordingState; workerId: string; atPerf: number }[] = [];
 const senders: PacedSender[] = [];
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const evidence = (at = Date.now()) => ({ method: 'dtmf' as const, at, infoVersion: 'training-notice-v4' });
 
 async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -54,12 +69,6 @@ async function until(cond: () => boolean, timeoutMs: number, what: string): Prom
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(5);
   }
-}
-
-async function listNames(bucket: string, prefix: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const o of direct.listObjectsV2(bucket, prefix, true) as AsyncIterable<{ name?: string }>) if (o.name) names.push(o.name);
-  return names;
 }
 
 /** Spool items (sidecars) that belong to a recording. */
@@ -139,41 +148,19 @@ async function waitState(
   return call.states.slice(from).find(pred)!;
 }
 
-/** Reads a recorded track back from the store (decrypted), as packet ids and segment metadata. */
-async function readTrack(app: RecorderApp, recordingId: string, participantId: string) {
-  const segs: { ids: number[]; run: number; startWallClockMs: number; durationMs: number }[] = [];
-  for await (const s of app.store.openTrack(recordingId, participantId)) {
-    segs.push({ ids: packetIdsInOgg(s.ogg), run: s.meta.run, startWallClockMs: s.meta.startWallClockMs, durationMs: s.meta.durationMs });
-  }
-  return segs;
-}
-
 function serverReports(callId: string, workerId = stack.app.config.workerId): RecordingState[] {
   return reports.filter((r) => r.state.callId === callId && r.workerId === workerId).map((r) => r.state);
 }
 
-beforeAll(async () => {
-  const s3 = s3Config();
-  const target = new URL(s3.endpoint);
-  proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 80) });
-  stack = await startStack(
-    {
-      's3.endpoint': `${target.protocol}//127.0.0.1:${proxy.port}`,
-      segmentSeconds: 1,
-      'admission.maxEventLoopLagMs': 60_000, // a loaded CI machine must not turn calls away here
-    },
-    { heartbeatMs: HEARTBEAT_MS },
-  );
+beforeAll(() => {
   direct = makeMinioClient();
   const c = stack.config.s3;
   buckets = bucketNames({ prefix: c.bucketPrefix, media: c.mediaBucket, keys: c.keysBucket, audit: c.auditBucket });
   stack.policy.on('recording-state', (state, workerId) => reports.push({ state, workerId, atPerf: performance.now() }));
-}, 120_000);
+});
 
-afterAll(async () => {
+afterAll(() => {
   for (const s of senders) s.stop();
-  await stack?.close();
-  await proxy?.close();
 });
 
 describe('consent and schedule gate, end to end with S3', () => {
@@ -215,10 +202,10 @@ describe('consent and schedule gate, end to end with S3', () => {
     expect(mine.some((r) => r.recording)).toBe(false);
     expect(mine.some((r) => !r.recording && r.reasons.includes('consent-declined'))).toBe(true);
     // Nothing anywhere: no media, no data keys, no cap marker, no manifest, no spool item.
-    expect(await listNames(buckets.media, '')).toEqual([]);
-    expect(await listNames(buckets.keys, 'keys/')).toEqual([]);
-    expect(await listNames(buckets.keys, 'manifests/')).toEqual([]);
-    expect(await listNames(buckets.keys, `caps/${agent}/`)).toEqual([]);
+    expect(await listNames(direct, buckets.media, '')).toEqual([]);
+    expect(await listNames(direct, buckets.keys, 'keys/')).toEqual([]);
+    expect(await listNames(direct, buckets.keys, 'manifests/')).toEqual([]);
+    expect(await listNames(direct, buckets.keys, `caps/${agent}/`)).toEqual([]);
     expect(readdirSync(path.join(stack.spoolDir, 'items'))).toEqual([]);
     expect(await stack.app.store.listRecordings()).toEqual([]);
   }, 30_000);
@@ -240,7 +227,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     expect(opened.at).toBeGreaterThanOrEqual(consentAt);
     const admissionMs: number[] = [];
     for (const leg of call.legs) {
-      const segs = await readTrack(stack.app, recordingId, leg.participantId);
+      const segs = await readTaggedTrack(stack.app.store, recordingId, leg.participantId);
       const ids = segs.flatMap((s) => s.ids);
       expect(ids.length).toBeGreaterThan(100);
       // R4: not one packet sent before the consent.
@@ -283,7 +270,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     await call.end();
 
     for (const leg of call.legs) {
-      const segs = await readTrack(stack.app, recordingId, leg.participantId);
+      const segs = await readTaggedTrack(stack.app.store, recordingId, leg.participantId);
       const ids = segs.flatMap((s) => s.ids);
       expect(ids.length).toBeGreaterThan(80);
       for (const id of ids) {
@@ -297,7 +284,7 @@ describe('consent and schedule gate, end to end with S3', () => {
       expect(after.length).toBeGreaterThan(20);
       expect(ids.filter((id) => after.includes(id))).toEqual([]);
     }
-    const media = await listNames(buckets.media, mediaPrefix(recordingId));
+    const media = await listNames(direct, buckets.media, mediaPrefix(recordingId));
     expect(media.length).toBeGreaterThanOrEqual(4);
     const summary = (await stack.app.store.listRecordings()).find((r) => r.recordingId === recordingId)!;
     expect(summary.state).toBe('ended');
@@ -314,7 +301,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     await waitState(call, (s) => s.recording, 5000, 'recording');
     const recordingId = call.rec.recordingId!;
     await sleep(2300); // two segments per track uploaded
-    const uploaded = await listNames(buckets.media, mediaPrefix(recordingId));
+    const uploaded = await listNames(direct, buckets.media, mediaPrefix(recordingId));
     expect(uploaded.length).toBeGreaterThanOrEqual(2);
     // The store goes away: the next segments (and nothing else) land in the local spool.
     proxy.down();
@@ -343,12 +330,12 @@ describe('consent and schedule gate, end to end with S3', () => {
     // The store returns; the pending deletion completes remotely.
     proxy.up();
     await stack.app.store.drained(30_000);
-    expect(await listNames(buckets.media, mediaPrefix(recordingId))).toEqual([]);
-    expect(await listNames(buckets.keys, dataKeyPrefix(recordingId))).toEqual([]);
-    expect(await listNames(buckets.keys, manifestObjectKey(recordingId))).toEqual([]);
+    expect(await listNames(direct, buckets.media, mediaPrefix(recordingId))).toEqual([]);
+    expect(await listNames(direct, buckets.keys, dataKeyPrefix(recordingId))).toEqual([]);
+    expect(await listNames(direct, buckets.keys, manifestObjectKey(recordingId))).toEqual([]);
     expect(spoolItemsOf(stack.spoolDir, recordingId)).toEqual([]);
     for (const leg of call.legs) {
-      await expect(readTrack(stack.app, recordingId, leg.participantId)).rejects.toBeInstanceOf(OptinError);
+      await expect(readTaggedTrack(stack.app.store, recordingId, leg.participantId)).rejects.toBeInstanceOf(OptinError);
     }
     expect(serverReports(call.callId).at(-1)).toMatchObject({ recording: false, reasons: ['consent-withdrawn'] });
     // R11: the deletion is in the audit trail.
@@ -417,7 +404,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     );
     expect(closedIntervals.length).toBe(runAfterDrop - runBefore);
     for (const leg of call.legs) {
-      const segs = await readTrack(stack.app, recordingId, leg.participantId);
+      const segs = await readTaggedTrack(stack.app.store, recordingId, leg.participantId);
       const runs = [...new Set(segs.map((s) => s.run))];
       expect(runs[0]).toBe(runBefore);
       expect(runs.at(-1)).toBe(runAfterDrop);
@@ -468,7 +455,7 @@ describe('consent and schedule gate, end to end with S3', () => {
       const firstId = first.rec.recordingId!;
       for (const c of [first, second, third]) await c.end();
 
-      expect((await readTrack(stack.app, firstId, 'call-cap-1-a')).length).toBeGreaterThan(0);
+      expect((await readTaggedTrack(stack.app.store, firstId, 'call-cap-1-a')).length).toBeGreaterThan(0);
       const ledger = new CapLedger({ client: direct, bucket: buckets.keys, capFor: () => 1 });
       expect(await ledger.count(agent, monthKey(Date.now()))).toBe(1);
       expect(serverReports('call-cap-2', appB.config.workerId).at(-1)).toMatchObject({ recording: false, reasons: ['cap-reached'] });

@@ -8,20 +8,21 @@
  * re-INVITE with a new source needs a new leg from call control; the jitter buffer's SSRC handling
  * is proven on the capture in test/unit/media/jitter.test.ts.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { readRtpCapture } from '../../../src/rtp/RtpCapture.ts';
 import { parseRtp } from '../../../src/rtp/RtpPacket.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
-import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
+import { useStack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
+import { readTrack } from '../../support/storageFixtures.ts';
 
 const SCENARIOS = ['clean', 'lossy', 'dtx', 'tsjump', 'seqwrap'] as const;
 interface Meta { mediaSamples: number; firstSampleSendMs: number; toneHz: number }
-let stack: Stack;
+const stack = useStack({ segmentSeconds: 10 }, { agents: ['agent-x'] });
 const results = new Map<string, { recordingId: string; meta: Record<'agent' | 'customer', Meta> }>();
 
 /** Sends the capture's packets at their recorded arrival times, from one socket (comedia learns it). */
@@ -40,8 +41,6 @@ async function replay(file: string, port: number): Promise<void> {
 }
 
 beforeAll(async () => {
-  stack = await startStack({ segmentSeconds: 10 });
-  openSchedule(stack.policy, 'agent-x');
   await Promise.all(
     SCENARIOS.map(async (scenario) => {
       const callId = `replay-${scenario}`;
@@ -76,17 +75,12 @@ beforeAll(async () => {
   await stack.app.store.drained(30_000);
 }, 120_000);
 
-afterAll(async () => {
-  await stack?.close();
-});
-
 describe.each(SCENARIOS)('replayed %s capture through mediasoup', (scenario) => {
   it('decodes cleanly, keeps exact time, one speaker per track, both sides aligned', async () => {
     const { recordingId, meta } = results.get(scenario)!;
     const starts: Record<string, number> = {};
     for (const who of ['agent', 'customer'] as const) {
-      const segs = [];
-      for await (const s of stack.app.store.openTrack(recordingId, who)) segs.push(s);
+      const segs = await readTrack(stack.app.store, recordingId, who);
       for (const s of segs) expect((await decodeToPcm(s.ogg)).stderr.trim(), `segment ${s.segment} warnings`).toBe('');
       const { pcm, stderr } = await decodeToPcm(joinOggOpus(segs.map((s) => s.ogg)));
       expect(stderr.trim()).toBe('');

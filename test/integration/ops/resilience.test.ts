@@ -4,22 +4,17 @@
  * the worker replaced, while the other worker's call keeps recording. Admission control refuses
  * recording above the ceiling (reason `overloaded`) instead of degrading the calls it has.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
+import { afterAll, describe, expect, it } from 'vitest';
+import { useStack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { sendRtp, type FfmpegRun } from '../../../src/media/ffmpeg.ts';
+import { readTrack } from '../../support/storageFixtures.ts';
 
-let stack: Stack;
+const stack = useStack({ 'mediasoup.workers': 2, 'admission.maxStreams': 4, segmentSeconds: 2 }, { agents: ['agent-r1'] });
 const senders: FfmpegRun[] = [];
 
-beforeAll(async () => {
-  stack = await startStack({ 'mediasoup.workers': 2, 'admission.maxStreams': 4, segmentSeconds: 2 });
-  openSchedule(stack.policy, 'agent-r1');
-}, 60_000);
-
-afterAll(async () => {
+afterAll(() => {
   for (const s of senders) s.stop();
-  await stack?.close();
 });
 
 async function call(callId: string, ssrcBase: number) {
@@ -81,8 +76,7 @@ describe('worker crash and admission', () => {
     const segsA = manifestA.segments.filter((s) => s.participantId === 'call-ra-a');
     expect(segsA.length).toBeGreaterThanOrEqual(1);
     for (const pid of ['call-ra-a', 'call-ra-c']) {
-      let n = 0;
-      for await (const s of stack.app.store.openTrack(idA, pid)) n += s.ogg.length > 0 ? 1 : 0;
+      const n = (await readTrack(stack.app.store, idA, pid)).filter((s) => s.ogg.length > 0).length;
       expect(n).toBe(manifestA.segments.filter((s) => s.participantId === pid).length);
     }
     const before = (await stack.app.store.getManifest(idB)).segments.length;

@@ -15,14 +15,16 @@ import { bucketNames } from '../../../src/storage/layout.ts';
 import { signJoinToken } from '../../../src/callcontrol/joinToken.ts';
 import { sendRtp } from '../../../src/media/ffmpeg.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import { s3Config, freshBucketPrefix, makeMinioClient } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { s3Config, makeMinioClient } from '../../support/s3.ts';
+import { readTrack } from '../../support/storageFixtures.ts';
 import { spawnRecorder } from '../../support/workerProcess.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 
 const secret = randomBytes(32).toString('base64url');
 const callSecret = randomBytes(32).toString('base64url');
 const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
-const prefix = freshBucketPrefix();
+const prefix = useBuckets().prefix();
 let policy: PolicyServer;
 let spool: string;
 
@@ -108,8 +110,7 @@ describe('SIGTERM mid-call', () => {
         expect(summary).toBeDefined();
         expect(summary!.state).toBe('ended');
         for (const pid of ['g-agent', 'g-cust']) {
-          const segs = [];
-          for await (const s of store.openTrack(summary!.recordingId, pid)) segs.push(s.meta);
+          const segs = (await readTrack(store, summary!.recordingId, pid)).map((s) => s.meta);
           const total = segs.reduce((a, s) => a + s.durationMs, 0);
           // Everything from consent to SIGTERM, the open segment included (it was sealed short).
           expect(total).toBeGreaterThan(termAt - consentAt - 700);

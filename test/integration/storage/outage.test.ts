@@ -1,7 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -11,11 +11,13 @@ import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { createS3Client } from '../../../src/storage/s3Endpoint.ts';
-import { bucketNames, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type DeletionReceipt, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../../../src/storage/RecordingStore.ts';
-import { fakeOgg as fakeOggOfSize, segMeta as baseSegMeta } from '../../support/storageFixtures.ts';
+import { manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
+import { RecordingStore, type DeletionReceipt, type RecordingStoreOptions, type SegmentInput } from '../../../src/storage/RecordingStore.ts';
+import { MemoryAudit, fakeOgg as fakeOggOfSize, readTrack, segMeta as baseSegMeta } from '../../support/storageFixtures.ts';
 import type { SpoolState } from '../../../src/storage/Spool.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { s3Config } from '../../support/s3.ts';
+import { TcpProxy } from '../../support/tcpProxy.ts';
 
 /**
  * Durability against the real S3 server: outages (store refused or black-holed through a TCP
@@ -28,95 +30,12 @@ const logger = createLogger('silent');
 const k1 = Keyring.generateKeyBase64();
 const keyring = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1 } });
 
-/** A loopback TCP proxy to the S3 server that can refuse connections or swallow them. */
-class TcpProxy {
-  readonly port: number;
-  #server: Server;
-  #sockets = new Set<Socket>();
-  #mode: 'up' | 'refuse' | 'blackhole' = 'up';
-  readonly #target: { host: string; port: number };
-
-  private constructor(server: Server, port: number, target: { host: string; port: number }) {
-    this.#server = server;
-    this.port = port;
-    this.#target = target;
-  }
-
-  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const proxy = new TcpProxy(server, (server.address() as { port: number }).port, target);
-    proxy.#attach(server);
-    return proxy;
-  }
-
-  #attach(server: Server): void {
-    server.on('connection', (down) => {
-      this.#sockets.add(down);
-      down.on('close', () => this.#sockets.delete(down));
-      down.on('error', () => undefined);
-      if (this.#mode === 'blackhole') return; // accept, never answer
-      const up = connect(this.#target.port, this.#target.host);
-      this.#sockets.add(up);
-      up.on('close', () => this.#sockets.delete(up));
-      up.on('error', () => down.destroy());
-      down.on('error', () => up.destroy());
-      down.pipe(up);
-      up.pipe(down);
-    });
-  }
-
-  #dropAll(): void {
-    for (const s of this.#sockets) s.destroy();
-    this.#sockets.clear();
-  }
-
-  /** Connections refused (nothing listens), established ones reset. */
-  async cut(): Promise<void> {
-    this.#mode = 'refuse';
-    await new Promise<void>((r) => {
-      this.#server.close(() => r());
-      this.#dropAll();
-    });
-  }
-
-  /** Connections accepted and never answered: only timeouts notice. */
-  blackhole(): void {
-    this.#mode = 'blackhole';
-    this.#dropAll();
-  }
-
-  async restore(): Promise<void> {
-    if (this.#mode === 'refuse') {
-      this.#server = createServer();
-      this.#attach(this.#server);
-      await new Promise<void>((r) => this.#server.listen(this.port, '127.0.0.1', r));
-    }
-    this.#mode = 'up';
-    this.#dropAll();
-  }
-
-  async close(): Promise<void> {
-    this.#dropAll();
-    await new Promise<void>((r) => (this.#server.listening ? this.#server.close(() => r()) : r()));
-  }
-}
-
-class MemoryAudit implements AuditSink {
-  entries: StorageAuditEntry[] = [];
-  async append(entry: StorageAuditEntry): Promise<unknown> {
-    this.entries.push(structuredClone(entry));
-    return undefined;
-  }
-}
-
 // The outage tests move ~10 s segments of 32 kbit/s Opus (40 KB each).
 const fakeOgg = (recordingId: string, participantId: string, segment: number): Buffer => fakeOggOfSize(recordingId, participantId, segment, 40_000);
 const segMeta = (recordingId: string, participantId: string, segment: number): SegmentInput =>
   baseSegMeta(recordingId, participantId, segment, { opusPayloadBytes: 39_000, quality: { lostPackets: 0 } });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
+const s3Buckets = useBuckets();
 let direct: Client;
 const cleanup: Array<() => Promise<void>> = [];
 
@@ -128,21 +47,17 @@ async function tempDir(): Promise<string> {
 
 /** Buckets with versioning on the media bucket: a second PUT of a key would show as a second version. */
 async function versionedBuckets(): Promise<BucketNames> {
-  const b = bucketNames({ prefix: `${freshBucketPrefix()}-` });
+  const b = s3Buckets.layout();
   await direct.makeBucket(b.media, 'us-east-1');
   await direct.setBucketVersioning(b.media, { Status: 'Enabled' });
-  cleanup.push(async () => {
-    for (const name of Object.values(b)) await removeBucketDeep(direct, name);
-  });
   return b;
 }
 
 async function startProxy(): Promise<{ proxy: TcpProxy; client: Client }> {
   const cfg = s3Config();
-  const url = new URL(cfg.endpoint);
-  const proxy = await TcpProxy.start({ host: url.hostname, port: Number(url.port || 80) });
+  const proxy = await TcpProxy.toEndpoint(cfg.endpoint);
   cleanup.push(() => proxy.close());
-  return { proxy, client: createS3Client({ ...cfg, endpoint: `http://127.0.0.1:${proxy.port}` }) };
+  return { proxy, client: createS3Client({ ...cfg, endpoint: proxy.endpointFor(cfg.endpoint) }) };
 }
 
 async function openStore(over: Partial<RecordingStoreOptions> & Pick<RecordingStoreOptions, 'client' | 'buckets'>): Promise<RecordingStore> {
@@ -183,12 +98,6 @@ async function versionsUnder(bucket: string, prefix: string): Promise<Map<string
   return out;
 }
 
-async function readTrack(store: RecordingStore, recordingId: string, participantId: string): Promise<Array<{ segment: number; ogg: Buffer }>> {
-  const out: Array<{ segment: number; ogg: Buffer }> = [];
-  for await (const s of store.openTrack(recordingId, participantId)) out.push({ segment: s.segment, ogg: s.ogg });
-  return out;
-}
-
 /** No file in the spool holds a recognisable piece of plaintext. */
 async function assertNoPlaintext(spoolDir: string, samples: Buffer[]): Promise<number> {
   const files = await readdir(join(spoolDir, 'items'));
@@ -200,7 +109,7 @@ async function assertNoPlaintext(spoolDir: string, samples: Buffer[]): Promise<n
 }
 
 beforeAll(() => {
-  direct = makeMinioClient();
+  direct = s3Buckets.client;
 });
 
 afterAll(async () => {

@@ -1,10 +1,11 @@
 import { createServer } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Client, LifecycleRule } from 'minio';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { LifecycleRule } from 'minio';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
 import { assertS3Reachable, ensureS3Server } from '../../../src/storage/s3Endpoint.ts';
 import { putObjectWithTags } from '../../../src/storage/putObjectWithTags.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { listNames, removeBucketDeep, s3Config } from '../../support/s3.ts';
 
 // The S3 server provided by test/support/globalSetup.ts: what the rest of optin relies on.
 
@@ -12,14 +13,6 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(Buffer.from(c as Buffer));
   return Buffer.concat(chunks);
-}
-
-async function listNames(client: Client, bucket: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const o of client.listObjects(bucket, '', true) as AsyncIterable<{ name?: string }>) {
-    if (o.name) names.push(o.name);
-  }
-  return names.sort();
 }
 
 /**
@@ -51,17 +44,13 @@ async function caught(p: Promise<unknown>): Promise<unknown> {
 }
 
 describe('S3 test server', () => {
-  const client = makeMinioClient();
-  const prefix = freshBucketPrefix();
-  const bucket = `${prefix}-plain`;
-  const lockBucket = `${prefix}-lock`;
+  const buckets = useBuckets();
+  const client = buckets.client;
+  const bucket = buckets.name('plain');
+  const lockBucket = buckets.name('lock');
 
   beforeAll(async () => {
     await client.makeBucket(bucket);
-  });
-  afterAll(async () => {
-    await removeBucketDeep(client, bucket);
-    await removeBucketDeep(client, lockBucket);
   });
 
   it('is reachable with the provided keys', async () => {
@@ -128,7 +117,7 @@ describe('S3 test server', () => {
   });
 
   it.runIf(s3Config().kind === 'rgw')('expires objects by tag within seconds on the test RGW (a lifecycle day lasts OPTIN_RGW_LC_DEBUG_INTERVAL s)', async () => {
-    const lcBucket = `${prefix}-lc`;
+    const lcBucket = buckets.name('lc');
     await client.makeBucket(lcBucket);
     try {
       await client.setBucketLifecycle(lcBucket, {

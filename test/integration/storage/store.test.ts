@@ -7,13 +7,14 @@ import type { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
-import { isOptinError } from '../../../src/errors/OptinError.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
-import { bucketNames, dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type RecordingStoreOptions, type StorageAuditEntry } from '../../../src/storage/RecordingStore.ts';
-import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from '../../support/s3.ts';
-import { fakeOgg, segMeta } from '../../support/storageFixtures.ts';
+import { dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
+import { RecordingStore, type RecordingStoreOptions } from '../../../src/storage/RecordingStore.ts';
+import { useBuckets } from '../../support/buckets.ts';
+import { expectCode } from '../../support/optinErrors.ts';
+import { listNames } from '../../support/s3.ts';
+import { MemoryAudit, fakeOgg, readTrackOgg, segMeta } from '../../support/storageFixtures.ts';
 
 const logger = createLogger('silent');
 const k1 = Keyring.generateKeyBase64();
@@ -21,20 +22,11 @@ const k2 = Keyring.generateKeyBase64();
 const ring1 = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1 } });
 const ring12 = Keyring.fromConfig({ activeKeyId: 'k2', keys: { k1, k2 } });
 
+const s3Buckets = useBuckets();
 let client: Client;
-let prefix: string;
 let buckets: BucketNames;
 const tmpDirs: string[] = [];
 const stores: RecordingStore[] = [];
-const extraBuckets: string[] = [];
-
-class MemoryAudit implements AuditSink {
-  entries: StorageAuditEntry[] = [];
-  async append(entry: StorageAuditEntry): Promise<unknown> {
-    this.entries.push(structuredClone(entry));
-    return undefined;
-  }
-}
 
 async function openStore(over: Partial<RecordingStoreOptions> = {}): Promise<RecordingStore> {
   const spoolDir = await mkdtemp(join(tmpdir(), 'optin-store-'));
@@ -68,31 +60,6 @@ async function begin(store: RecordingStore, recordingId = newRecordingId(), part
   return recordingId;
 }
 
-async function readTrack(store: RecordingStore, recordingId: string, participantId: string): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  for await (const s of store.openTrack(recordingId, participantId)) out.push(s.ogg);
-  return out;
-}
-
-async function expectCode(p: Promise<unknown> | (() => unknown), code: string, check?: string): Promise<string> {
-  try {
-    if (typeof p === 'function') await p();
-    else await p;
-  } catch (err) {
-    if (!isOptinError(err)) throw err;
-    expect(err.code).toBe(code);
-    if (check !== undefined) expect((err as { check?: string }).check).toBe(check);
-    return err.message;
-  }
-  throw new Error(`expected ${code}`);
-}
-
-async function listNames(bucket: string, pfx = ''): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of client.listObjects(bucket, pfx, true) as AsyncIterable<{ name?: string }>) if (o.name) out.push(o.name);
-  return out.sort();
-}
-
 async function getObject(bucket: string, key: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of await client.getObject(bucket, key)) chunks.push(c as Buffer);
@@ -104,14 +71,12 @@ async function putRaw(bucket: string, key: string, body: Buffer): Promise<void> 
 }
 
 beforeAll(async () => {
-  client = makeMinioClient();
-  prefix = freshBucketPrefix();
-  buckets = bucketNames({ prefix: `${prefix}-` });
+  client = s3Buckets.client;
+  buckets = s3Buckets.layout();
 });
 
 afterAll(async () => {
   for (const s of stores) await s.close();
-  for (const b of [...Object.values(buckets), ...extraBuckets]) await removeBucketDeep(client, b);
   for (const d of tmpDirs) await rm(d, { recursive: true, force: true });
 });
 
@@ -132,13 +97,13 @@ describe('RecordingStore against S3', () => {
     expect(final.segments).toHaveLength(6);
 
     for (const p of ['pa', 'pc']) {
-      const track = await readTrack(store, rid, p);
+      const track = await readTrackOgg(store, rid, p);
       expect(track).toHaveLength(3);
       track.forEach((ogg, seg) => expect(ogg.equals(fakeOgg(rid, p, seg))).toBe(true));
     }
 
     // Tags on every media object, set on the PUT; object keys hold only pseudonymous ids.
-    const media = await listNames(buckets.media, `rec/${rid}/`);
+    const media = await listNames(client, buckets.media, `rec/${rid}/`);
     expect(media).toHaveLength(6);
     for (const key of media) {
       const tags = Object.fromEntries(((await client.getObjectTagging(buckets.media, key)) as Array<{ Key: string; Value: string }>).map((t) => [t.Key, t.Value]));
@@ -153,14 +118,14 @@ describe('RecordingStore against S3', () => {
     }
 
     // Keys and manifest live in the keys bucket, never beside the media.
-    expect(await listNames(buckets.keys, `keys/${rid}/`)).toEqual([dataKeyObjectKey(rid, 'pa'), dataKeyObjectKey(rid, 'pc')]);
+    expect(await listNames(client, buckets.keys, `keys/${rid}/`)).toEqual([dataKeyObjectKey(rid, 'pa'), dataKeyObjectKey(rid, 'pc')]);
     const keyDoc = JSON.parse((await getObject(buckets.keys, dataKeyObjectKey(rid, 'pa'))).toString()) as Record<string, string>;
     expect(keyDoc.kekId).toBe('k1');
     expect(keyDoc.alg).toBe('A256GCM');
     const manifest = JSON.parse((await getObject(buckets.keys, manifestObjectKey(rid))).toString()) as { state: string; segments: unknown[] };
     expect(manifest.state).toBe('ended');
     expect(manifest.segments).toHaveLength(6);
-    expect(await listNames(buckets.media, 'keys/')).toEqual([]);
+    expect(await listNames(client, buckets.media, 'keys/')).toEqual([]);
 
     // Lifecycle backstop rules, whole days rounded up.
     const lc = (await client.getBucketLifecycle(buckets.media)) as { Rule: unknown };
@@ -215,7 +180,7 @@ describe('RecordingStore against S3', () => {
     const flipped = Buffer.from(origA0);
     flipped[100]! ^= 0x04;
     await putRaw(buckets.media, keyA0, flipped);
-    let msg = await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED');
+    let msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED');
     expect(msg).toMatch(/digest/);
 
     // 2. An attacker who can also rewrite the manifest digests: the AAD still refuses a segment
@@ -229,38 +194,38 @@ describe('RecordingStore against S3', () => {
     };
     await putRaw(buckets.media, keyA0, origC0);
     await patchManifest(keyA0, origC0);
-    msg = await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
+    msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
     expect(msg).toMatch(/moved|altered/);
 
     // 3. Renumbered: segment 1 stored as segment 0 of the same track.
     const origA1 = await getObject(buckets.media, mediaObjectKey(rid, 'pa', 1));
     await putRaw(buckets.media, keyA0, origA1);
     await patchManifest(keyA0, origA1);
-    await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
 
     // 4. Truncated: short of the tag, and short of even a header.
     await putRaw(buckets.media, keyA0, origA0.subarray(0, origA0.length - 10));
     await patchManifest(keyA0, origA0.subarray(0, origA0.length - 10));
-    await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
     await putRaw(buckets.media, keyA0, origA0.subarray(0, 12));
     await patchManifest(keyA0, origA0.subarray(0, 12));
-    await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'too-short');
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'too-short');
     await putRaw(buckets.media, keyA0, Buffer.concat([Buffer.from('XXXX'), origA0.subarray(4)]));
     await patchManifest(keyA0, Buffer.concat([Buffer.from('XXXX'), origA0.subarray(4)]));
-    await expectCode(readTrack(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'bad-magic');
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'bad-magic');
 
     // Restored, it opens again; the customer's track was never affected.
     await putRaw(buckets.media, keyA0, origA0);
     await putRaw(buckets.keys, manifestObjectKey(rid), manifestOrig);
-    expect(await readTrack(store, rid, 'pa')).toHaveLength(2);
-    expect(await readTrack(store, rid, 'pc')).toHaveLength(2);
+    expect(await readTrackOgg(store, rid, 'pa')).toHaveLength(2);
+    expect(await readTrackOgg(store, rid, 'pc')).toHaveLength(2);
 
     // 5. Wrong KEK material under the right id, and a ring without the KEK.
     const wrong = await openStore({ keyring: Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: k2 } }), sweep: false });
-    msg = await expectCode(readTrack(wrong, rid, 'pa'), 'KEY_UNWRAP_FAILED');
+    msg = await expectCode(readTrackOgg(wrong, rid, 'pa'), 'KEY_UNWRAP_FAILED');
     expect(msg).not.toContain(k1);
     const missing = await openStore({ keyring: Keyring.fromConfig({ activeKeyId: 'k2', keys: { k2 } }), sweep: false });
-    msg = await expectCode(readTrack(missing, rid, 'pa'), 'KEK_UNKNOWN');
+    msg = await expectCode(readTrackOgg(missing, rid, 'pa'), 'KEK_UNKNOWN');
     expect(msg).toContain('"k1"');
 
     // 6. A wrapped key copied onto another participant does not unwrap (context-bound).
@@ -269,9 +234,9 @@ describe('RecordingStore against S3', () => {
     forged.participantId = 'pc';
     const keyDocC = await getObject(buckets.keys, dataKeyObjectKey(rid, 'pc'));
     await putRaw(buckets.keys, dataKeyObjectKey(rid, 'pc'), Buffer.from(JSON.stringify(forged)));
-    await expectCode(readTrack(store, rid, 'pc'), 'KEY_UNWRAP_FAILED');
+    await expectCode(readTrackOgg(store, rid, 'pc'), 'KEY_UNWRAP_FAILED');
     await putRaw(buckets.keys, dataKeyObjectKey(rid, 'pc'), keyDocC);
-    expect(await readTrack(store, rid, 'pc')).toHaveLength(2);
+    expect(await readTrackOgg(store, rid, 'pc')).toHaveLength(2);
   });
 
   it('key rotation: recording continues across it, new recordings use the new KEK, old ones still open', async () => {
@@ -290,18 +255,18 @@ describe('RecordingStore against S3', () => {
     expect(mNew.participants[0]!.kekId).toBe('k2');
 
     const reader = await openStore({ keyring: ring12, sweep: false });
-    expect((await readTrack(reader, old, 'pa')).map((b) => b.equals(fakeOgg(old, 'pa', 0)) || b.equals(fakeOgg(old, 'pa', 1)))).toEqual([true, true]);
-    expect(await readTrack(reader, old, 'pc')).toHaveLength(1);
-    expect(await readTrack(reader, fresh, 'pa')).toHaveLength(1);
+    expect((await readTrackOgg(reader, old, 'pa')).map((b) => b.equals(fakeOgg(old, 'pa', 0)) || b.equals(fakeOgg(old, 'pa', 1)))).toEqual([true, true]);
+    expect(await readTrackOgg(reader, old, 'pc')).toHaveLength(1);
+    expect(await readTrackOgg(reader, fresh, 'pa')).toHaveLength(1);
     // The old keyring cannot read what the new KEK wrapped.
-    await expectCode(readTrack(await openStore({ keyring: ring1, sweep: false }), fresh, 'pa'), 'KEK_UNKNOWN');
+    await expectCode(readTrackOgg(await openStore({ keyring: ring1, sweep: false }), fresh, 'pa'), 'KEK_UNKNOWN');
   });
 
   it('bad inputs fail clearly and change nothing', async () => {
     await expectCode(openStore({ retentionSeconds: 30 * 86400 + 1 }), 'RETENTION_INVALID');
     await expectCode(openStore({ retentionSeconds: 0 }), 'RETENTION_INVALID');
     const store = await openStore();
-    const before = [...(await listNames(buckets.media)), ...(await listNames(buckets.keys))];
+    const before = [...(await listNames(client, buckets.media)), ...(await listNames(client, buckets.keys))];
     const spoolBefore = store.spoolBytes();
     const rid = newRecordingId();
     const base = { recordingId: rid, callId: 'c_1', startedAt: Date.now(), participants: [{ participantId: 'pa', role: 'agent' as const, subjectId: 's_1' }], consentEvidence: [] };
@@ -312,7 +277,7 @@ describe('RecordingStore against S3', () => {
     await expectCode(store.beginRecording({ ...base, startedAt: Date.now() - 31 * 86400_000 }), 'RECORDING_EXPIRED');
     await expectCode(store.beginRecording({ ...base, consentEvidence: [{ nested: { a: 1 } as never }] }), 'INVALID_INPUT');
     await expectCode(store.putSegment(segMeta(rid, 'pa', 0), fakeOgg(rid, 'pa', 0)), 'RECORDING_NOT_ACTIVE');
-    await expectCode(readTrack(store, rid, 'pa'), 'RECORDING_NOT_FOUND');
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'RECORDING_NOT_FOUND');
 
     await store.beginRecording(base);
     await expectCode(store.putSegment(segMeta(rid, 'pz', 0), fakeOgg(rid, 'pz', 0)), 'PARTICIPANT_UNKNOWN');
@@ -327,7 +292,7 @@ describe('RecordingStore against S3', () => {
     await expectCode(store.deleteRecording(rid, { reason: 'agent-request', actor: 'Jane Doe' }), 'INVALID_ID');
     await expectCode(store.deleteRecording('bad id', { reason: 'x', actor: 'tl_1' }), 'INVALID_ID');
     // Nothing of the failed calls reached the store or the spool (only the begun manifest).
-    const after = [...(await listNames(buckets.media)), ...(await listNames(buckets.keys))];
+    const after = [...(await listNames(client, buckets.media)), ...(await listNames(client, buckets.keys))];
     expect(after.filter((k) => !before.includes(k))).toEqual([manifestObjectKey(rid)]);
     expect(store.spoolBytes()).toBe(spoolBefore);
     expect((await store.getManifest(rid)).segments).toEqual([]);
@@ -337,7 +302,7 @@ describe('RecordingStore against S3', () => {
     expect((await store.getManifest(rid)).segments).toHaveLength(1);
     await store.endRecording(rid);
     await expectCode(store.putSegment(segMeta(rid, 'pa', 1), fakeOgg(rid, 'pa', 1)), 'RECORDING_NOT_ACTIVE');
-    await expectCode(readTrack(store, rid, 'pz'), 'PARTICIPANT_UNKNOWN');
+    await expectCode(readTrackOgg(store, rid, 'pz'), 'PARTICIPANT_UNKNOWN');
   });
 
   it('deletes a participant, then the recording, keys first; idempotent; audited; no key material in receipts', async () => {
@@ -352,26 +317,26 @@ describe('RecordingStore against S3', () => {
     expect(r1).toMatchObject({ scope: 'participant', complete: true, nothingLeft: false, manifest: 'updated' });
     expect(r1.mediaObjects.count).toBe(3);
     expect(r1.dataKeys).toEqual([expect.objectContaining({ participantId: 'pc', kekId: 'k1', destroyed: ['memory', 'store'] })]);
-    expect(await listNames(buckets.media, `rec/${rid}/pc/`)).toEqual([]);
-    expect(await listNames(buckets.keys, `keys/${rid}/`)).toEqual([dataKeyObjectKey(rid, 'pa')]);
+    expect(await listNames(client, buckets.media, `rec/${rid}/pc/`)).toEqual([]);
+    expect(await listNames(client, buckets.keys, `keys/${rid}/`)).toEqual([dataKeyObjectKey(rid, 'pa')]);
     const m = await store.getManifest(rid);
     expect(m.segments.every((s) => s.participantId === 'pa')).toBe(true);
     expect(m.participants[1]).toMatchObject({ participantId: 'pc', erased: { reason: 'consent-withdrawn-erase' } });
     expect(m.participants[1]!.subjectId).toBeUndefined();
     await expectCode(store.putSegment(segMeta(rid, 'pc', 3), fakeOgg(rid, 'pc', 3)), 'PARTICIPANT_ERASED');
-    await expectCode(readTrack(store, rid, 'pc'), 'PARTICIPANT_ERASED');
+    await expectCode(readTrackOgg(store, rid, 'pc'), 'PARTICIPANT_ERASED');
     // The agent keeps recording.
     await store.putSegment(segMeta(rid, 'pa', 3), fakeOgg(rid, 'pa', 3));
-    expect(await readTrack(store, rid, 'pa')).toHaveLength(4);
+    expect(await readTrackOgg(store, rid, 'pa')).toHaveLength(4);
 
     // Team lead deletes the whole recording.
     const r2 = await store.deleteRecording(rid, { reason: 'agent-request', actor: 'tl_42' });
     expect(r2).toMatchObject({ scope: 'recording', complete: true, nothingLeft: false, manifest: 'deleted' });
     expect(r2.mediaObjects.count).toBe(4);
-    expect(await listNames(buckets.media, `rec/${rid}/`)).toEqual([]);
-    expect(await listNames(buckets.keys, `keys/${rid}/`)).toEqual([]);
-    expect(await listNames(buckets.keys, manifestObjectKey(rid))).toEqual([]);
-    await expectCode(readTrack(store, rid, 'pa'), 'RECORDING_NOT_FOUND');
+    expect(await listNames(client, buckets.media, `rec/${rid}/`)).toEqual([]);
+    expect(await listNames(client, buckets.keys, `keys/${rid}/`)).toEqual([]);
+    expect(await listNames(client, buckets.keys, manifestObjectKey(rid))).toEqual([]);
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'RECORDING_NOT_FOUND');
     await expectCode(store.putSegment(segMeta(rid, 'pa', 4), fakeOgg(rid, 'pa', 4)), 'RECORDING_DELETED');
 
     // Idempotent, from this process or from a fresh one.
@@ -411,9 +376,7 @@ describe('RecordingStore against S3', () => {
   });
 
   it('refuses deletion blocked by an object lock, naming the object, and destroys nothing', async () => {
-    const lockPrefix = freshBucketPrefix();
-    const lb = bucketNames({ prefix: `${lockPrefix}-` });
-    extraBuckets.push(...Object.values(lb));
+    const lb = s3Buckets.layout();
     await client.makeBucket(lb.media, 'us-east-1', { ObjectLocking: true });
     await client.setObjectLockConfig(lb.media, { mode: 'GOVERNANCE', unit: 'Days', validity: 1 });
     const store = await openStore({ buckets: lb });
@@ -423,8 +386,8 @@ describe('RecordingStore against S3', () => {
     expect(msg).toContain(mediaObjectKey(rid, 'pa', 0));
     expect(msg).toMatch(/GOVERNANCE retention until \d{4}-/);
     // Nothing destroyed: the key and the media are still there and the track still plays.
-    expect(await listNames(lb.keys, `keys/${rid}/`)).toHaveLength(1);
-    expect(await readTrack(store, rid, 'pa')).toHaveLength(1);
+    expect(await listNames(client, lb.keys, `keys/${rid}/`)).toHaveLength(1);
+    expect(await readTrackOgg(store, rid, 'pa')).toHaveLength(1);
     await store.close();
   });
 
@@ -442,9 +405,9 @@ describe('RecordingStore against S3', () => {
     // Late by at most scheduling jitter plus the deletion round trips.
     expect(at - (startedAt + 3000)).toBeGreaterThanOrEqual(0);
     expect(at - (startedAt + 3000)).toBeLessThan(1500);
-    expect(await listNames(buckets.media, `rec/${rid}/`)).toEqual([]);
-    expect(await listNames(buckets.keys, `keys/${rid}/`)).toEqual([]);
-    expect(await listNames(buckets.keys, manifestObjectKey(rid))).toEqual([]);
+    expect(await listNames(client, buckets.media, `rec/${rid}/`)).toEqual([]);
+    expect(await listNames(client, buckets.keys, `keys/${rid}/`)).toEqual([]);
+    expect(await listNames(client, buckets.keys, manifestObjectKey(rid))).toEqual([]);
     const entry = audit.entries.find((e) => e.type === 'recording.expired')!;
     expect(entry).toMatchObject({ actor: 'system', purpose: 'retention-expired', details: { kind: 'expiry', complete: true, manifest: 'deleted' } });
     expect(entry.details.mediaObjects.count).toBe(2);
@@ -456,12 +419,12 @@ describe('RecordingStore against S3', () => {
     const rid2 = await begin(idle);
     await idle.putSegment(segMeta(rid2, 'pa', 0), fakeOgg(rid2, 'pa', 0));
     await new Promise((r) => setTimeout(r, 2100));
-    await expectCode(readTrack(idle, rid2, 'pa'), 'RECORDING_EXPIRED');
+    await expectCode(readTrackOgg(idle, rid2, 'pa'), 'RECORDING_EXPIRED');
     await expectCode(idle.putSegment(segMeta(rid2, 'pa', 1), fakeOgg(rid2, 'pa', 1)), 'RECORDING_EXPIRED');
     // A sweeping store finds it by scanning the manifests and deletes it.
     const sweeper = await openStore({ sweepScanIntervalMs: 200, audit });
     await new Promise<void>((resolve) => sweeper.sweeper.once('expired', () => resolve()));
-    expect(await listNames(buckets.media, `rec/${rid2}/`)).toEqual([]);
+    expect(await listNames(client, buckets.media, `rec/${rid2}/`)).toEqual([]);
     expect(audit.entries.filter((e) => e.type === 'recording.expired').map((e) => e.subjects.recordingId)).toContain(rid2);
   });
 
@@ -503,6 +466,6 @@ describe('RecordingStore against S3', () => {
         `store stats p50 ${store.stats().uploadLatencyMs.p50.toFixed(1)} ms`,
     );
     expect(overhead).toBeLessThan(3);
-    expect(await readTrack(store, rid, 'pa')).toHaveLength(segments);
+    expect(await readTrackOgg(store, rid, 'pa')).toHaveLength(segments);
   });
 });

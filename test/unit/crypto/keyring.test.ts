@@ -1,44 +1,34 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Keyring, newDataKey } from '../../../src/crypto/Keyring.ts';
-import { isOptinError } from '../../../src/errors/OptinError.ts';
+import { optinErrorOf } from '../../support/optinErrors.ts';
 
 const k1 = Keyring.generateKeyBase64();
 const k2 = Keyring.generateKeyBase64();
 
-function codeOf(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (isOptinError(err)) return { code: err.code, message: err.message };
-    throw err;
-  }
-  throw new Error('expected an OptinError');
-}
-
 describe('Keyring configuration', () => {
   it('rejects bad base64, wrong length and a missing active id, naming the field and not the value', () => {
-    const bad64 = codeOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: 'not base64!!' } }));
+    const bad64 = optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: 'not base64!!' } }));
     expect(bad64.code).toBe('KEYRING_INVALID');
     expect(bad64.message).toContain('keys."k1"');
     expect(bad64.message).toContain('not valid base64');
     expect(bad64.message).not.toContain('not base64!!');
 
     const short = Buffer.alloc(16, 7).toString('base64');
-    const len = codeOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: short } }));
+    const len = optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: short } }));
     expect(len.code).toBe('KEYRING_INVALID');
     expect(len.message).toContain('16 bytes, expected 32');
     expect(len.message).not.toContain(short);
 
-    const missing = codeOf(() => Keyring.fromConfig({ activeKeyId: 'k9', keys: { k1 } }));
+    const missing = optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k9', keys: { k1 } }));
     expect(missing.message).toContain('activeKeyId');
     expect(missing.message).toContain('k9');
     expect(missing.message).not.toContain(k1);
 
-    expect(codeOf(() => Keyring.fromConfig({ keys: { k1 } })).message).toContain('activeKeyId');
-    expect(codeOf(() => Keyring.fromConfig({ activeKeyId: 'k1' })).message).toContain('keys');
-    expect(codeOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { 'bad id': k1 } })).message).toContain('invalid key id');
-    expect(codeOf(() => Keyring.fromConfig(null)).code).toBe('KEYRING_INVALID');
+    expect(optinErrorOf(() => Keyring.fromConfig({ keys: { k1 } })).message).toContain('activeKeyId');
+    expect(optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k1' })).message).toContain('keys');
+    expect(optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k1', keys: { 'bad id': k1 } })).message).toContain('invalid key id');
+    expect(optinErrorOf(() => Keyring.fromConfig(null)).code).toBe('KEYRING_INVALID');
   });
 
   it('never shows key material in JSON, inspect or string form', () => {
@@ -66,8 +56,8 @@ describe('Keyring wrap/unwrap', () => {
       expect(ring.unwrap(w, { context: 'rec/a' }).equals(dk)).toBe(true);
     }
     const w = ring.wrap(dk, { context: 'rec/a' });
-    expect(codeOf(() => ring.unwrap(w, { context: 'rec/b' })).code).toBe('KEY_UNWRAP_FAILED');
-    expect(codeOf(() => ring.wrap(Buffer.alloc(16))).code).toBe('DATA_KEY_INVALID');
+    expect(optinErrorOf(() => ring.unwrap(w, { context: 'rec/b' })).code).toBe('KEY_UNWRAP_FAILED');
+    expect(optinErrorOf(() => ring.wrap(Buffer.alloc(16))).code).toBe('DATA_KEY_INVALID');
   });
 
   it('rotation: the new active KEK wraps new keys, old KEKs still unwrap old ones', () => {
@@ -82,7 +72,7 @@ describe('Keyring wrap/unwrap', () => {
     expect(after.unwrap(newWrapped, { context: 'c' }).equals(newKey)).toBe(true);
     // Dropping k1 too early is a clear, specific error.
     const dropped = Keyring.fromConfig({ activeKeyId: 'k2', keys: { k2 } });
-    const e = codeOf(() => dropped.unwrap(oldWrapped, { context: 'c' }));
+    const e = optinErrorOf(() => dropped.unwrap(oldWrapped, { context: 'c' }));
     expect(e.code).toBe('KEK_UNKNOWN');
     expect(e.message).toContain('"k1"');
   });
@@ -92,14 +82,14 @@ describe('Keyring wrap/unwrap', () => {
     const b = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: k2 } });
     const dk = newDataKey();
     for (const alg of ['A256GCM', 'A256KW'] as const) {
-      const e = codeOf(() => b.unwrap(a.wrap(dk, { alg }), {}));
+      const e = optinErrorOf(() => b.unwrap(a.wrap(dk, { alg }), {}));
       expect(e.code).toBe('KEY_UNWRAP_FAILED');
       expect(e.message).not.toContain(k1);
     }
     // A blob relabelled as another KEK id fails too (the id is authenticated).
     const both = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1, k2: k1 } });
     const w = both.wrap(dk);
-    expect(codeOf(() => both.unwrap({ ...w, kekId: 'k2' })).code).toBe('KEY_UNWRAP_FAILED');
-    expect(codeOf(() => both.unwrap({ ...w, wrapped: '***' })).code).toBe('KEY_UNWRAP_FAILED');
+    expect(optinErrorOf(() => both.unwrap({ ...w, kekId: 'k2' })).code).toBe('KEY_UNWRAP_FAILED');
+    expect(optinErrorOf(() => both.unwrap({ ...w, wrapped: '***' })).code).toBe('KEY_UNWRAP_FAILED');
   });
 });

@@ -5,6 +5,7 @@ import { CapLedger, type CapStore } from '../../../src/gate/CapLedger.ts';
 import { monthKey } from '../../../src/gate/month.ts';
 import { PolicyState } from '../../../src/gate/PolicyState.ts';
 import { decideGate } from '../../../src/gate/decideGate.ts';
+import { seeded } from '../../support/property.ts';
 
 /**
  * The cap ledger's admission protocol against an in-memory, strongly
@@ -129,7 +130,7 @@ describe('CapLedger', () => {
           expect(mem.objects.size).toBe(total);
         },
       ),
-      { numRuns: 300 },
+      seeded({ numRuns: 300 }),
     );
   });
 
@@ -141,6 +142,7 @@ describe('CapLedger', () => {
         for (let i = 0; i < n; i++) if (await ledger.admit('agent-1', `r_${i}`, T + i)) admitted++;
         expect(admitted).toBe(Math.min(cap, n));
       }),
+      seeded(),
     );
   });
 });

@@ -5,6 +5,7 @@ import { decideGate } from '../../../src/gate/decideGate.ts';
 import { GateMachine } from '../../../src/gate/GateMachine.ts';
 import { monthKey } from '../../../src/gate/month.ts';
 import { PolicyState } from '../../../src/gate/PolicyState.ts';
+import { seeded } from '../../support/property.ts';
 
 /**
  * For random sequences of facts, resyncs, staleness and cap bookkeeping, the
@@ -260,7 +261,7 @@ describe('decideGate / GateMachine properties', () => {
         fc.array(fc.integer({ min: -48, max: 96 * 60 }).map((m) => BASE + m * 60_000), { minLength: 1, maxLength: 4 }),
         (happyStart, commands, nows) => run(happyStart ? [...HAPPY_START, ...commands] : commands, nows),
       ),
-      { numRuns: 400 },
+      seeded({ numRuns: 400 }),
     );
   });
 
@@ -275,6 +276,7 @@ describe('decideGate / GateMachine properties', () => {
         expect(r.ok).toBe(false);
         expect(s.call('c1')?.consents.get('k3')?.status).toBe('declined');
       }),
+      seeded(),
     );
   });
 });

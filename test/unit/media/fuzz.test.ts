@@ -14,6 +14,7 @@ import { readRtpCapture } from '../../../src/rtp/RtpCapture.ts';
 import { JitterBuffer, codecTiming, type PushResult } from '../../../src/media/JitterBuffer.ts';
 import { Segmenter } from '../../../src/media/Segmenter.ts';
 import { readOggOpus } from '../../../src/media/OggOpusReader.ts';
+import { seeded } from '../../support/property.ts';
 
 const capture = readRtpCapture(readFileSync(new URL('../../../media-fixtures/rtp/opus-lossy-wrap.rtpcap', import.meta.url)));
 const valid = capture.records.map((r) => r.packet);
@@ -129,7 +130,7 @@ describe('media path fuzz (fast-check)', () => {
         expect(emitted - segSamples).toBeLessThan(120);
         expect(seg.position).toBe(segSamples);
       }),
-      { numRuns: Number(process.env.OPTIN_FUZZ_RUNS ?? 250) },
+      seeded({ numRuns: Number(process.env.OPTIN_FUZZ_RUNS ?? 250) }),
     );
   });
 
@@ -175,7 +176,7 @@ describe('media path fuzz (fast-check)', () => {
           expect(jb.stats.emitted + jb.stats.lost).toBe(jb.stats.expected);
         },
       ),
-      { numRuns: 60 },
+      seeded({ numRuns: 60 }),
     );
   });
 });

@@ -11,6 +11,7 @@ import {
 import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { decodeToFloat32, rmsDb } from '../../support/audio.ts';
 import { ffmpegDecodeErrors } from '../../support/ogg.ts';
+import { seeded } from '../../support/property.ts';
 
 const toc = (config: number, stereo: boolean, code: number): number => (config << 3) | (stereo ? 4 : 0) | code;
 
@@ -72,7 +73,7 @@ describe('Opus TOC durations (RFC 6716 §3.1)', () => {
         const n = opusPacketSamples(p);
         expect(n === -1 || (n > 0 && n % 120 === 0 && n <= 5760)).toBe(true);
       }),
-      { numRuns: 3000 },
+      seeded({ numRuns: 3000 }),
     );
   });
 });

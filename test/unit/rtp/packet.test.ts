@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildRtp, parseRtp, type RtpPacket } from '../../../src/rtp/RtpPacket.ts';
 import { readRtpCapture, writeRtpCapture } from '../../../src/rtp/RtpCapture.ts';
+import { seeded } from '../../support/property.ts';
 
 const COMMITTED = new URL('../../../media-fixtures/rtp/opus-lossy-wrap.rtpcap', import.meta.url);
 
@@ -94,6 +95,7 @@ describe('parseRtp (RFC 3550 §5.1)', () => {
           expect(Buffer.from(p.payload)).toEqual(Buffer.from(f.payload));
         },
       ),
+      seeded(),
     );
   });
 
@@ -104,7 +106,7 @@ describe('parseRtp (RFC 3550 §5.1)', () => {
         if (r.ok) expect(r.packet.payload.length).toBeGreaterThanOrEqual(0);
         else expect(r.reason).toBe('malformed');
       }),
-      { numRuns: 2000 },
+      seeded({ numRuns: 2000 }),
     );
   });
 });

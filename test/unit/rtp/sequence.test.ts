@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { extendSeq, extendTs, seqAdd, seqDiff, seqNewer, tsAdd, tsDiff, Unwrapper } from '../../../src/rtp/sequence.ts';
+import { seeded } from '../../support/property.ts';
 
 describe('16-bit sequence arithmetic', () => {
   it('measures signed distance across the wrap', () => {
@@ -28,6 +29,7 @@ describe('16-bit sequence arithmetic', () => {
         fc.pre(ref + d >= 0);
         expect(extendSeq((ref + d) % 65536, ref)).toBe(ref + d);
       }),
+      seeded(),
     );
   });
 
@@ -60,6 +62,7 @@ describe('32-bit timestamp arithmetic', () => {
         fc.pre(ref + d >= 0);
         expect(extendTs((ref + d) % 2 ** 32, ref)).toBe(ref + d);
       }),
+      seeded(),
     );
   });
 });

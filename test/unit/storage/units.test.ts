@@ -18,6 +18,7 @@ import {
 import { upsertSegment, type ManifestSegment, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { Spool, type SpoolItemMeta } from '../../../src/storage/Spool.ts';
 import { Sweeper } from '../../../src/storage/Sweeper.ts';
+import { codeOf } from '../../support/optinErrors.ts';
 
 const logger = createLogger('silent');
 const dirs: string[] = [];
@@ -29,16 +30,6 @@ async function tempDir(): Promise<string> {
 afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (isOptinError(err)) return err.code;
-    throw err;
-  }
-  return 'no error';
-}
 
 describe('layout', () => {
   it('builds pseudonymous keys and parses them back', () => {
