@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { SegmentInput } from '../../src/storage/RecordingStore.ts';
+import type { SegmentInput } from '../../src/storage/types.ts';
 
 /**
  * Deterministic stand-in "Ogg" bytes per (recording, participant, segment): the storage layer

@@ -26,7 +26,7 @@ import type { CallRecorder } from '../../../src/recorder/CallRecorder.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import type { CallRoom } from '../../../src/sfu/CallRoom.ts';
 import { bucketNames, dataKeyPrefix, manifestObjectKey, mediaPrefix, type BucketNames } from '../../../src/storage/layout.ts';
-import type { DeletionReceipt } from '../../../src/storage/RecordingStore.ts';
+import type { DeletionReceipt } from '../../../src/storage/types.ts';
 import { PacedSender, RtpLeg, TcpProxy, describeLatencies, packetIdsInOgg } from '../../support/gateHarness.ts';
 import { makeMinioClient, s3Config } from '../../support/s3.ts';
 import { startStack, type Stack } from '../../support/stack.ts';

@@ -12,9 +12,9 @@ import { isOptinError } from '../../../src/errors/OptinError.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { createS3Client } from '../../../src/storage/s3Endpoint.ts';
 import { bucketNames, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type DeletionReceipt, type RecordingStoreOptions, type SegmentInput, type StorageAuditEntry } from '../../../src/storage/RecordingStore.ts';
+import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
+import type { AuditSink, DeletionReceipt, RecordingStoreOptions, SegmentInput, SpoolState, StorageAuditEntry } from '../../../src/storage/types.ts';
 import { fakeOgg as fakeOggOfSize, segMeta as baseSegMeta } from '../../support/storageFixtures.ts';
-import type { SpoolState } from '../../../src/storage/Spool.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
 
 /**

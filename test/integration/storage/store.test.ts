@@ -11,7 +11,8 @@ import { isOptinError } from '../../../src/errors/OptinError.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { bucketNames, dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
-import { RecordingStore, type AuditSink, type RecordingStoreOptions, type StorageAuditEntry } from '../../../src/storage/RecordingStore.ts';
+import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
+import type { AuditSink, RecordingStoreOptions, StorageAuditEntry } from '../../../src/storage/types.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep } from '../../support/s3.ts';
 import { fakeOgg, segMeta } from '../../support/storageFixtures.ts';
 
