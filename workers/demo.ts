@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureS3Server } from '../src/storage/s3Endpoint.ts';
+import { ensureS3Server } from '../scripts/s3/devServer.ts';
 import { PolicyServer } from '../src/control/PolicyServer.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { startRecorderApp } from '../src/app/RecorderApp.ts';

@@ -10,7 +10,7 @@
 #   scripts/s3/rgw.sh status   exit 0 when running and answering HTTP, 1 otherwise
 #   scripts/s3/rgw.sh env      shell exports: OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY
 #
-# Shared use by test runs (src/storage/s3Endpoint.ts; engineers share the machine):
+# Shared use by test runs (scripts/s3/devServer.ts; engineers share the machine):
 #   scripts/s3/rgw.sh start --lease PID   start or reuse, and record that process PID uses it
 #   scripts/s3/rgw.sh release PID         PID is done; stop the gateway only if PID started it
 #                                         (or inherited it from a finished starter) and no other
@@ -154,7 +154,7 @@ do_stop() {
   stop_pids "${c[@]}"
   stop_pids "${m[@]}"
   for d in rgw osd mon; do rm -f "$RUN/$d.pid"; done
-  # Written by s3Endpoint.ts for the test run that started the instance: void once it is gone.
+  # Written by devServer.ts for the test run that started the instance: void once it is gone.
   rm -f "$STATE/owner"
 }
 
@@ -245,7 +245,7 @@ wait_for() {
 do_start() {
   if healthy; then
     log "already running at $ENDPOINT"
-    # Machine-readable for src/storage/s3Endpoint.ts (a comment, so `eval` ignores it): the
+    # Machine-readable for scripts/s3/devServer.ts (a comment, so `eval` ignores it): the
     # caller did not start this instance and must not stop it.
     echo "# rgw: already-running"
     print_env

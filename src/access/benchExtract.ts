@@ -6,8 +6,9 @@
  *
  * It synthesizes the track from real Opus packets (media-fixtures/generated/agent-tone.opus,
  * looped) cut into 10 s segments by the recorder's Segmenter, stores them sealed through a real
- * RecordingStore in fresh buckets, then times the extract path: read every sealed object,
- * verify its digest, unwrap the data key, decrypt, and join into one continuous Ogg Opus.
+ * RecordingStore in fresh buckets, then times the extract path through a RecordingReader (as the
+ * CLI reads: no spool, no uploader): read every sealed object, verify its digest, unwrap the data
+ * key, decrypt, and join into one continuous Ogg Opus.
  * "read" includes the S3 round trips of the local server (loopback), so it is an upper bound
  * for the CPU part and a fair figure for a store next to the worker. The buckets are removed
  * at the end.
@@ -23,6 +24,7 @@ import { createLogger } from '../log/logger.ts';
 import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
 import { decodeToS16 } from '../media/ffmpeg.ts';
 import { bucketNames } from '../storage/layout.ts';
+import { RecordingReader } from '../storage/RecordingReader.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import { readJoinedTrack } from './extract.ts';
@@ -65,11 +67,12 @@ const m = await store.getManifest(recordingId);
 const sealedBytes = m.segments.reduce((a, s) => a + s.sealedBytes, 0);
 console.log(`stored ${m.segments.length} segments, ${(sealedBytes / 1e6).toFixed(2)} MB sealed, ${minutes} min of audio, in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
+const reader = new RecordingReader({ client, buckets, keyring });
 const times: number[] = [];
 let joined: Buffer = Buffer.alloc(0);
 for (let i = 0; i <= runs; i++) {
   const start = performance.now();
-  joined = (await readJoinedTrack(store, recordingId, 'p-agent')).ogg;
+  joined = (await readJoinedTrack(reader, recordingId, 'p-agent')).ogg;
   const ms = performance.now() - start;
   if (i > 0) times.push(ms); // run 0 warms up the JIT and the connection pool
 }
@@ -92,7 +95,7 @@ for (let i = 0; i < runs; i++) {
 }
 fetchTimes.sort((a, b) => a - b);
 const decrypted: Buffer[] = [];
-for await (const s of store.openTrack(recordingId, 'p-agent')) decrypted.push(s.ogg);
+for await (const s of reader.openTrack(recordingId, 'p-agent')) decrypted.push(s.ogg);
 const joinTimes: number[] = [];
 for (let i = 0; i < runs; i++) {
   const start = performance.now();

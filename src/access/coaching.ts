@@ -4,7 +4,7 @@ import { readOggOpus, joinOggOpus } from '../media/OggOpusReader.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
 import { renderStereo, type StereoInput } from '../media/ffmpeg.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
-import type { TrackSegment } from '../storage/RecordingStore.ts';
+import type { RecordingSource, TrackSegment } from '../storage/types.ts';
 import { toWav } from './wav.ts';
 
 /**
@@ -103,9 +103,7 @@ export interface RenderedPlayback {
   durationMs: number;
 }
 
-export interface TrackSource {
-  openTrack(recordingId: string, participantId: string): AsyncIterable<TrackSegment>;
-}
+export type TrackSource = Pick<RecordingSource, 'openTrack'>;
 
 /**
  * Renders the coaching file of a recording: agents LEFT, customers RIGHT. Erased participants

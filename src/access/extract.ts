@@ -4,7 +4,7 @@ import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
 import { decodeToS16 } from '../media/ffmpeg.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
-import type { RecordingSummary, TrackSegment } from '../storage/RecordingStore.ts';
+import type { RecordingSource } from '../storage/types.ts';
 import { buildExtractManifest, type ExtractItem, type ExtractManifest } from './extractManifest.ts';
 import { CASE_REF_RE } from './policy.ts';
 import { toWav } from './wav.ts';
@@ -40,11 +40,8 @@ export interface ExtractPackage {
   totalBytes: number;
 }
 
-export interface ExtractStoreApi {
-  listRecordings(): Promise<RecordingSummary[]>;
-  getManifest(recordingId: string): Promise<RecordingManifest>;
-  openTrack(recordingId: string, participantId: string): AsyncIterable<TrackSegment>;
-}
+/** The read side of the store: a RecordingReader (the CLI) or the worker's RecordingStore (the API). */
+export type ExtractStoreApi = RecordingSource;
 
 export interface ExtractAuditApi {
   append(input: AuditInput): Promise<unknown>;

@@ -9,7 +9,7 @@ import { sendJson, type RouteGroup } from '../http/HttpServer.ts';
 import type { Logger } from '../log/logger.ts';
 import { type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
-import type { DeletionReceipt, RecordingSummary, TrackSegment } from '../storage/RecordingStore.ts';
+import type { DeletionReceipt, RecordingSource } from '../storage/types.ts';
 import { complianceReport } from '../compliance/report.ts';
 import { AuthError, authenticate, type Principal } from './auth.ts';
 import { BoundedCache } from './BoundedCache.ts';
@@ -36,11 +36,9 @@ import { ID_CAPTURE, ID_PATTERN } from '../ids/ids.ts';
  * docs/openapi.yaml documents every route, parameter, response and error.
  */
 
-export interface AccessStoreApi {
+/** The read side (RecordingSource) plus deletion: the worker's RecordingStore. */
+export interface AccessStoreApi extends RecordingSource {
   readonly buckets: Readonly<BucketNames>;
-  listRecordings(): Promise<RecordingSummary[]>;
-  getManifest(recordingId: string): Promise<RecordingManifest>;
-  openTrack(recordingId: string, participantId: string): AsyncIterable<TrackSegment>;
   deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<DeletionReceipt>;
 }
 

@@ -3,7 +3,8 @@ import { OptinError } from '../errors/OptinError.ts';
 import { readOggOpus } from '../media/OggOpusReader.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
 import type { ConsentEvidence, RecordingPolicy } from '../storage/manifest.ts';
-import type { BeginRecordingInput, ParticipantInput, RecordingStore } from '../storage/RecordingStore.ts';
+import type { RecordingStore } from '../storage/RecordingStore.ts';
+import type { BeginRecordingInput, ParticipantInput } from '../storage/types.ts';
 
 /**
  * Synthetic recordings made of real Opus packets (a fixture file, looped) cut by the recorder's

@@ -1,7 +1,8 @@
 import type { Client, ObjectLockInfo } from 'minio';
+import { mapLimit } from '../async/promises.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
-import { putObjectWithTags, type PutObjectLock } from '../storage/putObjectWithTags.ts';
+import { putObjectWithTags, type PutObjectLock } from '../storage/S3Objects.ts';
 import {
   ENTRY_VERSION,
   GENESIS_HASH,
@@ -66,7 +67,7 @@ export interface AuditInput {
   /** Why: 'coaching', 'training', 'subject-access', 'retention', 'agent-request', ... (no free text about people). */
   purpose: string;
   refs?: AuditRefs;
-  /** Same as `refs`, the shape src/storage/RecordingStore's AuditSink sends. Merged into refs. */
+  /** Same as `refs`, the shape src/storage/types.ts's AuditSink sends. Merged into refs. */
   subjects?: { callId?: string; recordingId?: string; participantId?: string; subjectId?: string; subjectIds?: string[] };
   /** JSON-serialisable facts: no personal data, no keys, no audio. */
   details?: object;
@@ -179,20 +180,6 @@ async function listKeys(client: Client, bucket: string, prefix: string): Promise
     if (item.name) keys.push(item.name);
   }
   return keys;
-}
-
-/** Bounded parallelism for the many small GETs of list() and verify(). */
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 /** Plain JSON copy of `details`, with forbidden fields and binary values redacted. */

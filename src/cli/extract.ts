@@ -1,7 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -12,7 +10,7 @@ import { loadConfig } from '../config/config.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { bucketNames } from '../storage/layout.ts';
-import { RecordingStore } from '../storage/RecordingStore.ts';
+import { RecordingReader } from '../storage/RecordingReader.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import type { CliIo } from './main.ts';
 import { ID_PATTERN } from '../ids/ids.ts';
@@ -87,8 +85,6 @@ export async function runExtract(argv: string[], env: NodeJS.ProcessEnv, io: Cli
     return 2;
   }
 
-  let store: RecordingStore | undefined;
-  const spoolDir = mkdtempSync(path.join(tmpdir(), 'optin-cli-'));
   try {
     const config = loadConfig(env);
     const { s3 } = config;
@@ -111,20 +107,9 @@ export async function runExtract(argv: string[], env: NodeJS.ProcessEnv, io: Cli
       createBucket: true,
       ...(hmacKey ? { hmacKey } : {}),
     });
-    // A reader of the store: no sweeper (the workers own expiry), its own empty spool, and a
-    // node id of its own so crash repair never touches a worker's recordings.
-    store = await RecordingStore.open({
-      client,
-      buckets,
-      keyring: Keyring.fromConfig(config.keyring),
-      retentionSeconds: config.retentionSeconds,
-      spoolDir,
-      spoolMaxBytes: 16 * 1024 * 1024,
-      logger,
-      nodeId: `cli-${randomBytes(4).toString('hex')}`,
-      sweep: false,
-      region: s3.region,
-    });
+    // Read only: no spool, no uploader, no sweeper (the workers own expiry and crash repair), and
+    // nothing created or changed in the buckets.
+    const store = new RecordingReader({ client, buckets, keyring: Keyring.fromConfig(config.keyring) });
 
     let lastStep = -1;
     const onProgress = (p: ExtractProgress): void => {
@@ -165,8 +150,5 @@ export async function runExtract(argv: string[], env: NodeJS.ProcessEnv, io: Cli
     const message = code === 'EEXIST' ? 'the output folder already holds a file of this extract; choose an empty folder' : (err as Error).message;
     io.err(`optin extract: ${message}\n`);
     return usage ? 2 : 1;
-  } finally {
-    await store?.close().catch(() => undefined);
-    rmSync(spoolDir, { recursive: true, force: true });
   }
 }

@@ -1,11 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type { Client } from 'minio';
+import { mapLimit } from '../async/promises.ts';
 import type { AuditEntry } from '../audit/AuditTrail.ts';
 import { isOptinError } from '../errors/OptinError.ts';
 import { monthKey } from '../gate/month.ts';
 import { MAX_RETENTION_SECONDS, MEDIA_PREFIX, TAG_EXPIRES_AT, dataKeyPrefix, mediaPrefix, parseMediaObjectKey, type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
-import type { RecordingSummary } from '../storage/RecordingStore.ts';
+import type { RecordingSummary } from '../storage/types.ts';
 import { rolesForAuditType } from '../access/policy.ts';
 
 /**
@@ -334,20 +335,6 @@ export interface ComplianceSources {
 async function listNames(client: Client, bucket: string, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for await (const o of client.listObjectsV2(bucket, prefix, true) as AsyncIterable<{ name?: string }>) if (o.name) out.push(o.name);
-  return out;
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
   return out;
 }
 

@@ -5,7 +5,7 @@ import { decodeAlaw, decodeUlaw } from '../media/g711.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import type { SegmentInput } from '../storage/RecordingStore.ts';
+import type { SegmentInput } from '../storage/types.ts';
 
 /** Where finished segments go (RecordingStore satisfies it). */
 export interface SegmentSink {

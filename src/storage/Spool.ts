@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.ts';
+import { sha256Hex } from '../crypto/digest.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { ID_PATTERN } from '../ids/ids.ts';
@@ -165,7 +165,7 @@ export class Spool extends TypedEmitter<SpoolEvents> {
     const item: SpoolItem = {
       ...meta,
       seq,
-      sha256: createHash('sha256').update(body).digest('hex'),
+      sha256: sha256Hex(body),
       bodyBytes: body.length,
       createdAtMs: this.#now(),
     };
@@ -207,7 +207,7 @@ export class Spool extends TypedEmitter<SpoolEvents> {
   /** Body of an item, verified against its digest (a damaged spool file is never uploaded). */
   async read(item: SpoolItem): Promise<Buffer> {
     const body = await readFile(join(this.#itemsDir, `${seqName(item.seq)}.bin`));
-    if (body.length !== item.bodyBytes || createHash('sha256').update(body).digest('hex') !== item.sha256) {
+    if (body.length !== item.bodyBytes || sha256Hex(body) !== item.sha256) {
       throw new OptinError('SPOOL_CORRUPT', `spool item ${item.seq} (${item.objectKey}) does not match its digest`);
     }
     return body;

@@ -163,6 +163,24 @@ export function upsertSegment(m: RecordingManifest, seg: ManifestSegment): void 
   else m.segments.splice(i, 0, seg);
 }
 
+/**
+ * Erases one participant (R9 "my voice"): their segments leave the list, their subject id, team
+ * lead and key ids leave the record, and the erasure is noted. Returns whether anything changed.
+ */
+export function eraseParticipant(m: RecordingManifest, participantId: string, reason: string, atMs: number): boolean {
+  const p = m.participants.find((q) => q.participantId === participantId);
+  const before = m.segments.length;
+  m.segments = m.segments.filter((s) => s.participantId !== participantId);
+  if (p === undefined) return before !== m.segments.length;
+  const already = p.erased !== undefined && p.subjectId === undefined && p.dataKeyId === undefined;
+  delete p.subjectId;
+  delete p.teamLeadId;
+  delete p.dataKeyId;
+  delete p.kekId;
+  p.erased ??= { atMs, reason };
+  return !already || before !== m.segments.length;
+}
+
 // ---- per-object segment metadata ----
 //
 // Each media object also carries its own segment record as S3 user metadata, so crash repair can

@@ -12,7 +12,7 @@ import { mediaPrefix } from '../../src/storage/layout.ts';
 import { useStack } from '../support/stack.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb, snrBestAlignment } from '../support/audio.ts';
-import type { TrackSegment } from '../../src/storage/RecordingStore.ts';
+import type { TrackSegment } from '../../src/storage/types.ts';
 import { readTrack } from '../support/storageFixtures.ts';
 
 const AGENT_HZ = 523;

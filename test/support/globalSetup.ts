@@ -2,7 +2,8 @@ import { readFile, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
-import { DEFAULT_REGION, ensureS3Server } from '../../src/storage/s3Endpoint.ts';
+import { ensureS3Server } from '../../scripts/s3/devServer.ts';
+import { DEFAULT_REGION } from '../../src/storage/s3Endpoint.ts';
 // Type-only: brings the `ProvidedContext.s3` declaration into this file without loading vitest's
 // worker-side `inject` in the main process.
 import type {} from './s3.ts';

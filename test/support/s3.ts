@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import type { Client } from 'minio';
-import { createS3Client, type S3Config, type S3ServerKind } from '../../src/storage/s3Endpoint.ts';
+import type { S3ServerKind } from '../../scripts/s3/devServer.ts';
+import { createS3Client, type S3Config } from '../../src/storage/s3Endpoint.ts';
 
 /**
  * Helpers for test files that need S3. The server itself is started once per test run by

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AuditSink, SegmentInput, StorageAuditEntry, TrackSegment } from '../../src/storage/RecordingStore.ts';
+import type { AuditSink, SegmentInput, StorageAuditEntry, TrackSegment } from '../../src/storage/types.ts';
 
 /**
  * Stand-ins and readers for storage tests: recognisable segment bytes and metadata, an audit sink

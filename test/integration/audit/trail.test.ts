@@ -3,7 +3,7 @@ import { AuditTrail, type AuditInput } from '../../../src/audit/AuditTrail.ts';
 import { canonicalJson, hashEntry, type AuditEntry } from '../../../src/audit/chain.ts';
 import { runAuditVerify } from '../../../src/audit/verifyCommand.ts';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
-import type { AuditSink } from '../../../src/storage/RecordingStore.ts';
+import type { AuditSink } from '../../../src/storage/types.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { s3Config } from '../../support/s3.ts';
 

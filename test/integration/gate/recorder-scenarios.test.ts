@@ -27,7 +27,7 @@ import type { CallRecorder } from '../../../src/recorder/CallRecorder.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import type { CallRoom } from '../../../src/sfu/CallRoom.ts';
 import { bucketNames, dataKeyPrefix, manifestObjectKey, mediaPrefix, type BucketNames } from '../../../src/storage/layout.ts';
-import type { DeletionReceipt } from '../../../src/storage/RecordingStore.ts';
+import type { DeletionReceipt } from '../../../src/storage/types.ts';
 import { PacedSender, RtpLeg, describeLatencies, readTaggedTrack } from '../../support/gateHarness.ts';
 import { listNames, makeMinioClient, s3Config } from '../../support/s3.ts';
 import { TcpProxy } from '../../support/tcpProxy.ts';

@@ -2,8 +2,9 @@ import { createServer } from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LifecycleRule } from 'minio';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
-import { assertS3Reachable, ensureS3Server } from '../../../src/storage/s3Endpoint.ts';
-import { putObjectWithTags } from '../../../src/storage/putObjectWithTags.ts';
+import { ensureS3Server } from '../../../scripts/s3/devServer.ts';
+import { assertS3Reachable } from '../../../src/storage/s3Endpoint.ts';
+import { putObjectWithTags } from '../../../src/storage/S3Objects.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { listNames, removeBucketDeep, s3Config } from '../../support/s3.ts';
 
@@ -70,7 +71,7 @@ describe('S3 test server', () => {
 
   it('minio-js putObject turns X-Amz-Tagging into user metadata (the pitfall putObjectWithTags avoids)', async () => {
     // If this starts failing, minio-js has learnt to send tags on the PUT; putObjectWithTags
-    // still works, but the comment in src/storage/putObjectWithTags.ts should be updated.
+    // still works, but the comment in src/storage/S3Objects.ts should be updated.
     await client.putObject(bucket, 'naive', Buffer.from('x'), 1, { 'X-Amz-Tagging': 'expiry=1' });
     expect(await client.getObjectTagging(bucket, 'naive')).toEqual([]);
     expect((await client.statObject(bucket, 'naive')).metaData['x-amz-tagging']).toBe('expiry=1');

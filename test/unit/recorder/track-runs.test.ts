@@ -9,7 +9,7 @@ import { TranscoderPool } from '../../../src/media/TranscoderPool.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
 import { encodeUlaw } from '../../../src/media/g711.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import type { SegmentInput } from '../../../src/storage/RecordingStore.ts';
+import type { SegmentInput } from '../../../src/storage/types.ts';
 
 const pool = new TranscoderPool({ threads: 1 });
 afterAll(async () => {

@@ -1,0 +1,199 @@
+import type { Client } from 'minio';
+import type { WrapAlg, Keyring } from '../crypto/Keyring.ts';
+import type { Logger } from '../log/logger.ts';
+import type { BucketNames } from './layout.ts';
+import type { ConsentEvidence, ManifestSegment, ParticipantRole, RecordingManifest, RecordingPolicy, SegmentQuality } from './manifest.ts';
+import type { SpoolState } from './Spool.ts';
+
+export type { SpoolState } from './Spool.ts';
+
+/**
+ * The storage package's public vocabulary (DESIGN §5, R8, R9): what the recorder hands the store,
+ * what the store hands back, and what readers get. Types only: importing this file loads nothing.
+ *
+ * Public files of src/storage (the only ones code outside it imports):
+ *   types.ts            this vocabulary
+ *   RecordingStore.ts   the writer: begin/put/end, deletion, expiry; spool, uploader and sweeper inside
+ *   RecordingReader.ts  the read path alone (manifests, listing, tracks): no spool, no uploader, no sweeper
+ *   layout.ts           object keys, prefixes, tags, retention limits
+ *   manifest.ts         the manifest document
+ *   s3Endpoint.ts       the production S3 client (createS3Client, assertS3Reachable, S3Config)
+ *   s3Errors.ts         reading S3 errors (isNotFound, s3ErrorCode)
+ *   S3Objects.ts        only for putObjectWithTags (the audit trail's object-locked PUTs)
+ * Everything else (Spool, Sweeper, Uploader, RecordingDeletion, Recovery, RecordingRegistry,
+ * dataKeys, inputs) is internal to the store; only the storage tests reach into it.
+ */
+
+export interface StorageAuditEntry {
+  type: 'recording.deleted' | 'recording.expired' | 'recording.deletion-completed' | 'recording.deletion-blocked';
+  actor: string;
+  role: string;
+  purpose: string;
+  /** Pseudonymous references only. */
+  subjects: { recordingId: string; participantId?: string; subjectIds: string[] };
+  details: DeletionReceipt;
+}
+
+/** What the store needs from the audit trail (src/audit's AuditTrail satisfies it). */
+export interface AuditSink {
+  append(entry: StorageAuditEntry): Promise<unknown>;
+}
+
+export interface RecordingStoreOptions {
+  client: Client;
+  buckets: BucketNames;
+  keyring: Keyring;
+  /** Default and maximum 30 days (R8). */
+  retentionSeconds?: number;
+  spoolDir: string;
+  spoolMaxBytes: number;
+  logger: Logger;
+  audit?: AuditSink;
+  now?: () => number;
+  /** Which process writes the recordings: crash repair only touches this node's. Stable across restarts, unique among live processes. */
+  nodeId?: string;
+  /** A PUT slower than this is treated as failed and the object is spooled. Default 5000 ms. */
+  uploadTimeoutMs?: number;
+  /** Largest Ogg segment accepted. Default 8 MiB (a 10 s Opus segment is ~40 KB). */
+  maxSegmentBytes?: number;
+  /** How often dirty manifests of active recordings are written. Default 5000 ms. */
+  manifestFlushMs?: number;
+  /** Sweeper's periodic manifest scan. Default 60 000 ms. */
+  sweepScanIntervalMs?: number;
+  /** Run the sweeper (default true). Only tests and benchmarks turn it off: R8 needs it. Read-only tools use RecordingReader. */
+  sweep?: boolean;
+  /** Spool items uploaded in parallel while draining (one per track at a time). Default 8. */
+  drainConcurrency?: number;
+  /** Uploader retry backoff bounds. Defaults 250 ms .. 5000 ms. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  /** Region for bucket creation. Default us-east-1. */
+  region?: string;
+  /** Wrap algorithm for new data keys. Default A256GCM (binds the wrapped key to its track). */
+  wrapAlg?: WrapAlg;
+}
+
+export interface RecordingReaderOptions {
+  client: Client;
+  buckets: BucketNames;
+  /** The keyring the tracks were sealed under (the workers' keyring). */
+  keyring: Keyring;
+  now?: () => number;
+  /** A GET slower than twice this fails with STORAGE_TIMEOUT, a listing four times. Default 5000 ms. */
+  requestTimeoutMs?: number;
+}
+
+export interface ParticipantInput {
+  participantId: string;
+  role: ParticipantRole;
+  subjectId: string;
+  /** Agents: their team lead (R10: the only other person allowed to hear the recording). */
+  teamLeadId?: string;
+}
+
+export interface BeginRecordingInput {
+  recordingId: string;
+  callId: string;
+  /** ms since epoch (or a Date): expiry is startedAt + retention. */
+  startedAt: number | Date;
+  participants: ParticipantInput[];
+  consentEvidence: ConsentEvidence[];
+  /** The schedule and cap the recording was admitted under (R6 evidence for the DPO's compliance check). */
+  policy?: RecordingPolicy;
+}
+
+export interface SegmentInput {
+  recordingId: string;
+  participantId: string;
+  segment: number;
+  run: number;
+  startWallClockMs: number;
+  durationMs: number;
+  opusPayloadBytes: number;
+  quality: SegmentQuality;
+}
+
+export interface PutSegmentResult {
+  stored: 'uploaded' | 'spooled';
+  objectKey: string;
+  sealedBytes: number;
+  sha256: string;
+}
+
+export interface TrackSegment {
+  segment: number;
+  /** A standalone Ogg Opus file. */
+  ogg: Buffer;
+  meta: ManifestSegment;
+}
+
+export interface DeletionReceipt {
+  receiptId: string;
+  kind: 'deletion' | 'expiry';
+  recordingId: string;
+  participantId?: string;
+  scope: 'recording' | 'participant';
+  reason: string;
+  actor: string;
+  requestedAt: string;
+  completedAt: string;
+  /** false: the store was unreachable; the rest completes automatically when it returns (a tombstone is spooled). */
+  complete: boolean;
+  /** true: nothing of the recording (or participant) existed any more. */
+  nothingLeft: boolean;
+  /** Data keys destroyed, by id (never material). */
+  dataKeys: Array<{ participantId: string; dataKeyId?: string; kekId?: string; destroyed: Array<'memory' | 'store' | 'spool'> }>;
+  mediaObjects: { count: number; objectKeys: string[] };
+  spool: { itemsRemoved: number; bytes: number };
+  manifest: 'deleted' | 'updated' | 'absent' | 'pending';
+}
+
+export interface DeletionOptions {
+  /** Erase one participant only (R9 "my voice"); the rest of the recording stays. */
+  participantId?: string;
+  /** A short code ('agent-request', 'consent-withdrawn-erase'): it becomes the audit purpose. */
+  reason: string;
+  /** Pseudonymous id of who asked (or 'system'). */
+  actor: string;
+}
+
+export interface RecordingSummary {
+  recordingId: string;
+  callId: string;
+  state: RecordingManifest['state'];
+  startedAt: string;
+  endedAt?: string;
+  expiresAt: string;
+  retentionClass: string;
+  participants: Array<{ participantId: string; role: ParticipantRole; subjectId?: string; erased: boolean; segments: number; durationMs: number }>;
+  segments: number;
+  sealedBytes: number;
+}
+
+/** The read side that access, extract and compliance use: RecordingReader and RecordingStore both offer it. */
+export interface RecordingSource {
+  /** The manifest of one recording (metadata only), or RECORDING_NOT_FOUND. */
+  getManifest(recordingId: string): Promise<RecordingManifest>;
+  /** Summaries of every recording (metadata only; no audio, no keys). */
+  listRecordings(): Promise<RecordingSummary[]>;
+  /** One participant's segments, verified and decrypted, in order. */
+  openTrack(recordingId: string, participantId: string): AsyncIterable<TrackSegment>;
+}
+
+export interface StoreStats {
+  uploaded: number;
+  spooled: number;
+  drained: number;
+  spool: SpoolState;
+  /** Direct PUT latency of media objects, ms, over the last 1024 uploads. */
+  uploadLatencyMs: { p50: number; p99: number; samples: number };
+}
+
+export type RecordingStoreEvents = {
+  /** Spool size/fullness changed (the recorder closes the gate with `storage-unavailable` when full). */
+  spoolchange: [SpoolState];
+  /** The spool became empty with nothing left to retry. */
+  drained: [];
+  /** A deletion or expiry finished (locally, at least). */
+  deleted: [DeletionReceipt];
+};
