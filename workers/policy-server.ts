@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { PolicyServer } from '../src/control/PolicyServer.ts';
-import { FactSchema } from '../src/control/protocol.ts';
+import { FactSchema } from '../src/gate/facts.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
 import { createLogger } from '../src/log/logger.ts';
 

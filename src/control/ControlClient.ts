@@ -12,15 +12,14 @@ import {
   encodeMessage,
   errorMessage,
   parseServerMessage,
-  type AgentSchedule,
-  type CallSnapshot,
   type ErrorCode,
   type ErrorMessage,
-  type Fact,
   type RecordingState,
   type RecordingStateReport,
   type Snapshot,
 } from './protocol.ts';
+import type { Fact } from '../gate/facts.ts';
+import type { AgentSchedule, CallSnapshot } from '../gate/policySnapshot.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**
