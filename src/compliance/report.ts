@@ -6,7 +6,6 @@ import { monthKey } from '../gate/month.ts';
 import { MAX_RETENTION_SECONDS, MEDIA_PREFIX, TAG_EXPIRES_AT, dataKeyPrefix, mediaPrefix, parseMediaObjectKey, type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSummary } from '../storage/RecordingStore.ts';
-import { rolesForAuditType } from '../access/policy.ts';
 
 /**
  * The DPO's compliance report (DESIGN §1 "spot checks", R3-R11): over every recording (or a
@@ -88,6 +87,14 @@ export interface ComplianceFacts {
   audit: AuditEntry[];
 }
 
+/**
+ * The roles allowed to have produced an audit entry of a given type (undefined: not an access
+ * type). It is the access API's own table (`access/policy.ts` rolesForAuditType), passed in by
+ * whoever serves the report, so the report checks the trail against the very table the API
+ * enforces and compliance/ does not depend on access/.
+ */
+export type RolesForAuditType = (auditType: string) => readonly string[] | undefined;
+
 export interface ComplianceOptions {
   /** First packet may precede the consent instant by this much (anchor granularity). Default 20 ms. */
   consentToleranceMs?: number;
@@ -136,7 +143,7 @@ function teamLeadIds(m: RecordingManifest): string[] {
 }
 
 /** The rules, as a pure function of the collected facts. */
-export function evaluateCompliance(facts: ComplianceFacts, options: ComplianceOptions = {}): ComplianceReport {
+export function evaluateCompliance(facts: ComplianceFacts, rolesForAuditType: RolesForAuditType, options: ComplianceOptions = {}): ComplianceReport {
   const consentTol = options.consentToleranceMs ?? 20;
   const windowTol = options.windowToleranceMs ?? 60;
   const grace = options.expiryGraceMs ?? 120_000;
@@ -282,7 +289,7 @@ export function evaluateCompliance(facts: ComplianceFacts, options: ComplianceOp
       }
       continue;
     }
-    if (!(allowed as readonly string[]).includes(e.role)) {
+    if (!allowed.includes(e.role)) {
       violations.push({
         rule: 'access-by-allowed-role',
         ...(e.refs.recordingId ? { recordingId: e.refs.recordingId } : {}),
@@ -328,6 +335,7 @@ export interface ComplianceSources {
   };
   s3: Client;
   audit: { list(): Promise<AuditEntry[]> };
+  rolesForAuditType: RolesForAuditType;
   now?: () => number;
 }
 
@@ -421,5 +429,5 @@ export async function collectComplianceFacts(src: ComplianceSources, options: { 
 }
 
 export async function complianceReport(src: ComplianceSources, options: ComplianceOptions & { sample?: number } = {}): Promise<ComplianceReport> {
-  return evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), options);
+  return evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), src.rolesForAuditType, options);
 }
