@@ -101,7 +101,7 @@ function subjectParticipants(m: RecordingManifest, subjectId: string): string[] 
 
 /**
  * Reads, decrypts and joins the tracks: the part whose speed DESIGN §7 targets. Exported for the
- * benchmark (src/access/benchExtract.ts).
+ * benchmark (bench/extractStandalone.ts).
  */
 export async function readJoinedTrack(
   store: Pick<ExtractStoreApi, 'openTrack'>,

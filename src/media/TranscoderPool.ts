@@ -30,7 +30,7 @@ export interface TranscoderPoolOptions {
   maxStreams?: number;
   /** Target bitrate, bit/s (default 16000). */
   bitrate?: number;
-  /** libopus complexity 0-10 (default 5: the CPU/quality knee for narrowband speech, see benchTranscode). */
+  /** libopus complexity 0-10 (default 5: the CPU/quality knee for narrowband speech, see bench/transcode.ts). */
   complexity?: number;
   /** Input sample rate (default 8000, G.711). */
   sampleRate?: 8000 | 16000 | 48000;

@@ -12,7 +12,7 @@ import type { Client } from 'minio';
 import { accessRoutes } from '../../../src/access/routes.ts';
 import { issueToken } from '../../../src/access/auth.ts';
 import { rolesForAuditType } from '../../../src/access/policy.ts';
-import { storeSynthRecording, type SynthParticipant } from '../../../src/access/synthRecording.ts';
+import { storeSynthRecording, type SynthParticipant } from '../../support/synthRecording.ts';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { complianceReport, type ComplianceReport } from '../../../src/compliance/report.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
