@@ -1,5 +1,5 @@
 /**
- * Benchmark: how long a 30-minute single-speaker extract takes (DESIGN §7: "well under a second,
+ * Benchmark: how long a 30-minute single-speaker extract takes (docs/architecture.md §7: "well under a second,
  * excluding network"). Run against an S3 server from the environment:
  *
  *   eval "$(bash scripts/s3/rgw.sh env)" && npm run bench:extract -- [--minutes 30] [--runs 5]

@@ -1,5 +1,5 @@
 /**
- * Reference policy server, standalone (DESIGN §4): `npm run policy-server`.
+ * Reference policy server, standalone (docs/architecture.md §4): `npm run policy-server`.
  *
  * Configuration (environment):
  *   OPTIN_CONTROL_SECRET        shared secret, >= 32 bytes (required; never logged)

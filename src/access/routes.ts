@@ -22,7 +22,7 @@ import { parseRange } from './range.ts';
 import { ID_CAPTURE, ID_PATTERN } from '../ids/ids.ts';
 
 /**
- * The access API (DESIGN §6, R1, R9-R12): recordings for coaching, subject-access extracts,
+ * The access API (docs/architecture.md §6; R1, R9-R12 in docs/rules.md): recordings for coaching, subject-access extracts,
  * deletion, the audit trail and the compliance report. Every route is authenticated
  * (src/access/auth.ts), authorized by the pure rules of src/access/policy.ts, and audited:
  *

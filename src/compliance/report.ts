@@ -8,8 +8,8 @@ import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSummary } from '../storage/RecordingStore.ts';
 
 /**
- * The DPO's compliance report (DESIGN §1 "spot checks", R3-R11): over every recording (or a
- * random sample), were the rules of DESIGN §2 kept? Each violation comes with its evidence:
+ * The DPO's compliance report (docs/architecture.md §1 "spot checks", R3-R11): over every recording (or a
+ * random sample), were the rules of docs/rules.md kept? Each violation comes with its evidence:
  * pseudonymous ids, instants, object keys, audit entry positions. An empty `violations` list
  * means every checked rule held; rules that cannot be checked for a recording (no policy facts
  * in its manifest) are listed as `unverifiable`, never silently passed.
@@ -60,7 +60,7 @@ export interface ComplianceReport {
   notes: string[];
 }
 
-/** What the manifest may carry about the schedule in force when it was recorded (see DESIGN R6). */
+/** What the manifest may carry about the schedule in force when it was recorded (see R6 in docs/rules.md). */
 interface ManifestPolicy {
   agentWindows?: Array<{ start: number; end: number }>;
   monthlyCap?: number;

@@ -5,7 +5,8 @@ import { IdSchema } from '../ids/ids.ts';
  * The policy facts: what the IVR/web side tells the worker about a call
  * (who is in it, who consented and how, pauses) and about an agent (the R6
  * schedule). The gate decides from these and nothing else; the control
- * stream (`control/protocol.ts`) only carries them.
+ * stream (`control/protocol.ts`) only carries them. docs/control-protocol.md
+ * describes them for integrators: keep the two in step.
  *
  * Schemas are strict: an unknown field is an error, because a field we
  * silently ignore could be a condition the sender thinks we enforce.

@@ -1,5 +1,5 @@
 /**
- * G.711 -> Opus encoding off the event loop (DESIGN §3: "only non-Opus legs
+ * G.711 -> Opus encoding off the event loop (docs/architecture.md §3: "only non-Opus legs
  * are decoded and encoded, off the event loop"; STYLE habit 3: heavy
  * encoding runs in a worker-thread pool, no thread per stream).
  *
