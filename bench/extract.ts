@@ -1,5 +1,5 @@
 /**
- * Extract throughput (DESIGN §7: "a 30-minute single-speaker extract in well under a second,
+ * Extract throughput (docs/architecture.md §7: "a 30-minute single-speaker extract in well under a second,
  * excluding network"): writes one 30-minute track through the real store (Segmenter -> seal ->
  * S3), then times reading it back the way the extract does: `store.openTrack` (GET, digest
  * check, key unwrap, AES-GCM open per segment) and `joinOggOpus` into one continuous file.

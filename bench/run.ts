@@ -1,5 +1,5 @@
 /**
- * Capacity benchmark (DESIGN §7): how many recorded streams one machine carries, and what they
+ * Capacity benchmark (docs/architecture.md §7): how many recorded streams one machine carries, and what they
  * cost against the floor (merely forwarding the packets into Node) and against the common
  * approach of one ffmpeg process per stream, all measured in the same session.
  *
@@ -640,7 +640,7 @@ function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | und
     });
   }
   const ff = runs.find((r) => r.mode === 'ffmpeg');
-  // Ours at 1000 streams (the DESIGN §7 target) if measured, else the largest run.
+  // Ours at 1000 streams (the docs/architecture.md §7 target) if measured, else the largest run.
   const ref = rec.find((r) => r.streams === 1000) ?? rec.at(-1);
   if (ff && ref) {
     // Theirs per stream: the ffmpeg process's private memory plus what the stream added to Node and the workers.

@@ -15,7 +15,7 @@ import { ensureS3Server } from '../scripts/s3/devServer.ts';
 import { PolicyServer } from '../src/control/PolicyServer.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { startRecorderApp } from '../src/app/RecorderApp.ts';
-import { playFixtureCall } from '../src/app/fixtureCall.ts';
+import { playFixtureCall } from './fixtureCall.ts';
 import { joinOggOpus } from '../src/media/OggOpusReader.ts';
 import { probeDurationSeconds, decodeToPcm } from '../src/media/ffmpeg.ts';
 import { createLogger } from '../src/log/logger.ts';

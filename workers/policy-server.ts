@@ -1,5 +1,5 @@
 /**
- * Reference policy server, standalone (DESIGN §4): `npm run policy-server`.
+ * Reference policy server, standalone (docs/architecture.md §4): `npm run policy-server`.
  *
  * Configuration (environment):
  *   OPTIN_CONTROL_SECRET        shared secret, >= 32 bytes (required; never logged)
@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { PolicyServer } from '../src/control/PolicyServer.ts';
-import { FactSchema } from '../src/control/protocol.ts';
+import { FactSchema } from '../src/gate/facts.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
 import { createLogger } from '../src/log/logger.ts';
 

@@ -4,7 +4,7 @@ import { OptinError } from '../errors/OptinError.ts';
 import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
- * Authentication of the HTTP API (DESIGN §6: every request is authenticated).
+ * Authentication of the HTTP API (docs/architecture.md §6: every request is authenticated).
  *
  * Bearer JWTs, HS256 with a shared secret from configuration (`http.jwtSecret`, >= 32 chars):
  * the identity provider of the contact centre signs them; `issueToken` exists for tests and the

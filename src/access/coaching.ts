@@ -8,7 +8,7 @@ import type { RecordingSource, TrackSegment } from '../storage/types.ts';
 import { toWav } from './wav.ts';
 
 /**
- * Coaching playback (DESIGN §6, R10): one stereo file per recording, agent LEFT, customer RIGHT,
+ * Coaching playback (docs/architecture.md §6, R10): one stereo file per recording, agent LEFT, customer RIGHT,
  * both sides on one time axis taken from the segments' wall-clock anchors, so the coach hears
  * the conversation as it happened: a pause of the gate (a gap between runs) is silence of the
  * right length on both sides, never a jump.

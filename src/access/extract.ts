@@ -11,7 +11,7 @@ import { toWav } from './wav.ts';
 import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
- * Subject-access extracts (DESIGN §6, R12): ONE subject's tracks across their recordings,
+ * Subject-access extracts (docs/architecture.md §6, R12): ONE subject's tracks across their recordings,
  * decrypted and joined into one continuous Ogg Opus per recording (a selection, never an
  * un-mixing: each speaker is already a separate track), WAV through ffmpeg on request, plus the
  * manifest of src/access/extractManifest.ts. Shared by the HTTP API and `optin extract`.
@@ -97,8 +97,8 @@ function subjectParticipants(m: RecordingManifest, subjectId: string): string[] 
 }
 
 /**
- * Reads, decrypts and joins the tracks: the part whose speed DESIGN §7 targets. Exported for the
- * benchmark (src/access/benchExtract.ts).
+ * Reads, decrypts and joins the tracks: the part whose speed docs/architecture.md §7 targets. Exported for the
+ * benchmark (bench/extractStandalone.ts).
  */
 export async function readJoinedTrack(
   store: Pick<ExtractStoreApi, 'openTrack'>,

@@ -3,7 +3,7 @@ import type { ConsentEvidence, RecordingManifest } from '../storage/manifest.ts'
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 
 /**
- * The manifest of a subject-access extract (DESIGN R12, GDPR Art. 15): for each recording of
+ * The manifest of a subject-access extract (R12 in docs/rules.md, GDPR Art. 15): for each recording of
  * the subject, when it was processed, why, on which legal basis, the consent evidence (for a
  * customer), how long it is kept, who accessed it and when, and which audio file holds the
  * subject's own voice.

@@ -2,7 +2,7 @@ import type { RecordingManifest } from '../storage/manifest.ts';
 import type { Principal, Role } from './auth.ts';
 
 /**
- * Who may do what (DESIGN R1, R10, R12, §6). Pure: facts in, decision out, no I/O, so the whole
+ * Who may do what (R1, R10, R12 in docs/rules.md; docs/architecture.md §6). Pure: facts in, decision out, no I/O, so the whole
  * matrix is unit-tested without a store (test/unit/access/policy.test.ts) and the HTTP layer only
  * gathers facts and applies decisions.
  *

@@ -17,12 +17,12 @@ import { renderCoaching, type RenderFormat, type RenderedPlayback } from './coac
 import { DeletionRequests, type DeletionRequest } from './DeletionRequests.ts';
 import { createExtract, validateExtractRequest } from './extract.ts';
 import { ExtractStore } from './ExtractStore.ts';
-import { CASE_REF_RE, authorize, authorizeRoute, mayList, recordingFacts, recordingView, type Action, type DenyReason, type RecordingFacts } from './policy.ts';
+import { CASE_REF_RE, authorize, authorizeRoute, mayList, recordingFacts, recordingView, rolesForAuditType, type Action, type DenyReason, type RecordingFacts } from './policy.ts';
 import { parseRange } from './range.ts';
 import { ID_CAPTURE, ID_PATTERN } from '../ids/ids.ts';
 
 /**
- * The access API (DESIGN §6, R1, R9-R12): recordings for coaching, subject-access extracts,
+ * The access API (docs/architecture.md §6; R1, R9-R12 in docs/rules.md): recordings for coaching, subject-access extracts,
  * deletion, the audit trail and the compliance report. Every route is authenticated
  * (src/access/auth.ts), authorized by the pure rules of src/access/policy.ts, and audited:
  *
@@ -477,7 +477,7 @@ export function accessRoutes(o: AccessRoutesOptions): AccessRoutes {
     if (sample !== undefined && (!Number.isInteger(sample) || sample < 1 || sample > 100_000)) {
       throw new HttpError(400, 'invalid-request', 'sample must be a whole number of recordings (1-100000)');
     }
-    const report = await complianceReport({ store: o.store, s3: o.s3, audit: o.audit, now }, { ...(sample === undefined ? {} : { sample }) });
+    const report = await complianceReport({ store: o.store, s3: o.s3, audit: o.audit, rolesForAuditType, now }, { ...(sample === undefined ? {} : { sample }) });
     await record(ctx.principal, { type: 'access.compliance', purpose: 'accountability', details: { ok: report.ok, violations: report.violations.length, checked: report.scope.checked } });
     sendJson(ctx.res, 200, report);
   }

@@ -26,7 +26,7 @@ import { isNotFound, s3ErrorCode } from '../storage/s3Errors.ts';
 export type { AuditEntry, AuditRefs, ChainBreak, StreamReport } from './chain.ts';
 
 /**
- * Append-only, hash-chained, tamper-evident audit trail in the audit bucket (DESIGN R11).
+ * Append-only, hash-chained, tamper-evident audit trail in the audit bucket (R11, docs/rules.md).
  *
  * Layout (one object per entry, so an entry is written once and never rewritten):
  *   streams/<writerId>/audit/<seq, 12 digits>.json   entry `seq` of writer `writerId`'s chain

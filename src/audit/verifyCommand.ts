@@ -5,7 +5,7 @@ import { AuditTrail } from './AuditTrail.ts';
 import { BREAK_EXPLANATION } from './chain.ts';
 
 /**
- * `optin audit verify`: proves the audit trail unbroken, for the DPO (DESIGN R11).
+ * `optin audit verify`: proves the audit trail unbroken, for the DPO (R11, docs/rules.md).
  * Exit codes: 0 every chain verified, 1 a chain is broken, 2 the check could not run
  * (usage, configuration, store unreachable). Reads nothing but the audit bucket, and prints
  * pseudonymous stream ids and sequence numbers only.

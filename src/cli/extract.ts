@@ -12,7 +12,7 @@ import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { bucketNames } from '../storage/layout.ts';
 import { RecordingReader } from '../storage/RecordingReader.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
-import type { CliIo } from './main.ts';
+import type { CliIo } from './io.ts';
 import { ID_PATTERN } from '../ids/ids.ts';
 
 /**

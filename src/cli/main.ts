@@ -1,3 +1,5 @@
+import { processIo, type CliIo } from './io.ts';
+
 /**
  * Dispatches `optin <command>`. Every command returns its exit status instead of exiting, so
  * tests run them in-process and the stub in bin/optin.mjs only sets process.exitCode. Commands
@@ -15,19 +17,6 @@ Commands:
 
 Configuration comes from the environment, as for the worker (OPTIN_S3_*, OPTIN_KEYRING, ...).
 Run "optin <command> --help" for a command's options.`;
-
-export interface CliIo {
-  out: (text: string) => void;
-  err: (text: string) => void;
-  /** Whether stderr is a terminal (progress bars redraw in place). */
-  errIsTty: boolean;
-}
-
-export const processIo: CliIo = {
-  out: (text) => process.stdout.write(text),
-  err: (text) => process.stderr.write(text),
-  errIsTty: Boolean(process.stderr.isTTY),
-};
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;

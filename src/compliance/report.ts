@@ -7,11 +7,10 @@ import { monthKey } from '../gate/month.ts';
 import { MAX_RETENTION_SECONDS, MEDIA_PREFIX, TAG_EXPIRES_AT, dataKeyPrefix, mediaPrefix, parseMediaObjectKey, type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSummary } from '../storage/types.ts';
-import { rolesForAuditType } from '../access/policy.ts';
 
 /**
- * The DPO's compliance report (DESIGN §1 "spot checks", R3-R11): over every recording (or a
- * random sample), were the rules of DESIGN §2 kept? Each violation comes with its evidence:
+ * The DPO's compliance report (docs/architecture.md §1 "spot checks", R3-R11): over every recording (or a
+ * random sample), were the rules of docs/rules.md kept? Each violation comes with its evidence:
  * pseudonymous ids, instants, object keys, audit entry positions. An empty `violations` list
  * means every checked rule held; rules that cannot be checked for a recording (no policy facts
  * in its manifest) are listed as `unverifiable`, never silently passed.
@@ -62,7 +61,7 @@ export interface ComplianceReport {
   notes: string[];
 }
 
-/** What the manifest may carry about the schedule in force when it was recorded (see DESIGN R6). */
+/** What the manifest may carry about the schedule in force when it was recorded (see R6 in docs/rules.md). */
 interface ManifestPolicy {
   agentWindows?: Array<{ start: number; end: number }>;
   monthlyCap?: number;
@@ -88,6 +87,14 @@ export interface ComplianceFacts {
   media: MediaListing;
   audit: AuditEntry[];
 }
+
+/**
+ * The roles allowed to have produced an audit entry of a given type (undefined: not an access
+ * type). It is the access API's own table (`access/policy.ts` rolesForAuditType), passed in by
+ * whoever serves the report, so the report checks the trail against the very table the API
+ * enforces and compliance/ does not depend on access/.
+ */
+export type RolesForAuditType = (auditType: string) => readonly string[] | undefined;
 
 export interface ComplianceOptions {
   /** First packet may precede the consent instant by this much (anchor granularity). Default 20 ms. */
@@ -137,7 +144,7 @@ function teamLeadIds(m: RecordingManifest): string[] {
 }
 
 /** The rules, as a pure function of the collected facts. */
-export function evaluateCompliance(facts: ComplianceFacts, options: ComplianceOptions = {}): ComplianceReport {
+export function evaluateCompliance(facts: ComplianceFacts, rolesForAuditType: RolesForAuditType, options: ComplianceOptions = {}): ComplianceReport {
   const consentTol = options.consentToleranceMs ?? 20;
   const windowTol = options.windowToleranceMs ?? 60;
   const grace = options.expiryGraceMs ?? 120_000;
@@ -283,7 +290,7 @@ export function evaluateCompliance(facts: ComplianceFacts, options: ComplianceOp
       }
       continue;
     }
-    if (!(allowed as readonly string[]).includes(e.role)) {
+    if (!allowed.includes(e.role)) {
       violations.push({
         rule: 'access-by-allowed-role',
         ...(e.refs.recordingId ? { recordingId: e.refs.recordingId } : {}),
@@ -329,6 +336,7 @@ export interface ComplianceSources {
   };
   s3: Client;
   audit: { list(): Promise<AuditEntry[]> };
+  rolesForAuditType: RolesForAuditType;
   now?: () => number;
 }
 
@@ -408,5 +416,5 @@ export async function collectComplianceFacts(src: ComplianceSources, options: { 
 }
 
 export async function complianceReport(src: ComplianceSources, options: ComplianceOptions & { sample?: number } = {}): Promise<ComplianceReport> {
-  return evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), options);
+  return evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), src.rolesForAuditType, options);
 }

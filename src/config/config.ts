@@ -53,7 +53,7 @@ export const ConfigSchema = z.object({
       keys: z.record(id, z.string()),
     })
     .optional(),
-  retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS, 'must be at most 2592000 (30 days, DESIGN R8)').default(MAX_RETENTION_SECONDS),
+  retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS, 'must be at most 2592000 (30 days, R8 in docs/rules.md)').default(MAX_RETENTION_SECONDS),
   segmentSeconds: z.number().min(1).max(300).default(10),
   spool: z
     .object({

@@ -12,19 +12,18 @@ import {
   encodeMessage,
   errorMessage,
   parseServerMessage,
-  type AgentSchedule,
-  type CallSnapshot,
   type ErrorCode,
   type ErrorMessage,
-  type Fact,
   type RecordingState,
   type RecordingStateReport,
   type Snapshot,
 } from './protocol.ts';
+import type { Fact } from '../gate/facts.ts';
+import type { AgentSchedule, CallSnapshot } from '../gate/policySnapshot.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**
- * The worker's end of the control stream (DESIGN §4). It owns a PolicyState
+ * The worker's end of the control stream (docs/architecture.md §4). It owns a PolicyState
  * and keeps it either fresh (in sync with the server, facts applied in
  * sequence) or stale (every gate closed with `control-stale`). Anything that
  * could mean a lost fact makes it stale until the next snapshot:

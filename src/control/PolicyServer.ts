@@ -18,26 +18,20 @@ import {
   type Secret,
 } from './auth.ts';
 import {
-  FactSchema,
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   WS_MAX_PAYLOAD_BYTES,
   encodeMessage,
   errorMessage,
   parseWorkerMessage,
-  type AgentSchedule,
-  type CallSnapshot,
-  type ConsentEntry,
-  type ConsentEvidence,
   type Delta,
   type ErrorMessage,
-  type Fact,
-  type Participant,
   type RecordingState,
   type ServerMessage,
   type Snapshot,
-  type Window,
 } from './protocol.ts';
+import { FactSchema, type ConsentEvidence, type Fact, type Participant, type Window } from '../gate/facts.ts';
+import type { AgentSchedule, CallSnapshot, ConsentEntry } from '../gate/policySnapshot.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 
 /**

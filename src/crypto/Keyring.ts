@@ -12,7 +12,7 @@ import { ID_PATTERN } from '../ids/ids.ts';
 
 /**
  * Key-encryption keys (KEKs) from configuration, and the wrapping of per-track data keys
- * (DESIGN §5: "a keyring with key ids, so keys can rotate").
+ * (docs/architecture.md §5: a keyring with key ids, so keys rotate).
  *
  * Rotation model: the active KEK wraps every NEW data key; retired KEKs stay in the ring only to
  * unwrap data keys they wrapped earlier. Media is never re-encrypted on rotation, and a KEK can be

@@ -14,7 +14,7 @@ import { DATA_KEY_BYTES } from './Keyring.ts';
  *   end - 16  GCM tag        16 bytes
  *
  * The additional authenticated data binds WHERE the segment belongs: bucket, object key,
- * recording, participant and segment number (DESIGN §5). A segment copied to another participant,
+ * recording, participant and segment number (docs/architecture.md §5). A segment copied to another participant,
  * renumbered, moved to another key or truncated therefore fails the tag check, even though it was
  * sealed under a valid key. The header (magic + version) is part of the AAD too, so a future format
  * cannot be confused with this one.

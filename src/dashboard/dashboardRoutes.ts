@@ -2,8 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { RouteGroup } from '../http/HttpServer.ts';
 import { sendJson } from '../http/HttpServer.ts';
-import type { RecorderApp } from '../app/RecorderApp.ts';
-import { DashboardModel } from './snapshot.ts';
+import { DashboardModel, type DashboardSources } from './snapshot.ts';
 
 const PAGE = readFileSync(fileURLToPath(new URL('./dashboard.html', import.meta.url)), 'utf8');
 
@@ -12,7 +11,7 @@ const PAGE = readFileSync(fileURLToPath(new URL('./dashboard.html', import.meta.
  * second to every open page (one shared timer, however many pages); /dashboard/snapshot: JSON.
  * Operators' network only: it shows no audio and no identifiers, so it carries no login here.
  */
-export function dashboardRoutes(app: RecorderApp, opts: { intervalMs?: number } = {}): RouteGroup {
+export function dashboardRoutes(app: DashboardSources, opts: { intervalMs?: number } = {}): RouteGroup {
   const model = new DashboardModel(app);
   const clients = new Set<import('node:http').ServerResponse>();
   let timer: NodeJS.Timeout | undefined;

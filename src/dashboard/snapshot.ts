@@ -1,5 +1,23 @@
 import { createHash } from 'node:crypto';
-import type { RecorderApp } from '../app/RecorderApp.ts';
+import type { Recorder } from '../recorder/Recorder.ts';
+
+/**
+ * What the dashboard reads from the running worker. Declared here so dashboard/ does not depend
+ * on the composition root: `app/RecorderApp.ts` satisfies it as it stands and
+ * `app/recorderHttp.ts` passes the app in.
+ */
+export interface DashboardSources {
+  readonly recorder: Pick<Recorder, 'calls' | 'eventLoopLagP99Ms'>;
+  readonly store: {
+    spoolState(): { readonly bytes: number; readonly items: number; readonly full: boolean };
+    stats(): { readonly uploadLatencyMs: { readonly p99: number } };
+  };
+  readonly pool: {
+    readonly workers: readonly unknown[];
+    resourceUsage(): Promise<readonly { readonly cpuMs: number }[]>;
+  };
+  readonly control: { readonly fresh: boolean };
+}
 
 export interface DashboardTrack {
   /** A short digest, not the participant id: the dashboard shows health, not who. */
@@ -36,12 +54,12 @@ const short = (s: string) => createHash('sha256').update(s).digest('hex').slice(
  * as short digests, never as subject ids.
  */
 export class DashboardModel {
-  readonly #app: RecorderApp;
+  readonly #app: DashboardSources;
   #prevBytes = new Map<string, { bytes: number; at: number }>();
   #prevCpu: { cpuMs: number; at: number }[] = [];
   #cpuPct: number[] = [];
 
-  constructor(app: RecorderApp) {
+  constructor(app: DashboardSources) {
     this.#app = app;
   }
 

@@ -1,4 +1,4 @@
-import type { RecorderReason } from '../control/protocol.ts';
+import type { RecorderReason } from './reasons.ts';
 import { decideGate, nextGateWake, type GateDecision, type GateReason } from './decideGate.ts';
 import type { PolicyState } from './PolicyState.ts';
 

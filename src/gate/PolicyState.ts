@@ -1,14 +1,6 @@
-import type {
-  AgentParticipant,
-  AgentSchedule,
-  CallSnapshot,
-  ConsentEvidence,
-  ConsentStatus,
-  ErrorCode,
-  Fact,
-  Participant,
-  Window,
-} from '../control/protocol.ts';
+import type { AgentParticipant, ConsentEvidence, Fact, Participant, Window } from './facts.ts';
+import type { AgentSchedule, CallSnapshot, ConsentStatus } from './policySnapshot.ts';
+import type { FactRejection } from './reasons.ts';
 import { monthKey } from './month.ts';
 import { checkSchedule, sortWindows } from './schedule.ts';
 
@@ -53,7 +45,7 @@ export interface Admission {
 
 export type ApplyResult =
   | { ok: true; changed: string | 'all' }
-  | { ok: false; code: ErrorCode; message: string; changed?: string | 'all' };
+  | { ok: false; code: FactRejection; message: string; changed?: string | 'all' };
 
 /** How many ended calls are remembered (so late facts about them are refused, not mistaken for new calls). */
 export const ENDED_CALLS_RETAINED = 1024;
@@ -202,7 +194,7 @@ export class PolicyState {
     }
   }
 
-  #liveCall(callId: string): MutableCall | { ok: false; code: ErrorCode; message: string } {
+  #liveCall(callId: string): MutableCall | { ok: false; code: FactRejection; message: string } {
     const call = this.#calls.get(callId);
     if (call === undefined) return { ok: false, code: 'unknown-call', message: `call ${callId} is not known (no call.started)` };
     if (call.ended) return { ok: false, code: 'call-ended', message: `call ${callId} has ended; late facts change nothing` };

@@ -1,4 +1,5 @@
-import type { ConsentEvidence, PolicyReason } from '../control/protocol.ts';
+import type { ConsentEvidence } from './facts.ts';
+import type { PolicyReason } from './reasons.ts';
 import { monthKey, nextMonthStart } from './month.ts';
 import type { PolicyState } from './PolicyState.ts';
 import { insideWindow, nextBoundary } from './schedule.ts';

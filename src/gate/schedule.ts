@@ -1,4 +1,4 @@
-import type { Window } from '../control/protocol.ts';
+import type { Window } from './facts.ts';
 
 /**
  * R6: agents are recorded only inside scheduled "training periods", never

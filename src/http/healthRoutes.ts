@@ -1,13 +1,27 @@
 import type { RouteGroup } from './HttpServer.ts';
 import { sendJson } from './HttpServer.ts';
-import type { RecorderApp } from '../app/RecorderApp.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+
+/**
+ * What the health routes read from the running worker. Declared here, in the words of the
+ * routes, so http/ does not depend on the composition root: `app/RecorderApp.ts` satisfies it
+ * as it stands and `app/recorderHttp.ts` passes the app in.
+ */
+export interface HealthSources {
+  readonly control: { readonly fresh: boolean; readonly silentMs: number };
+  readonly store: { spoolState(): { readonly bytes: number }; isSpoolFull(): boolean };
+  readonly pool: { readonly workers: readonly unknown[] };
+  readonly config: { readonly mediasoup: { readonly workers: number } };
+  readonly recorder: { refreshGauges(): void };
+  readonly metrics: Pick<Metrics, 'controlLagSeconds' | 'registry'>;
+}
 
 /**
  * /healthz: the process answers. /readyz: it can record lawfully and durably right now: the
  * control stream is fresh, the store is reachable or the spool has room, and every mediasoup
  * worker is alive. /metrics: Prometheus text (no per-call labels).
  */
-export function healthRoutes(app: RecorderApp): RouteGroup {
+export function healthRoutes(app: HealthSources): RouteGroup {
   return async (req, res, url) => {
     if (req.method !== 'GET') return false;
     if (url.pathname === '/healthz') {

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 
 /**
- * Ids are opaque pseudonymous strings (docs/rules.md, "Ids"): call, participant, subject,
+ * Ids are opaque pseudonymous strings (docs/architecture.md §10, "Ids"): call, participant, subject,
  * recording, worker, team lead, case reference. One alphabet everywhere, because ids end up in
  * object names, URLs and log lines, where a `/`, a `.` or a space would change what they mean.
  */

@@ -8,7 +8,7 @@
  * between the first and the last emitted packet. A track never shrinks or
  * stretches in time: lost packets, DTX pauses, timestamp jumps and source
  * changes all become `gap` items of the right length, so both sides of a
- * call stay aligned for coaching playback (DESIGN §3).
+ * call stay aligned for coaching playback (docs/architecture.md §3).
  *
  * Units: `samples` are in the RTP clock of the payload format, i.e. 48 kHz
  * for Opus (RFC 7587 §4.1: always 48000, whatever the coded bandwidth) and

@@ -6,7 +6,7 @@
  * Input is the jitter buffer's timeline for Opus tracks (or the transcoder's
  * output for G.711 tracks): packets with their 48 kHz duration, and gaps,
  * which become Opus silence packets here so that the file keeps exact time
- * (DESIGN §3: loss and DTX become silence of the right length). Opus can
+ * (docs/architecture.md §3: loss and DTX become silence of the right length). Opus can
  * only express multiples of 2.5 ms; the sub-2.5 ms remainder of a gap is
  * carried into the next gap, so the error never accumulates.
  *
@@ -63,7 +63,7 @@ export interface SegmenterOptions {
    * pages close only when their 255 lacing values are used up (5.1 s of
    * 20 ms packets). A segment is written and read as one whole buffer, so
    * 1 s pages would buy nothing but 27 bytes of page header per second:
-   * that is 0.9% at 24 kbit/s, a third of the DESIGN §7 budget of 3% for
+   * that is 0.9% at 24 kbit/s, a third of the docs/architecture.md §7 budget of 3% for
    * Ogg plus encryption (see test/unit/media/ogg.test.ts for the numbers).
    */
   maxPageSamples?: number;

@@ -1,5 +1,5 @@
 /**
- * G.711 -> Opus encoding off the event loop (DESIGN §3: "only non-Opus legs
+ * G.711 -> Opus encoding off the event loop (docs/architecture.md §3: "only non-Opus legs
  * are decoded and encoded, off the event loop"; STYLE habit 3: heavy
  * encoding runs in a worker-thread pool, no thread per stream).
  *
@@ -30,7 +30,7 @@ export interface TranscoderPoolOptions {
   maxStreams?: number;
   /** Target bitrate, bit/s (default 16000). */
   bitrate?: number;
-  /** libopus complexity 0-10 (default 5: the CPU/quality knee for narrowband speech, see benchTranscode). */
+  /** libopus complexity 0-10 (default 5: the CPU/quality knee for narrowband speech, see bench/transcode.ts). */
   complexity?: number;
   /** Input sample rate (default 8000, G.711). */
   sampleRate?: 8000 | 16000 | 48000;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
 import { GateMachine, type ClosedReason, type GateTransition } from '../gate/GateMachine.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
-import type { RecorderReason } from '../control/protocol.ts';
+import type { RecorderReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
 import type { Logger } from '../log/logger.ts';

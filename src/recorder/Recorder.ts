@@ -1,7 +1,7 @@
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ControlClient } from '../control/ControlClient.ts';
-import type { RecorderReason } from '../control/protocol.ts';
+import type { RecorderReason } from '../gate/reasons.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
 import type { CallRoom } from '../sfu/CallRoom.ts';
 import { CallRecorder, type Admitter, type CallStore } from './CallRecorder.ts';

@@ -22,7 +22,7 @@ export type WorkerPoolEvents = {
 };
 
 /**
- * One mediasoup worker per core (DESIGN §8), calls spread across them by load. A worker that
+ * One mediasoup worker per core (docs/architecture.md §8), calls spread across them by load. A worker that
  * dies is reported (its calls' owners listen to their Routers' `workerclose`) and replaced, so
  * one crash ends only the calls it carried.
  */

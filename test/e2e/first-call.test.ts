@@ -5,7 +5,7 @@
  * read back, decrypted, decoded by ffmpeg, and checked against the rules of DESIGN §2/§3.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { playFixtureCall, type FixtureCallResult } from '../../src/app/fixtureCall.ts';
+import { playFixtureCall, type FixtureCallResult } from '../../workers/fixtureCall.ts';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../../src/media/ffmpeg.ts';
 import { mediaPrefix } from '../../src/storage/layout.ts';

@@ -5,7 +5,8 @@
  * from those the reasons each call's gate must be closed for. It reads no recorder state: the
  * property compares the recorder against it.
  */
-import type { CallSnapshot, ConsentEvidence, Fact, Participant, Window } from '../../src/control/protocol.ts';
+import type { ConsentEvidence, Fact, Participant, Window } from '../../src/gate/facts.ts';
+import type { CallSnapshot } from '../../src/gate/policySnapshot.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Views: facts as the server holds them and as the worker has applied them

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'minio';
-import { storeSynthRecording } from '../../../src/access/synthRecording.ts';
+import { storeSynthRecording } from '../../support/synthRecording.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';

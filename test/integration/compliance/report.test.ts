@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'minio';
 import { accessRoutes } from '../../../src/access/routes.ts';
 import { issueToken } from '../../../src/access/auth.ts';
-import { storeSynthRecording, type SynthParticipant } from '../../../src/access/synthRecording.ts';
+import { rolesForAuditType } from '../../../src/access/policy.ts';
+import { storeSynthRecording, type SynthParticipant } from '../../support/synthRecording.ts';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { complianceReport, type ComplianceReport } from '../../../src/compliance/report.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
@@ -130,7 +131,7 @@ beforeAll(async () => {
   await audit.append({ type: 'extract', actor: 'lead-1', role: 'team-lead', purpose: 'subject-access', refs: { subjectId: 'cust-r_clean' }, details: { caseRef: 'X' } });
   await audit.append({ type: 'access.denied', actor: 'agent-x', role: 'agent', purpose: 'access-control', details: { status: 404 } });
 
-  report = await complianceReport({ store, s3: client, audit });
+  report = await complianceReport({ store, s3: client, audit, rolesForAuditType });
 }, 120_000);
 
 afterAll(async () => {
@@ -199,7 +200,7 @@ describe('compliance report', () => {
   });
 
   it('samples N recordings on request, and is served to the DPO over HTTP', async () => {
-    const sampled = await complianceReport({ store, s3: client, audit }, { sample: 3 });
+    const sampled = await complianceReport({ store, s3: client, audit, rolesForAuditType }, { sample: 3 });
     expect(sampled.scope).toMatchObject({ recordings: 10, checked: 3, sample: 3 });
 
     const routes = accessRoutes({ store, audit, s3: client, jwtSecret: SECRET, logger });

@@ -10,7 +10,8 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { ControlClient, type ControlClientEvents, type ControlClientOptions } from '../../../src/control/ControlClient.ts';
 import { PolicyServer, type PolicyServerEvents, type PolicyServerOptions } from '../../../src/control/PolicyServer.ts';
 import { NONCE_HEADER, createNonce, createWorkerToken } from '../../../src/control/auth.ts';
-import { MAX_MESSAGE_BYTES, type ConsentEvidence, type Participant } from '../../../src/control/protocol.ts';
+import { MAX_MESSAGE_BYTES } from '../../../src/control/protocol.ts';
+import type { ConsentEvidence, Participant } from '../../../src/gate/facts.ts';
 import type { EventMap, TypedEmitter } from '../../../src/events/TypedEmitter.ts';
 import { decideGate } from '../../../src/gate/decideGate.ts';
 

@@ -22,7 +22,8 @@ import { startRecorderApp, type RecorderApp } from '../../../src/app/RecorderApp
 import { OptinError } from '../../../src/errors/OptinError.ts';
 import { CapLedger } from '../../../src/gate/CapLedger.ts';
 import { monthKey } from '../../../src/gate/month.ts';
-import type { Participant, RecordingState } from '../../../src/control/protocol.ts';
+import type { RecordingState } from '../../../src/control/protocol.ts';
+import type { Participant } from '../../../src/gate/facts.ts';
 import type { CallRecorder } from '../../../src/recorder/CallRecorder.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import type { CallRoom } from '../../../src/sfu/CallRoom.ts';

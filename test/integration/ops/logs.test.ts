@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { createLogger } from '../../../src/log/logger.ts';
-import { playFixtureCall } from '../../../src/app/fixtureCall.ts';
+import { playFixtureCall } from '../../../workers/fixtureCall.ts';
 import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { s3Config } from '../../support/s3.ts';

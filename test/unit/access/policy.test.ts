@@ -13,7 +13,7 @@ import { ACCESS_ROUTES } from '../../../src/access/routes.ts';
 import { BoundedCache } from '../../../src/access/BoundedCache.ts';
 import { buildExtractManifest } from '../../../src/access/extractManifest.ts';
 import { alignTrack, renderCoaching } from '../../../src/access/coaching.ts';
-import { synthSegments } from '../../../src/access/synthRecording.ts';
+import { synthSegments } from '../../support/synthRecording.ts';
 import { readOggOpus } from '../../../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
 import type { AuditEntry } from '../../../src/audit/AuditTrail.ts';

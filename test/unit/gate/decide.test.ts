@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ConsentEvidence, Fact, Participant } from '../../../src/control/protocol.ts';
+import type { ConsentEvidence, Fact, Participant } from '../../../src/gate/facts.ts';
 import { decideGate, nextGateWake } from '../../../src/gate/decideGate.ts';
 import { GateMachine } from '../../../src/gate/GateMachine.ts';
 import { monthKey, nextMonthStart } from '../../../src/gate/month.ts';

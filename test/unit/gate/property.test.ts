@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { AgentSchedule, CallSnapshot, ConsentEvidence, ConsentStatus, Fact, Participant, Window } from '../../../src/control/protocol.ts';
+import type { ConsentEvidence, Fact, Participant, Window } from '../../../src/gate/facts.ts';
+import type { AgentSchedule, CallSnapshot, ConsentStatus } from '../../../src/gate/policySnapshot.ts';
 import { decideGate } from '../../../src/gate/decideGate.ts';
 import { GateMachine } from '../../../src/gate/GateMachine.ts';
 import { monthKey } from '../../../src/gate/month.ts';

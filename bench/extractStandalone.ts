@@ -1,8 +1,8 @@
 /**
- * Benchmark: how long a 30-minute single-speaker extract takes (DESIGN §7: "well under a second,
+ * Benchmark: how long a 30-minute single-speaker extract takes (docs/architecture.md §7: "well under a second,
  * excluding network"). Run against an S3 server from the environment:
  *
- *   eval "$(bash scripts/s3/rgw.sh env)" && npx tsx src/access/benchExtract.ts [--minutes 30] [--runs 5]
+ *   eval "$(bash scripts/s3/rgw.sh env)" && npm run bench:extract -- [--minutes 30] [--runs 5]
  *
  * It synthesizes the track from real Opus packets (media-fixtures/generated/agent-tone.opus,
  * looped) cut into 10 s segments by the recorder's Segmenter, stores them sealed through a real
@@ -19,16 +19,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Keyring } from '../crypto/Keyring.ts';
-import { createLogger } from '../log/logger.ts';
-import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
-import { decodeToS16 } from '../media/ffmpeg.ts';
-import { bucketNames } from '../storage/layout.ts';
-import { RecordingReader } from '../storage/RecordingReader.ts';
-import { RecordingStore } from '../storage/RecordingStore.ts';
-import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
-import { readJoinedTrack } from './extract.ts';
-import { storeSynthRecording } from './synthRecording.ts';
+import { Keyring } from '../src/crypto/Keyring.ts';
+import { createLogger } from '../src/log/logger.ts';
+import { joinOggOpus, readOggOpus } from '../src/media/OggOpusReader.ts';
+import { decodeToS16 } from '../src/media/ffmpeg.ts';
+import { bucketNames } from '../src/storage/layout.ts';
+import { RecordingReader } from '../src/storage/RecordingReader.ts';
+import { RecordingStore } from '../src/storage/RecordingStore.ts';
+import { assertS3Reachable, createS3Client } from '../src/storage/s3Endpoint.ts';
+import { readJoinedTrack } from '../src/access/extract.ts';
+import { storeSynthRecording } from '../test/support/synthRecording.ts';
 
 const { values } = parseArgs({
   options: { minutes: { type: 'string', default: '30' }, runs: { type: 'string', default: '5' }, wav: { type: 'boolean', default: false } },
@@ -50,7 +50,7 @@ const logger = createLogger('warn');
 const keyring = Keyring.fromConfig({ activeKeyId: 'b1', keys: { b1: Keyring.generateKeyBase64() } });
 const store = await RecordingStore.open({ client, buckets, keyring, spoolDir, spoolMaxBytes: 1 << 30, logger, sweep: false });
 
-const source = readFileSync(fileURLToPath(new URL('../../media-fixtures/generated/agent-tone.opus', import.meta.url)));
+const source = readFileSync(fileURLToPath(new URL('../media-fixtures/generated/agent-tone.opus', import.meta.url)));
 const recordingId = `r_${randomBytes(8).toString('hex')}`;
 const seconds = minutes * 60;
 const t0 = performance.now();

@@ -3,14 +3,14 @@
  * G.711 stream, through the real TranscoderPool (threads, batching,
  * message passing), for a few encoder settings.
  *
- *   npx tsx src/media/benchTranscode.ts [--streams 40] [--seconds 5] [--threads 2]
+ *   npm run bench:transcode -- [--streams 40] [--seconds 5] [--threads 2]
  *
  * CPU is the whole process's (process.cpuUsage counts every thread), so the
  * figure includes the main thread's share of batching and messaging. On a
  * shared machine run it twice; compare settings within one run.
  */
 import { parseArgs } from 'node:util';
-import { TranscoderPool } from './TranscoderPool.ts';
+import { TranscoderPool } from '../src/media/TranscoderPool.ts';
 
 const { values } = parseArgs({
   options: {

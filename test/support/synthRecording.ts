@@ -1,16 +1,18 @@
 import { randomInt } from 'node:crypto';
-import { OptinError } from '../errors/OptinError.ts';
-import { readOggOpus } from '../media/OggOpusReader.ts';
-import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import type { ConsentEvidence, RecordingPolicy } from '../storage/manifest.ts';
-import type { RecordingStore } from '../storage/RecordingStore.ts';
-import type { BeginRecordingInput, ParticipantInput } from '../storage/types.ts';
+import { OptinError } from '../../src/errors/OptinError.ts';
+import { readOggOpus } from '../../src/media/OggOpusReader.ts';
+import { Segmenter, type Segment } from '../../src/media/Segmenter.ts';
+import type { ConsentEvidence, RecordingPolicy } from '../../src/storage/manifest.ts';
+import type { RecordingStore } from '../../src/storage/RecordingStore.ts';
+import type { BeginRecordingInput, ParticipantInput } from '../../src/storage/types.ts';
 
 /**
  * Synthetic recordings made of real Opus packets (a fixture file, looped) cut by the recorder's
  * own Segmenter and stored through the real RecordingStore: for the extract benchmark and for
  * tests that need many recordings, long ones, or ones with chosen timestamps, without playing
- * each call in real time. Never used by the worker itself.
+ * each call in real time. Never used by the worker itself: it lives with the test support
+ * because tests are its main users (and bench/extractStandalone.ts borrows it), and nothing that
+ * ships may fabricate recordings.
  */
 
 /** `seconds` of audio from `source` (an Ogg Opus file, looped) as recorder-style segments. */

@@ -1,7 +1,7 @@
-import type { PolicyServer } from '../control/PolicyServer.ts';
-import type { RecorderApp } from './RecorderApp.ts';
-import { sendRtp, type FfmpegRun } from '../media/ffmpeg.ts';
-import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { PolicyServer } from '../src/control/PolicyServer.ts';
+import type { RecorderApp } from '../src/app/RecorderApp.ts';
+import { sendRtp, type FfmpegRun } from '../src/media/ffmpeg.ts';
+import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
 
 export interface FixtureLeg {
   participantId: string;
@@ -26,6 +26,11 @@ export interface FixtureCallResult {
  * Plays one call through the real stack: the policy server announces it, ffmpeg sends each
  * leg's fixture as RTP into a PlainTransport, consent is granted by DTMF after `consentAfterMs`
  * (an explicit act with evidence, R3), and the call ends when the senders finish.
+ *
+ * Not an entry point: the call `npm run demo` (workers/demo.ts) plays. It sits beside the demo
+ * rather than in src/ because nothing in the worker uses it, and rather than in test/support
+ * because the image ships workers/ (not test/); the tests that play the demo's call import it
+ * from here.
  */
 export async function playFixtureCall(
   app: RecorderApp,
