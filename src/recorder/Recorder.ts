@@ -1,5 +1,5 @@
 import { TypedEmitter } from '../events/TypedEmitter.ts';
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ControlClient } from '../control/ControlClient.ts';
 import type { RecorderReason } from '../control/protocol.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
@@ -61,7 +61,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   readonly #calls = new Map<string, CallRecorder>();
   readonly #overloaded = new Set<string>();
   readonly #timer: NodeJS.Timeout;
-  readonly #loopDelay: IntervalHistogram;
+  readonly #loopDelay: ReturnType<typeof monitorEventLoopDelay>;
   readonly #now: () => number;
   #nextWakeAt = Number.POSITIVE_INFINITY;
   #draining = false;
