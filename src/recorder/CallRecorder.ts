@@ -5,6 +5,7 @@ import type { PolicyState } from '../gate/PolicyState.ts';
 import type { RecorderReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
+import { assertCanEnter, isErased, recordingIdOf, reportOf, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 
@@ -37,18 +38,20 @@ export interface CallRecorderDeps {
   metrics?: Metrics;
   /** Called on every change of what the call reports (R7); the Recorder sends it upstream. */
   onReport: (callId: string, report: { recording: boolean; reasons: ClosedReason[]; recordingId?: string }) => void;
-  /** Gate transitions and erasures, for the audit trail. */
+  /** Recording starts and stops (`gate.transition`), cap refusals and erasures, for the audit trail. */
   onAudit: (entry: { type: string; callId: string; recordingId?: string; details: Record<string, unknown> }) => void;
   /** Asks the Recorder to re-evaluate this call soon (admission finished, storage error). */
   requestEvaluate: (callId: string) => void;
 }
 
-type Admission = 'none' | 'pending' | 'admitted' | 'refused';
-
 /**
  * One call under the recorder: its gate, its participants' tracks, and its recording. The gate
  * is evaluated synchronously on every control change and on the shared tick; a closing decision
  * ends every track's run before the event loop delivers the next packet.
+ *
+ * Whether packets are kept is the recording phase (src/recorder/RecordingPhase.ts), never the
+ * gate alone: every phase change goes through `#enter`, which starts and ends the track runs and
+ * writes the `gate.transition` audit entry when recording actually starts or stops.
  */
 export class CallRecorder {
   readonly callId: string;
@@ -58,12 +61,9 @@ export class CallRecorder {
   readonly #d: CallRecorderDeps;
   readonly #log: Logger;
   #tap: types.DirectTransport | undefined;
-  #recordingId: string | undefined;
+  #phase: RecordingPhase = { name: 'closed' };
+  /** The manifest write of the admitted recording (segments wait for it). */
   #begun: Promise<unknown> | undefined;
-  #admission: Admission = 'none';
-  #writing = false;
-  #erased = false;
-  #closed = false;
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
 
@@ -81,53 +81,47 @@ export class CallRecorder {
     for (const leg of this.room.legs) await this.#tapLeg(leg);
   }
 
+  get phase(): RecordingPhase {
+    return this.#phase;
+  }
+
   get recordingId(): string | undefined {
-    return this.#recordingId;
+    return recordingIdOf(this.#phase);
   }
 
   /** True while packets arriving now are kept. */
   get writing(): boolean {
-    return this.#writing;
+    return this.#phase.name === 'recording';
   }
 
   get erased(): boolean {
-    return this.#erased;
+    return isErased(this.#phase);
   }
 
   /**
    * Re-decides the gate at `nowMs` and applies the result before returning: runs end (segments
-   * flushed) on closing, begin on opening. Returns the transition for metrics and tests.
+   * flushed) on closing, begin on opening. Returns the gate's transition for tests; the audit
+   * and the metrics follow the recording phase, not the gate's flips.
    */
   evaluate(nowMs: number, recorderReasons: RecorderReason[]): GateTransition | undefined {
-    if (this.#closed) return undefined;
+    if (this.#phase.name === 'ended') return undefined;
     const transition = this.gate.evaluate(nowMs, recorderReasons);
-    if (transition) {
-      this.#log.info({ gate: transition.to, reasons: transition.reasons, run: transition.runIndex }, 'gate transition');
-      this.#d.metrics?.gateTransitions.inc({ to: transition.to, reason: transition.reasons[0] ?? 'open' });
-      this.#d.onAudit({
-        type: 'gate.transition',
-        callId: this.callId,
-        recordingId: this.#recordingId,
-        details: {
-          from: transition.from,
-          to: transition.to,
-          reasons: [...transition.reasons],
-          run: transition.runIndex,
-          at: new Date(nowMs).toISOString(),
-          // The consent evidence the opening relied on (method, time, info version: no personal data).
-          evidence: transition.to === 'open' ? transition.decision.evidence.map((e) => ({ ...e })) : undefined,
-        },
-      });
-    }
-    const decision = this.gate.decision;
-    if (this.gate.isOpen && decision?.needsAdmission && this.#admission === 'none' && !this.#erased) this.#admit(nowMs);
-
-    const shouldWrite = this.gate.isOpen && this.#admission === 'admitted' && !this.#erased;
-    if (shouldWrite && !this.#writing) {
-      this.#writing = true;
-      for (const t of this.tracks.values()) t.startRun(this.#recordingId!, this.gate.runIndex);
-    } else if (!shouldWrite && this.#writing) {
-      this.#endRuns(nowMs);
+    if (transition) this.#log.debug({ gate: transition.to, reasons: transition.reasons, run: transition.runIndex }, 'gate decision changed');
+    const phase = this.#phase;
+    const open = this.gate.isOpen;
+    switch (phase.name) {
+      case 'closed':
+        if (open && this.gate.decision?.needsAdmission) this.#admit(nowMs);
+        break;
+      case 'admitted':
+        if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
+        break;
+      case 'recording':
+        if (!open) this.#enter({ name: 'admitted', recordingId: phase.recordingId }, nowMs, this.gate.reasons);
+        break;
+      default:
+        // admitting: waits for the ledger; refused and erased never record again in this call.
+        break;
     }
     this.#report();
     return transition;
@@ -138,7 +132,7 @@ export class CallRecorder {
   }
 
   tick(nowMs: number): void {
-    if (!this.#writing) return;
+    if (this.#phase.name !== 'recording') return;
     for (const t of this.tracks.values()) t.tick(nowMs);
   }
 
@@ -148,13 +142,13 @@ export class CallRecorder {
    * customer's words too), keys and spool copies included.
    */
   async erase(reason: string): Promise<unknown> {
-    this.#erased = true;
-    this.#writing = false;
-    for (const t of this.tracks.values()) t.discardRun();
+    const phase = this.#phase;
+    const recordingId = recordingIdOf(phase);
+    if (phase.name === 'ended') this.#enter({ ...phase, erased: true }, Date.now());
+    else this.#enter({ name: 'erased', recordingId, refused: phase.name === 'refused' || (phase.name === 'erased' && phase.refused) }, Date.now(), ['erased']);
     await Promise.allSettled([...this.#ending]);
     await Promise.allSettled([...this.tracks.values()].map((t) => t.settled()));
     this.#report();
-    const recordingId = this.#recordingId;
     if (!recordingId) return undefined;
     await this.#begun?.catch(() => undefined);
     const receipt = await this.#d.store.deleteRecording(recordingId, { reason, actor: 'system' });
@@ -165,22 +159,63 @@ export class CallRecorder {
 
   /** Ends the call's recording: seals open segments and waits until each is stored or spooled. */
   async close(nowMs: number): Promise<void> {
-    if (this.#closed) return;
-    this.#endRuns(nowMs);
-    this.#closed = true;
+    const phase = this.#phase;
+    if (phase.name === 'ended') return;
+    this.#enter({ name: 'ended', recordingId: recordingIdOf(phase), erased: phase.name === 'erased' }, nowMs, ['ended']);
     await Promise.allSettled([...this.#ending]);
     await Promise.allSettled([...this.tracks.values()].map((t) => t.close(nowMs)));
-    if (this.#recordingId && !this.#erased) {
+    // Read again: an erasure may have arrived while the runs were sealed.
+    const ended = this.#phase;
+    if (ended.name === 'ended' && ended.recordingId && !ended.erased) {
       await this.#begun?.catch(() => undefined);
-      await this.#d.store.endRecording(this.#recordingId).catch((err: Error) =>
+      await this.#d.store.endRecording(ended.recordingId).catch((err: Error) =>
         this.#log.warn({ err: err.message }, 'manifest not finalised (the store repairs it on the next start)'),
       );
     }
     this.#tap?.close();
   }
 
+  /**
+   * The one place the phase changes. Entering `recording` starts every track's run; leaving it
+   * ends them (or discards them, on erasure). Those two moments, and only they, are audited as
+   * `gate.transition` and counted, with the reasons the recording stopped.
+   */
+  #enter(next: RecordingPhase, nowMs: number, stopReasons: readonly RecordingStopReason[] = []): void {
+    const from = this.#phase;
+    assertCanEnter(from.name, next.name);
+    this.#phase = next;
+    if (from.name !== next.name) this.#log.info({ phase: next.name, from: from.name, ...(stopReasons.length ? { reasons: stopReasons } : {}) }, 'recording phase');
+    if (next.name === 'recording') {
+      for (const t of this.tracks.values()) t.startRun(next.recordingId, next.run);
+      this.#auditRecording(nowMs, next.recordingId, next.run, []);
+    } else if (from.name === 'recording') {
+      if (next.name === 'erased') for (const t of this.tracks.values()) t.discardRun();
+      else this.#endRuns(nowMs);
+      this.#auditRecording(nowMs, from.recordingId, from.run, stopReasons);
+    }
+  }
+
+  /** R11: a recording started (no reasons) or stopped (why), with the evidence an opening relied on. */
+  #auditRecording(nowMs: number, recordingId: string, run: number, stopReasons: readonly RecordingStopReason[]): void {
+    const started = stopReasons.length === 0;
+    this.#d.metrics?.gateTransitions.inc({ to: started ? 'open' : 'closed', reason: stopReasons[0] ?? 'open' });
+    this.#d.onAudit({
+      type: 'gate.transition',
+      callId: this.callId,
+      recordingId,
+      details: {
+        from: started ? 'closed' : 'open',
+        to: started ? 'open' : 'closed',
+        reasons: [...stopReasons],
+        run,
+        at: new Date(nowMs).toISOString(),
+        // The consent evidence the opening relied on (method, time, info version: no personal data).
+        evidence: started ? (this.gate.decision?.evidence ?? []).map((e) => ({ ...e })) : undefined,
+      },
+    });
+  }
+
   #endRuns(nowMs: number): void {
-    this.#writing = false;
     for (const t of this.tracks.values()) {
       const p = t.endRun(nowMs);
       this.#ending.add(p);
@@ -188,25 +223,37 @@ export class CallRecorder {
     }
   }
 
+  /**
+   * Asks the cap ledger for a recording. The answer can land in any phase: the call may have been
+   * erased or ended meanwhile, and then nothing is begun (no manifest for a recording that will
+   * never hold audio, and none naming the participants of an erased call).
+   */
   #admit(nowMs: number): void {
-    this.#admission = 'pending';
-    const recordingId = `r_${randomBytes(8).toString('hex')}`;
-    this.#d.admitter.admitCall(this.#d.state, this.callId, recordingId, nowMs).then(
+    const candidateId = `r_${randomBytes(8).toString('hex')}`;
+    this.#enter({ name: 'admitting', candidateId }, nowMs);
+    const stillAdmitting = (): boolean => this.#phase.name === 'admitting' && this.#phase.candidateId === candidateId;
+    this.#d.admitter.admitCall(this.#d.state, this.callId, candidateId, nowMs).then(
       (ok) => {
-        if (!ok) {
-          this.#admission = 'refused';
+        const phase = this.#phase;
+        if (!stillAdmitting()) {
+          if (!ok && phase.name === 'erased' && !phase.refused) this.#enter({ ...phase, refused: true }, nowMs);
+          this.#log.info({ admitted: ok, phase: phase.name }, 'cap admission answered after the call left admission; nothing begun');
+        } else if (!ok) {
+          this.#enter({ name: 'refused' }, nowMs);
           this.#log.info('recording refused: monthly cap reached');
+          // R11: the gate was open and the cap decided against recording (no recording started).
+          this.#d.onAudit({ type: 'recording.refused', callId: this.callId, details: { reasons: ['cap-reached'], at: new Date(nowMs).toISOString() } });
         } else {
-          this.#recordingId = recordingId;
-          this.#admission = 'admitted';
-          this.#log.info({ recordingId }, 'recording admitted under the monthly cap');
-          this.#begun = this.#begin(recordingId, nowMs);
+          this.#enter({ name: 'admitted', recordingId: candidateId }, nowMs);
+          this.#log.info({ recordingId: candidateId }, 'recording admitted under the monthly cap');
+          this.#begun = this.#begin(candidateId, nowMs);
         }
+        // Always: the admission moved the agents' monthly counts, which their other calls are judged by.
         this.#d.requestEvaluate(this.callId);
       },
       (err: Error) => {
         // Fail closed: without a durable cap count we cannot know the cap holds. Retry later.
-        this.#admission = 'none';
+        if (stillAdmitting()) this.#enter({ name: 'closed' }, nowMs);
         this.#log.warn({ err: err.message }, 'cap admission failed; gate stays closed');
         setTimeout(() => this.#d.requestEvaluate(this.callId), 1000).unref();
       },
@@ -244,7 +291,7 @@ export class CallRecorder {
   }
 
   async #tapLeg(leg: AudioLeg): Promise<void> {
-    if (this.#closed || !this.#tap || this.tracks.has(leg.participantId)) return;
+    if (this.#phase.name === 'ended' || !this.#tap || this.tracks.has(leg.participantId)) return;
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
@@ -266,23 +313,20 @@ export class CallRecorder {
     this.tracks.set(leg.participantId, track);
     const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: this.room.router.rtpCapabilities });
     // Hot path: the gate is read at arrival; a closed gate drops the packet here.
-    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#writing));
-    if (this.#writing) track.startRun(this.#recordingId!, this.gate.runIndex);
+    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
+    const phase = this.#phase;
+    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
   }
 
   #report(): void {
-    const recording = this.#writing;
-    let reasons: ClosedReason[] = recording ? [] : [...this.gate.reasons];
-    if (!recording && reasons.length === 0) {
-      if (this.#admission === 'refused') reasons = ['cap-reached'];
-      else if (this.#erased) reasons = ['consent-withdrawn'];
-      else return; // admission pending: keep the last report until it settles
-    }
-    const key = `${recording}|${reasons.join(',')}|${this.#recordingId ?? ''}`;
+    const report = reportOf(this.#phase, this.gate.reasons);
+    if (report === undefined) return;
+    const recordingId = this.recordingId;
+    const key = `${report.recording}|${report.reasons.join(',')}|${recordingId ?? ''}`;
     if (key === this.#lastReport) return;
     this.#lastReport = key;
-    this.#d.onReport(this.callId, { recording, reasons, ...(this.#recordingId ? { recordingId: this.#recordingId } : {}) });
+    this.#d.onReport(this.callId, { ...report, ...(recordingId ? { recordingId } : {}) });
   }
 }

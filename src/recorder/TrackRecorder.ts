@@ -1,7 +1,9 @@
 import { parseRtp } from '../rtp/RtpPacket.ts';
 import { JitterBuffer, codecTiming, type TimelineItem, type JitterStats } from '../media/JitterBuffer.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import { decodeAlaw, decodeUlaw } from '../media/g711.ts';
+import { segmentQuality } from '../media/segmentQuality.ts';
+import { G711Framer, type PcmFrame } from '../media/G711Framer.ts';
+import { OptinError } from '../errors/OptinError.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -31,14 +33,8 @@ const CODEC_LABELS: Readonly<Record<AudioCodec, Readonly<{ codec: AudioCodec }>>
 });
 const GATE_CLOSED_LABELS = Object.freeze({ reason: 'gate-closed' });
 
-/**
- * 60 ms at 8 kHz: the frame we hand the Opus encoder. Recording has no latency budget to spend on
- * short frames, and 60 ms frames cost a quarter to half less CPU and a third of the Ogg lacing
- * overhead of 20 ms ones (measured by src/media/benchTranscode.ts and test/unit/media/ogg.test.ts).
- */
-const PCM_FRAME = 480;
-/** The tail of a run is encoded in 20 ms frames, so padding never adds more than 20 ms. */
-const PCM_TAIL_FRAME = 160;
+/** The framer's flush at the end of a run. */
+const END = Object.freeze({ kind: 'end' as const });
 
 export interface TrackRecorderOptions {
   callId: string;
@@ -60,9 +56,8 @@ interface Run {
   segmenter: Segmenter;
   /** Track position (48 kHz samples) where this run started. */
   startSample: number;
-  /** G.711 only: PCM waiting to fill a 20 ms frame, and the ordered encode chain. */
-  pcm: Int16Array;
-  pcmFill: number;
+  /** G.711 only: timeline -> 60 ms PCM frames (20 ms at the tail), and the ordered encode chain. */
+  framer: G711Framer | undefined;
   chain: Promise<void>;
   /** G.711: 48 kHz samples handed to the encoder and not yet pushed into the segmenter. */
   pendingSamples: number;
@@ -176,8 +171,7 @@ export class TrackRecorder {
         startSample: this.#position,
       }),
       startSample: this.#position,
-      pcm: new Int16Array(PCM_FRAME),
-      pcmFill: 0,
+      framer: this.codec === 'opus' ? undefined : new G711Framer(this.codec),
       chain: Promise.resolve(),
       pendingSamples: 0,
       packetsWritten: 0,
@@ -200,13 +194,8 @@ export class TrackRecorder {
     if (!run) return;
     this.#run = undefined;
     this.#feed(run, run.jitter.pull(nowMs, { flush: true }));
-    if (this.codec !== 'opus') {
-      for (let off = 0; off < run.pcmFill; off += PCM_TAIL_FRAME) {
-        const tail = new Int16Array(PCM_TAIL_FRAME);
-        tail.set(run.pcm.subarray(off, Math.min(off + PCM_TAIL_FRAME, run.pcmFill)));
-        this.#encode(run, tail);
-      }
-      run.pcmFill = 0;
+    if (run.framer) {
+      this.#encodeAll(run, run.framer.processInput(END));
       // Frames still in the encoder may complete more segments of this run after the gate has
       // already reopened a new one. Reserve their indices now, synchronously, so the next run can
       // never reuse a segment number (at worst it leaves a gap in the numbering).
@@ -249,7 +238,7 @@ export class TrackRecorder {
   discardRun(): void {
     const run = this.#run;
     this.#run = undefined;
-    if (run && this.codec !== 'opus') this.#o.encoder?.closeStream(this.#streamId(run));
+    if (run?.framer) this.#o.encoder?.closeStream(this.#streamId(run));
   }
 
   #streamId(run: Run): string {
@@ -274,39 +263,25 @@ export class TrackRecorder {
       }
       return;
     }
-    // G.711: decode to 8 kHz PCM, gaps become PCM silence, encode in 20 ms frames.
-    const decode = this.codec === 'pcmu' ? decodeUlaw : decodeAlaw;
+    // G.711: the framer decodes to 8 kHz PCM (gaps become PCM silence) in 60 ms frames.
+    const framer = run.framer!;
     for (const item of items) {
       if (item.kind === 'packet') {
         run.packetsWritten++;
         this.counters.written++;
         this.#o.metrics?.packetsWritten.inc(CODEC_LABELS[this.codec]);
-        this.#appendPcm(run, decode(item.payload), item.samples);
-      } else {
-        this.#appendPcm(run, undefined, item.samples);
       }
+      this.#encodeAll(run, framer.processInput(item));
     }
   }
 
-  /** Appends `count` samples of PCM (or of silence when `pcm` is undefined), encoding full frames. */
-  #appendPcm(run: Run, pcm: Int16Array | undefined, count: number): void {
-    let offset = 0;
-    while (offset < count) {
-      const n = Math.min(PCM_FRAME - run.pcmFill, count - offset);
-      if (pcm) run.pcm.set(pcm.subarray(offset, offset + n), run.pcmFill);
-      else run.pcm.fill(0, run.pcmFill, run.pcmFill + n);
-      run.pcmFill += n;
-      offset += n;
-      if (run.pcmFill === PCM_FRAME) {
-        this.#encode(run, run.pcm.slice());
-        run.pcmFill = 0;
-      }
-    }
+  #encodeAll(run: Run, frames: readonly PcmFrame[]): void {
+    for (const f of frames) this.#encode(run, f.pcm);
   }
 
   #encode(run: Run, frame: Int16Array): void {
     const encoder = this.#o.encoder;
-    if (!encoder) throw new Error('G.711 track without an encoder pool');
+    if (!encoder) throw new OptinError('CONFIG_INVALID', 'a G.711 track needs an Opus encoder pool: give the Recorder an `encoder` (a TranscoderPool)');
     let encoded: Promise<Buffer>;
     try {
       encoded = encoder.encode(this.#streamId(run), frame);
@@ -334,23 +309,7 @@ export class TrackRecorder {
     const stats = run.jitter.takeSegmentStats();
     const clockPer48k = this.codec === 'opus' ? 1 : 1 / 6;
     const startWallClockMs = run.jitter.wallClockAt((seg.startSample - run.startSample) * clockPer48k);
-    const quality = {
-      gate: 'open',
-      run: run.index,
-      expected: stats.expected,
-      received: stats.received,
-      lost: stats.lost,
-      reordered: stats.reordered,
-      duplicated: stats.duplicated,
-      late: stats.late,
-      concealedMs: Math.round((stats.concealedSamples / (this.codec === 'opus' ? 48 : 8)) * 10) / 10,
-      silenceFilledMs: Math.round((seg.silenceSamples / 48) * 10) / 10,
-      dtxMs: Math.round((stats.dtxSamples / (this.codec === 'opus' ? 48 : 8)) * 10) / 10,
-      jitterMs: Math.round(stats.jitterMs * 100) / 100,
-      reanchors: stats.reanchors,
-      ssrcChanges: stats.ssrcChanges,
-      codec: this.codec,
-    };
+    const quality = segmentQuality(stats, seg, this.codec, run.index);
     const m = this.#o.metrics;
     if (m) {
       m.segments.inc({ result: 'sealed' });
