@@ -5,7 +5,7 @@
  * Admitter whose answers the test releases, the way CapLedger.admitCall records them.
  */
 import { describe, expect, it } from 'vitest';
-import type { ConsentEvidence, Fact, Participant } from '../../../src/control/protocol.ts';
+import type { ConsentEvidence, Fact, Participant } from '../../../src/gate/facts.ts';
 import { PolicyState } from '../../../src/gate/PolicyState.ts';
 import { CallRecorder, type Admitter, type CallStore } from '../../../src/recorder/CallRecorder.ts';
 import { assertCanEnter, canEnter, reportOf, type RecordingPhase, type RecordingPhaseName } from '../../../src/recorder/RecordingPhase.ts';
