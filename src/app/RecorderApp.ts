@@ -82,7 +82,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     cleanups.push(async () => {
       // Last: give queued entries a moment to land; what does not stays on disk for the next start.
       await auditSpool.flushed(5000);
-      auditSpool.close();
+      await auditSpool.close();
     });
     const store = await RecordingStore.open({
       client,

@@ -92,6 +92,7 @@ export const ERROR_TABLE = {
   SEGMENT_AUTH_FAILED: row('corrupt', 'dependency'),
   // -- audit ------------------------------------------------------------------------------------
   AUDIT_UNAVAILABLE: row('unavailable', 'dependency', true),
+  AUDIT_SPOOL_FULL: row('unavailable', 'dependency', true),
   AUDIT_WRITE_FAILED: row('unavailable', 'dependency', true),
   AUDIT_BUCKET_MISSING: row('config', 'config'),
   AUDIT_INVALID_ENTRY: row('invalid-input', 'ours'),

@@ -20,6 +20,8 @@ export interface AuditAppender {
     refs: { callId?: string; recordingId?: string; participantId?: string };
     details: Record<string, unknown>;
   }): Promise<unknown>;
+  /** True while the appender refuses entries (a bounded queue at its bound): gates close. */
+  readonly full?: boolean;
 }
 
 export interface RecorderOptions {
@@ -67,6 +69,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   #draining = false;
   #closed = false;
   #lagP99Ms = 0;
+  #auditFull = false;
   readonly #pendingAudit = new Set<Promise<unknown>>();
 
   constructor(opts: RecorderOptions) {
@@ -94,6 +97,12 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       this.#loopDelay.reset();
       opts.metrics?.eventLoopLagSeconds.set(this.#lagP99Ms / 1000);
       for (const call of this.#calls.values()) call.flushMetrics();
+      // The audit spool's bound is read at decision time; a change of it re-decides every call.
+      const auditFull = opts.audit?.full === true;
+      if (auditFull !== this.#auditFull) {
+        this.#auditFull = auditFull;
+        this.evaluateAll();
+      }
     }, 1000);
     lagTimer.unref();
     this.#timer.unref();
@@ -230,7 +239,8 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
 
   #recorderReasons(callId: string): RecorderReason[] {
     const reasons: RecorderReason[] = [];
-    if (this.#o.store.isSpoolFull()) reasons.push('storage-unavailable');
+    // A full audit spool closes the gates too: what cannot be accounted for is not recorded (R11).
+    if (this.#o.store.isSpoolFull() || this.#o.audit?.full === true) reasons.push('storage-unavailable');
     if (this.#overloaded.has(callId)) reasons.push('overloaded');
     return reasons;
   }

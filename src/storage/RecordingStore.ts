@@ -81,6 +81,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
   readonly #registry = new RecordingRegistry();
   readonly #reader: RecordingReader;
   readonly #uploader: Uploader;
+  readonly #closeDrainMs: number;
   readonly #deletion: RecordingDeletion;
   readonly #recovery: Recovery;
 
@@ -100,6 +101,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     this.#region = options.region ?? 'us-east-1';
     this.#wrapAlg = options.wrapAlg ?? 'A256GCM';
     const uploadTimeoutMs = options.uploadTimeoutMs ?? DEFAULT_UPLOAD_TIMEOUT_MS;
+    this.#closeDrainMs = options.closeDrainMs ?? 2 * uploadTimeoutMs;
 
     this.#objects = new S3Objects(options.client, this.buckets, uploadTimeoutMs);
     this.#reader = new RecordingReader(
@@ -349,7 +351,6 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     this.#closed = true;
     this.sweeper.close();
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
-    await this.#uploader.close();
     for (const [id, rec] of this.#registry.entries()) {
       await Promise.all([...rec.tracks.values()].map((t) => t.chain));
       await this.#writeManifest(id, true, true).catch((err: unknown) =>
@@ -357,6 +358,12 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       );
       zeroKeys(rec);
     }
+    // A graceful stop gives what waits in the spool (segments and manifests that met a slow store)
+    // a bounded chance to land; what does not stays spooled for the next start.
+    await this.#uploader.whenDrained(this.#closeDrainMs).catch((err: Error) =>
+      this.#logger.warn({ err: err.message }, 'spool not drained at close; the next start uploads the rest'),
+    );
+    await this.#uploader.close();
     this.#registry.clear();
     this.#spool.removeAllListeners();
   }

@@ -54,6 +54,8 @@ export interface RecordingStoreOptions {
   nodeId?: string;
   /** A PUT slower than this is treated as failed and the object is spooled. Default 5000 ms. */
   uploadTimeoutMs?: number;
+  /** How long close() waits for the spool to drain before leaving the rest for the next start (default 2 x uploadTimeoutMs). */
+  closeDrainMs?: number;
   /** Largest Ogg segment accepted. Default 8 MiB (a 10 s Opus segment is ~40 KB). */
   maxSegmentBytes?: number;
   /** How often dirty manifests of active recordings are written. Default 5000 ms. */
