@@ -68,6 +68,7 @@ export class LedgerSweeper {
   #again = false;
   #closed = false;
   #warnedNoStore = false;
+  #failing = false;
 
   constructor(options: LedgerSweeperOptions) {
     this.#o = {
@@ -94,8 +95,15 @@ export class LedgerSweeper {
       return;
     }
     this.#running = this.sweepOnce()
-      .then(() => undefined)
-      .catch((err: unknown) => this.#o.logger.warn({ err: (err as Error).message }, 'sweeper: pass failed'))
+      .then(() => {
+        if (this.#failing) this.#o.logger.info('sweeper: passes succeed again');
+        this.#failing = false;
+      })
+      .catch((err: unknown) => {
+        // Once per outage, not once per pass.
+        if (!this.#failing) this.#o.logger.warn({ err: (err as Error).message }, 'sweeper: pass failed; retrying every interval');
+        this.#failing = true;
+      })
       .finally(() => {
         this.#running = undefined;
         if (this.#again) {

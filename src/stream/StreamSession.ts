@@ -28,6 +28,8 @@ export const CLOSE = {
 /** A session whose socket buffers more than this is too slow to follow: closed, it reconnects. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const CATCH_UP_BATCH = 500;
+/** Worker frames waiting to be handled; a worker that floods us beyond this is cut off. */
+const MAX_INBOX = 256;
 
 export interface SessionDeps {
   db: Database;
@@ -58,6 +60,9 @@ export class StreamSession {
   #state: 'snapshot' | 'live' | 'closed' = 'snapshot';
   #sentSeq = -1;
   #pumping: Promise<boolean> | undefined;
+  /** Worker frames are handled one after the other, in arrival order (a report before its cap request). */
+  #inbox: Promise<void> = Promise.resolve();
+  #inboxDepth = 0;
 
   constructor(ws: WebSocket, workerId: string, key: Buffer, proof: string, serverNonce: string, deps: SessionDeps) {
     this.#ws = ws;
@@ -123,6 +128,8 @@ export class StreamSession {
       return this.#pumping.then(() => this.pump());
     }
     const run = (async () => {
+      // Yield once so `#pumping` is set before the body can finish (and clear it).
+      await null;
       try {
         while (this.#state === 'live' && this.#sentSeq < this.#deps.follower.head) {
           const facts: StoredFact[] =
@@ -217,14 +224,24 @@ export class StreamSession {
       return;
     }
     const message = parsed.message;
-    this.#deps.onMessage(this, message).then(
-      () => this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'ok' }),
-      (err: unknown) => {
-        this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'failed' });
-        this.#deps.logger.warn({ workerId: this.workerId, type: message.type, err: (err as Error).message }, 'stream: handling a worker frame failed');
-        const ref = 'requestId' in message ? message.requestId : undefined;
-        this.sendError('unavailable', 'the control plane could not handle this frame now; retry', ref);
-      },
+    if (this.#inboxDepth >= MAX_INBOX) {
+      this.#deps.logger.warn({ workerId: this.workerId }, 'stream: worker sends faster than we can handle; closing');
+      this.close(CLOSE.slowConsumer, 'inbox-full');
+      return;
+    }
+    this.#inboxDepth++;
+    this.#inbox = this.#inbox.then(() =>
+      this.#deps.onMessage(this, message).then(
+        () => this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'ok' }),
+        (err: unknown) => {
+          this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'failed' });
+          this.#deps.logger.warn({ workerId: this.workerId, type: message.type, err: (err as Error).message }, 'stream: handling a worker frame failed');
+          const ref = 'requestId' in message ? message.requestId : undefined;
+          this.sendError('unavailable', 'the control plane could not handle this frame now; retry', ref);
+        },
+      ).finally(() => {
+        this.#inboxDepth--;
+      }),
     );
   }
 }
