@@ -18,9 +18,6 @@ export async function decideCap(db: Database, input: { recordingId: string; agen
   const month = monthKey(input.nowMs);
   const agents = [...new Set(input.agentIds)].sort();
   return db.transaction(async (tx) => {
-    const { rows: admitted } = await tx.query<{ agent_id: string }>('SELECT agent_id FROM cap_admissions WHERE recording_id = $1', [input.recordingId]);
-    const already = new Set(admitted.map((r) => r.agent_id));
-    if (already.size > 0 && agents.every((a) => already.has(a))) return { admitted: true, month };
     for (const agent of agents) {
       await tx.query('INSERT INTO cap_counts (agent_id, month, count) VALUES ($1, $2, 0) ON CONFLICT (agent_id, month) DO NOTHING', [agent, month]);
     }
@@ -28,6 +25,12 @@ export async function decideCap(db: Database, input: { recordingId: string; agen
       'SELECT agent_id, count FROM cap_counts WHERE month = $1 AND agent_id = ANY($2) ORDER BY agent_id FOR UPDATE',
       [month, agents],
     );
+    // Read only under the locks: a concurrent request for the same recording (same agents, same
+    // rows) has committed by now, and its admission is visible (read committed: a new snapshot
+    // per statement), so the retry answers "admitted" instead of counting twice.
+    const { rows: admitted } = await tx.query<{ agent_id: string }>('SELECT agent_id FROM cap_admissions WHERE recording_id = $1', [input.recordingId]);
+    const already = new Set(admitted.map((r) => r.agent_id));
+    if (already.size > 0 && agents.every((a) => already.has(a))) return { admitted: true, month };
     const { rows: caps } = await tx.query<{ agent_id: string; monthly_cap: number }>('SELECT agent_id, monthly_cap FROM schedules WHERE agent_id = ANY($1)', [agents]);
     const capOf = new Map(caps.map((c) => [c.agent_id, c.monthly_cap]));
     const countOf = new Map(counts.map((c) => [c.agent_id, c.count]));
