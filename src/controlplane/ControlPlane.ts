@@ -1,27 +1,18 @@
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import Fastify, { type FastifyInstance } from 'fastify';
-import helmet from '@fastify/helmet';
-import rateLimit from '@fastify/rate-limit';
-import swagger from '@fastify/swagger';
-import { catalogueRoutes } from '../catalogue/routes.ts';
 import type { Database } from '../db/Database.ts';
 import { openDatabase } from '../db/openDatabase.ts';
-import { ledgerRoutes } from '../erasure/routes.ts';
 import { LedgerSweeper } from '../erasure/LedgerSweeper.ts';
 import { openControlPlaneStore, type ControlPlaneStore } from '../erasure/storeAdapter.ts';
 import { OptinError } from '../errors/OptinError.ts';
-import { factRoutes } from '../facts/routes.ts';
 import { IntegrationAuth, bootstrapIntegrations } from '../facts/integrations.ts';
+import type { FastifyInstance } from 'fastify';
+import { buildApiApp } from './apiApp.ts';
+import type { ApiContext } from './http/context.ts';
 import { DEFAULT_CONTIGUITY_TOLERANCE_MS } from '../gate/schedule.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { StreamServer } from '../stream/StreamServer.ts';
 import { storeConfigured, type ControlPlaneConfig } from './config.ts';
-import { healthRoutes } from './healthRoutes.ts';
-import { installAuth, type ApiContext } from './http/context.ts';
-import { installErrorHandler } from './http/errors.ts';
-import { zodValidatorCompiler } from './http/zodSchema.ts';
 import { Maintenance } from './Maintenance.ts';
 import { createControlPlaneMetrics, type ControlPlaneMetrics } from './metrics.ts';
 
@@ -31,8 +22,6 @@ import { createControlPlaneMetrics, type ControlPlaneMetrics } from './metrics.t
  * per concern, so the access API of issue 14 can join as another plugin). Several replicas may
  * serve one PostgreSQL database; the embedded database serves exactly one.
  */
-
-export const API_VERSION = '2.0.0';
 
 export interface ControlPlaneDeps {
   logger?: Logger;
@@ -122,67 +111,16 @@ export class ControlPlane {
         cleanups.push(() => store!.close());
       }
 
-      const tls = config.http.tlsCertFile !== undefined && config.http.tlsKeyFile !== undefined;
-      const app = Fastify({
-        bodyLimit: config.http.bodyLimitBytes,
-        // The stream's upgrade requests are handled beside fastify on the same server.
-        ...(tls
-          ? {
-              https: {
-                cert: readFileSync(config.http.tlsCertFile!),
-                key: readFileSync(config.http.tlsKeyFile!),
-                ...(config.http.clientCaFile === undefined
-                  ? {}
-                  : // Asked for, verified, but enforced only on the stream: integrations use bearer tokens.
-                    { ca: readFileSync(config.http.clientCaFile), requestCert: true, rejectUnauthorized: false }),
-              },
-            }
-          : {}),
-      }) as unknown as FastifyInstance;
-      cleanups.push(() => app.close());
-      app.setValidatorCompiler(zodValidatorCompiler);
-      // Responses are written as they are; the response schemas only document them.
-      app.setSerializerCompiler(() => (data: unknown) => JSON.stringify(data));
-      installErrorHandler(app, logger);
-
-      const auth = new IntegrationAuth(db);
       const ctx: ApiContext = {
         db,
-        auth,
+        auth: new IntegrationAuth(db),
         metrics,
         now,
         contiguityToleranceMs: DEFAULT_CONTIGUITY_TOLERANCE_MS,
         maxEvidenceSkewMs: 5 * 60_000,
       };
-      await app.register(helmet, { global: true });
-      await app.register(swagger, {
-        openapi: {
-          openapi: '3.1.0',
-          info: {
-            title: 'optin control plane',
-            version: API_VERSION,
-            description:
-              'Fact ingest (calls, consent, pauses, schedules, teams), erasure and deletion receipts, and the catalogue. ' +
-              'Every POST/PUT needs Idempotency-Key; refusals are {error, message, field?, rule?} and change nothing. See docs/control-plane.md.',
-          },
-          components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: '<integrationId>.<secret> (optin integrations add)' } } },
-        },
-      });
-      installAuth(app, ctx);
-      await app.register(rateLimit, {
-        global: true,
-        max: config.http.rateLimitPerMinute,
-        timeWindow: 60_000,
-        // After authentication: a busy integration is limited by its own name, not its address.
-        hook: 'preValidation',
-        keyGenerator: (req) => (req.integration !== undefined ? `i:${req.integration.id}` : `a:${req.ip}`),
-        errorResponseBuilder: (_req, c) => ({ statusCode: 429, error: 'rate-limited', message: `rate limit of ${c.max} requests per minute exceeded; retry in ${Math.ceil(c.ttl / 1000)} s` }),
-      });
-      await app.register(async (scope) => factRoutes(scope, ctx));
-      await app.register(async (scope) => ledgerRoutes(scope, ctx));
-      await app.register(async (scope) => catalogueRoutes(scope, ctx));
-      await app.register(async (scope) => healthRoutes(scope, { db, metrics }));
-      app.get('/v1/openapi.json', { config: { rateLimit: false }, schema: { hide: true } }, async () => app.swagger());
+      const app = await buildApiApp(config, ctx, logger);
+      cleanups.push(() => app.close());
 
       const sweeper = new LedgerSweeper({
         db,
