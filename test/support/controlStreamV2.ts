@@ -52,6 +52,8 @@ export class StreamClientV2 {
   serverId = '';
   stale: StaleReason | undefined;
   closeCode: number | undefined;
+  /** Called with each accepted delta as it arrives (benchmarks time them). */
+  onDelta: ((delta: DeltaV2) => void) | undefined;
   #sealer: FrameSealer | undefined;
   #opener: FrameOpener | undefined;
   #parts: SnapshotV2[] = [];
@@ -194,6 +196,7 @@ export class StreamClientV2 {
         if (this.snapshots.length === 0 || m.seq !== this.lastSeq + 1) return this.#fail('seq-gap', 4000);
         this.deltas.push(m);
         this.lastSeq = m.seq;
+        this.onDelta?.(m);
         return;
       case 'heartbeat':
         if (m.seq > this.lastSeq) return this.#fail('seq-gap', 4000);

@@ -153,7 +153,9 @@ CREATE INDEX cap_admissions_month ON cap_admissions (month);
 -- One row per recording, from the workers' reports; the store's manifests stay the source of
 -- truth (optin catalogue rebuild).
 CREATE TABLE recordings (
-  recording_id  text PRIMARY KEY,
+  -- "C" collation as in recording_index: the join below must compare ids in one collation, or
+  -- the planner cannot use this primary key for it.
+  recording_id  text COLLATE "C" PRIMARY KEY,
   call_id       text    NOT NULL,
   agent_ids     text[]  NOT NULL DEFAULT '{}',
   team_lead_ids text[]  NOT NULL DEFAULT '{}',
