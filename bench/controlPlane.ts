@@ -164,6 +164,7 @@ async function api(method: string, p: string, token: string, body?: unknown): Pr
   let refused = 0;
   const hour = 3_600_000;
   const t2 = performance.now();
+  const cpu0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       for (;;) {
@@ -184,11 +185,13 @@ async function api(method: string, p: string, token: string, body?: unknown): Pr
     }),
   );
   const elapsed = (performance.now() - t2) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const lastSeq = Math.max(...sentAt.map((x) => x.seq));
   await client.waitSeq(lastSeq, 60_000);
   const lat = sentAt.map((x) => arrival.get(x.seq)! - x.at);
   console.log(`\nfact ingest: ${FACTS} facts (consent and schedule writes), ${CONCURRENCY} concurrent posters, 1 stream client`);
   console.log(`  ${(sentAt.length / elapsed).toFixed(0)} facts/s accepted (${refused} refused), ${elapsed.toFixed(1)} s`);
+  console.log(`  this process (API, stream and the posting clients together) used ${(((cpu.user + cpu.system) / 1e6 / elapsed) * 100).toFixed(0)}% of one core`);
   console.log(`  POST -> delta at the stream client: ${summary(lat)}`);
   console.log(`  stream client stale: ${client.stale ?? 'no'}, deltas received in order: ${client.deltas.length}`);
   client.close();

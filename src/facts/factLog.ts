@@ -20,18 +20,17 @@ export interface StoredFact {
 export async function appendFacts(tx: Tx, facts: readonly FactV2[], nowMs: number, integration?: string): Promise<number[]> {
   const seqs: number[] = [];
   for (const fact of facts) {
-    const { rows } = await tx.query<{ seq: number }>('UPDATE stream_head SET seq = seq + 1 WHERE id = 1 RETURNING seq');
-    const seq = rows[0]!.seq;
-    await tx.query('INSERT INTO facts (seq, at_ms, type, body, integration) VALUES ($1, $2, $3, $4::jsonb, $5)', [
-      seq,
-      nowMs,
-      fact.type,
-      JSON.stringify(fact),
-      integration ?? null,
-    ]);
-    seqs.push(seq);
+    // One round trip: take the next seq (the row lock), store the fact, and queue the NOTIFY
+    // (sent at commit). Writers hold the stream_head lock from here to their commit, so callers
+    // append last, after their own checks and state changes.
+    const { rows } = await tx.query<{ seq: number }>(
+      `WITH head AS (UPDATE stream_head SET seq = seq + 1 WHERE id = 1 RETURNING seq),
+            stored AS (INSERT INTO facts (seq, at_ms, type, body, integration) SELECT seq, $1, $2, $3::jsonb, $4 FROM head RETURNING seq)
+       SELECT seq, pg_notify($5, seq::text) FROM stored`,
+      [nowMs, fact.type, JSON.stringify(fact), integration ?? null, FACTS_CHANNEL],
+    );
+    seqs.push(rows[0]!.seq);
   }
-  if (seqs.length > 0) await tx.query('SELECT pg_notify($1, $2)', [FACTS_CHANNEL, String(seqs.at(-1))]);
   return seqs;
 }
 

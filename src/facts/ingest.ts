@@ -166,12 +166,12 @@ export async function recordConsent(tx: Tx, callId: string, input: ConsentInput,
     input.decision === 'withdrawn'
       ? [{ type: 'consent.withdrawn', callId, participantId: input.participantId, erase, evidence: input.evidence }]
       : [{ type: input.decision === 'granted' ? 'consent.granted' : 'consent.declined', callId, participantId: input.participantId, evidence: input.evidence }];
-  const [seq] = await appendFacts(tx, facts, ctx.nowMs, ctx.integrationId);
   await tx.query(
-    `INSERT INTO consents (call_id, participant_id, status, evidence, erase, seq) VALUES ($1, $2, $3, $4::jsonb, $5, $6)
-     ON CONFLICT (call_id, participant_id) DO UPDATE SET status = EXCLUDED.status, evidence = EXCLUDED.evidence, erase = EXCLUDED.erase, seq = EXCLUDED.seq`,
-    [callId, input.participantId, input.decision, JSON.stringify(input.evidence), input.decision === 'withdrawn' ? erase : null, seq!],
+    `INSERT INTO consents (call_id, participant_id, status, evidence, erase) VALUES ($1, $2, $3, $4::jsonb, $5)
+     ON CONFLICT (call_id, participant_id) DO UPDATE SET status = EXCLUDED.status, evidence = EXCLUDED.evidence, erase = EXCLUDED.erase`,
+    [callId, input.participantId, input.decision, JSON.stringify(input.evidence), input.decision === 'withdrawn' ? erase : null],
   );
+  const [seq] = await appendFacts(tx, facts, ctx.nowMs, ctx.integrationId);
   if (!erase) return { status: 200, body: { callId, seq } };
   const erasure = await requestErasure(tx, { callId, participantId: input.participantId, nowMs: ctx.nowMs, integration: ctx.integrationId });
   return { status: 202, body: { callId, seq: erasure.seq, erasureId: erasure.erasureId, status: 'pending', statusUrl: `/v1/erasures/${erasure.erasureId}` } };

@@ -43,7 +43,6 @@ CREATE TABLE consents (
   status         text   NOT NULL CHECK (status IN ('granted', 'declined', 'withdrawn')),
   evidence       jsonb  NOT NULL,
   erase          boolean,
-  seq            bigint NOT NULL,
   PRIMARY KEY (call_id, participant_id)
 );
 
