@@ -212,7 +212,7 @@ describe('policy stream v2: a man in the middle', () => {
 });
 
 describe('policy stream v2: database unreachable', () => {
-  it('no database read, no heartbeat; heartbeats resume when it answers again', async () => {
+  it('no database read, no heartbeat (unreachable or hung); heartbeats resume when it answers again', async () => {
     const target = new URL(db.url);
     const dbProxy = await TamperProxy.start({ host: target.hostname, port: Number(target.port) });
     const viaUrl = new URL(db.url);
@@ -232,6 +232,19 @@ describe('policy stream v2: database unreachable', () => {
       expect((await replica.api('GET', '/readyz')).status).toBe(503);
       dbProxy.up();
       await c.waitFor(() => c.heartbeats > during + 2, 10_000, 'heartbeats after the database returned');
+      expect(c.stale).toBeUndefined();
+
+      // A hung database (connections open, nothing answers): the tick's read never completes,
+      // so no heartbeat either.
+      dbProxy.transform = (direction, chunk) => (direction === 'up' ? Buffer.alloc(0) : chunk);
+      await new Promise((r) => setTimeout(r, 400));
+      const hung = c.heartbeats;
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(c.heartbeats).toBe(hung);
+      dbProxy.transform = undefined;
+      dbProxy.down(); // drop the stuck connections; the pool and the listener reconnect
+      dbProxy.up();
+      await c.waitFor(() => c.heartbeats > hung + 2, 15_000, 'heartbeats after the database answered again');
       expect(c.stale).toBeUndefined();
     } finally {
       await replica.close();
@@ -264,5 +277,42 @@ describe('policy stream v2: two replicas on one database', () => {
     } finally {
       await second.close();
     }
+  });
+
+  it('kill the replica a worker uses mid-stream: it reconnects to the other and the sequence continues, nothing lost or repeated', async () => {
+    const doomed = await startTestControlPlane({ databaseUrl: db.url, createTokens: false });
+    const before = await StreamClientV2.connect(doomed.cp.streamUrl, { secret: doomed.secret, workerId: 'w-failover' });
+    clients.push(before);
+    await before.waitSnapshot();
+    let posting = true;
+    const posted: number[] = [];
+    const poster = (async () => {
+      for (let i = 0; posting; i++) {
+        const res = await t.api('PUT', `/v1/agents/agent-f${i % 7}/monthly-cap`, { token: t.tokens.wfm, body: { monthlyCap: i % 9 } });
+        posted.push(res.body.seq as number);
+      }
+    })();
+    await before.waitFor(() => before.deltas.length >= 10, 10_000, 'deltas before the kill');
+    doomed.cp.stream.dropAll();
+    await doomed.close();
+    await before.waitFor(() => before.stale !== undefined, 5000, 'stale');
+    const seenBefore = before.lastSeq;
+    const after = await connect(t.cp.streamUrl, 'w-failover');
+    await after.waitSnapshot();
+    await after.waitFor(() => after.deltas.length >= 10, 10_000, 'deltas after reconnecting');
+    posting = false;
+    await poster;
+    const last = Math.max(...posted);
+    await after.waitSeq(last);
+    // The new snapshot covers everything the dead replica had sent; deltas continue from it.
+    expect(after.snapshot!.seq).toBeGreaterThanOrEqual(seenBefore);
+    expect(after.deltas[0]!.seq).toBe(after.snapshot!.seq + 1);
+    after.deltas.forEach((d, k) => expect(d.seq).toBe(after.snapshot!.seq + 1 + k));
+    before.deltas.forEach((d, k) => expect(d.seq).toBe(before.snapshot!.seq + 1 + k));
+    expect([after.stale]).toEqual([undefined]);
+    // Every acknowledged write is in the stream exactly once.
+    expect(new Set(posted).size).toBe(posted.length);
+    const { rows } = await t.cp.db.query<{ n: number }>('SELECT count(*)::int AS n FROM facts WHERE seq = ANY($1)', [posted]);
+    expect(rows[0]!.n).toBe(posted.length);
   });
 });
