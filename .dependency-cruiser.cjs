@@ -17,11 +17,11 @@ const LAYERS = [
   // The media plane's and the policy's pure building blocks: no network, no store.
   ['domain', ['rtp', 'media', 'crypto', 'gate']],
   // Adapters: each wraps one outside system (S3, mediasoup, the control WebSocket, HTTP).
-  ['adapters', ['storage', 'audit', 'sfu', 'control', 'http']],
+  ['adapters', ['storage', 'audit', 'sfu', 'control', 'http', 'db']],
   // Services: use cases built from adapters and domain.
-  ['services', ['recorder', 'compliance', 'access', 'callcontrol', 'dashboard', 'softphone']],
+  ['services', ['recorder', 'compliance', 'access', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream']],
   // Composition: configuration and the roots that assemble a process.
-  ['composition', ['config', 'app', 'cli']],
+  ['composition', ['config', 'api', 'controlplane', 'app', 'cli']],
 ];
 
 const order = LAYERS.flatMap(([layer, folders]) => folders.map((folder) => ({ layer, folder })));

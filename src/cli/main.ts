@@ -13,6 +13,12 @@ Commands:
                        subject-access extract: the subject's own voice tracks and a manifest (R12)
   audit verify [--bucket NAME] [--stream WRITER_ID] [--json]
                        proves the audit trail unbroken (R11)
+  facts [--url URL] [--token-file F] [--file F | --fact JSON ...]
+                       posts facts (calls, consent, schedules, teams) to the control plane
+  catalogue rebuild [--dry-run] [--json]
+                       rebuilds the catalogue of recordings from the store, lists differences
+  integrations add|token|disable --name ID [--scopes ivr,wfm,hr,ops]
+                       credentials of the systems that post facts
   help                 this text
 
 Configuration comes from the environment, as for the worker (OPTIN_S3_*, OPTIN_KEYRING, ...).
@@ -32,6 +38,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: CliIo = p
       }
       io.err(`optin audit: unknown subcommand ${JSON.stringify(rest[0] ?? '')}\n${USAGE}\n`);
       return 2;
+    case 'facts': {
+      const { runFacts } = await import('./facts.ts');
+      return runFacts(rest, env, io);
+    }
+    case 'catalogue': {
+      const { runCatalogue } = await import('./catalogue.ts');
+      return runCatalogue(rest, env, io);
+    }
+    case 'integrations': {
+      const { runIntegrations } = await import('./integrations.ts');
+      return runIntegrations(rest, env, io);
+    }
     case 'help':
     case '--help':
     case '-h':

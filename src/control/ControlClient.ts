@@ -5,19 +5,7 @@ import { OptinError } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
 import { PolicyState } from '../gate/PolicyState.ts';
 import { NONCE_HEADER, assertSecret, createNonce, createWorkerToken, verifyServerProof, type Secret } from './auth.ts';
-import {
-  PROTOCOL_VERSION,
-  RecordingStateSchema,
-  WS_MAX_PAYLOAD_BYTES,
-  encodeMessage,
-  errorMessage,
-  parseServerMessage,
-  type ErrorCode,
-  type ErrorMessage,
-  type RecordingState,
-  type RecordingStateReport,
-  type Snapshot,
-} from './protocol.ts';
+import { PROTOCOL_VERSION, RecordingStateSchema, WS_MAX_PAYLOAD_BYTES, encodeMessage, errorMessage, parseServerMessage, type ErrorCode, type ErrorMessage, type RecordingState, type RecordingStateReport, type Snapshot } from './protocol.ts';
 import type { Fact } from '../gate/facts.ts';
 import type { AgentSchedule, CallSnapshot } from '../gate/policySnapshot.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';

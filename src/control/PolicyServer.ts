@@ -17,19 +17,7 @@ import {
   type AuthFailureReason,
   type Secret,
 } from './auth.ts';
-import {
-  MAX_MESSAGE_BYTES,
-  PROTOCOL_VERSION,
-  WS_MAX_PAYLOAD_BYTES,
-  encodeMessage,
-  errorMessage,
-  parseWorkerMessage,
-  type Delta,
-  type ErrorMessage,
-  type RecordingState,
-  type ServerMessage,
-  type Snapshot,
-} from './protocol.ts';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WS_MAX_PAYLOAD_BYTES, encodeMessage, errorMessage, parseWorkerMessage, type Delta, type ErrorMessage, type RecordingState, type ServerMessage, type Snapshot } from './protocol.ts';
 import { FactSchema, type ConsentEvidence, type Fact, type Participant, type Window } from '../gate/facts.ts';
 import type { AgentSchedule, CallSnapshot, ConsentEntry } from '../gate/policySnapshot.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';

@@ -17,6 +17,8 @@ export type ErrorKind =
   | 'conflict'
   | 'gone'
   | 'too-large'
+  | 'unprocessable'
+  | 'rate-limited'
   | 'unsupported'
   | 'unavailable'
   | 'timeout'
@@ -149,6 +151,27 @@ export const ERROR_TABLE = {
   POLICY_UNKNOWN_CALL: row('not-found', 'caller'),
   POLICY_UNKNOWN_PARTICIPANT: row('not-found', 'caller'),
   POLICY_NOT_A_CUSTOMER: row('invalid-input', 'caller'),
+  // -- control plane: database, fact ingest, ledgers (src/db, src/facts, src/erasure, src/caps) --
+  DB_UNAVAILABLE: row('unavailable', 'dependency', true),
+  DB_MIGRATION_FAILED: row('internal', 'ours'),
+  DB_MIGRATION_CHANGED: row('config', 'config'),
+  PG_MISSING: row('config', 'config'),
+  PG_START_FAILED: row('unavailable', 'dependency'),
+  FACT_INVALID: row('invalid-input', 'caller'),
+  FACT_UNKNOWN_CALL: row('not-found', 'caller'),
+  FACT_UNKNOWN_PARTICIPANT: row('not-found', 'caller'),
+  FACT_DUPLICATE_CALL: row('conflict', 'caller'),
+  FACT_CALL_ENDED: row('conflict', 'caller'),
+  FACT_NOT_A_CUSTOMER: row('unprocessable', 'caller'),
+  FACT_STALE_EVIDENCE: row('conflict', 'caller'),
+  SCHEDULE_REJECTED: row('unprocessable', 'caller'),
+  IDEMPOTENCY_KEY_MISSING: row('invalid-input', 'caller'),
+  IDEMPOTENCY_KEY_REUSED: row('unprocessable', 'caller'),
+  BODY_TOO_LARGE: row('too-large', 'caller'),
+  RATE_LIMITED: row('rate-limited', 'caller', true),
+  ERASURE_NOT_FOUND: row('not-found', 'caller'),
+  DELETION_NOT_FOUND: row('not-found', 'caller'),
+  STORE_NOT_CONFIGURED: row('config', 'config'),
   // -- anything else ----------------------------------------------------------------------------
   INTERNAL: row('internal', 'ours'),
 } as const satisfies Record<string, ErrorRow>;
@@ -167,6 +190,8 @@ const STATUS: Readonly<Record<ErrorKind, number>> = {
   conflict: 409,
   gone: 410,
   'too-large': 413,
+  unprocessable: 422,
+  'rate-limited': 429,
   unsupported: 415,
   unavailable: 503,
   timeout: 503,

@@ -1,0 +1,199 @@
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Database } from '../db/Database.ts';
+import { openDatabase } from '../db/openDatabase.ts';
+import { LedgerSweeper } from '../erasure/LedgerSweeper.ts';
+import { openControlPlaneStore, type ControlPlaneStore } from '../erasure/storeAdapter.ts';
+import { OptinError } from '../errors/OptinError.ts';
+import { IntegrationAuth, bootstrapIntegrations } from '../facts/integrations.ts';
+import type { FastifyInstance } from 'fastify';
+import { buildApiApp } from './apiApp.ts';
+import type { ApiContext } from '../api/context.ts';
+import { DEFAULT_CONTIGUITY_TOLERANCE_MS } from '../gate/schedule.ts';
+import { createLogger, type Logger } from '../log/logger.ts';
+import { StreamServer } from '../stream/StreamServer.ts';
+import { storeConfigured, type ControlPlaneConfig } from './config.ts';
+import { Maintenance } from './Maintenance.ts';
+import { createControlPlaneMetrics, type ControlPlaneMetrics } from '../metrics/controlPlaneMetrics.ts';
+
+/**
+ * The control-plane service (issue 13): the database, the fact-ingest API, the policy stream
+ * v2, the erasure/deletion sweeper and retention, on one fastify instance (routes registered
+ * per concern, so the access API of issue 14 can join as another plugin). Several replicas may
+ * serve one PostgreSQL database; the embedded database serves exactly one.
+ */
+
+export interface ControlPlaneDeps {
+  logger?: Logger;
+  metrics?: ControlPlaneMetrics;
+  /** Overrides the store built from the configuration (tests); null: none. */
+  store?: ControlPlaneStore | null;
+  now?: () => number;
+  /** Reuse an open database instead of opening the configured one (benchmarks, tests). */
+  db?: Database;
+}
+
+export class ControlPlane {
+  readonly config: ControlPlaneConfig;
+  readonly db: Database;
+  readonly app: FastifyInstance;
+  readonly stream: StreamServer;
+  readonly sweeper: LedgerSweeper;
+  readonly metrics: ControlPlaneMetrics;
+  readonly logger: Logger;
+  readonly #maintenance: Maintenance;
+  readonly #store: ControlPlaneStore | undefined;
+  readonly #ownsDb: boolean;
+  #closing: Promise<void> | undefined;
+
+  private constructor(init: {
+    config: ControlPlaneConfig;
+    db: Database;
+    app: FastifyInstance;
+    stream: StreamServer;
+    sweeper: LedgerSweeper;
+    metrics: ControlPlaneMetrics;
+    logger: Logger;
+    maintenance: Maintenance;
+    store: ControlPlaneStore | undefined;
+    ownsDb: boolean;
+  }) {
+    this.config = init.config;
+    this.db = init.db;
+    this.app = init.app;
+    this.stream = init.stream;
+    this.sweeper = init.sweeper;
+    this.metrics = init.metrics;
+    this.logger = init.logger;
+    this.#maintenance = init.maintenance;
+    this.#store = init.store;
+    this.#ownsDb = init.ownsDb;
+  }
+
+  static async start(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<ControlPlane> {
+    const logger = deps.logger ?? createLogger(config.logLevel);
+    const metrics = deps.metrics ?? createControlPlaneMetrics();
+    const now = deps.now ?? Date.now;
+    if (config.stream.secret === undefined) {
+      throw new OptinError('CONFIG_INVALID', 'no stream secret: set OPTIN_CONTROL_SECRET (at least 32 characters, shared with the recorders)');
+    }
+    const cleanups: (() => Promise<unknown>)[] = [];
+    try {
+      const db =
+        deps.db ??
+        (await openDatabase({
+          url: config.database.url,
+          dataDir: config.dataDir,
+          poolSize: config.database.poolSize,
+          logger,
+          onQuery: (seconds, ok) => metrics.dbQuerySeconds.observe({ ok: String(ok) }, seconds),
+        }));
+      if (deps.db === undefined) cleanups.push(() => db.close());
+      if (config.integrationsFile !== undefined) {
+        const n = await bootstrapIntegrations(db, config.integrationsFile, now());
+        logger.info({ integrations: n }, 'control: integrations bootstrapped');
+      }
+      let store: ControlPlaneStore | undefined;
+      if (deps.store !== undefined) store = deps.store ?? undefined;
+      else if (storeConfigured(config)) {
+        store = await openControlPlaneStore({
+          s3: { endpoint: config.s3.endpoint!, accessKey: config.s3.accessKey!, secretKey: config.s3.secretKey!, region: config.s3.region },
+          bucketPrefix: config.s3.bucketPrefix,
+          mediaBucket: config.s3.mediaBucket,
+          keysBucket: config.s3.keysBucket,
+          auditBucket: config.s3.auditBucket,
+          keyring: config.keyring,
+          retentionSeconds: config.retentionSeconds,
+          spoolDir: path.resolve(config.dataDir, 'control-spool', config.replicaId),
+          nodeId: config.replicaId,
+          logger,
+        });
+        cleanups.push(() => store!.close());
+      }
+
+      const ctx: ApiContext = {
+        db,
+        auth: new IntegrationAuth(db),
+        metrics,
+        now,
+        contiguityToleranceMs: DEFAULT_CONTIGUITY_TOLERANCE_MS,
+        maxEvidenceSkewMs: 5 * 60_000,
+      };
+      const app = await buildApiApp(config, ctx, logger);
+      cleanups.push(() => app.close());
+
+      const sweeper = new LedgerSweeper({
+        db,
+        store,
+        replicaId: config.replicaId,
+        logger,
+        metrics,
+        graceMs: config.ledger.graceMs,
+        holderTimeoutMs: config.ledger.holderTimeoutMs,
+        intervalMs: config.ledger.sweepIntervalMs,
+        liveWindowMs: Math.max(3 * config.stream.heartbeatMs, 2_000),
+        now,
+      });
+      const stream = new StreamServer({
+        db,
+        secret: config.stream.secret,
+        replicaId: config.replicaId,
+        heartbeatMs: config.stream.heartbeatMs,
+        logger,
+        metrics,
+        requireClientCert: config.http.clientCaFile !== undefined,
+        tombstoneHorizonMs: config.stream.tombstoneHorizonMs,
+        now,
+        onConfirmation: () => sweeper.kick(),
+      });
+      await app.ready();
+      await stream.start(app.server);
+      cleanups.unshift(() => stream.close());
+      await app.listen({ host: config.http.host, port: config.http.port });
+      sweeper.start();
+      const maintenance = new Maintenance({ db, retentionSeconds: config.retentionSeconds, factsRetentionHours: config.factsRetentionHours, logger, metrics, now });
+      maintenance.start();
+      const cp = new ControlPlane({ config, db, app, stream, sweeper, metrics, logger, maintenance, store, ownsDb: deps.db === undefined });
+      logger.info({ url: cp.url, replicaId: config.replicaId, database: db.kind, store: store !== undefined, seq: stream.follower.head }, 'control plane listening');
+      return cp;
+    } catch (err) {
+      for (const c of cleanups.reverse()) await c().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  get #tls(): boolean {
+    return this.config.http.tlsCertFile !== undefined;
+  }
+
+  /** http(s)://host:port of the API. */
+  get url(): string {
+    const a = this.app.server.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return `${this.#tls ? 'https' : 'http'}://${host}:${a.port}`;
+  }
+
+  /** ws(s)://host:port/v1/stream: what a recorder's OPTIN_CONTROL_URL points at. */
+  get streamUrl(): string {
+    return `${this.url.replace(/^http/, 'ws')}/v1/stream`;
+  }
+
+  get port(): number {
+    return (this.app.server.address() as AddressInfo).port;
+  }
+
+  /** Stops serving and closes the database (when it opened it). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.sweeper.close();
+      this.#maintenance.close();
+      await this.stream.close();
+      this.app.server.closeAllConnections();
+      await this.app.close();
+      await this.#store?.close().catch(() => undefined);
+      if (this.#ownsDb) await this.db.close();
+      this.logger.info({ replicaId: this.config.replicaId }, 'control plane closed');
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,203 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { OptinError } from '../errors/OptinError.ts';
+import { IdSchema } from '../ids/ids.ts';
+import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
+
+/**
+ * Every setting of the control plane (`npm run control`), with its default, in one place
+ * (docs/control-plane.md, "Configuration"). Sources, later winning: defaults < the JSON file named
+ * by OPTIN_CONTROL_CONFIG < OPTIN_* environment. Strict: an unknown key is an error (a setting
+ * misspelt in a file must not silently fall back to a default).
+ */
+
+const port = z.int().min(0).max(65535);
+
+export const ControlPlaneConfigSchema = z.strictObject({
+  /** This replica's id: the stream's `serverId`, the sweeper's claims, the audit writer. */
+  replicaId: IdSchema.default(() => `cp-${os.hostname().replace(/[^A-Za-z0-9_-]/g, '').slice(0, 40) || 'local'}-${randomBytes(3).toString('hex')}`),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Root of local state; the embedded database lives in <dataDir>/control-db. */
+  dataDir: z.string().min(1).default('var'),
+  database: z
+    .strictObject({
+      /** postgres://user:pass@host:port/db. Unset: the embedded database (PGlite). */
+      url: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+      poolSize: z.int().min(1).max(200).default(10),
+    })
+    .prefault({}),
+  http: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(8780),
+      /** PEM files: serve HTTPS (and wss://). Required unless the host is loopback. */
+      tlsCertFile: z.string().optional(),
+      tlsKeyFile: z.string().optional(),
+      /** PEM CA: workers must present a client certificate it signed (mutual TLS, stream only). */
+      clientCaFile: z.string().optional(),
+      /** Largest request body. */
+      bodyLimitBytes: z.int().min(1024).max(8 * 1024 * 1024).default(64 * 1024),
+      /** Requests per minute per integration (or per address, unauthenticated). */
+      rateLimitPerMinute: z.int().min(1).max(1_000_000).default(6000),
+    })
+    .prefault({}),
+  stream: z
+    .strictObject({
+      /** Shared with the workers (OPTIN_CONTROL_SECRET), at least 32 bytes. */
+      secret: z.string().min(32, 'must be at least 32 characters').optional(),
+      heartbeatMs: z.int().min(10).max(60_000).default(1000),
+      /** Completed deletions younger than this are listed in snapshots as tombstones. */
+      tombstoneHorizonMs: z.int().min(60_000).default(24 * 3600_000),
+    })
+    .prefault({}),
+  /** Bootstrap file of integration credentials (id, scopes, secretSha256), applied at start. */
+  integrationsFile: z.string().optional(),
+  ledger: z
+    .strictObject({
+      graceMs: z.int().min(0).default(2_000),
+      holderTimeoutMs: z.int().min(0).default(30_000),
+      sweepIntervalMs: z.int().min(50).default(1_000),
+    })
+    .prefault({}),
+  /** R8: the longest anything about a recording may be kept; counters live this long past their month. */
+  retentionSeconds: z.int().min(1).max(MAX_RETENTION_SECONDS, 'must be at most 2592000 (30 days, DESIGN R8)').default(MAX_RETENTION_SECONDS),
+  /** Stream log kept this long (workers far behind reconnect for a snapshot). */
+  factsRetentionHours: z.int().min(1).max(24 * 30).default(24 * 7),
+  /** The object store, for deletions no worker can do and for `optin catalogue rebuild`. Optional. */
+  s3: z
+    .strictObject({
+      endpoint: z.string().url().optional(),
+      accessKey: z.string().optional(),
+      secretKey: z.string().optional(),
+      region: z.string().default('us-east-1'),
+      bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
+      mediaBucket: z.string().default('optin-media'),
+      keysBucket: z.string().default('optin-keys'),
+      auditBucket: z.string().default('optin-audit'),
+    })
+    .prefault({}),
+  keyring: z.strictObject({ activeKeyId: IdSchema, keys: z.record(IdSchema, z.string()) }).optional(),
+});
+
+export type ControlPlaneConfig = z.infer<typeof ControlPlaneConfigSchema>;
+
+const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
+  OPTIN_CONTROL_REPLICA_ID: ['replicaId', 'string'],
+  OPTIN_LOG_LEVEL: ['logLevel', 'string'],
+  OPTIN_DATA_DIR: ['dataDir', 'string'],
+  OPTIN_DATABASE_URL: ['database.url', 'string'],
+  OPTIN_DATABASE_POOL_SIZE: ['database.poolSize', 'number'],
+  OPTIN_CONTROL_HOST: ['http.host', 'string'],
+  OPTIN_CONTROL_PORT: ['http.port', 'number'],
+  OPTIN_CONTROL_TLS_CERT: ['http.tlsCertFile', 'string'],
+  OPTIN_CONTROL_TLS_KEY: ['http.tlsKeyFile', 'string'],
+  OPTIN_CONTROL_CLIENT_CA_FILE: ['http.clientCaFile', 'string'],
+  OPTIN_CONTROL_BODY_LIMIT_BYTES: ['http.bodyLimitBytes', 'number'],
+  OPTIN_CONTROL_RATE_LIMIT_PER_MINUTE: ['http.rateLimitPerMinute', 'number'],
+  OPTIN_CONTROL_SECRET: ['stream.secret', 'string'],
+  OPTIN_CONTROL_HEARTBEAT_MS: ['stream.heartbeatMs', 'number'],
+  OPTIN_CONTROL_TOMBSTONE_HORIZON_MS: ['stream.tombstoneHorizonMs', 'number'],
+  OPTIN_CONTROL_INTEGRATIONS_FILE: ['integrationsFile', 'string'],
+  OPTIN_CONTROL_ERASURE_GRACE_MS: ['ledger.graceMs', 'number'],
+  OPTIN_CONTROL_HOLDER_TIMEOUT_MS: ['ledger.holderTimeoutMs', 'number'],
+  OPTIN_CONTROL_SWEEP_INTERVAL_MS: ['ledger.sweepIntervalMs', 'number'],
+  OPTIN_RETENTION_SECONDS: ['retentionSeconds', 'number'],
+  OPTIN_CONTROL_FACTS_RETENTION_HOURS: ['factsRetentionHours', 'number'],
+  OPTIN_S3_ENDPOINT: ['s3.endpoint', 'string'],
+  OPTIN_S3_ACCESS_KEY: ['s3.accessKey', 'string'],
+  OPTIN_S3_SECRET_KEY: ['s3.secretKey', 'string'],
+  OPTIN_S3_REGION: ['s3.region', 'string'],
+  OPTIN_S3_BUCKET_PREFIX: ['s3.bucketPrefix', 'string'],
+  OPTIN_KEYRING: ['keyring', 'json'],
+};
+
+const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url'];
+
+function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    if (typeof node[part] !== 'object' || node[part] === null) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts.at(-1)!] = value;
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1';
+  return false;
+}
+
+/** Validated configuration; one OptinError naming every bad field and where it came from (never a secret's value). */
+export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): ControlPlaneConfig {
+  let raw: Record<string, unknown> = {};
+  if (env.OPTIN_CONTROL_CONFIG) {
+    try {
+      raw = JSON.parse(readFileSync(env.OPTIN_CONTROL_CONFIG, 'utf8')) as Record<string, unknown>;
+    } catch (cause) {
+      throw new OptinError('CONFIG_INVALID', `OPTIN_CONTROL_CONFIG=${env.OPTIN_CONTROL_CONFIG}: cannot read it as JSON (${(cause as Error).message})`);
+    }
+  }
+  const origin = new Map<string, string>();
+  for (const [name, [dotted, kind]] of Object.entries(ENV)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    origin.set(dotted, name);
+    let parsed: unknown = value;
+    if (kind === 'number') parsed = Number(value);
+    if (kind === 'json') {
+      try {
+        parsed = JSON.parse(value);
+      } catch {
+        throw new OptinError('CONFIG_INVALID', `${name} is not valid JSON (value not shown: it holds secrets)`);
+      }
+    }
+    setPath(raw, dotted, parsed);
+  }
+  for (const [dotted, value] of Object.entries(overrides)) setPath(raw, dotted, value);
+  const result = ControlPlaneConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const path = issue.path.map(String);
+      if (issue.code === 'unrecognized_keys') path.push(issue.keys.join(', '));
+      const dotted = path.join('.');
+      const via = origin.get(dotted);
+      const secret = SECRET_PATHS.some((p) => dotted === p || dotted.startsWith(`${p}.`));
+      const what = issue.code === 'unrecognized_keys' ? 'unknown setting (check the spelling; see docs/control-plane.md)' : issue.message;
+      return `${dotted || '(root)'}${via ? ` (from ${via})` : ''}: ${what}${secret ? ' (value not shown)' : ''}`;
+    });
+    throw new OptinError('CONFIG_INVALID', `invalid control-plane configuration:\n  ${lines.join('\n  ')}`);
+  }
+  const config = result.data;
+  const tls = config.http.tlsCertFile !== undefined || config.http.tlsKeyFile !== undefined;
+  if (tls && (config.http.tlsCertFile === undefined || config.http.tlsKeyFile === undefined)) {
+    throw new OptinError('CONFIG_INVALID', 'set both OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY, or neither');
+  }
+  // The stream and the API carry consent facts: cleartext only where nothing else can listen.
+  if (!tls && !isLoopback(config.http.host)) {
+    throw new OptinError(
+      'CONFIG_INVALID',
+      `http.host ${config.http.host} is not loopback: TLS is required (OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY), or bind 127.0.0.1 behind a TLS-terminating proxy`,
+    );
+  }
+  if (config.http.clientCaFile !== undefined && !tls) {
+    throw new OptinError('CONFIG_INVALID', 'OPTIN_CONTROL_CLIENT_CA_FILE (mutual TLS) needs TLS: set OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY');
+  }
+  return config;
+}
+
+/** The store settings are usable only when complete; a partial set is a configuration error. */
+export function storeConfigured(config: ControlPlaneConfig): boolean {
+  const { endpoint, accessKey, secretKey } = config.s3;
+  const any = endpoint !== undefined || accessKey !== undefined || secretKey !== undefined || config.keyring !== undefined;
+  const all = endpoint !== undefined && accessKey !== undefined && secretKey !== undefined && config.keyring !== undefined;
+  if (any && !all) {
+    throw new OptinError('CONFIG_INVALID', 'the store needs OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY and OPTIN_KEYRING together (or none: erasures then wait for workers)');
+  }
+  return all;
+}

@@ -1,0 +1,35 @@
+import type { Database } from '../db/Database.ts';
+import { OptinError } from '../errors/OptinError.ts';
+import { IntegrationAuth } from '../facts/integrations.ts';
+import { createLogger } from '../log/logger.ts';
+import { buildApiApp } from './apiApp.ts';
+import { loadControlPlaneConfig } from './config.ts';
+import { createControlPlaneMetrics } from '../metrics/controlPlaneMetrics.ts';
+
+/** Where the generated document is committed (scripts/control-openapi.ts writes it; a test compares). */
+export const OPENAPI_DOC_PATH = 'docs/control-plane-openapi.json';
+
+/**
+ * The OpenAPI document of the control-plane API, generated from the route schemas without a
+ * database (the routes are registered, never called).
+ */
+export async function openApiDocument(): Promise<Record<string, unknown>> {
+  const unusable = (): never => {
+    throw new OptinError('INTERNAL', 'openApiDocument: no database');
+  };
+  const db: Database = { kind: 'embedded', query: unusable, transaction: unusable, exec: unusable, listen: unusable, ping: unusable, close: async () => undefined };
+  const config = loadControlPlaneConfig({ OPTIN_CONTROL_SECRET: 'x'.repeat(32) });
+  const app = await buildApiApp(
+    config,
+    { db, auth: new IntegrationAuth(db), metrics: createControlPlaneMetrics({ defaultMetrics: false }), now: Date.now, contiguityToleranceMs: 0, maxEvidenceSkewMs: 0 },
+    createLogger('silent'),
+  );
+  await app.ready();
+  const doc = app.swagger() as unknown as Record<string, unknown>;
+  await app.close();
+  return doc;
+}
+
+export function formatOpenApi(doc: Record<string, unknown>): string {
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}

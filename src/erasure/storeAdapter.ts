@@ -1,0 +1,117 @@
+import path from 'node:path';
+import { AuditSpool } from '../audit/AuditSpool.ts';
+import { AuditTrail } from '../audit/AuditTrail.ts';
+import type { CatalogueEntry } from '../catalogue/Catalogue.ts';
+import type { StoreReceipt } from '../control/protocolV2.ts';
+import { Keyring } from '../crypto/Keyring.ts';
+import type { Logger } from '../log/logger.ts';
+import { RecordingStore } from '../storage/RecordingStore.ts';
+import type { DeletionReceipt } from '../storage/types.ts';
+import { bucketNames } from '../storage/layout.ts';
+import { createS3Client, type S3Config } from '../storage/s3Endpoint.ts';
+
+/**
+ * THE one place the control plane touches the storage layer (so it can be re-pointed when
+ * src/storage changes shape): deletions through RecordingStore's deletion protocol (keys first,
+ * then media of every version, spool copies, manifest; a receipt audited in the trail), and the
+ * manifests read back for `optin catalogue rebuild`.
+ */
+
+export interface ControlPlaneStore {
+  /** Deletes a recording or one participant's part; idempotent (a second call: nothingLeft). */
+  deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<StoreReceipt>;
+  /** Every recording's manifest, as catalogue entries. */
+  listEntries(): Promise<CatalogueEntry[]>;
+  close(): Promise<void>;
+}
+
+export interface StoreSettings {
+  s3: S3Config;
+  bucketPrefix: string;
+  mediaBucket: string;
+  keysBucket: string;
+  auditBucket: string;
+  keyring: unknown;
+  retentionSeconds: number;
+  /** Local spool and audit spool of this control-plane replica. */
+  spoolDir: string;
+  /** Writer id of this replica in the audit trail and the store's node id. */
+  nodeId: string;
+  logger: Logger;
+}
+
+export function summarizeReceipt(r: DeletionReceipt): StoreReceipt {
+  const out: StoreReceipt = {
+    receiptId: r.receiptId,
+    recordingId: r.recordingId,
+    complete: r.complete,
+    nothingLeft: r.nothingLeft,
+    dataKeysDestroyed: r.dataKeys.filter((k) => k.destroyed.length > 0).length,
+    mediaObjects: r.mediaObjects.count,
+    manifest: r.manifest,
+    completedAt: Date.parse(r.completedAt) || Date.now(),
+  };
+  if (r.participantId !== undefined) out.participantId = r.participantId;
+  return out;
+}
+
+export async function openControlPlaneStore(settings: StoreSettings): Promise<ControlPlaneStore> {
+  const client = createS3Client(settings.s3);
+  const buckets = bucketNames({ prefix: settings.bucketPrefix, media: settings.mediaBucket, keys: settings.keysBucket, audit: settings.auditBucket });
+  const keyring = Keyring.fromConfig(settings.keyring);
+  const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: settings.nodeId, logger: settings.logger, createBucket: true });
+  const auditSpool = new AuditSpool(audit, path.join(settings.spoolDir, 'audit'), settings.logger);
+  const store = await RecordingStore.open({
+    client,
+    buckets,
+    keyring,
+    retentionSeconds: settings.retentionSeconds,
+    spoolDir: path.join(settings.spoolDir, 'store'),
+    spoolMaxBytes: 64 * 1024 * 1024,
+    logger: settings.logger,
+    audit: auditSpool,
+    nodeId: settings.nodeId,
+    region: settings.s3.region,
+    // The workers' stores run the expiry sweeper; this one only deletes on request.
+    sweep: false,
+  });
+  return {
+    async deleteRecording(recordingId, options) {
+      return summarizeReceipt(await store.deleteRecording(recordingId, options));
+    },
+    async listEntries() {
+      const summaries = await store.listRecordings();
+      const out: CatalogueEntry[] = [];
+      for (const s of summaries) {
+        const m = await store.getManifest(s.recordingId).catch(() => null);
+        if (m === null) continue;
+        const withSegments = new Set(m.segments.map((seg) => seg.participantId));
+        const entry: CatalogueEntry = {
+          recordingId: m.recordingId,
+          callId: m.callId,
+          participants: m.participants.map((p) => {
+            const q: CatalogueEntry['participants'][number] = { participantId: p.participantId, role: p.role };
+            if (p.subjectId !== undefined) q.subjectId = p.subjectId;
+            if (p.teamLeadId !== undefined) q.teamLeadId = p.teamLeadId;
+            return q;
+          }),
+          startedAt: m.startedAtMs,
+          tracks: withSegments.size,
+          segments: m.segments.length,
+          bytes: m.segments.reduce((n, seg) => n + seg.sealedBytes, 0),
+          expiresAt: m.expiresAtMs,
+          state: m.state === 'ended' ? 'complete' : m.state,
+          workerId: m.nodeId,
+        };
+        if (m.endedAtMs !== undefined) entry.endedAt = m.endedAtMs;
+        out.push(entry);
+      }
+      return out;
+    },
+    async close() {
+      await store.close();
+      await auditSpool.flushed(5000).catch(() => undefined);
+      auditSpool.close();
+    },
+  };
+}
