@@ -246,6 +246,7 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     this.#respond(tx, 100);
     if (this.#dialogs.size + this.#pendingInvites.size >= this.#opts.maxDialogs) {
       this.#respond(tx, 503, { reason: 'Dialog limit reached', headers: [['Retry-After', String(this.#opts.retryAfterSeconds)]] });
+      this.safeEmit('dropped', 'dialog-limit');
       this.safeEmit('invite', 'busy', 503);
       return;
     }
