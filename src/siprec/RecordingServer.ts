@@ -168,7 +168,7 @@ export class RecordingServer implements UasHandler<RecordingSession> {
       plainParticipantId = p.id;
     }
     if (ctx.signal.aborted) return refuse(487, 'Request Terminated');
-    const created = await RecordingSession.create(this.#env, req, { callId: call.id, plainParticipantId }, kind, metadata, body.body.sdp, ctx.logId, ctx.peer.address);
+    const created = await RecordingSession.create(this.#env, req, { callId: call.id, plainParticipantId }, kind, metadata, body.body.sdp, ctx.logId, ctx.peer.address, ctx.signal);
     if (!created.ok) {
       this.#logger?.info({ dialog: ctx.logId, status: created.answer.status, reason: created.answer.reason }, 'recording session refused');
       return created.answer;

@@ -82,10 +82,11 @@ export class RecordingSession implements UasSession {
     sdp: string,
     logId: string,
     fallbackAddress: string,
+    signal?: AbortSignal,
   ): Promise<{ ok: true; session: RecordingSession; answer: SipAnswer } | { ok: false; answer: SipAnswer }> {
     const session = new RecordingSession(env, kind, ids.callId, logId, fallbackAddress);
     session.#metadata = metadata;
-    const result = await session.#applyOffer(req, sdp, metadata, ids.plainParticipantId);
+    const result = await session.#applyOffer(req, sdp, metadata, ids.plainParticipantId, signal);
     if (result.status !== 200) return { ok: false, answer: result };
     return { ok: true, session, answer: result };
   }
@@ -197,7 +198,7 @@ export class RecordingSession implements UasSession {
     return assignLine(md, line.label, position, this.#env.mapping.siprec.participant, req, this.#env.mapping.key);
   }
 
-  async #applyOffer(req: SipRequest, sdp: string, md: RsMetadata | undefined, plainParticipantId: string | undefined): Promise<SipAnswer> {
+  async #applyOffer(req: SipRequest, sdp: string, md: RsMetadata | undefined, plainParticipantId: string | undefined, signal?: AbortSignal): Promise<SipAnswer> {
     const offer = readOffer(sdp, { codecs: this.#env.codecs, sdes: this.#env.sdes, fallbackAddress: this.#fallbackAddress });
     if (!offer.ok) return refuse(488, `SDP: ${offer.problem}`);
     if (offer.lines.length < this.#lines.length) return refuse(488, 'SDP: an updated offer may not remove m-lines (RFC 3264 §8)');
@@ -251,6 +252,8 @@ export class RecordingSession implements UasSession {
           held: v.held,
         });
         opened.set(p.index, { stream, localCrypto: v.crypto ? randomBytes(30).toString('base64') : undefined });
+        // A CANCEL (or the end of the dialog) while sockets are being opened: stop here.
+        if (signal?.aborted || this.#closed) break;
       }
     } catch (err) {
       for (const o of opened.values()) o.stream.close('error');
@@ -258,7 +261,7 @@ export class RecordingSession implements UasSession {
       const msg = err instanceof Error ? err.message : 'cannot open a receive stream';
       return refuse(503, `Recording server cannot receive media: ${msg.slice(0, 100)}`, this.#env.retryAfterSeconds);
     }
-    if (this.#closed) {
+    if (this.#closed || signal?.aborted) {
       for (const o of opened.values()) o.stream.close('cancelled');
       return refuse(487, 'Request Terminated');
     }
