@@ -45,6 +45,9 @@ const STATUS_LINE = /^(SIP\/\d+\.\d+) ([1-6]\d\d) ?(.*)$/;
 const CSEQ = /^(\d{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)$/;
 const DIGITS = /^\d{1,10}$/;
 
+/** Fields that may appear once only (§20: not list-valued); a second copy makes the message ambiguous. */
+const SINGLE = ['from', 'to', 'call-id', 'cseq', 'max-forwards', 'content-type'] as const;
+
 /** The fields every request must carry (§8.1.1); Max-Forwards is tolerated when missing. */
 const REQUIRED = ['via', 'from', 'to', 'call-id', 'cseq'] as const;
 
@@ -69,7 +72,9 @@ export function findHeaderEnd(buf: Buffer, from = 0, limit = buf.length): { end:
  * trims the body and a longer one is an error.
  */
 export function parseMessage(buf: Buffer, limits: SipLimits = DEFAULT_SIP_LIMITS): ParseResult {
-  if (buf.length > limits.maxMessageBytes) return fail('too-large', `message of ${buf.length} bytes exceeds ${limits.maxMessageBytes}`, { status: 513 });
+  // Over the message bound: the headers are still read (they are bounded on their own) so the
+  // sender can be told 513 (§21.5.14); the body is never looked at.
+  const tooLarge = buf.length > limits.maxMessageBytes;
   // Leading CRLFs before a start line are ignored (§7.5).
   let start = 0;
   while (start < buf.length && (buf[start] === 0x0d || buf[start] === 0x0a)) start++;
@@ -85,12 +90,16 @@ export function parseMessage(buf: Buffer, limits: SipLimits = DEFAULT_SIP_LIMITS
   const startLine = rawLines[0] ?? '';
 
   // Unfold continuation lines (§7.3.1: a line starting with SP or HT continues the previous one).
+  // Past maxHeaders the rest is ignored; the message fails, answered 400 if it can be.
   const lines: string[] = [];
+  let tooMany = false;
   for (let i = 1; i < rawLines.length; i++) {
     const line = rawLines[i]!;
     if ((line.startsWith(' ') || line.startsWith('\t')) && lines.length > 0) lines[lines.length - 1] += ' ' + line.trim();
-    else lines.push(line);
-    if (lines.length > limits.maxHeaders) return fail('too-many-headers', `more than ${limits.maxHeaders} header fields`);
+    else if (lines.length >= limits.maxHeaders) {
+      tooMany = true;
+      break;
+    } else lines.push(line);
   }
 
   const headers = new SipHeaders();
@@ -117,9 +126,12 @@ export function parseMessage(buf: Buffer, limits: SipLimits = DEFAULT_SIP_LIMITS
     const request: SipRequest = { kind: 'request', method, uri, headers, body: bodyCheck.ok ? bodyCheck.body : Buffer.alloc(0) };
     const respondable = REQUIRED.every((h) => headers.has(h)) ? request : undefined;
     const extra = respondable ? { request: respondable } : {};
+    if (tooLarge) return fail('too-large', `message of ${buf.length} bytes exceeds ${limits.maxMessageBytes}`, { ...extra, status: 513 });
+    if (tooMany) return fail('too-many-headers', `more than ${limits.maxHeaders} header fields`, extra);
     if (version.toUpperCase() !== 'SIP/2.0') return fail('bad-version', `version ${version} is not SIP/2.0`, { ...extra, status: 505 });
     if (badHeader) return fail('bad-header', badHeader, extra);
     for (const h of REQUIRED) if (!headers.has(h)) return fail('missing-header', `the ${h} header is missing`, extra);
+    for (const h of SINGLE) if (headers.getAll(h).length > 1) return fail('bad-header', `the ${h} header appears more than once`, extra);
     const cseq = CSEQ.exec(headers.get('cseq') ?? '');
     if (!cseq) return fail('bad-cseq', 'CSeq must be a number and a method', extra);
     // §8.1.1.5: the CSeq method matches the request's (ACK and CANCEL carry their own, §17.1.1.3, §9.1).
@@ -129,6 +141,8 @@ export function parseMessage(buf: Buffer, limits: SipLimits = DEFAULT_SIP_LIMITS
   }
 
   const [, version, code, reason] = res as unknown as [string, string, string, string];
+  if (tooLarge) return fail('too-large', `message of ${buf.length} bytes exceeds ${limits.maxMessageBytes}`);
+  if (tooMany) return fail('too-many-headers', `more than ${limits.maxHeaders} header fields`);
   if (version.toUpperCase() !== 'SIP/2.0') return fail('bad-version', `version ${version} is not SIP/2.0`);
   if (badHeader) return fail('bad-header', badHeader);
   if (!bodyCheck.ok) return fail(bodyCheck.reason, bodyCheck.detail);

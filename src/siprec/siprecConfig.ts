@@ -30,8 +30,12 @@ export const SiprecConfigSchema = z.object({
     .object({ t1: z.number().int().min(10).default(500), t2: z.number().int().min(10).default(4000), t4: z.number().int().min(10).default(5000) })
     .prefault({}),
   maxDialogs: z.number().int().min(1).default(2000),
-  maxTransactions: z.number().int().min(16).default(20_000),
-  maxTransactionsPerSource: z.number().int().min(4).default(1000),
+  maxTransactions: z.number().int().min(16).default(50_000),
+  /**
+   * Live transactions per source address. An SBC is one source for all its sessions, and a
+   * completed UDP transaction lives 32 s (Timer J): ~60 per second of new sessions stay live.
+   */
+  maxTransactionsPerSource: z.number().int().min(4).default(5000),
   maxConnections: z.number().int().min(1).default(1024),
   connectionIdleSeconds: z.number().int().min(5).default(600),
   handlerTimeoutMs: z.number().int().min(100).default(5000),
