@@ -96,7 +96,16 @@ export interface MediaPlane {
 
 /** Stream lifecycle as the recorder needs it (a hold is silence by wall clock, never compressed). */
 export type StreamEvent =
-  | { readonly type: 'opened'; readonly callId: string; readonly participantId: string; readonly speakers: readonly string[]; readonly codec: CodecChoice; readonly atMs: number }
+  | {
+      readonly type: 'opened';
+      readonly callId: string;
+      readonly participantId: string;
+      readonly speakers: readonly string[];
+      readonly codec: CodecChoice;
+      /** SRTP (SDES) protects the stream; packets reach the sink decrypted. */
+      readonly srtp: boolean;
+      readonly atMs: number;
+    }
   | { readonly type: 'held' | 'resumed'; readonly callId: string; readonly participantId: string; readonly atMs: number }
   | { readonly type: 'reassigned'; readonly callId: string; readonly from: string; readonly participantId: string; readonly speakers: readonly string[]; readonly atMs: number }
   | { readonly type: 'codec'; readonly callId: string; readonly participantId: string; readonly codec: CodecChoice; readonly atMs: number }

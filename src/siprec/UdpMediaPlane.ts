@@ -181,7 +181,7 @@ class UdpReceiveStream implements ReceiveStream {
     this.local = { address: plane.advertisedAddress(), rtpPort: port, rtcpPort: rtcp ? port + 1 : port };
     rtp.on('message', (msg, rinfo) => this.#onRtpSocket(msg, rinfo));
     rtcp?.on('message', (msg, rinfo) => this.#onRtcp(msg, rinfo));
-    this.#sink.event?.({ type: 'opened', callId: this.#callId, participantId: this.#participantId, speakers: req.speakers, codec: req.codec, atMs: Date.now() });
+    this.#sink.event?.({ type: 'opened', callId: this.#callId, participantId: this.#participantId, speakers: req.speakers, codec: req.codec, srtp: req.srtp !== undefined, atMs: Date.now() });
     if (req.held) this.#sink.event?.({ type: 'held', callId: this.#callId, participantId: this.#participantId, atMs: Date.now() });
   }
 
