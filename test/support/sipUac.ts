@@ -6,6 +6,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { parseMessage, DEFAULT_SIP_LIMITS } from '../../src/sip/parseMessage.ts';
 import { StreamFramer } from '../../src/sip/StreamFramer.ts';
@@ -13,7 +14,7 @@ import { SipHeaders, makeResponseMessage, serializeMessage, type SipMessage, typ
 import { listValues, parseNameAddr } from '../../src/sip/headerValues.ts';
 import { tagOf } from '../../src/sip/responses.ts';
 
-export type UacTransport = 'udp' | 'tcp';
+export type UacTransport = 'udp' | 'tcp' | 'tls';
 
 export interface Received {
   readonly message: SipMessage;
@@ -62,13 +63,14 @@ export class SipUac {
       sock.on('message', (data) => uac.#onData(data));
       return uac;
     }
-    const sock = net.connect({ host: server.host, port: server.port });
+    // TLS: tests use a self-signed certificate, so the server is not verified here.
+    const sock = transport === 'tls' ? tls.connect({ host: server.host, port: server.port, rejectUnauthorized: false }) : net.connect({ host: server.host, port: server.port });
     await new Promise<void>((resolve, reject) => {
-      sock.once('connect', () => resolve());
+      sock.once(transport === 'tls' ? 'secureConnect' : 'connect', () => resolve());
       sock.once('error', reject);
     });
     sock.on('error', () => undefined);
-    const uac = new SipUac('tcp', server, undefined, sock);
+    const uac = new SipUac(transport, server, undefined, sock);
     const framer = new StreamFramer({ ...DEFAULT_SIP_LIMITS, maxMessageBytes: 1 << 20 });
     sock.on('data', (chunk: Buffer) => {
       for (const out of framer.push(chunk)) if (out.type === 'message') uac.#onData(out.data);
@@ -86,7 +88,7 @@ export class SipUac {
   }
 
   get contact(): string {
-    return `<sip:src@127.0.0.1:${this.localPort}${this.transport === 'tcp' ? ';transport=tcp' : ''}>;+sip.src`;
+    return `<sip:src@127.0.0.1:${this.localPort}${this.transport === 'udp' ? '' : `;transport=${this.transport}`}>;+sip.src`;
   }
 
   #onData(data: Buffer): void {

@@ -21,6 +21,11 @@ import {
   toneAdvantage8k,
 } from '../../support/siprecFixtures.ts';
 import { toId } from '../../../src/siprec/mapping.ts';
+import { createLogger } from '../../../src/log/logger.ts';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const AGENT = { id: 'cGFydGljaXBhbnQx', aor: 'sip:4001@pbx.example.com', name: 'Agent A' };
 const CUSTOMER = { id: 'cGFydGljaXBhbnQy', aor: 'sip:+46701234567@sbc.example.com', name: 'Customer' };
@@ -114,6 +119,30 @@ describe.each(['udp', 'tcp'] as const)('SIPREC over %s', (transport) => {
   });
 });
 
+describe('TLS and privacy', () => {
+  it('answers over TLS and logs no AoR, number or display name', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'optin-sip-tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+    const lines: string[] = [];
+    const logger = createLogger('debug', { write: (s: string) => void lines.push(s) });
+    const tlsSrs = new RecordingServer(testSiprecConfig({ udpPort: null, tcpPort: null, tlsPort: 0, tls: { keyFile: path.join(dir, 'key.pem'), certFile: path.join(dir, 'cert.pem') } }), { media, logger });
+    await tlsSrs.listen();
+    const uac = await SipUac.open('tls', { host: '127.0.0.1', port: tlsSrs.ports().tls! });
+    const { response, dialog } = await uac.invite(twoStreamOffer());
+    expect(response.status).toBe(200);
+    expect(response.headers.get('contact')).toContain('transport=tls');
+    await dialog!.bye();
+    const bad = await uac.invite({ ...siprecBody(sdpOffer([{ port: 4000, label: '1' }]), '<recording><participant>'), headers: SIPREC_HEADERS });
+    expect(bad.response.status).toBe(400);
+    await tlsSrs.close();
+    await uac.close();
+    rmSync(dir, { recursive: true, force: true });
+    const log = lines.join('');
+    expect(log).toContain('recording session answered');
+    for (const personal of ['4001', '46701234567', 'Agent A', 'Customer', 'pbx.example.com', 'src.test']) expect(log).not.toContain(personal);
+  });
+});
+
 describe('SIPREC dialogs', () => {
   it('a CANCEL before the answer gets 200, the INVITE 487, and nothing stays open', async () => {
     // A media plane slow to open sockets keeps the INVITE unanswered long enough to cancel it.
@@ -149,8 +178,13 @@ describe('SIPREC dialogs', () => {
 
   it('retransmits the 200 while the ACK is lost, stops on the ACK', async () => {
     const uac = await SipUac.open('udp', server('udp'));
-    const { response, dialog } = await uac.invite({ ...twoStreamOffer(), ack: false });
+    const offer = twoStreamOffer();
+    const callId = offer.headers.find(([n]) => n === 'X-Optin-Call-Id')![1];
+    const { response, dialog } = await uac.invite({ ...offer, ack: false });
     expect(response.status).toBe(200);
+    // Media before the ACK is received: the sockets are open once the 200 is sent.
+    await sendTone({ port: audioPorts(response.body.toString())[0]!.port, freq: 660, packets: 5 });
+    await sink.waitFor(() => sink.count(callId, pid(CUSTOMER.aor)) >= 5);
     const okCount = () => uac.received.filter((r) => r.message.kind === 'response' && r.message.status === 200 && r.message.headers.get('cseq') === '1 INVITE').length;
     // T1 = 50 ms in tests: retransmissions at 50, 150, 350 ms...
     await new Promise((r) => setTimeout(r, 400));
