@@ -114,6 +114,8 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
   readonly #dialogs = new Map<string, Dialog<S>>();
   /** INVITEs handed to the handler and not yet answered, by transaction key. */
   readonly #pendingInvites = new Map<string, AbortController>();
+  /** Call-ID + From tag of pending INVITEs and live dialogs: a second INVITE for them is a merged request (§8.2.2.2). */
+  readonly #origins = new Map<string, number>();
   #closed = false;
 
   constructor(opts: SipServerOptions, handler: UasHandler<S>) {
@@ -208,6 +210,16 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     return this.#methodNotHandled(tx, method);
   }
 
+  #hold(origin: string): void {
+    this.#origins.set(origin, (this.#origins.get(origin) ?? 0) + 1);
+  }
+
+  #release(origin: string): void {
+    const n = (this.#origins.get(origin) ?? 1) - 1;
+    if (n <= 0) this.#origins.delete(origin);
+    else this.#origins.set(origin, n);
+  }
+
   #methodNotHandled(tx: ServerTransaction, method: string): void {
     if (KNOWN_UNSUPPORTED.has(method)) this.#respond(tx, 405, { headers: [['Allow', ALLOW]] });
     else this.#respond(tx, 501, { headers: [['Allow', ALLOW]] });
@@ -262,6 +274,14 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     const callId = req.headers.get('call-id') ?? '';
     const from = req.headers.get('from') ?? '';
     const remoteTag = tagOf(from);
+    // §8.2.2.2: the same INVITE arriving by another path (a new branch) must not open a second session.
+    const origin = `${callId}\n${remoteTag ?? ''}`;
+    if (this.#origins.has(origin)) {
+      this.#respond(tx, 482);
+      this.safeEmit('invite', 'rejected', 482);
+      return;
+    }
+    this.#hold(origin);
     const ctrl = new AbortController();
     this.#pendingInvites.set(tx.key, ctrl);
     let answer: SipAnswer | InviteAccept<S>;
@@ -280,6 +300,7 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     }
     const cancelled = ctrl.signal.aborted || this.#closed;
     this.#pendingInvites.delete(tx.key);
+    this.#release(origin);
     const session = 'session' in answer ? answer.session : undefined;
     if (cancelled) {
       session?.ended('cancelled');
@@ -314,6 +335,7 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
       session,
     });
     this.#dialogs.set(dialog.key, dialog);
+    this.#hold(origin);
     this.safeEmit('dialogs', this.#dialogs.size);
     const headers: [string, string][] = [];
     // §12.1.1: the 2xx that creates the dialog copies Record-Route.
@@ -431,6 +453,7 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     dialog.pendingAck?.timer?.cancel();
     dialog.pendingAck = undefined;
     this.#dialogs.delete(dialog.key);
+    this.#release(`${dialog.callId}\n${dialog.remoteTag}`);
     this.safeEmit('dialogs', this.#dialogs.size);
     this.safeEmit('ended', reason);
     try {

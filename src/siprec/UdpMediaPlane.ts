@@ -50,6 +50,8 @@ export class UdpMediaPlane implements MediaPlane {
   readonly #streams = new Set<UdpReceiveStream>();
   readonly #portsInUse = new Set<number>();
   #nextPort: number;
+  /** Streams admitted and being bound: counted against the ceiling so concurrent INVITEs cannot overshoot it. */
+  #opening = 0;
   #draining = false;
   #closed = false;
 
@@ -69,7 +71,7 @@ export class UdpMediaPlane implements MediaPlane {
     const retryAfterSeconds = this.#opts.retryAfterSeconds;
     if (this.#draining || this.#closed) return { ok: false, reason: 'draining', retryAfterSeconds };
     if (!this.#opts.isReady()) return { ok: false, reason: 'not-ready', retryAfterSeconds };
-    if (this.#streams.size + streams > this.#opts.maxStreams) return { ok: false, reason: 'streams', retryAfterSeconds };
+    if (this.#streams.size + this.#opening + streams > this.#opts.maxStreams) return { ok: false, reason: 'streams', retryAfterSeconds };
     return { ok: true };
   }
 
@@ -84,10 +86,24 @@ export class UdpMediaPlane implements MediaPlane {
 
   async open(req: OpenStreamRequest): Promise<ReceiveStream> {
     if (this.#closed) throw new OptinError('MEDIA_PLANE_CLOSED', 'the media plane is closed; open streams on a running recorder');
-    const { rtp, rtcp, port } = await this.#bindPair(req.remote.rtcpMux);
-    const stream = new UdpReceiveStream(this, req, rtp, rtcp, port, this.#opts);
-    this.#streams.add(stream);
-    return stream;
+    if (this.#streams.size + this.#opening >= this.#opts.maxStreams) {
+      throw new OptinError('MEDIA_PORTS_EXHAUSTED', `stream ceiling of ${this.#opts.maxStreams} reached; raise siprec.media.maxStreams or add recorders`);
+    }
+    this.#opening++;
+    try {
+      const { rtp, rtcp, port } = await this.#bindPair(req.remote.rtcpMux);
+      if (this.#closed) {
+        rtp.close();
+        rtcp?.close();
+        this.#portsInUse.delete(port);
+        throw new OptinError('MEDIA_PLANE_CLOSED', 'the media plane closed while a stream was opening');
+      }
+      const stream = new UdpReceiveStream(this, req, rtp, rtcp, port, this.#opts);
+      this.#streams.add(stream);
+      return stream;
+    } finally {
+      this.#opening--;
+    }
   }
 
   /** Called by a stream when it closes. */

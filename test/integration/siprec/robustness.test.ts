@@ -163,6 +163,11 @@ describe('SIP robustness', () => {
     expect(new Set(finals.map((r) => r.headers.get('to'))).size).toBe(1);
     expect(srs.sip.dialogCount).toBe(1);
     expect(media.streamCount).toBe(1);
+    // The same INVITE by another path (new branch): a merged request, 482, no second session (§8.2.2.2).
+    await c.send(invite.replace('z9hG4bKstorm1', 'z9hG4bKstorm2'));
+    await settle(100);
+    expect(c.responses.some((r) => r.status === 482)).toBe(true);
+    expect(srs.sip.dialogCount).toBe(1);
     // Distinct requests beyond the per-source bound are dropped, not queued.
     const before = c.responses.length;
     await Promise.all(Array.from({ length: 200 }, (_, i) => c.send(request(c.port, { method: 'FROBNICATE', branch: `z9hG4bKflood${i}` }))));
