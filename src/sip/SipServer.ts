@@ -286,11 +286,16 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     this.#pendingInvites.set(tx.key, ctrl);
     let answer: SipAnswer | InviteAccept<S>;
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const handled = this.#handler.invite({ request: req, peer: tx.peer, signal: ctrl.signal, logId: logIdOf(callId) });
     try {
       answer = await Promise.race([
-        this.#handler.invite({ request: req, peer: tx.peer, signal: ctrl.signal, logId: logIdOf(callId) }),
+        handled,
         new Promise<SipAnswer>((resolve) => {
-          timer = setTimeout(() => resolve({ status: 500, reason: 'Recording server timed out' }), this.#opts.handlerTimeoutMs);
+          timer = setTimeout(() => {
+            timedOut = true;
+            resolve({ status: 500, reason: 'Recording server timed out' });
+          }, this.#opts.handlerTimeoutMs);
         }),
       ]);
     } catch (err) {
@@ -298,7 +303,15 @@ export class SipServer<S extends UasSession> extends TypedEmitter<SipServerEvent
     } finally {
       clearTimeout(timer);
     }
-    const cancelled = ctrl.signal.aborted || this.#closed;
+    if (timedOut) {
+      // The handler may still finish: whatever session it opens late is closed, never leaked.
+      ctrl.abort();
+      handled.then(
+        (late) => ('session' in late ? late.session.ended('error') : undefined),
+        () => undefined,
+      );
+    }
+    const cancelled = (ctrl.signal.aborted && !timedOut) || this.#closed;
     this.#pendingInvites.delete(tx.key);
     this.#release(origin);
     const session = 'session' in answer ? answer.session : undefined;

@@ -61,7 +61,7 @@ export function readOffer(sdp: string, opts: OfferOptions): OfferResult {
   const sessionDir = desc.direction;
   const lines: OfferedLine[] = media.map((m, index) => {
     const firstFormat = String(m.payloads ?? '').trim().split(/\s+/)[0] ?? '0';
-    const base = { index, type: m.type, protocol: m.protocol, offeredPort: m.port, firstFormat, label: m.label === undefined ? undefined : String(m.label) };
+    const base = { index, type: m.type, protocol: m.protocol, offeredPort: m.port, firstFormat, label: m.label === undefined ? undefined : String(m.label).trim() };
     const refuse = (why: 'not-audio' | 'port-zero' | 'no-codec' | 'protocol' | 'crypto' | 'no-address'): OfferedLine => ({ ...base, verdict: { accept: false, why } });
     if (m.type !== 'audio') return refuse('not-audio');
     if (m.port === 0) return refuse('port-zero');

@@ -176,6 +176,28 @@ describe('SIPREC dialogs', () => {
     await uac.close();
   });
 
+  it('a handler slower than handlerTimeoutMs gets 500, and the late session is closed, not leaked', async () => {
+    const slow: MediaPlane = {
+      admit: (n) => media.admit(n),
+      ready: () => media.ready(),
+      open: async (req: OpenStreamRequest): Promise<ReceiveStream> => {
+        await new Promise((r) => setTimeout(r, 250));
+        return media.open(req);
+      },
+      close: () => Promise.resolve(),
+    };
+    const slowSrs = new RecordingServer(testSiprecConfig({ tcpPort: null, handlerTimeoutMs: 200 }), { media: slow });
+    await slowSrs.listen();
+    const uac = await SipUac.open('udp', { host: '127.0.0.1', port: slowSrs.ports().udp! });
+    const { response } = await uac.invite(twoStreamOffer());
+    expect(response.status).toBe(500);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(slowSrs.sip.dialogCount).toBe(0);
+    expect(media.streamCount).toBe(0);
+    await slowSrs.close();
+    await uac.close();
+  });
+
   it('retransmits the 200 while the ACK is lost, stops on the ACK', async () => {
     const uac = await SipUac.open('udp', server('udp'));
     const offer = twoStreamOffer();
