@@ -301,7 +301,9 @@ export class RecordingSession implements UasSession {
     this.#lines = lines;
     const answerLines: AnswerLine[] = lines.map((l) => ({ line: l.offered, localPort: l.stream?.local.rtpPort, localCrypto: l.localCrypto }));
     this.#sdpVersion++;
-    this.#lastAnswer = renderAnswer(answerLines, this.#env.mediaAddress, this.#sdpSessionId, this.#sdpVersion);
+    // The media plane knows where it listens; the configured address is only a fallback.
+    const mediaAddress = lines.find((l) => l.stream)?.stream?.local.address ?? this.#env.mediaAddress;
+    this.#lastAnswer = renderAnswer(answerLines, mediaAddress, this.#sdpSessionId, this.#sdpVersion);
     this.#env.logger?.info(
       { dialog: this.logId, callId: this.callId, kind: this.kind, streams: lines.filter((l) => l.stream).length, held: lines.filter((l) => l.offered.verdict.accept && l.offered.verdict.held).length },
       this.#sdpVersion === 1 ? 'recording session answered' : 'recording session updated',
