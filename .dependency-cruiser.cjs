@@ -17,9 +17,9 @@ const LAYERS = [
   // The media plane's and the policy's pure building blocks: no network, no store.
   ['domain', ['rtp', 'media', 'crypto', 'gate']],
   // Adapters: each wraps one outside system (S3, mediasoup, the control WebSocket, HTTP).
-  ['adapters', ['storage', 'audit', 'sfu', 'control', 'http', 'db']],
+  ['adapters', ['storage', 'audit', 'sfu', 'control', 'http', 'db', 'sip']],
   // Services: use cases built from adapters and domain.
-  ['services', ['recorder', 'compliance', 'access', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream']],
+  ['services', ['recorder', 'compliance', 'access', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream', 'siprec']],
   // Composition: configuration and the roots that assemble a process.
   ['composition', ['config', 'api', 'controlplane', 'app', 'cli']],
 ];

@@ -172,6 +172,16 @@ export const ERROR_TABLE = {
   ERASURE_NOT_FOUND: row('not-found', 'caller'),
   DELETION_NOT_FOUND: row('not-found', 'caller'),
   STORE_NOT_CONFIGURED: row('config', 'config'),
+  // -- SIP and SIPREC (src/sip, src/siprec) ----------------------------------------------------
+  SIP_TRANSPORT_FAILED: row('unavailable', 'config'),
+  SIP_SERVER_CLOSED: row('conflict', 'caller'),
+  SIPREC_BAD_BODY: row('invalid-input', 'caller'),
+  SIPREC_BAD_METADATA: row('invalid-input', 'caller'),
+  SIPREC_BAD_SDP: row('invalid-input', 'caller'),
+  SIPREC_MAPPING_FAILED: row('invalid-input', 'caller'),
+  MEDIA_PORTS_EXHAUSTED: row('unavailable', 'ours', true),
+  MEDIA_PLANE_CLOSED: row('conflict', 'caller'),
+  SRTP_INVALID_KEY: row('invalid-input', 'caller'),
   // -- anything else ----------------------------------------------------------------------------
   INTERNAL: row('internal', 'ours'),
 } as const satisfies Record<string, ErrorRow>;
