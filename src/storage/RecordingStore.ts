@@ -129,6 +129,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       drainConcurrency: Math.max(1, Math.min(64, options.drainConcurrency ?? 8)),
       retryMinMs: options.retryMinMs ?? 250,
       retryMaxMs: options.retryMaxMs ?? 5_000,
+      ...(options.writeGuard === undefined ? {} : { guard: options.writeGuard }),
     });
     const parts = { registry: this.#registry, reader: this.#reader, objects: this.#objects, uploader: this.#uploader, sweeper: this.sweeper, logger: this.#logger };
     this.#deletion = new RecordingDeletion({
@@ -198,6 +199,38 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#uploader.whenDrained(timeoutMs);
   }
 
+  /**
+   * True when this process holds something of the recording: it is active here, or objects of it
+   * wait in the spool (a recording of a previous run of this node). Such a node must carry out a
+   * deletion itself: nobody else can reach its spool.
+   */
+  holds(recordingId: string): boolean {
+    return this.#registry.has(recordingId) || this.#spool.list().some((it) => it.recordingId === recordingId);
+  }
+
+  /** The write guard's answers may have changed (the policy stream is fresh again): resume uploads. */
+  writeGuardChanged(): void {
+    this.#uploader.wakeUp();
+  }
+
+  /**
+   * A recording the write guard says was deleted elsewhere: this process forgets it at once (data
+   * keys zeroed, no manifest rewritten by the flush tick) and refuses every later write for it.
+   */
+  #refuseTombstoned(recordingId: string, participantId?: string): void {
+    if (!this.#uploader.isDeleted(recordingId, participantId)) return;
+    if (this.#uploader.isDeleted(recordingId)) {
+      const rec = this.#registry.get(recordingId);
+      if (rec !== undefined) {
+        zeroKeys(rec);
+        this.#registry.delete(recordingId);
+        this.#logger.info({ recordingId }, 'recording deleted elsewhere (tombstone): forgotten, nothing more is written');
+      }
+      this.#registry.rememberDeleted(recordingId);
+    }
+    throw new OptinError('RECORDING_DELETED', `recording ${recordingId}${participantId === undefined ? '' : ` (participant ${participantId})`} was deleted; nothing more is stored for it`);
+  }
+
   // ---- recording lifecycle ----
 
   /** Starts a recording: validates everything, writes the manifest (store or spool), schedules expiry. */
@@ -208,6 +241,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const expiresAtMs = startedAtMs + this.retentionSeconds * 1000;
     if (expiresAtMs <= now) throw new OptinError('RECORDING_EXPIRED', `recording ${recordingId} would already be expired (startedAt + retention is in the past)`);
     if (this.#registry.isDeleted(recordingId)) throw new OptinError('RECORDING_DELETED', `recording ${recordingId} was deleted; start a new recording id`);
+    this.#refuseTombstoned(recordingId);
 
     const existing = this.#registry.get(recordingId);
     if (existing !== undefined) {
@@ -261,6 +295,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     this.#assertOpen();
     const quality = checkSegmentInput(meta, ogg, this.#maxSegmentBytes);
     const m = meta;
+    this.#refuseTombstoned(m.recordingId, m.participantId);
     const rec = this.#registry.require(m.recordingId);
     const participant = rec.manifest.participants.find((p) => p.participantId === m.participantId);
     if (participant === undefined) {
@@ -285,9 +320,11 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
   async endRecording(recordingId: string): Promise<RecordingManifest> {
     this.#assertOpen();
     assertId('recordingId', recordingId);
+    this.#refuseTombstoned(recordingId);
     const rec = this.#registry.require(recordingId);
     // Let queued segments finish first: the final manifest lists them.
     await Promise.all([...rec.tracks.values()].map((t) => t.chain));
+    this.#refuseTombstoned(recordingId);
     if (this.#registry.get(recordingId) !== rec) {
       this.#registry.require(recordingId);
       throw new OptinError('RECORDING_NOT_ACTIVE', `recording ${recordingId} ended while waiting`);
@@ -376,6 +413,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const { recordingId, participantId, segment } = m;
     if (this.#registry.get(recordingId) !== rec) this.#registry.require(recordingId);
     this.#registry.refuseIfDeleting(recordingId, participantId);
+    this.#refuseTombstoned(recordingId, participantId);
     // Re-checked here: an erase may have completed while this segment waited in the track's queue.
     if (rec.manifest.participants.find((p) => p.participantId === participantId)?.erased !== undefined) {
       throw new OptinError('PARTICIPANT_ERASED', `participant ${participantId} of recording ${recordingId} was erased; nothing more is stored for it`);
@@ -447,6 +485,14 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#registry.serial(recordingId, async () => {
       const rec = this.#registry.get(recordingId);
       if (rec === undefined) return 'deferred';
+      if (this.#uploader.isDeleted(recordingId)) {
+        // Deleted elsewhere: never rewritten (the flush tick must not resurrect it).
+        try {
+          this.#refuseTombstoned(recordingId);
+        } catch {
+          return 'deferred';
+        }
+      }
       if (!rec.dirty && !force && !durable) return 'deferred';
       const how = await this.#uploader.sendManifest(rec.manifest, durable);
       if (how !== 'deferred') rec.dirty = false;
