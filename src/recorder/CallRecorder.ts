@@ -311,8 +311,8 @@ export class CallRecorder {
             // The stream went away: the gate is closed anyway; asked again (same id) once fresh.
             this.#enter({ name: 'closed', candidateId }, nowMs);
           } else {
-            const now = Date.now();
-            this.#enter({ name: 'cap-unknown', candidateId, retryAtMs: now + CAP_RETRY_MS }, now);
+            // Counted from the question (the recorder's clock): a timeout already waited its share.
+            this.#enter({ name: 'cap-unknown', candidateId, retryAtMs: nowMs + CAP_RETRY_MS }, nowMs);
             this.#report();
             setTimeout(() => this.#d.requestEvaluate(this.callId), CAP_RETRY_MS).unref();
           }
