@@ -64,6 +64,12 @@ export async function playFixtureCall(
         : { participantId: l.participantId, role: 'customer' as const, subjectId: l.subjectId },
     ),
   );
+  // The worker learns of the call over the policy stream (a delta, milliseconds after the API's
+  // answer); media that arrives before that is dropped as `unknown-call`, so wait for it.
+  for (const deadline = Date.now() + 5000; app.state.call(o.callId) === undefined; ) {
+    if (Date.now() > deadline) throw new Error(`the worker did not learn of call ${o.callId} within 5 s: is its policy stream fresh?`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
   const room = await app.openCall(o.callId);
   const senders: FfmpegRun[] = [];
   const granted: Promise<unknown>[] = [];

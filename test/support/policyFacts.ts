@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { requestJson } from '../../src/cli/http.ts';
 import { routeOf } from '../../src/cli/facts.ts';
+import type { Queryable } from '../../src/db/Database.ts';
 import type { ConsentEvidence, Participant, Window } from '../../src/gate/facts.ts';
 
 /**
@@ -133,4 +134,17 @@ export class PolicyFacts {
 export function openSchedule(policy: PolicyFacts, agentId: string, cap = 50): Promise<Record<string, unknown>> {
   const now = Date.now();
   return policy.setSchedule(agentId, [{ start: now - 60_000, end: now + 3_600_000 }], cap);
+}
+
+/** The latest R7 state the control plane holds for a call (call_recording_states), or undefined. */
+export async function storedRecordingState(
+  db: Queryable,
+  callId: string,
+): Promise<{ recording: boolean; reasons: string[]; workerId: string; recordingId: string | null } | undefined> {
+  const { rows } = await db.query<{ recording: boolean; reasons: string[]; worker_id: string; recording_id: string | null }>(
+    'SELECT recording, reasons, worker_id, recording_id FROM call_recording_states WHERE call_id = $1',
+    [callId],
+  );
+  const r = rows[0];
+  return r === undefined ? undefined : { recording: r.recording, reasons: r.reasons, workerId: r.worker_id, recordingId: r.recording_id };
 }

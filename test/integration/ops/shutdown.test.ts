@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PolicyServer } from '../../../src/control/PolicyServer.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import { bucketNames } from '../../../src/storage/layout.ts';
@@ -20,21 +19,27 @@ import { s3Config, makeMinioClient } from '../../support/s3.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { spawnRecorder } from '../../support/workerProcess.ts';
 import { fixturePath } from '../../support/fixtures.ts';
+import { startTestControlPlane, type TestControlPlane } from '../../support/controlPlane.ts';
+import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
+import { PolicyFacts, storedRecordingState } from '../../support/policyFacts.ts';
 
-const secret = randomBytes(32).toString('base64url');
 const callSecret = randomBytes(32).toString('base64url');
 const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
 const prefix = useBuckets().prefix();
-let policy: PolicyServer;
+let db: TestDatabase;
+let control: TestControlPlane;
+let policy: PolicyFacts;
 let spool: string;
 
 beforeAll(async () => {
-  policy = new PolicyServer({ secret, heartbeatMs: 500, logger: createLogger('silent') });
-  await policy.listen();
+  db = await createTestDatabase();
+  control = await startTestControlPlane({ databaseUrl: db.url, overrides: { 'stream.heartbeatMs': 500 } });
+  policy = new PolicyFacts({ url: control.cp.url, tokens: control.tokens });
   spool = mkdtempSync(path.join(tmpdir(), 'optin-sigterm-'));
 });
 afterAll(async () => {
-  await policy.close();
+  await control?.close();
+  await db?.drop();
   rmSync(spool, { recursive: true, force: true });
 });
 
@@ -47,8 +52,8 @@ describe('SIGTERM mid-call', () => {
       OPTIN_S3_SECRET_KEY: s3.secretKey,
       OPTIN_S3_BUCKET_PREFIX: prefix,
       OPTIN_KEYRING: JSON.stringify(keyring),
-      OPTIN_CONTROL_URL: policy.url,
-      OPTIN_CONTROL_SECRET: secret,
+      OPTIN_CONTROL_URL: control.cp.streamUrl,
+      OPTIN_CONTROL_SECRET: control.secret,
       OPTIN_CALL_CONTROL_SECRET: callSecret,
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: spool,
@@ -63,8 +68,8 @@ describe('SIGTERM mid-call', () => {
       const ready = await w.waitForLog('recorder ready', 60_000);
       const url = String(ready.url);
       const now = Date.now();
-      policy.setSchedule('agent-g1', [{ start: now - 60_000, end: now + 3_600_000 }], 10);
-      policy.startCall('call-term', [
+      await policy.setSchedule('agent-g1', [{ start: now - 60_000, end: now + 3_600_000 }], 10);
+      await policy.startCall('call-term', [
         { participantId: 'g-agent', role: 'agent', subjectId: 'agent-g1', teamLeadId: 'lead-g1' },
         { participantId: 'g-cust', role: 'customer', subjectId: 'cust-g1' },
       ]);
@@ -85,9 +90,9 @@ describe('SIGTERM mid-call', () => {
       }
       await new Promise((r) => setTimeout(r, 1500));
       const consentAt = Date.now();
-      policy.grantConsent('call-term', 'g-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
+      await policy.grantConsent('call-term', 'g-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
       await new Promise((r) => setTimeout(r, 5000)); // 2.5 segments of 2 s: one is open
-      expect(policy.lastRecordingState('call-term')?.recording).toBe(true);
+      expect((await storedRecordingState(control.cp.db, 'call-term'))?.recording).toBe(true);
       const termAt = Date.now();
       w.child.kill('SIGTERM');
       const exit = await w.exited;
