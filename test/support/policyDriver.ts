@@ -164,7 +164,9 @@ export class Lane {
       maxStreams: 1_000_000,
       maxEventLoopLagMs: 1e9, // overload admission is not the subject here
     });
-    const poke = this.waiter.poke;
+    // Every poke waits for the end of the turn: conditions are judged once the client's listeners
+    // (the recorder's among them: it re-decides, asks for admissions, reports) have all run.
+    const poke = (): void => queueMicrotask(this.waiter.poke);
     this.client.on('stale', () => {
       this.events.push('stale');
       this.epoch++;
@@ -418,6 +420,7 @@ export class GateRun {
       this.fail(`${where}: worker did not catch up (phase ${lane.client.phase}, lastSeq ${lane.client.lastSeq}, posted ${lane.postedSeq}, admitting ${[...lane.recorder.calls.values()].filter((c) => c.phase.name === 'admitting').length})`);
       return false;
     }
+    if (process.env.DEBUG_SETTLE) console.log(`SETTLE ${new Date().toISOString()} ${where} last=${lane.client.lastSeq} posted=${lane.postedSeq} phases=${[...lane.recorder.calls.values()].map((c) => c.phase.name).join(',')}`);
     await settleTurns(2);
     return true;
   }

@@ -76,7 +76,7 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
     lane.stats.gateChecks++;
     return calls.map((c) => {
       const open = model.expectedOpen(c, fresh);
-      if (c.rec.writing !== open) fail(`${where}: ${c.callId} writing=${c.rec.writing}, model says ${open ? 'open' : 'closed'} (${model.reasons(c, fresh).join(',') || (c.erased ? 'erased' : c.admission)})`);
+      if (c.rec.writing !== open) fail(`${where}: ${c.callId} writing=${c.rec.writing} (phase ${c.rec.phase.name}), model says ${open ? 'open' : 'closed'} (${model.reasons(c, fresh).join(',') || (c.erased ? 'erased' : c.admission)})`);
       for (const t of c.rec.tracks.values()) {
         if (t.recording !== open) fail(`${where}: ${c.callId}/${t.participantId} has${t.recording ? '' : ' no'} open run while the gate is ${open ? 'open' : 'closed'}`);
       }
