@@ -8,7 +8,6 @@
  * keeping the model (test/support/gateModel.ts) told of every fact the control plane accepted.
  * The driver reports what happened; the property file decides whether it was right.
  */
-import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
 import { ControlClient } from '../../src/control/ControlClient.ts';
 import type { ErrorV2 } from '../../src/control/protocolV2.ts';
