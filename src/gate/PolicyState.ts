@@ -322,6 +322,18 @@ export class PolicyState {
     return participantId !== undefined && this.#tombstones.has(tombstoneKey(recordingId, participantId));
   }
 
+  /**
+   * What is deleted of a recording: all of it, some participants' parts, or nothing (the
+   * recorder reconciles what it holds with this after a snapshot).
+   */
+  tombstonesOf(recordingId: string): { whole: boolean; participants: string[] } {
+    if (this.#tombstones.has(recordingId)) return { whole: true, participants: [] };
+    const prefix = `${recordingId}/`;
+    const participants: string[] = [];
+    for (const key of this.#tombstones) if (key.startsWith(prefix)) participants.push(key.slice(prefix.length));
+    return { whole: false, participants };
+  }
+
   /** Remembers a deletion (the recorder adds its own: a recording it erased that no fact named). */
   addTombstone(recordingId: string, participantId?: string): void {
     const key = tombstoneKey(recordingId, participantId);

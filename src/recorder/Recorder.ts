@@ -306,11 +306,24 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     for (const d of state.pendingDeletions()) void this.#carryOutDeletion(d);
     for (const call of this.#calls.values()) {
       const recordingId = call.recordingId;
-      if (recordingId === undefined || call.erased || !state.isTombstoned(recordingId)) continue;
+      if (recordingId === undefined || call.erased) continue;
+      const gone = state.tombstonesOf(recordingId);
+      if (!gone.whole && gone.participants.length === 0) continue;
+      // Completed while we were away (the control plane deleted it from the store itself): stop,
+      // and delete what we still hold of it (spool copies, keys in memory): what the tombstone names.
       void this.#runLedger(`tomb:${recordingId}`, async () => {
-        const receipt = await call.deleteRecording('deleted-elsewhere');
-        return receipt ? [receipt] : [];
+        if (gone.whole) {
+          const receipt = await call.deleteRecording('deleted-elsewhere');
+          return receipt ? [receipt] : [];
+        }
+        const receipts: DeletionReceipt[] = [];
+        for (const participantId of gone.participants) {
+          const receipt = await call.deleteRecording('deleted-elsewhere', participantId);
+          if (receipt) receipts.push(receipt);
+        }
+        return receipts;
       }).catch((err: Error) => this.#o.logger.error({ callId: call.callId, err: err.message }, 'deletion of a tombstoned recording failed'));
+      this.#catalogue.forget(recordingId);
     }
   }
 

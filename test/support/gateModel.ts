@@ -42,26 +42,34 @@ function snapshotOf(v: View): View {
 }
 
 function applyToView(v: View, fact: Fact): void {
+  if (fact.type === 'call.started') {
+    v.calls.set(fact.callId, { participants: fact.participants, consents: new Map(), paused: false, ended: false });
+    return;
+  }
+  if (fact.type === 'schedule.set') {
+    v.schedules.set(fact.agentId, { windows: fact.windows, cap: fact.monthlyCap });
+    return;
+  }
+  // An erase after the end of the call is accepted (R9): the worker's view may no longer hold
+  // the call (a snapshot lists calls in progress only); nothing of it is left to change.
+  const c = 'callId' in fact ? v.calls.get(fact.callId) : undefined;
+  if (c === undefined) return;
   switch (fact.type) {
-    case 'call.started':
-      v.calls.set(fact.callId, { participants: fact.participants, consents: new Map(), paused: false, ended: false });
-      return;
     case 'call.ended':
-      v.calls.get(fact.callId)!.ended = true;
+      c.ended = true;
       return;
     case 'call.paused':
     case 'call.resumed':
-      v.calls.get(fact.callId)!.paused = fact.type === 'call.paused';
+      c.paused = fact.type === 'call.paused';
       return;
     case 'consent.granted':
     case 'consent.declined':
-      v.calls.get(fact.callId)!.consents.set(fact.participantId, { status: fact.type === 'consent.granted' ? 'granted' : 'declined', erase: false, evidence: fact.evidence });
+      c.consents.set(fact.participantId, { status: fact.type === 'consent.granted' ? 'granted' : 'declined', erase: false, evidence: fact.evidence });
       return;
     case 'consent.withdrawn':
-      v.calls.get(fact.callId)!.consents.set(fact.participantId, { status: 'withdrawn', erase: fact.erase, evidence: fact.evidence });
+      c.consents.set(fact.participantId, { status: 'withdrawn', erase: fact.erase, evidence: fact.evidence });
       return;
-    case 'schedule.set':
-      v.schedules.set(fact.agentId, { windows: fact.windows, cap: fact.monthlyCap });
+    default:
       return;
   }
 }

@@ -115,6 +115,8 @@ export class Lane {
   readonly deltas: { seq: number; fact: Fact }[] = [];
   /** Client events in order (stale, fresh, change, error:<code>), to see what a frame caused first. */
   readonly events: string[] = [];
+  /** The last stale reasons and connection events, with times (for a failure's message). */
+  readonly trail: string[] = [];
   #nextPacketId = 1;
   #run = 0;
 
@@ -166,12 +168,20 @@ export class Lane {
     // Every poke waits for the end of the turn: conditions are judged once the client's listeners
     // (the recorder's among them: it re-decides, asks for admissions, reports) have all run.
     const poke = (): void => queueMicrotask(this.waiter.poke);
+    const note = (what: string): void => {
+      this.trail.push(`${new Date().toISOString().slice(17, 23)} ${what}`);
+      if (this.trail.length > 12) this.trail.shift();
+    };
+    this.client.on('stale', (reason) => note(`stale:${reason}`));
+    this.client.on('auth-failed', (reason) => note(`auth-failed:${reason}`));
+    this.relay.on('connection', () => note('relay:upstream-open'));
     this.client.on('stale', () => {
       this.events.push('stale');
       this.epoch++;
       poke();
     });
     this.client.on('fresh', () => {
+      note('fresh');
       this.events.push('fresh');
       this.epoch++;
       this.freshCount++;
@@ -416,7 +426,11 @@ export class GateRun {
   async settleLive(where: string): Promise<boolean> {
     const lane = this.lane;
     if (!(await lane.waiter.until(lane.caughtUp, lane.options.settleTimeoutMs))) {
-      this.fail(`${where}: worker did not catch up (phase ${lane.client.phase}, lastSeq ${lane.client.lastSeq}, posted ${lane.postedSeq}, admitting ${[...lane.recorder.calls.values()].filter((c) => c.phase.name === 'admitting').length})`);
+      this.fail(
+        `${where}: worker did not catch up (phase ${lane.client.phase}, lastSeq ${lane.client.lastSeq}, posted ${lane.postedSeq}, ` +
+          `admitting ${[...lane.recorder.calls.values()].filter((c) => c.phase.name === 'admitting').length}, relay sessions ${lane.relay.connections}, ` +
+          `control-plane sessions ${lane.control.cp.stream.sessionCount}; trail: ${lane.trail.join(' | ')})`,
+      );
       return false;
     }
     if (process.env.DEBUG_SETTLE) console.log(`SETTLE ${new Date().toISOString()} ${where} last=${lane.client.lastSeq} posted=${lane.postedSeq} phases=${[...lane.recorder.calls.values()].map((c) => c.phase.name).join(',')}`);

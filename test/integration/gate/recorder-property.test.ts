@@ -105,7 +105,7 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
 
   // ---- steps
   // (A spurious stale period during the setup delays admissions to the next snapshot; wait for it.)
-  if (!(await run.settleLive(`${tag} start`))) throw new Error(`${tag}: control stream not fresh after the setup`);
+  if (!(await run.settleLive(`${tag} start`))) throw new Error(`${tag}: control stream not fresh after the setup: ${run.violations.join('; ')}`);
   run.absorb(lane.client.fresh);
   run.recordHistory();
   let expected = checkGates('start');
