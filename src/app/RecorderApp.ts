@@ -35,7 +35,18 @@ export interface RecorderApp {
   transcoder: TranscoderPool;
   /** Creates a call's Router and puts it under the recorder. */
   openCall(callId: string): Promise<CallRoom>;
-  close(): Promise<void>;
+  /**
+   * Stops everything in order (recorder, transcoder, store, control stream, audit, media).
+   * `clean` is true only when every step succeeded and the store holds everything durably (no
+   * manifest unwritten, nothing left in the spool): the caller must not claim a clean stop otherwise.
+   */
+  close(): Promise<AppCloseResult>;
+}
+
+export interface AppCloseResult {
+  clean: boolean;
+  /** What was not done (for the log line): failed steps, unwritten manifests, spool items left. */
+  problems: string[];
 }
 
 /** Reads a PEM file named by a setting, or fails naming the setting. */
@@ -97,6 +108,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
   pool.on('workerdied', () => metrics.mediaWorkerDeaths.inc());
 
   const cleanups: (() => Promise<unknown>)[] = [async () => pool.close()];
+  const problems: string[] = [];
   try {
     const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: config.workerId, logger, createBucket: true });
     const auditSpool = new AuditSpool(audit, path.join(path.resolve(config.spool.dir), 'audit'), logger);
@@ -139,7 +151,11 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       region: s3.region,
       writeGuard: { isDeleted: (recordingId, participantId) => state.isTombstoned(recordingId, participantId), mayUpload: () => state.fresh },
     });
-    cleanups.unshift(() => store.close());
+    cleanups.unshift(async () => {
+      const r = await store.close();
+      if (r.manifestsNotSaved > 0) problems.push(`${r.manifestsNotSaved} manifest(s) not written (crash repair rebuilds them at the next start)`);
+      if (!r.drained) problems.push(`spool not drained: ${r.spoolItemsLeft} item(s) left (the next start uploads them)`);
+    });
     store.on('spoolchange', (s) => metrics.spoolBytes.set(s.bytes));
     control.on('fresh', () => store.writeGuardChanged());
 
@@ -197,11 +213,17 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
         return room;
       },
       async close() {
-        if (closed) return;
+        if (closed) return { clean: problems.length === 0, problems: [...problems] };
         closed = true;
         clearInterval(mediaUsage);
         // Order matters: the recorder seals and hands over its segments before the store closes.
-        for (const fn of cleanups) await fn().catch((err: Error) => logger.error({ err: err.message }, 'shutdown step failed'));
+        for (const fn of cleanups) {
+          await fn().catch((err: Error) => {
+            problems.push(`a shutdown step failed: ${err.message}`);
+            logger.error({ err: err.message }, 'shutdown step failed');
+          });
+        }
+        return { clean: problems.length === 0, problems: [...problems] };
       },
     };
   } catch (err) {

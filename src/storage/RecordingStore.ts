@@ -35,6 +35,7 @@ import type {
   RecordingStoreOptions,
   RecordingSummary,
   SegmentInput,
+  StoreCloseResult,
   StoreStats,
   TrackSegment,
 } from './types.ts';
@@ -382,27 +383,39 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#deletion.delete({ recordingId, participantId }, reason, actor, 'deletion');
   }
 
-  /** Stops the uploader, flush tick and sweeper; writes active manifests (store or spool); zeroes keys. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Stops the uploader, flush tick and sweeper; writes active manifests (store or spool); zeroes
+   * keys. Idempotent (a second call answers as clean: it has nothing left to do). Says whether
+   * everything is durably in the store: `clean` is false when a manifest could not be written or
+   * the spool did not drain within `closeDrainMs` (what is left is on disk for the next start),
+   * so a process does not claim a clean stop it did not make.
+   */
+  async close(): Promise<StoreCloseResult> {
+    if (this.#closed) return { clean: true, manifestsNotSaved: 0, drained: true, spoolItemsLeft: 0 };
     this.#closed = true;
     this.sweeper.close();
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
+    let manifestsNotSaved = 0;
     for (const [id, rec] of this.#registry.entries()) {
       await Promise.all([...rec.tracks.values()].map((t) => t.chain));
-      await this.#writeManifest(id, true, true).catch((err: unknown) =>
-        this.#logger.error({ recordingId: id, err: describeS3Error(err) }, 'could not save the manifest at close; crash repair will rebuild it'),
-      );
+      await this.#writeManifest(id, true, true).catch((err: unknown) => {
+        manifestsNotSaved++;
+        this.#logger.error({ recordingId: id, err: describeS3Error(err) }, 'could not save the manifest at close; crash repair will rebuild it');
+      });
       zeroKeys(rec);
     }
     // A graceful stop gives what waits in the spool (segments and manifests that met a slow store)
     // a bounded chance to land; what does not stays spooled for the next start.
-    await this.#uploader.whenDrained(this.#closeDrainMs).catch((err: Error) =>
-      this.#logger.warn({ err: err.message }, 'spool not drained at close; the next start uploads the rest'),
-    );
+    let drained = true;
+    await this.#uploader.whenDrained(this.#closeDrainMs).catch((err: Error) => {
+      drained = false;
+      this.#logger.warn({ err: err.message }, 'spool not drained at close; the next start uploads the rest');
+    });
+    const spoolItemsLeft = drained ? 0 : this.#spool.size();
     await this.#uploader.close();
     this.#registry.clear();
     this.#spool.removeAllListeners();
+    return { clean: drained && manifestsNotSaved === 0, manifestsNotSaved, drained, spoolItemsLeft };
   }
 
   // ---------------------------------------------------------------------------------------------

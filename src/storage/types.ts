@@ -207,6 +207,18 @@ export interface StoreStats {
   uploadLatencyMs: { p50: number; p99: number; samples: number };
 }
 
+/** What a store's close() achieved: is everything durably in the object store? */
+export interface StoreCloseResult {
+  /** Every manifest written and the spool drained: nothing waits on this machine's disk. */
+  clean: boolean;
+  /** Manifests that could not be written at close (crash repair rebuilds them at the next start). */
+  manifestsNotSaved: number;
+  /** The spool emptied within `closeDrainMs`. */
+  drained: boolean;
+  /** Spool items (segments, manifests, deletions) left for the next start. */
+  spoolItemsLeft: number;
+}
+
 export type RecordingStoreEvents = {
   /** Spool size/fullness changed (the recorder closes the gate with `storage-unavailable` when full). */
   spoolchange: [SpoolState];

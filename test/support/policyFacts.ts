@@ -140,11 +140,11 @@ export function openSchedule(policy: PolicyFacts, agentId: string, cap = 50): Pr
 export async function storedRecordingState(
   db: Queryable,
   callId: string,
-): Promise<{ recording: boolean; reasons: string[]; workerId: string; recordingId: string | null } | undefined> {
-  const { rows } = await db.query<{ recording: boolean; reasons: string[]; worker_id: string; recording_id: string | null }>(
-    'SELECT recording, reasons, worker_id, recording_id FROM call_recording_states WHERE call_id = $1',
+): Promise<{ recording: boolean; reasons: string[]; workerId: string; recordingId: string | null; at: number } | undefined> {
+  const { rows } = await db.query<{ recording: boolean; reasons: string[]; worker_id: string; recording_id: string | null; at_ms: string | number }>(
+    'SELECT recording, reasons, worker_id, recording_id, at_ms FROM call_recording_states WHERE call_id = $1',
     [callId],
   );
   const r = rows[0];
-  return r === undefined ? undefined : { recording: r.recording, reasons: r.reasons, workerId: r.worker_id, recordingId: r.recording_id };
+  return r === undefined ? undefined : { recording: r.recording, reasons: r.reasons, workerId: r.worker_id, recordingId: r.recording_id, at: Number(r.at_ms) };
 }
