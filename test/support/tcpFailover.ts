@@ -20,9 +20,9 @@ export class TcpFailover {
   }
 
   static async start(upstreams: number[]): Promise<TcpFailover> {
-    let self: TcpFailover | undefined;
-    const server = createServer((client) => self!.#route(client, 0));
-    self = new TcpFailover(server, upstreams);
+    const server = createServer();
+    const self = new TcpFailover(server, upstreams);
+    server.on('connection', (client) => self.#route(client, 0));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return self;
   }
