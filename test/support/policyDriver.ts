@@ -216,13 +216,15 @@ export class Lane {
 
   /**
    * The worker applied every fact the control plane accepted, and the recorder has acted on it:
-   * no admission waits for the control plane's answer.
+   * no admission waits for the control plane's answer, and none waits to ask again after an
+   * answer that did not come in time (`cap-unknown`: the loaded machine's database was slower
+   * than the worker's cap timeout; the gate stays closed, safe, and the retry follows in 1 s).
    */
   caughtUp = (): boolean =>
     this.client.phase === 'live' &&
     this.client.fresh &&
     this.client.lastSeq >= this.postedSeq &&
-    ![...this.recorder.calls.values()].some((c) => c.phase.name === 'admitting');
+    ![...this.recorder.calls.values()].some((c) => c.phase.name === 'admitting' || c.phase.name === 'cap-unknown');
 
   nextPacketId(): number {
     return this.#nextPacketId++;
