@@ -2,7 +2,7 @@
  * The process under test, started by bench/run.ts (one per measurement, so that RSS and CPU
  * start from zero and nothing leaks between runs). It is driven over the IPC channel (see
  * bench/ipc.ts) and never decides anything itself: the driver creates the calls, grants the
- * consent through the policy server, starts the load and reads /proc.
+ * consent through the control plane, starts the load and reads /proc.
  *
  * Modes (BenchMode):
  * - recorder: `startRecorderApp` exactly as workers/recorder.ts runs it, plus `openCall` and

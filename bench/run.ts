@@ -14,7 +14,9 @@
  * mediasoup worker, of each ffmpeg, and of the load generator come from /proc. The load is real
  * RTP from bench/loadgen.c (one socket, sendmmsg, 20 ms per stream with per-stream phases and a
  * little jitter, calls arriving over a ramp) into mediasoup PlainTransports; consent and agent
- * schedules go through the real control stream (a reference policy server in this process).
+ * schedules are posted to the control plane's ingest API (a control plane in this process, on a
+ * throwaway PostgreSQL cluster, a fresh database per run) and reach the recorder over the policy
+ * stream; the monthly cap is decided by the control plane.
  *
  * A step of the ramp passes when: every admitted call recorded from its first packet, no packet
  * sent was missing from the recording (sent by the generator = written by the recorder, per
@@ -39,7 +41,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PolicyServer } from '../src/control/PolicyServer.ts';
+import pg from 'pg';
+import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
+import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
+import { createToken, upsertIntegration } from '../src/facts/integrations.ts';
+import { createLogger } from '../src/log/logger.ts';
+import { createControlPlaneMetrics } from '../src/metrics/controlPlaneMetrics.ts';
+import { startThrowawayCluster, type ThrowawayCluster } from '../scripts/pg/cluster.ts';
+import { PolicyFacts, storedRecordingState } from '../test/support/policyFacts.ts';
 import { Keyring } from '../src/crypto/Keyring.ts';
 import { ensureS3Server, type S3Server } from '../scripts/s3/devServer.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
@@ -232,6 +241,8 @@ interface RunResult {
 interface Context {
   o: BenchOptions;
   s3: S3Server;
+  /** The control plane's PostgreSQL (a database per run). */
+  pg: ThrowawayCluster;
   loadgenBin: string;
   profiles: LoadProfiles;
   logDir: string;
@@ -251,10 +262,34 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const overflowCalls = mode === 'recorder' ? o.overflowCalls : 0;
   log(`${label}: ${streams} ${codec} streams (${calls} calls${overflowCalls ? ` + ${overflowCalls} above the admission limit` : ''}), mode ${mode}`);
 
-  // A fresh policy server per run: its snapshot holds only this run's calls.
+  // A fresh control plane (and database) per run: its snapshot holds only this run's calls.
   const secret = randomBytes(32).toString('base64url');
-  const policy = new PolicyServer({ secret });
-  const addr = await policy.listen();
+  const dbName = `bench_${tag}`;
+  const admin = new pg.Client({ connectionString: ctx.pg.url });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`); // a name of ours: bench_<6 hex>
+  await admin.end();
+  const dbUrl = new URL(ctx.pg.url);
+  dbUrl.pathname = `/${dbName}`;
+  const cpDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-cp-'));
+  const cp = await ControlPlane.start(
+    loadControlPlaneConfig(
+      { OPTIN_CONTROL_SECRET: secret, OPTIN_CONTROL_PORT: '0', OPTIN_DATABASE_URL: dbUrl.toString(), OPTIN_DATA_DIR: cpDir, OPTIN_LOG_LEVEL: 'warn' },
+      { 'http.rateLimitPerMinute': 1_000_000, 'database.poolSize': 8 },
+    ),
+    { logger: createLogger('warn'), metrics: createControlPlaneMetrics({ defaultMetrics: false }), store: null },
+  );
+  const tokens = { ivr: '', wfm: '', hr: '', ops: '' };
+  for (const scope of ['ivr', 'wfm', 'hr', 'ops'] as const) {
+    const t = createToken(`bench-${scope}`);
+    await upsertIntegration(cp.db, { id: `bench-${scope}`, secretHash: t.secretHash, scopes: [scope] }, Date.now());
+    tokens[scope] = t.token;
+  }
+  const policy = new PolicyFacts({ url: cp.url, tokens });
+  /** Posts facts `n` at a time (the API answers each after its commit). */
+  const postAll = async (jobs: (() => Promise<unknown>)[], n = 16): Promise<void> => {
+    for (let i = 0; i < jobs.length; i += n) await Promise.all(jobs.slice(i, i + n).map((j) => j()));
+  };
   const bucketPrefix = `b${tag}-`;
   if (mode === 'recorder') ctx.bucketPrefixes.push(bucketPrefix);
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-spool-'));
@@ -266,7 +301,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     's3.secretKey': ctx.s3.secretKey,
     's3.bucketPrefix': bucketPrefix,
     keyring: { activeKeyId: 'b1', keys: { b1: Keyring.generateKeyBase64() } },
-    'control.url': `ws://127.0.0.1:${addr.port}/control`,
+    'control.url': cp.streamUrl,
     'control.secret': secret,
     'spool.dir': spoolDir,
     'mediasoup.workers': o.workers,
@@ -300,8 +335,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     await sleep(500);
     const idle = snapshot({ node: [init.pid], workers: init.workerPids });
 
-    // --- calls: schedules and call facts through the control stream, then Routers and legs.
+    // --- calls: schedules and call facts through the control plane's API, then Routers and legs.
     const specs: CallSpec[] = [];
+    const setup: (() => Promise<unknown>)[] = [];
     for (let i = 0; i < calls + overflowCalls; i++) {
       const callId = `c${tag}x${i}`;
       specs.push({
@@ -313,14 +349,19 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
       });
       if (mode === 'recorder') {
         const agentId = `ag${tag}x${i}`;
-        // One agent per call: each agent's monthly-cap ledger is its own S3 prefix (R6).
-        policy.setSchedule(agentId, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 100);
-        policy.startCall(callId, [
-          { participantId: 'pa', role: 'agent', subjectId: agentId },
-          { participantId: 'pc', role: 'customer', subjectId: `cu${tag}x${i}` },
-        ]);
+        // One agent per call: each agent's monthly-cap counter is its own row (R6).
+        setup.push(async () => {
+          await policy.setSchedule(agentId, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 100);
+          await policy.startCall(callId, [
+            { participantId: 'pa', role: 'agent', subjectId: agentId },
+            { participantId: 'pc', role: 'customer', subjectId: `cu${tag}x${i}` },
+          ]);
+        });
       }
     }
+    const tFacts = performance.now();
+    await postAll(setup);
+    if (setup.length > 0) log(`${label}: ${setup.length * 2} schedule and call facts posted in ${((performance.now() - tFacts) / 1000).toFixed(1)} s`);
     const regular = specs.slice(0, calls);
     const overflow = specs.slice(calls);
     const t0 = performance.now();
@@ -341,7 +382,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     let admissionMs = 0;
     if (mode === 'recorder') {
       const t1 = performance.now();
-      for (const s of specs) policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' });
+      await postAll(specs.map((s) => () => policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' })));
       const ids = regular.map((s) => s.callId);
       let notWriting = ids;
       const deadline = Date.now() + 180_000;
@@ -409,7 +450,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
       let refused = 0;
       let written = 0;
       for (const s of overflow) {
-        const state = policy.lastRecordingState(s.callId);
+        const state = await storedRecordingState(cp.db, s.callId);
         const st = counters.streams.filter((c) => c.callId === s.callId);
         written += sum(st.map((c) => c.written));
         if (state && !state.recording) refused++;
@@ -477,7 +518,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     return result;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
-    await policy.close();
+    await cp.close();
+    rmSync(cpDir, { recursive: true, force: true });
     closeSync(logFd);
     rmSync(spoolDir, { recursive: true, force: true });
     rmSync(path.join(ctx.cacheDir, `ffmpeg-${tag}`), { recursive: true, force: true });
@@ -776,7 +818,9 @@ async function main(): Promise<void> {
   log(`preset ${o.preset}: ramp ${o.ramp.join(', ')} streams; steady ${o.steadyS} s, arrivals over ${o.arrivalS} s; ${o.workers} mediasoup workers; ${os.availableParallelism()} cores`);
   const s3 = await ensureS3Server();
   log(`S3: ${s3.endpoint} (${s3.kind})`);
-  const ctx: Context = { o, s3, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
+  const pgCluster = await startThrowawayCluster({ fast: true });
+  log(`PostgreSQL for the control plane: throwaway cluster (fsync off)`);
+  const ctx: Context = { o, s3, pg: pgCluster, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
   const runs: RunResult[] = [];
   const floors = new Map<number, RunResult>();
   const skipped: string[] = [];
@@ -857,6 +901,7 @@ async function main(): Promise<void> {
     await removeBuckets(s3, ctx.bucketPrefixes, 45_000);
     log(`removed the benchmark's buckets in ${((Date.now() - t) / 1000).toFixed(1)} s`);
     await s3.stop().catch(() => undefined);
+    await pgCluster.stop().catch(() => undefined);
   }
 }
 

@@ -29,10 +29,15 @@ export const ConfigSchema = z.object({
     .prefault({}),
   control: z
     .object({
-      url: z.string().url().default('ws://127.0.0.1:8780/'),
+      url: z.string().url().default('ws://127.0.0.1:8780/v1/stream'),
       secret: z.string().min(32, 'must be at least 32 characters').optional(),
       heartbeatTimeoutMs: z.number().int().min(100).default(3000),
       caFile: z.string().optional(),
+      /** Mutual TLS: the worker's certificate and key (PEM files), when the control plane asks for one. */
+      clientCertFile: z.string().optional(),
+      clientKeyFile: z.string().optional(),
+      /** How long a monthly-cap request waits for the control plane's decision (`cap-unknown` after). */
+      capTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
     })
     .prefault({}),
   s3: z
@@ -95,6 +100,9 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_CONTROL_SECRET: ['control.secret', 'string'],
   OPTIN_CONTROL_HEARTBEAT_TIMEOUT_MS: ['control.heartbeatTimeoutMs', 'number'],
   OPTIN_CONTROL_CA_FILE: ['control.caFile', 'string'],
+  OPTIN_CONTROL_CLIENT_CERT: ['control.clientCertFile', 'string'],
+  OPTIN_CONTROL_CLIENT_KEY: ['control.clientKeyFile', 'string'],
+  OPTIN_CONTROL_CAP_TIMEOUT_MS: ['control.capTimeoutMs', 'number'],
   OPTIN_S3_ENDPOINT: ['s3.endpoint', 'string'],
   OPTIN_S3_ACCESS_KEY: ['s3.accessKey', 'string'],
   OPTIN_S3_SECRET_KEY: ['s3.secretKey', 'string'],
