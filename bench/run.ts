@@ -8,6 +8,9 @@
  *     npm run bench:profile      one recorder run at 1000 streams, CPU-profiled over the steady window
  *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
  *     npm run bench -- --udp-floor    also measure an alternative tap (PlainTransport -> UDP socket in Node)
+ *     npm run bench -- --siprec 500   the SIPREC path at 500 streams (full: 500, quick: 100; 0 skips):
+ *                                     sessions set up over SIP with metadata, G.711 RTP straight to
+ *                                     the recorder's own sockets (no SFU hop), recorded through the gate
  *
  * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
  * process: CPU (utime + stime) and memory (RSS, private) of its Node process and of each
@@ -53,7 +56,7 @@ import { Keyring } from '../src/crypto/Keyring.ts';
 import { ensureS3Server, type S3Server } from '../scripts/s3/devServer.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
-import { ChildRpc, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
+import { ChildRpc, RECORDING_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
 import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles, type LoadgenSummary } from './loadgen.ts';
 import { snapshot, cpuPercent, machineBusyPercent, type MemorySample, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
@@ -81,6 +84,8 @@ interface BenchOptions {
   baseline: number;
   /** Streams for the G.711 -> Opus run (0 = skip). */
   pcmu: number;
+  /** Streams for the SIPREC run: sessions set up over SIP, RTP straight to the recorder (0 = skip). */
+  siprec: number;
   extract: boolean;
   /** Profile the recorder's main thread over the steady window (V8 CPU profile) and summarise the hot spots. */
   cpuProfile: boolean;
@@ -112,6 +117,7 @@ function parseOptions(argv: string[]): BenchOptions {
       'udp-floor': { type: 'boolean' },
       baseline: { type: 'string' },
       pcmu: { type: 'string' },
+      siprec: { type: 'string' },
       'no-extract': { type: 'boolean' },
       'cpu-prof': { type: 'boolean' },
       continue: { type: 'boolean' },
@@ -132,9 +138,9 @@ function parseOptions(argv: string[]): BenchOptions {
   const preset: BenchOptions['preset'] = values.profile ? 'profile' : values.quick ? 'quick' : 'full';
   const cores = os.availableParallelism();
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
-    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, floor: true, extract: true },
-    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, floor: true, extract: true },
-    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
+    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, siprec: 500, floor: true, extract: true },
+    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, siprec: 100, floor: true, extract: true },
+    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, siprec: 0, floor: false, extract: false, cpuProfile: true },
   };
   const d = defaults[preset];
   const num = (v: string | undefined, fallback: number): number => {
@@ -156,6 +162,7 @@ function parseOptions(argv: string[]): BenchOptions {
     udpFloor: values['udp-floor'] ?? false,
     baseline: num(values.baseline, d.baseline!),
     pcmu: num(values.pcmu, d.pcmu!),
+    siprec: num(values.siprec, d.siprec!),
     extract: values['no-extract'] ? false : d.extract!,
     cpuProfile: values['cpu-prof'] ?? d.cpuProfile ?? false,
     continueOnFail: values.continue ?? false,
@@ -291,7 +298,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     for (let i = 0; i < jobs.length; i += n) await Promise.all(jobs.slice(i, i + n).map((j) => j()));
   };
   const bucketPrefix = `b${tag}-`;
-  if (mode === 'recorder') ctx.bucketPrefixes.push(bucketPrefix);
+  const records = RECORDING_MODES.includes(mode);
+  if (records) ctx.bucketPrefixes.push(bucketPrefix);
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-spool-'));
   const overrides: Record<string, unknown> = {
     logLevel: 'warn',
@@ -311,6 +319,16 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     'admission.maxStreams': streams,
     segmentSeconds: o.segmentSeconds,
     transcoderThreads: o.transcoderThreads,
+    ...(mode === 'siprec'
+      ? {
+          'siprec.enabled': true,
+          'siprec.udpPort': 0,
+          'siprec.tcpPort': null,
+          'siprec.media': { portMin: 30_000, portMax: 34_999, maxStreams: streams },
+          // The bench's SRC names participants by their ids (an SBC's AoRs are hashed by default).
+          'siprec.mapping': { siprec: { participant: [{ from: 'aor-user', transform: 'verbatim' }] } },
+        }
+      : {}),
   };
   const logFile = path.join(ctx.logDir, `${label}.log`);
   const logFd = openSync(logFile, 'a');
@@ -347,7 +365,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
           { participantId: 'pc', codec, ssrc: (0x10000001 + i * 2) >>> 0 },
         ],
       });
-      if (mode === 'recorder') {
+      if (records) {
         const agentId = `ag${tag}x${i}`;
         // One agent per call: each agent's monthly-cap counter is its own row (R6).
         setup.push(async () => {
@@ -380,7 +398,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
 
     // --- consent (R3: an explicit act with evidence), then wait until every admitted call records.
     let admissionMs = 0;
-    if (mode === 'recorder') {
+    if (records) {
       const t1 = performance.now();
       await postAll(specs.map((s) => () => policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' })));
       const ids = regular.map((s) => s.callId);
@@ -558,7 +576,7 @@ function lossOf(mode: BenchMode, legs: OpenedLeg[], sent: number[], failed: numb
     out.failedToSend += failed[i] ?? 0;
     if (mode === 'ffmpeg') return; // ffmpeg keeps no counters: its output files are checked instead
     const received = c?.received ?? 0;
-    const written = mode === 'recorder' ? (c?.written ?? 0) : received;
+    const written = RECORDING_MODES.includes(mode) ? (c?.written ?? 0) : received;
     out.received += received;
     out.written += written;
     if (written < s) out.streamsWithLoss++;
@@ -580,7 +598,7 @@ function judge(ctx: Context, r: RunResult): void {
   }
   if ((r.lag?.upload?.spooled ?? 0) > 0) r.notes.push(`${r.lag?.upload?.spooled} segments went to the local spool: S3 answered slower than the store's upload timeout`);
   const lost = r.loss.sent - r.loss.written;
-  if (lost > 0) r.failures.push(`${lost} packets sent but not ${r.mode === 'recorder' ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
+  if (lost > 0) r.failures.push(`${lost} packets sent but not ${RECORDING_MODES.includes(r.mode) ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
   if (r.loss.transcoderDrops > 0) r.failures.push(`${r.loss.transcoderDrops} frames refused by the transcoder (written as silence)`);
   if (r.lag && r.lag.lagP99Ms >= o.lagLimitMs) r.failures.push(`event-loop delay p99 ${r.lag.lagP99Ms.toFixed(1)} ms >= ${o.lagLimitMs} ms`);
   if (r.lag && r.lag.staleEvents > 0) r.failures.push(`control stream went stale ${r.lag.staleEvents} times (gates failed closed)`);
@@ -861,6 +879,12 @@ async function main(): Promise<void> {
       const r = await measure(ctx, 'ffmpeg', n, 'opus', `ffmpeg-${n}`);
       runs.push(r);
       log(`ffmpeg-${n}: CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), ffmpeg private ${kb((r.memory.steady.ffmpeg?.private ?? 0) / n)} KB/stream`);
+    }
+    if (o.siprec > 0 && inBudget('SIPREC run')) {
+      const n = o.siprec % 2 === 0 ? o.siprec : o.siprec + 1;
+      const r = await measure(ctx, 'siprec', n, 'pcmu', `siprec-${n}`);
+      runs.push(r);
+      log(`siprec-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), setup ${(r.setupMs / 1000).toFixed(1)} s over SIP`);
     }
     if (o.pcmu > 0 && inBudget('G.711 run')) {
       const n = o.pcmu % 2 === 0 ? o.pcmu : o.pcmu + 1;

@@ -17,6 +17,7 @@ import { AuditTrail } from '../audit/AuditTrail.ts';
 import { AuditSpool } from '../audit/AuditSpool.ts';
 import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
+import { startSiprec, type SiprecFrontDoor } from './siprecFrontDoor.ts';
 import type { Client } from 'minio';
 
 export interface RecorderApp {
@@ -31,6 +32,8 @@ export interface RecorderApp {
   /** The system's own audit entries go through this durable queue (store outages lose none). */
   auditSpool: AuditSpool;
   recorder: Recorder;
+  /** The SIPREC recording server and its direct media plane, when `siprec.enabled`. */
+  siprec: SiprecFrontDoor | undefined;
   s3: Client;
   transcoder: TranscoderPool;
   /** Creates a call's Router and puts it under the recorder. */
@@ -178,6 +181,10 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     cleanups.unshift(() => recorder.close());
     control.start();
 
+    const siprec = config.siprec.enabled ? await startSiprec(config, { recorder, control, store, metrics, logger }) : undefined;
+    // Closed first: no new SIP session or stream while the recorder seals what it holds.
+    if (siprec) cleanups.unshift(() => siprec.close());
+
     const mediaUsage = setInterval(() => {
       pool.resourceUsage().then(
         (usage) =>
@@ -202,6 +209,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       audit,
       auditSpool,
       recorder,
+      siprec,
       s3: client,
       transcoder,
       async openCall(callId: string) {

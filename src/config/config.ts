@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
+import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
 
 export { MAX_RETENTION_SECONDS };
 
@@ -82,6 +83,8 @@ export const ConfigSchema = z.object({
       callControlSecret: z.string().min(32, 'must be at least 32 characters').optional(),
     })
     .prefault({}),
+  /** The SIPREC recording server (docs/siprec.md): off unless enabled. */
+  siprec: SiprecConfigSchema.prefault({}),
 });
 
 export type OptinConfig = z.infer<typeof ConfigSchema>;
@@ -120,6 +123,14 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_HTTP_PORT: ['http.port', 'number'],
   OPTIN_JWT_SECRET: ['http.jwtSecret', 'string'],
   OPTIN_CALL_CONTROL_SECRET: ['http.callControlSecret', 'string'],
+  OPTIN_SIPREC_ENABLED: ['siprec.enabled', 'json'],
+  OPTIN_SIPREC_BIND_ADDRESS: ['siprec.bindAddress', 'string'],
+  OPTIN_SIPREC_ADVERTISED_HOST: ['siprec.advertisedHost', 'string'],
+  OPTIN_SIPREC_UDP_PORT: ['siprec.udpPort', 'json'],
+  OPTIN_SIPREC_TCP_PORT: ['siprec.tcpPort', 'json'],
+  OPTIN_SIPREC_MEDIA_PORT_MIN: ['siprec.media.portMin', 'number'],
+  OPTIN_SIPREC_MEDIA_PORT_MAX: ['siprec.media.portMax', 'number'],
+  OPTIN_SIPREC_MEDIA_ADVERTISED_ADDRESS: ['siprec.media.advertisedAddress', 'string'],
 };
 
 /** Names of settings that hold secrets: never echoed back in errors or logs. */

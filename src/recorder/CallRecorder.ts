@@ -1,15 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
-import { isOptinError } from '../errors/OptinError.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { GateMachine, type GateTransition } from '../gate/GateMachine.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
 import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+
+/** A participant's stream received directly (CallRecorder.openDirectTrack). */
+export interface DirectTrack {
+  /** One RTP packet at its arrival time; the per-packet gate decides whether it is kept. */
+  push(packet: Buffer, arrivalMs: number): void;
+  /** The stream ended or now carries someone else: ends its run (the segment is sealed). */
+  close(): Promise<void>;
+}
 
 /** What the call needs from storage (RecordingStore satisfies it). */
 export interface CallStore extends SegmentSink {
@@ -75,7 +84,8 @@ export interface CallRecorderDeps {
  */
 export class CallRecorder {
   readonly callId: string;
-  readonly room: CallRoom;
+  /** The call's mediasoup Router (WebRTC and plain legs); none for a call whose media arrives directly (SIPREC). */
+  readonly room: CallRoom | undefined;
   readonly gate: GateMachine;
   readonly tracks = new Map<string, TrackRecorder>();
   readonly #d: CallRecorderDeps;
@@ -87,18 +97,20 @@ export class CallRecorder {
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
 
-  constructor(room: CallRoom, deps: CallRecorderDeps) {
-    this.callId = room.callId;
+  constructor(callId: string, room: CallRoom | undefined, deps: CallRecorderDeps) {
+    this.callId = callId;
     this.room = room;
     this.#d = deps;
-    this.#log = deps.logger.child({ callId: room.callId });
-    this.gate = new GateMachine(deps.state, room.callId);
+    this.#log = deps.logger.child({ callId });
+    this.gate = new GateMachine(deps.state, callId);
   }
 
   async start(): Promise<void> {
-    this.#tap = await this.room.router.createDirectTransport();
-    this.room.on('audioproducer', (leg) => void this.#tapLeg(leg));
-    for (const leg of this.room.legs) await this.#tapLeg(leg);
+    const room = this.room;
+    if (!room) return;
+    this.#tap = await room.router.createDirectTransport();
+    room.on('audioproducer', (leg) => void this.#tapLeg(leg));
+    for (const leg of room.legs) await this.#tapLeg(leg);
   }
 
   get phase(): RecordingPhase {
@@ -362,7 +374,56 @@ export class CallRecorder {
   }
 
   async #tapLeg(leg: AudioLeg): Promise<void> {
-    if (this.#phase.name === 'ended' || !this.#tap || this.tracks.has(leg.participantId)) return;
+    const room = this.room;
+    if (this.#phase.name === 'ended' || !this.#tap || !room || this.tracks.has(leg.participantId)) return;
+    const track = this.#newTrack(leg.participantId, leg.codec);
+    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities });
+    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
+    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
+    const phase = this.#phase;
+    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
+    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+  }
+
+  /**
+   * A participant's stream received directly, not through the SFU (SIPREC and plain SIP
+   * recording legs: the SBC has already forked the RTP). The same per-packet gate as a tapped
+   * leg, plus one check a tap does not need: the speaker must be a participant of the call as the
+   * control plane knows it, since the SRC names speakers itself (a stream for a stranger is never
+   * kept). `close` ends the stream's run (the call's recording goes on for the others); the same
+   * participant's stream may open again later (a transfer back) and continues the same track.
+   */
+  openDirectTrack(participantId: string, codec: AudioCodec): DirectTrack {
+    if (this.#phase.name === 'ended') throw new OptinError('CALL_CLOSED', `call ${this.callId} has ended; open a new call for new media`);
+    let track = this.tracks.get(participantId);
+    if (track && track.codec !== codec) {
+      throw new OptinError('CODEC_UNSUPPORTED', `participant ${participantId} already has a ${track.codec} track in this call; a codec change mid-call is not recorded`);
+    }
+    if (!track) {
+      track = this.#newTrack(participantId, codec);
+      this.#d.metrics?.tracksActive.inc({ codec });
+    }
+    const phase = this.#phase;
+    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    const t = track;
+    const state = this.#d.state;
+    const callId = this.callId;
+    let open = true;
+    return {
+      push: (packet, arrivalMs) => {
+        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && state.call(callId)?.participants.has(participantId) === true);
+      },
+      close: async () => {
+        if (!open) return;
+        open = false;
+        this.#d.metrics?.tracksActive.dec({ codec });
+        await t.endRun(Date.now());
+      },
+    };
+  }
+
+  #newTrack(participantId: string, codec: AudioCodec): TrackRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
@@ -374,8 +435,8 @@ export class CallRecorder {
     };
     const track = new TrackRecorder({
       callId: this.callId,
-      participantId: leg.participantId,
-      codec: leg.codec,
+      participantId,
+      codec,
       segmentSamples: this.#d.segmentSamples,
       sink,
       encoder: this.#d.encoder,
@@ -384,14 +445,8 @@ export class CallRecorder {
       // The Recorder reads the spool state on re-evaluation: a full spool closes every gate.
       onStoreError: () => this.#d.requestEvaluate(this.callId),
     });
-    this.tracks.set(leg.participantId, track);
-    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: this.room.router.rtpCapabilities });
-    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
-    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
-    const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
-    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
-    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+    this.tracks.set(participantId, track);
+    return track;
   }
 
   #report(): void {

@@ -10,7 +10,8 @@ import type { PolicyState } from '../gate/PolicyState.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
 import type { CallRoom } from '../sfu/CallRoom.ts';
-import { CallRecorder, type Admitter, type CallStore } from './CallRecorder.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import { CallRecorder, type Admitter, type CallStore, type DirectTrack } from './CallRecorder.ts';
 import { CatalogueReporter } from './CatalogueReporter.ts';
 import type { OpusEncoderPool } from './TrackRecorder.ts';
 import type { Logger } from '../log/logger.ts';
@@ -164,16 +165,42 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
    * so overload never degrades recordings already running.
    */
   async attachCall(room: CallRoom, expectedStreams = 2): Promise<CallRecorder> {
+    const call = this.#newCall(room.callId, room, expectedStreams);
+    this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !this.#overloaded.has(room.callId) }, 'call attached');
+    room.once('close', () => void this.detachCall(room.callId));
+    await call.start();
+    this.evaluate(room.callId);
+    return call;
+  }
+
+  /**
+   * A stream received directly for `participantId` of `callId` (SIPREC, plain SIP recording
+   * legs): the call is put under the recorder (admission as for any call) on its first stream
+   * and ends with `detachCall` when its last stream does.
+   */
+  openDirectTrack(callId: string, participantId: string, codec: AudioCodec, expectedStreams = 2): DirectTrack {
+    let call = this.#calls.get(callId);
+    if (!call) {
+      call = this.#newCall(callId, undefined, expectedStreams);
+      this.#o.logger.info({ callId, admitted: !this.#overloaded.has(callId) }, 'direct call attached');
+      this.evaluate(callId);
+    } else if (call.room) {
+      throw new OptinError('CALL_EXISTS', `call ${callId} has its media in the SFU; a direct stream cannot join it`);
+    }
+    return call.openDirectTrack(participantId, codec);
+  }
+
+  #newCall(callId: string, room: CallRoom | undefined, expectedStreams: number): CallRecorder {
     if (this.#draining) throw new OptinError('RECORDER_DRAINING', 'the recorder is shutting down and admits no new calls', { retryable: true });
-    if (this.#calls.has(room.callId)) throw new OptinError('CALL_EXISTS', `call ${room.callId} is already attached`);
+    if (this.#calls.has(callId)) throw new OptinError('CALL_EXISTS', `call ${callId} is already attached`);
     const limit =
       this.streams + expectedStreams > this.#o.maxStreams ? 'streams' : this.#lagP99Ms > this.#o.maxEventLoopLagMs ? 'event-loop-lag' : undefined;
     if (limit) {
-      this.#overloaded.add(room.callId);
+      this.#overloaded.add(callId);
       this.#o.metrics?.admissionRejections.inc({ limit });
-      this.#o.logger.warn({ callId: room.callId, limit }, 'call not recorded: over capacity');
+      this.#o.logger.warn({ callId, limit }, 'call not recorded: over capacity');
     }
-    const call = new CallRecorder(room, {
+    const call = new CallRecorder(callId, room, {
       state: this.#o.state,
       store: this.#o.store,
       admitter: this.#o.admitter,
@@ -182,7 +209,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       logger: this.#o.logger,
       metrics: this.#o.metrics,
       onReport: (callId, report) => this.#report(callId, report),
-      onRecording: (event) => this.#catalogue.record(room.callId, event),
+      onRecording: (event) => this.#catalogue.record(callId, event),
       onAudit: (entry) => this.#audit(entry),
       // Re-decide this call and every call of the same agents: an admission moves the agents'
       // monthly counts, which their other calls are judged by, and their R7 reports must show
@@ -191,13 +218,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       // N calls costs O(N) decisions, not O(N^2).
       requestEvaluate: (callId) => this.#queueEvaluate(callId),
     });
-    this.#calls.set(room.callId, call);
-    if (!limit) this.#expected.set(room.callId, expectedStreams);
+    this.#calls.set(callId, call);
+    if (!limit) this.#expected.set(callId, expectedStreams);
     this.#o.metrics?.callsActive.set(this.#calls.size);
-    this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !limit }, 'call attached');
-    room.once('close', () => void this.detachCall(room.callId));
-    await call.start();
-    this.evaluate(room.callId);
     return call;
   }
 

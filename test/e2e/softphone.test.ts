@@ -92,7 +92,7 @@ describe('browser softphones over WebRTC', () => {
     ]);
     const agent = await host.openPhone(callId, 's-agent', fixturePath('agent-tone-44k.wav'));
     await waitFor(agent.page, 'window.__joined === true');
-    const room = stack.app.recorder.calls.get(callId)!.room;
+    const room = stack.app.recorder.calls.get(callId)!.room!;
     const leg = await room.addPlainLeg('s-cust', 'pcmu', 0x5151);
     const sender = sendRtp({ file: fixturePath('customer-tone.wav'), codec: 'pcmu', ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc: 0x5151, seconds: 12 });
     try {

@@ -9,7 +9,6 @@ import type { ConsentEvidence, Fact, Participant } from '../../../src/gate/facts
 import { PolicyState } from '../../../src/gate/PolicyState.ts';
 import { CallRecorder, type Admitter, type CallStore } from '../../../src/recorder/CallRecorder.ts';
 import { assertCanEnter, canEnter, reportOf, type RecordingPhase, type RecordingPhaseName } from '../../../src/recorder/RecordingPhase.ts';
-import type { CallRoom } from '../../../src/sfu/CallRoom.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { OptinError, isOptinError } from '../../../src/errors/OptinError.ts';
 import { CAP_RETRY_MS } from '../../../src/recorder/CallRecorder.ts';
@@ -120,7 +119,7 @@ function harness() {
   const audit: { type: string; recordingId?: string; details: Record<string, unknown> }[] = [];
   const reports: string[] = [];
   let evaluations = 0;
-  const rec = new CallRecorder({ callId: 'c1' } as unknown as CallRoom, {
+  const rec = new CallRecorder('c1', undefined, {
     state,
     store: callStore,
     admitter,
