@@ -58,9 +58,11 @@ const CALLS_PER_RUN = Number(process.env.GATE_PROPERTY_CALLS ?? 8);
 const TARGET_INTERLEAVINGS = Number(process.env.GATE_PROPERTY_INTERLEAVINGS ?? 10_000);
 const RUNS_PER_LANE = Math.ceil(TARGET_INTERLEAVINGS / (LANES * CALLS_PER_RUN));
 // The control plane sends a heartbeat only after a successful database read (protocol v2), so on
-// two loaded cores a 50 ms period (150 ms timeout) flaps the stream without any fault injected:
-// 100 ms keeps spurious stale periods rare and the faults' detection still quick.
-const HEARTBEAT_MS = Number(process.env.GATE_PROPERTY_HEARTBEAT_MS ?? 100);
+// two loaded cores a 50 ms period (150 ms timeout) flaps the stream without any fault injected,
+// and 100 ms (300 ms timeout) still did at load average 10-18 (a run that never settles: cap
+// questions are re-asked after every stale period). 250 ms (750 ms timeout) keeps the faults'
+// detection quick enough for the step budget.
+const HEARTBEAT_MS = Number(process.env.GATE_PROPERTY_HEARTBEAT_MS ?? 250);
 const AGENTS_PER_RUN = 3;
 // Long enough for a cap decision slowed by a loaded database (2 s timeout, a 1 s retry, again).
 const SETTLE_TIMEOUT_MS = 10_000;
