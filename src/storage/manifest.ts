@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
-import { ID_PATTERN } from '../ids/ids.ts';
+import { IdSchema } from '../ids/ids.ts';
 
 /**
  * The manifest: everything about a recording except audio and keys (kept in the keys bucket, never
@@ -79,7 +79,7 @@ export interface RecordingManifest {
   updatedAtMs: number;
 }
 
-const id = z.string().regex(ID_PATTERN);
+const id = IdSchema;
 const prim = z.union([z.string().max(256), z.number(), z.boolean(), z.null()]);
 const flatRecord = z.record(z.string().max(64), prim);
 
