@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { canonicalJson } from '../crypto/canonicalJson.ts';
 
 /**
  * The hash chain behind the audit trail, as pure functions: canonical JSON, entry and head
@@ -80,7 +81,6 @@ export type BreakReason =
   | 'hash-mismatch' // content differs from what was hashed: edited
   | 'alg-mismatch' // not HMAC-SHA256 (an unkeyed entry)
   | 'rewritten' // the entry object has more than one version: it was overwritten after it was written
-  | 'deleted' // the entry's latest version is a delete marker (versions retained)
   | 'head-missing' // entries exist but no head
   | 'head-invalid' // the head's signature does not match its content
   | 'head-rolled-back' // the current head is behind an earlier genuine version of itself
@@ -100,7 +100,6 @@ export const BREAK_EXPLANATION: Readonly<Record<BreakReason, string>> = {
   'hash-mismatch': 'an entry was edited',
   'alg-mismatch': 'an entry is not HMAC-SHA256 under the audit key (unkeyed, or written by something else)',
   rewritten: 'an entry was overwritten after it was written (the store kept every version)',
-  deleted: 'an entry was deleted (the store kept the original version)',
   'head-missing': "the stream's head pointer was deleted",
   'head-invalid': "the stream's head pointer was altered",
   'head-rolled-back': "the stream's head pointer was put back to an earlier position (the tail was cut)",
@@ -159,23 +158,7 @@ export interface StreamAnchor {
   at?: string | number;
 }
 
-/** JSON with object keys sorted at every level and no whitespace: one byte string per value. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value === 'boolean' || typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new TypeError('canonicalJson: non-finite number');
-    return JSON.stringify(value);
-  }
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
-  if (typeof value === 'object') {
-    const obj = value as Record<string, unknown>;
-    const keys = Object.keys(obj)
-      .filter((k) => obj[k] !== undefined)
-      .sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
-  }
-  throw new TypeError(`canonicalJson: cannot encode ${typeof value}`);
-}
+export { canonicalJson };
 
 function hmac(key: Buffer, text: string): string {
   if (!Buffer.isBuffer(key) || key.length < 32) throw new TypeError('the audit HMAC key must be a Buffer of at least 32 bytes');
@@ -272,13 +255,17 @@ export function verifyStream(stream: string, entries: readonly StoredEntry[], he
   for (const stored of sorted) {
     if (stored.keySeq !== expectedSeq) return fail(expectedSeq, 'missing', `entry ${expectedSeq} is missing (next is ${stored.keySeq})`);
     const versions = stored.versions;
-    if (stored.deleted) return fail(stored.keySeq, 'deleted', `the entry was deleted; ${versions.length} earlier version(s) retained`);
-    if (versions.length > 1) return fail(stored.keySeq, 'rewritten', `the entry object has ${versions.length} versions`);
-    const body = versions[0];
+    const retained = versions.length > 1 ? `; ${versions.length} versions stored, the original is retained` : '';
+    if (stored.deleted || versions.length === 0) {
+      return fail(stored.keySeq, 'missing', `entry ${stored.keySeq} was deleted (${versions.length} earlier version(s) retained by the store)`);
+    }
+    // The current version is judged first (an edit shows as what it is), then its history.
+    const body = versions.at(-1);
     const bad = checkEntry(body, stream, stored.keySeq, key);
-    if (bad) return fail(stored.keySeq, bad.reason, bad.detail);
+    if (bad) return fail(stored.keySeq, bad.reason, bad.detail + retained);
     const entry = body as AuditEntry;
-    if (entry.prevHash !== prevHash) return fail(entry.seq, 'prev-hash-mismatch', 'does not link to the previous entry');
+    if (entry.prevHash !== prevHash) return fail(entry.seq, 'prev-hash-mismatch', `does not link to the previous entry${retained}`);
+    if (versions.length > 1) return fail(stored.keySeq, 'rewritten', `the entry object has ${versions.length} versions: it was overwritten after it was written`);
     prevHash = entry.hash;
     hashes.set(entry.seq, entry.hash);
     ats.set(entry.seq, entry.at);

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../../src/log/logger.ts';
 import { TestBuckets } from './buckets.ts';
 import { useForFile } from './lifecycle.ts';
 import { s3Config } from './s3.ts';
+import { TEST_AUDIT_KEY_HEX } from './auditKey.ts';
 
 export interface Stack {
   app: RecorderApp;
@@ -51,7 +52,12 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       keyring: { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } },
       'control.url': `ws://127.0.0.1:${addr.port}/control`,
       'control.secret': secret,
-      'http.callControlSecret': randomBytes(32).toString('base64url'),
+      'callControl.joinSecret': randomBytes(32).toString('base64url'),
+      'callControl.sipLegSecret': randomBytes(32).toString('base64url'),
+      'audit.hmacKey': TEST_AUDIT_KEY_HEX,
+      // Test buckets must be removable after the file: GOVERNANCE (removable with bypass), short.
+      'audit.lockMode': 'GOVERNANCE',
+      'audit.lockDays': 1,
       'http.jwtSecret': randomBytes(32).toString('base64url'),
       'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 1000) * 3,
       'spool.dir': spoolDir,
