@@ -83,7 +83,8 @@ export async function runAuditVerify(argv: string[], env: NodeJS.ProcessEnv, io:
   }
 
   try {
-    const controlUrl = values['control-url'] ?? env.OPTIN_CONTROL_API_URL;
+    if (values['bucket-only'] && values['control-url'] !== undefined) throw new OptinError('CONFIG_INVALID', 'give --control-url or --bucket-only, not both');
+    const controlUrl = values['bucket-only'] ? undefined : (values['control-url'] ?? env.OPTIN_CONTROL_API_URL);
     if (controlUrl === undefined && !values['bucket-only']) {
       throw new OptinError('CONFIG_INVALID', 'name the control plane (--control-url or OPTIN_CONTROL_API_URL) so that deleted writer streams are found, or pass --bucket-only to check the bucket alone');
     }
