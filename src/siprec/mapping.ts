@@ -118,7 +118,10 @@ function mapValue(raw: string, rule: { pattern?: string | undefined; transform: 
   // A pseudonymous id only: a verbatim phone number or e-mail address (an AoR user part, a
   // numeric label) is refused here, so it never becomes an object name (docs/rules.md, "Ids").
   if (isId(id)) return { id, personal: false };
-  return { personal: ID_PATTERN.test(id) && personalLook(id) !== undefined };
+  // Say so when the value was a phone number (an AoR user part); a SIP Call-ID looks like an
+  // e-mail address by its form (local@host) and is simply not an id.
+  const look = personalLook(id);
+  return { personal: look === 'phone-number' || (look !== undefined && ID_PATTERN.test(id)) };
 }
 
 /**
