@@ -53,6 +53,8 @@ describe('SIGTERM mid-call', () => {
       OPTIN_CONTROL_SECRET: secret,
       OPTIN_SIP_LEG_SECRET: callSecret,
       OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+      OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
+      OPTIN_AUDIT_LOCK_DAYS: '1',
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: spool,
       OPTIN_SEGMENT_SECONDS: '2',
