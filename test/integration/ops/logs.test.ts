@@ -67,10 +67,12 @@ describe('logs carry no personal data, keys or secrets', () => {
       stack.policy.dropConnections();
       // The erase really happened: no object of the customer's track is left in the media bucket
       // (and the manifest, if the recording still exists, lists none of it).
-      const customerObjects = () => listNames(stack!.app.s3, stack!.app.store.buckets.media, mediaPrefix(recordingId, 'l2-cust'));
-      await expect.poll(customerObjects, { timeout: 15_000 }).toEqual([]);
-      const after = await stack.app.store.getManifest(recordingId).catch(() => null);
-      expect(after?.segments.some((g) => g.participantId === 'l2-cust') ?? false).toBe(false);
+      // The deletion removes keys, then media, then rewrites the manifest: wait for all of it.
+      const customerLeft = async (): Promise<{ objects: string[]; listed: boolean }> => ({
+        objects: await listNames(stack!.app.s3, stack!.app.store.buckets.media, mediaPrefix(recordingId, 'l2-cust')),
+        listed: (await stack!.app.store.getManifest(recordingId).catch(() => null))?.segments.some((g) => g.participantId === 'l2-cust') ?? false,
+      });
+      await expect.poll(customerLeft, { timeout: 20_000 }).toEqual({ objects: [], listed: false });
     } finally {
       for (const sender of senders) sender.stop();
       stack.policy.endCall('call-logs2');
