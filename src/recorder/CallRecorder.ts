@@ -44,6 +44,13 @@ export interface CallRecorderDeps {
   requestEvaluate: (callId: string) => void;
 }
 
+/** One participant's producer under the tap; `live` false once a newer producer replaced it. */
+interface Tap {
+  producerId: string;
+  consumer: types.Consumer | undefined;
+  live: boolean;
+}
+
 /**
  * One call under the recorder: its gate, its participants' tracks, and its recording. The gate
  * is evaluated synchronously on every control change and on the shared tick; a closing decision
@@ -66,6 +73,8 @@ export class CallRecorder {
   #begun: Promise<unknown> | undefined;
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
+  /** The producer tapped for each participant (the newest one: a reconnect replaces it). */
+  readonly #taps = new Map<string, Tap>();
 
   constructor(room: CallRoom, deps: CallRecorderDeps) {
     this.callId = room.callId;
@@ -216,11 +225,7 @@ export class CallRecorder {
   }
 
   #endRuns(nowMs: number): void {
-    for (const t of this.tracks.values()) {
-      const p = t.endRun(nowMs);
-      this.#ending.add(p);
-      void p.finally(() => this.#ending.delete(p));
-    }
+    for (const t of this.tracks.values()) this.#trackEnding(t.endRun(nowMs));
   }
 
   /**
@@ -290,8 +295,78 @@ export class CallRecorder {
       });
   }
 
+  /**
+   * Taps a participant's audio producer. A participant seen before whose producer changed (the
+   * speaker reconnected: a page reload, a new SIP leg) is tapped again as the same participant:
+   * the old tap stops, and if the call is recording the track continues in a new run of the same
+   * recording (new jitter buffer and timeline anchor for the new SSRC and RTP clock), so R7's
+   * "recording" stays true of every speaker. A new codec continues the track in a new
+   * TrackRecorder, its segment numbering carried over.
+   */
   async #tapLeg(leg: AudioLeg): Promise<void> {
-    if (this.#phase.name === 'ended' || !this.#tap || this.tracks.has(leg.participantId)) return;
+    const pid = leg.participantId;
+    if (this.#phase.name === 'ended' || !this.#tap || this.#taps.get(pid)?.producerId === leg.producer.id) return;
+    // Claimed before the await: the start() loop and the 'audioproducer' event may both offer it.
+    const tap: Tap = { producerId: leg.producer.id, live: false, consumer: undefined };
+    const previous = this.#taps.get(pid);
+    this.#taps.set(pid, tap);
+    let consumer: types.Consumer;
+    try {
+      consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: this.room.router.rtpCapabilities });
+    } catch (err) {
+      // The producer closed before it could be tapped (the speaker left again at once).
+      if (this.#taps.get(pid) === tap) {
+        if (previous) this.#taps.set(pid, previous);
+        else this.#taps.delete(pid);
+      }
+      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
+      return;
+    }
+    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
+      consumer.close(); // superseded by a newer producer meanwhile, or the call ended
+      return;
+    }
+    if (previous) {
+      previous.live = false;
+      previous.consumer?.close();
+    }
+    const nowMs = Date.now();
+    const phase = this.#phase;
+    let track = this.tracks.get(pid);
+    if (track && track.codec === leg.codec) {
+      if (phase.name === 'recording') {
+        const run = this.gate.reserveRun();
+        if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
+        else track.startRun(phase.recordingId, run);
+        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
+      }
+    } else {
+      let continueFrom: { nextSegment: number; position: number } | undefined;
+      if (track) {
+        const retired = track;
+        const ending = retired.endRun(nowMs);
+        continueFrom = retired.continuation;
+        this.#trackEnding(ending.then(() => retired.close(nowMs)));
+      }
+      track = this.#newTrack(leg, continueFrom);
+      if (phase.name === 'recording') {
+        const run = continueFrom ? this.gate.reserveRun() : phase.run;
+        track.startRun(phase.recordingId, run);
+        if (continueFrom) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
+      }
+    }
+    const current = track;
+    tap.consumer = consumer;
+    tap.live = true;
+    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
+    consumer.on('rtp', (packet) => {
+      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording');
+    });
+    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
+    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+  }
+
+  #newTrack(leg: AudioLeg, continueFrom: { nextSegment: number; position: number } | undefined): TrackRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
@@ -309,15 +384,16 @@ export class CallRecorder {
       metrics: this.#d.metrics,
       // The Recorder reads the spool state on re-evaluation: a full spool closes every gate.
       onStoreError: () => this.#d.requestEvaluate(this.callId),
+      ...(continueFrom ? { continueFrom } : {}),
     });
     this.tracks.set(leg.participantId, track);
-    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: this.room.router.rtpCapabilities });
-    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
-    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
-    const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
-    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
-    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+    return track;
+  }
+
+  /** A run (or a retired track) still handing segments over: close and erase wait for it. */
+  #trackEnding(p: Promise<void>): void {
+    this.#ending.add(p);
+    void p.finally(() => this.#ending.delete(p));
   }
 
   #report(): void {
