@@ -73,6 +73,12 @@ export class CallRecorder {
   #begun: Promise<unknown> | undefined;
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
+  /**
+   * Raised at every opening until the mediasoup worker answers a request sent at that instant:
+   * packets it delivers before the answer may have reached it while the gate was still closed
+   * (see `#raiseFence`), so they are dropped like any packet of a closed gate.
+   */
+  #fence: object | undefined;
   /** The producer tapped for each participant (the newest one: a reconnect replaces it). */
   readonly #taps = new Map<string, Tap>();
 
@@ -100,7 +106,7 @@ export class CallRecorder {
 
   /** True while packets arriving now are kept. */
   get writing(): boolean {
-    return this.#phase.name === 'recording';
+    return this.#phase.name === 'recording' && this.#fence === undefined;
   }
 
   get erased(): boolean {
@@ -195,6 +201,7 @@ export class CallRecorder {
     this.#phase = next;
     if (from.name !== next.name) this.#log.info({ phase: next.name, from: from.name, ...(stopReasons.length ? { reasons: stopReasons } : {}) }, 'recording phase');
     if (next.name === 'recording') {
+      this.#raiseFence();
       for (const t of this.tracks.values()) t.startRun(next.recordingId, next.run);
       this.#auditRecording(nowMs, next.recordingId, next.run, []);
     } else if (from.name === 'recording') {
@@ -222,6 +229,38 @@ export class CallRecorder {
         evidence: started ? (this.gate.decision?.evidence ?? []).map((e) => ({ ...e })) : undefined,
       },
     });
+  }
+
+  /**
+   * R4 at a reopening, by the packet's receive time rather than its delivery to Node. The gate
+   * decides in Node; packets the worker received before that instant but that were still queued
+   * in its channel (event-loop lag: a GC pause, a burst of work) would be delivered after the
+   * opening and kept. The worker writes the tap's packets and its answers to requests into one
+   * ordered channel, so every packet it took before handling a request sent now is delivered
+   * before the answer: until the answer (and the packets read with it), packets are dropped. The cost is the channel's round
+   * trip of audio at each opening (well under a millisecond idle; the lag itself under load).
+   * A packet still unread in the worker's UDP socket when it handles the request can pass: the
+   * remaining window is the worker's own read latency, not Node's lag.
+   */
+  #raiseFence(): void {
+    const tap = this.#tap;
+    if (!tap) return;
+    const fence = {};
+    this.#fence = fence;
+    tap.getStats().then(
+      () => {
+        // mediasoup's Channel emits notifications (the packets) from setImmediate but resolves
+        // responses at once, so the packets read with the answer are still queued: lift the
+        // fence from a setImmediate queued after theirs (FIFO), not here.
+        setImmediate(() => {
+          if (this.#fence === fence) this.#fence = undefined;
+        });
+      },
+      (err: Error) => {
+        // The tap is gone (the call is ending): the fence stays up, nothing more is kept.
+        if (this.#fence === fence) this.#log.warn({ err: err.message }, 'gate fence not lifted: the tap did not answer');
+      },
+    );
   }
 
   #endRuns(nowMs: number): void {
@@ -360,7 +399,7 @@ export class CallRecorder {
     tap.live = true;
     // Hot path: the gate is read at arrival; a closed gate drops the packet here.
     consumer.on('rtp', (packet) => {
-      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording');
+      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording' && this.#fence === undefined);
     });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
