@@ -109,6 +109,11 @@ export class CallRecorder {
     return this.#phase.name === 'recording' && this.#fence === undefined;
   }
 
+  /** True from an opening until the worker confirmed the packets before it were delivered (see `#raiseFence`). */
+  get fenced(): boolean {
+    return this.#fence !== undefined;
+  }
+
   get erased(): boolean {
     return isErased(this.#phase);
   }

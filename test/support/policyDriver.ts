@@ -174,6 +174,9 @@ export class Lane {
 
   caughtUp = (): boolean => this.client.phase === 'live' && this.client.fresh && this.client.lastSeq === this.server.seq;
 
+  /** No call waits for the worker's answer that ends an opening's fence (CallRecorder.fenced). */
+  fencesDown = (): boolean => [...this.recorder.calls.values()].every((c) => !c.fenced);
+
   nextPacketId(): number {
     return this.#nextPacketId++;
   }
@@ -382,6 +385,11 @@ export class GateRun {
       return false;
     }
     await settleTurns(2);
+    // An opening is applied once its fence is down (one round trip to the mediasoup worker).
+    if (!(await lane.waiter.until(lane.fencesDown, lane.options.settleTimeoutMs))) {
+      this.fail(`${where}: a gate fence stayed up`);
+      return false;
+    }
     return true;
   }
 
