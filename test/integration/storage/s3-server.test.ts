@@ -14,7 +14,7 @@ import { createLogger } from '../../../src/log/logger.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import { fakeOgg, segMeta } from '../../support/storageFixtures.ts';
 import { useBuckets } from '../../support/buckets.ts';
-import { listNames, removeBucketDeep, s3Config } from '../../support/s3.ts';
+import { listNames, s3Config } from '../../support/s3.ts';
 
 // The S3 server provided by test/support/globalSetup.ts: what the rest of optin relies on.
 
