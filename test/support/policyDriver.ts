@@ -141,8 +141,9 @@ export class Lane {
       maxEventLoopLagMs: 1e9, // overload admission is not the subject here
     });
     const poke = this.waiter.poke;
-    this.client.on('stale', () => {
-      this.events.push('stale');
+    this.client.on('stale', (reason) => {
+      // The reason tells a heartbeat timeout of the loaded machine from a stale the worker chose.
+      this.events.push(reason === 'heartbeat-missed' ? 'stale' : `stale:${reason}`);
       this.epoch++;
       poke();
     });

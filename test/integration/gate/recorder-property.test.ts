@@ -156,8 +156,9 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
       if (!(await lane.waiter.until(() => lane.events.length > eventsBefore, SETTLE_TIMEOUT_MS))) fail(`${where}: no reply to the injected frame`);
       await settleTurns(2);
       const seen = lane.events.slice(eventsBefore);
-      if (seen[0] === 'stale') {
-        // A heartbeat timeout of the loaded machine beat the reply: not this frame's doing.
+      if (seen[0] === 'stale' || (seen[0]?.startsWith('error:') === true && seen.includes('stale') && !seen.some((e) => e.startsWith('stale:')))) {
+        // A heartbeat timeout of the loaded machine (before or after the reply): not this frame's
+        // doing. A stale for any other reason (`stale:<reason>`) is the frame's, and fails below.
         lane.stats.ambiguousSteps++;
       } else {
         if (seen[0] !== `error:${expectCode}`) fail(`${where}: the worker answered ${seen.join(' ') || 'nothing'}, expected error:${expectCode} and no change`);
