@@ -16,7 +16,7 @@ const stack = useStack({ segmentSeconds: 1, 'admission.maxEventLoopLagMs': 60_00
 describe('a reopening during event-loop lag', () => {
   it('keeps none of the packets the worker received while the gate was closed', async () => {
     const callId = 'call-lag';
-    stack.policy.startCall(callId, [
+    await stack.policy.startCall(callId, [
       { participantId: 'lag-a', role: 'agent', subjectId: 'agent-lag1', teamLeadId: 'lead-lag1' },
       { participantId: 'lag-c', role: 'customer', subjectId: 'cust-lag1' },
     ]);
@@ -28,10 +28,10 @@ describe('a reopening during event-loop lag', () => {
     let after: PacedSender | undefined;
     try {
       await expect.poll(() => rec.tracks.size === 2 && [...rec.tracks.values()].every((t) => t.counters.received > 0), { timeout: 10_000 }).toBe(true);
-      stack.policy.grantConsent(callId, 'lag-c', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+      await stack.policy.grantConsent(callId, 'lag-c', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
       await expect.poll(() => rec.writing, { timeout: 10_000 }).toBe(true);
       await sleep(1200);
-      stack.policy.pause(callId);
+      await stack.policy.pause(callId);
       await expect.poll(() => rec.phase.name, { timeout: 5_000 }).toBe('admitted');
       await sleep(300);
       before.stop();

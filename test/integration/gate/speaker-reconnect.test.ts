@@ -15,7 +15,7 @@ const stack = useStack({}, { agents: ['agent-rc1'] });
 describe('a speaker who reconnects', () => {
   it('is recorded again as the same participant, in a new run of the same recording', async () => {
     const callId = 'call-reconnect';
-    stack.policy.startCall(callId, [
+    await stack.policy.startCall(callId, [
       { participantId: 'rc-agent', role: 'agent', subjectId: 'agent-rc1', teamLeadId: 'lead-rc1' },
       { participantId: 'rc-cust', role: 'customer', subjectId: 'cust-rc1' },
     ]);
@@ -31,7 +31,7 @@ describe('a speaker who reconnects', () => {
     const sampler = setInterval(() => phases.push(call().phase.name), 20);
     try {
       await expect.poll(() => [...call().tracks.values()].every((t) => t.counters.received > 0), { timeout: 10_000 }).toBe(true);
-      stack.policy.grantConsent(callId, 'rc-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+      await stack.policy.grantConsent(callId, 'rc-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
       await expect.poll(() => call().tracks.get('rc-agent')?.counters.written ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
       const recordingId = call().recordingId!;
       const firstTrack = call().tracks.get('rc-agent')!;
@@ -54,7 +54,7 @@ describe('a speaker who reconnects', () => {
       const opened = phases.indexOf('recording');
       expect(opened).toBeGreaterThanOrEqual(0);
       expect(phases.slice(opened).filter((p) => p !== 'recording')).toEqual([]);
-      stack.policy.endCall(callId);
+      await stack.policy.endCall(callId);
       for (const s of senders) s.stop();
       await stack.app.recorder.detachCall(callId); // seals the last segments and ends the manifest
       room.close();

@@ -32,7 +32,7 @@ describe('logs carry no personal data, keys or secrets', () => {
     stack = await startStack({}, { logger: createLogger('trace', dest) });
     const c = stack.config;
     const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.callControl.joinSecret!, c.callControl.sipLegSecret!, c.audit.hmacKey!, c.http.jwtSecret!, s3Config().secretKey];
-    openSchedule(stack.policy, 'agent-secretive-7');
+    await openSchedule(stack.policy, 'agent-secretive-7');
     const result = await playFixtureCall(stack.app, stack.policy, {
       callId: 'call-logs',
       seconds: 5,
@@ -45,7 +45,7 @@ describe('logs carry no personal data, keys or secrets', () => {
     expect(result.recordingId).toMatch(/^r_/);
     // A second call, really recorded (media, consent, segments stored), then withdrawn with erase,
     // and a control link loss while it runs.
-    stack.policy.startCall('call-logs2', [
+    await stack.policy.startCall('call-logs2', [
       { participantId: 'l2-agent', role: 'agent', subjectId: 'agent-secretive-7', teamLeadId: 'lead-secretive-3' },
       { participantId: 'l2-cust', role: 'customer', subjectId: 'cust-secretive-10' },
     ]);
@@ -58,13 +58,13 @@ describe('logs carry no personal data, keys or secrets', () => {
     try {
       const call = () => stack!.app.recorder.calls.get('call-logs2');
       await expect.poll(() => [...(call()?.tracks.values() ?? [])].every((t) => t.counters.received > 0), { timeout: 10_000 }).toBe(true);
-      stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+      await stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
       // Recorded: a segment of the customer's track is stored before the withdrawal.
       await expect.poll(() => [...(call()?.tracks.values() ?? [])].find((t) => t.participantId === 'l2-cust')?.counters.written ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
       const recordingId = call()!.recordingId!;
       await expect.poll(async () => (await stack!.app.store.getManifest(recordingId).catch(() => null))?.segments.some((g) => g.participantId === 'l2-cust') ?? false, { timeout: 15_000 }).toBe(true);
-      stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
-      stack.policy.dropConnections();
+      await stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
+      stack.relay.dropConnections();
       // The erase really happened: no object of the customer's track is left in the media bucket
       // (and the manifest, if the recording still exists, lists none of it).
       // The deletion removes keys, then media, then rewrites the manifest: wait for all of it.
@@ -75,7 +75,7 @@ describe('logs carry no personal data, keys or secrets', () => {
       await expect.poll(customerLeft, { timeout: 20_000 }).toEqual({ objects: [], listed: false });
     } finally {
       for (const sender of senders) sender.stop();
-      stack.policy.endCall('call-logs2');
+      await stack.policy.endCall('call-logs2');
       room.close();
     }
     await stack.app.control.waitFresh(10_000);
