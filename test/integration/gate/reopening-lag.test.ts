@@ -67,9 +67,9 @@ describe('a reopening during event-loop lag', () => {
         const leaked = ids.filter((i) => closedIds.has(i));
         expect(leaked, `${leg.participantId}: packets received with the gate closed were recorded`).toEqual([]);
         // Recorded before the pause and after the reopening: the fence costs no more than a few packets.
-        expect(ids.filter((i) => i < 500_000).length).toBeGreaterThan(40);
+        expect(ids.filter((i) => i < 500_000).length).toBeGreaterThan(10);
         const resumedIds = ids.filter((i) => i >= 600_000);
-        expect(resumedIds.length).toBeGreaterThan(80);
+        expect(resumedIds.length).toBeGreaterThan(50);
         expect(resumedIds).toEqual(after.idsOf(leg.participantId).slice(-resumedIds.length));
       }
       expect(closedIds.size).toBeGreaterThan(20);
