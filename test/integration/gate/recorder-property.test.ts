@@ -24,7 +24,9 @@
  * the server's facts, the worker's freshness and the cap bookkeeping, and only then is a batch
  * of tagged packets sent (each packet carries a unique id in its Opus payload). A batch during
  * which the worker's freshness changed on its own (a spurious heartbeat timeout on a loaded
- * machine) is "ambiguous" and excluded from the exact checks (counted and printed).
+ * machine) is "ambiguous" and excluded from the exact checks (counted and printed). The exclusion
+ * is bounded: if more than MAX_AMBIGUOUS_FRACTION of the packets (or of the steps) are ambiguous,
+ * the property has not been shown and the test fails, whatever else held.
  *
  * Properties:
  *  - every packet id found in any segment the store received arrived while the model said open
@@ -66,6 +68,13 @@ const HEARTBEAT_MS = Number(process.env.GATE_PROPERTY_HEARTBEAT_MS ?? 250);
 const AGENTS_PER_RUN = 3;
 // Long enough for a cap decision slowed by a loaded database (2 s timeout, a 1 s retry, again).
 const SETTLE_TIMEOUT_MS = 10_000;
+/**
+ * The most of the packets (and of the steps) that may be excluded as ambiguous: 2%. A run on the
+ * two-core test machine excluded 54 of 57,995 packets (0.09%) and 13 of 20,817 steps; beyond 2%
+ * the exact checks would rest on too small a part of what was drawn, or the machine is too loaded
+ * for the property to mean anything (GATE_PROPERTY_MAX_AMBIGUOUS overrides, for a diagnosis).
+ */
+const MAX_AMBIGUOUS_FRACTION = Number(process.env.GATE_PROPERTY_MAX_AMBIGUOUS ?? 0.02);
 
 const logger = createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
 
@@ -161,8 +170,9 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
       if (!(await lane.waiter.until(() => lane.events.length > eventsBefore, SETTLE_TIMEOUT_MS))) fail(`${where}: no reply to the injected frame`);
       await settleTurns(2);
       const seen = lane.events.slice(eventsBefore);
-      if (seen[0] === 'stale') {
-        // A heartbeat timeout of the loaded machine beat the reply: not this frame's doing.
+      if (seen[0] === 'stale' || (seen[0]?.startsWith('error:') === true && seen.includes('stale') && !seen.some((e) => e.startsWith('stale:')))) {
+        // A heartbeat timeout of the loaded machine (before or after the reply): not this frame's
+        // doing. A stale for any other reason (`stale:<reason>`) is the frame's, and fails below.
         lane.stats.ambiguousSteps++;
       } else {
         if (seen[0] !== `error:${expectCode}`) fail(`${where}: the worker answered ${seen.join(' ') || 'nothing'}, expected error:${expectCode} and no change`);
@@ -277,6 +287,9 @@ describe('gate + recorder over the real control stream and mediasoup', () => {
       expect(total.interleavings).toBeGreaterThanOrEqual(TARGET_INTERLEAVINGS);
       expect(total.packetsClosed).toBeGreaterThan(0);
       expect(total.packetsOpen).toBeGreaterThan(0);
+      // Exclusions are bounded: the checks above must cover nearly everything that was drawn.
+      expect(total.packetsAmbiguous / total.packets, `${total.packetsAmbiguous} of ${total.packets} packets ambiguous`).toBeLessThanOrEqual(MAX_AMBIGUOUS_FRACTION);
+      expect(total.ambiguousSteps / total.steps, `${total.ambiguousSteps} of ${total.steps} steps ambiguous`).toBeLessThanOrEqual(MAX_AMBIGUOUS_FRACTION);
     },
     600_000,
   );
