@@ -6,7 +6,6 @@ import { softphoneRoutes } from '../softphone/softphoneRoutes.ts';
 import { callControlRoutes } from '../callcontrol/callControlRoutes.ts';
 import { SignallingServer } from '../callcontrol/SignallingServer.ts';
 import { RoomDirectory } from '../callcontrol/RoomDirectory.ts';
-import { extraRouteGroups } from './routes.ts';
 
 export interface RecorderHttp extends HttpServerHandle {
   rooms: RoomDirectory;
@@ -14,9 +13,9 @@ export interface RecorderHttp extends HttpServerHandle {
 }
 
 /**
- * Everything the recorder serves over HTTP: health and metrics, the live dashboard, the access
- * API, and (when a call-control secret is configured) softphone signalling and SIP-leg call
- * control. The worker entry point, the demo and the tests all mount the same set.
+ * Everything the recorder serves over HTTP: health and metrics, the live dashboard, and (when a
+ * call-control secret is configured) softphone signalling and SIP-leg call control. The access
+ * API is the control plane's (issue 14): recorders do media only. The worker entry point, the demo and the tests all mount the same set.
  */
 export async function startRecorderHttp(
   app: RecorderApp,
@@ -24,7 +23,7 @@ export async function startRecorderHttp(
 ): Promise<RecorderHttp> {
   const rooms = new RoomDirectory(app.recorder, (callId) => app.openCall(callId));
   const secret = app.config.http.callControlSecret;
-  const groups: RouteGroup[] = [healthRoutes(app), dashboardRoutes(app), ...(await extraRouteGroups(app))];
+  const groups: RouteGroup[] = [healthRoutes(app), dashboardRoutes(app)];
   if (secret) groups.push(softphoneRoutes(), callControlRoutes(rooms, secret));
   const http = await startHttpServer({
     host: opts.host ?? app.config.http.host,

@@ -72,7 +72,6 @@ export const ConfigSchema = z.object({
     .object({
       host: z.string().default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(7800),
-      jwtSecret: z.string().min(32, 'must be at least 32 characters').optional(),
       /** Signs softphone join tokens and SIP-gateway leg requests (shared with the voice platform). */
       callControlSecret: z.string().min(32, 'must be at least 32 characters').optional(),
     })
@@ -110,12 +109,11 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],
-  OPTIN_JWT_SECRET: ['http.jwtSecret', 'string'],
   OPTIN_CALL_CONTROL_SECRET: ['http.callControlSecret', 'string'],
 };
 
 /** Names of settings that hold secrets: never echoed back in errors or logs. */
-const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'http.jwtSecret', 'http.callControlSecret']);
+const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'http.callControlSecret']);
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');

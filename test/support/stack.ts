@@ -52,7 +52,6 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       'control.url': `ws://127.0.0.1:${addr.port}/control`,
       'control.secret': secret,
       'http.callControlSecret': randomBytes(32).toString('base64url'),
-      'http.jwtSecret': randomBytes(32).toString('base64url'),
       'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 1000) * 3,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,
