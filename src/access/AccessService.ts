@@ -223,6 +223,11 @@ export class AccessService {
     }
   }
 
+  /** A person signed in (accountability, not an access: a trail outage does not stop a sign-in). */
+  async recordSignIn(p: Principal): Promise<void> {
+    await this.#o.audit?.append({ type: 'session.signed-in', actor: p.sub, role: p.role, purpose: 'sign-in' }).catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'audit of a sign-in failed'));
+  }
+
   // ---- facts ---------------------------------------------------------------------------------
 
   #store(): AccessStore {

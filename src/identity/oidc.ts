@@ -18,10 +18,8 @@ export interface OidcSettings {
   clientId: string;
   /** Confidential client (client_secret_basic). Without it the client is public: PKCE alone. */
   clientSecret?: string;
-  /** Where the provider sends the browser back: <publicUrl>/auth/callback. */
-  redirectUri: string;
-  /** Where the provider sends the browser after sign-out: <publicUrl>/signed-out. */
-  postLogoutRedirectUri: string;
+  /** The URL people reach the control plane at: redirects go to <publicUrl>/auth/callback and <publicUrl>/signed-out. */
+  publicUrl: () => string;
   /** Space-separated scopes; `openid` is always asked for. */
   scopes: string;
   /** Allow an http:// issuer (a provider on this machine, in tests and the demo). */
@@ -82,7 +80,7 @@ export class OidcRelyingParty {
     const state = client.randomState();
     const nonce = client.randomNonce();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: this.settings.redirectUri,
+      redirect_uri: new URL('/auth/callback', this.settings.publicUrl()).href,
       scope: ['openid', ...this.settings.scopes.split(/\s+/).filter((s) => s !== '' && s !== 'openid')].join(' '),
       code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
       code_challenge_method: 'S256',
@@ -116,7 +114,7 @@ export class OidcRelyingParty {
     try {
       const config = await this.configuration();
       if (config.serverMetadata().end_session_endpoint === undefined) return undefined;
-      return client.buildEndSessionUrl(config, { client_id: this.settings.clientId, post_logout_redirect_uri: this.settings.postLogoutRedirectUri });
+      return client.buildEndSessionUrl(config, { client_id: this.settings.clientId, post_logout_redirect_uri: new URL('/signed-out', this.settings.publicUrl()).href });
     } catch {
       return undefined;
     }
