@@ -141,7 +141,7 @@ export function installPeople(app: FastifyInstance, ctx: PeopleContext | undefin
     return undefined;
   });
   // CSRF: after the body is parsed (forms carry the token in it).
-  app.addHook('preHandler', async (request, reply) => {
+  app.addHook('preHandler', async (request) => {
     const people = request.routeOptions.config.people;
     if (people === undefined || ctx === undefined || !UNSAFE.has(request.method) || request.session === undefined) return undefined;
     const site = request.headers['sec-fetch-site'];
