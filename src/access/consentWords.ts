@@ -24,6 +24,8 @@ export interface EvidenceLike {
   method?: unknown;
   at?: unknown;
   infoVersion?: unknown;
+  /** Present in stored evidence; never put into words. */
+  ref?: unknown;
 }
 
 /** "14:03:12 UTC on 3 May 2026". */

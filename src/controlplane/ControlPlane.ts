@@ -248,6 +248,11 @@ export class ControlPlane {
 
   #publicUrl: () => string = () => this.url;
 
+  /** The store this replica deletes through and reads recordings from (undefined: none configured). */
+  get store(): ControlPlaneStore | undefined {
+    return this.#store;
+  }
+
   /** The URL people reach the web app at (OPTIN_PUBLIC_URL, else http://localhost:<port>). */
   get publicUrl(): string {
     return this.#publicUrl();

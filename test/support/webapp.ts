@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from 'minio';
-import { startDevIdp, type DevIdp } from '../../scripts/devIdp/devIdp.ts';
+import { DEMO_USERS, startDevIdp, type DevIdp, type DevUser } from '../../scripts/devIdp/devIdp.ts';
 import { upsertEntry, type CatalogueEntry } from '../../src/catalogue/Catalogue.ts';
 import { Keyring } from '../../src/crypto/Keyring.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -32,6 +32,16 @@ export const AGENT_HZ = 523;
 export const CUSTOMER_HZ = 1230;
 export const CLIENT_ID = 'optin-web';
 export const EXTRACT_SERVICE = { clientId: 'extract-service', clientSecret: `svc-${randomBytes(12).toString('hex')}` };
+
+/** The demo users (agent, lead, dpo, extract) plus a second agent, team lead and extract operator. */
+export const TEST_USERS: readonly DevUser[] = [
+  ...DEMO_USERS,
+  { sub: 'agent-a2', login: 'agent2', name: 'Second Agent', roles: ['agent'] },
+  { sub: 'lead-l2', login: 'lead2', name: 'Second Lead', roles: ['team-lead'] },
+  { sub: 'xop-2', login: 'extract2', name: 'Second Operator', roles: ['extract-operator'] },
+  { sub: 'two-hats', login: 'twohats', name: 'Two Hats', roles: ['agent', 'team-lead'] },
+  { sub: 'nobody-1', login: 'norole', name: 'No Role', roles: [] },
+];
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -152,7 +162,7 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
   const port = await freePort();
   const url = `http://localhost:${port}`;
   const clientSecret = randomBytes(24).toString('base64url');
-  const idp = await startDevIdp({ clients: [{ clientId: CLIENT_ID, clientSecret, appUrl: url }], services: [{ ...EXTRACT_SERVICE, roles: ['extract-operator'] }] });
+  const idp = await startDevIdp({ users: TEST_USERS, clients: [{ clientId: CLIENT_ID, clientSecret, appUrl: url }], services: [{ ...EXTRACT_SERVICE, roles: ['extract-operator'] }] });
   const s3 = s3Config();
   const t = await startTestControlPlane({
     databaseUrl: db.url,
@@ -267,4 +277,15 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
       for (const d of dirs) await rm(d, { recursive: true, force: true });
     },
   };
+}
+
+/** Polls `fn` until `until` holds (usable in hooks, where expect.poll is not). */
+export async function waitFor<T>(fn: () => Promise<T>, until: (v: T) => boolean, o: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (o.timeoutMs ?? 30_000);
+  for (;;) {
+    const v = await fn();
+    if (until(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${o.what ?? 'a condition'}; last: ${JSON.stringify(v).slice(0, 300)}`);
+    await new Promise((r) => setTimeout(r, o.intervalMs ?? 100));
+  }
 }
