@@ -85,41 +85,43 @@ ${error === undefined ? '' : `<p role="alert"><strong>${escape(error)}</strong><
  * provider forgets everything when it stops, which is what the tests and the demo want.
  * (oidc-provider's adapter interface: upsert/find/findByUid/findByUserCode/consume/destroy/revokeByGrantId.)
  */
-class MemoryAdapter {
-  static readonly store = new Map<string, { payload: Record<string, unknown>; expiresAt: number }>();
-  readonly #name: string;
-  constructor(name: string) {
-    this.#name = name;
-  }
-  #key(id: string): string {
-    return `${this.#name}:${id}`;
-  }
-  async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
-    MemoryAdapter.store.set(this.#key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Number.POSITIVE_INFINITY });
-  }
-  async find(id: string): Promise<Record<string, unknown> | undefined> {
-    const e = MemoryAdapter.store.get(this.#key(id));
-    if (e === undefined || e.expiresAt <= Date.now()) return undefined;
-    return e.payload;
-  }
-  async findByUid(uid: string): Promise<Record<string, unknown> | undefined> {
-    for (const [k, e] of MemoryAdapter.store) if (k.startsWith(`${this.#name}:`) && e.payload.uid === uid && e.expiresAt > Date.now()) return e.payload;
-    return undefined;
-  }
-  async findByUserCode(userCode: string): Promise<Record<string, unknown> | undefined> {
-    for (const [k, e] of MemoryAdapter.store) if (k.startsWith(`${this.#name}:`) && e.payload.userCode === userCode && e.expiresAt > Date.now()) return e.payload;
-    return undefined;
-  }
-  async consume(id: string): Promise<void> {
-    const e = MemoryAdapter.store.get(this.#key(id));
-    if (e !== undefined) e.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-  async destroy(id: string): Promise<void> {
-    MemoryAdapter.store.delete(this.#key(id));
-  }
-  async revokeByGrantId(grantId: string): Promise<void> {
-    for (const [k, e] of MemoryAdapter.store) if (e.payload.grantId === grantId) MemoryAdapter.store.delete(k);
-  }
+function memoryAdapter() {
+  const store = new Map<string, { payload: Record<string, unknown>; expiresAt: number }>();
+  return class MemoryAdapter {
+    readonly #name: string;
+    constructor(name: string) {
+      this.#name = name;
+    }
+    #key(id: string): string {
+      return `${this.#name}:${id}`;
+    }
+    async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
+      store.set(this.#key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Number.POSITIVE_INFINITY });
+    }
+    async find(id: string): Promise<Record<string, unknown> | undefined> {
+      const e = store.get(this.#key(id));
+      if (e === undefined || e.expiresAt <= Date.now()) return undefined;
+      return e.payload;
+    }
+    async findByUid(uid: string): Promise<Record<string, unknown> | undefined> {
+      for (const [k, e] of store) if (k.startsWith(`${this.#name}:`) && e.payload.uid === uid && e.expiresAt > Date.now()) return e.payload;
+      return undefined;
+    }
+    async findByUserCode(userCode: string): Promise<Record<string, unknown> | undefined> {
+      for (const [k, e] of store) if (k.startsWith(`${this.#name}:`) && e.payload.userCode === userCode && e.expiresAt > Date.now()) return e.payload;
+      return undefined;
+    }
+    async consume(id: string): Promise<void> {
+      const e = store.get(this.#key(id));
+      if (e !== undefined) e.payload.consumed = Math.floor(Date.now() / 1000);
+    }
+    async destroy(id: string): Promise<void> {
+      store.delete(this.#key(id));
+    }
+    async revokeByGrantId(grantId: string): Promise<void> {
+      for (const [k, e] of store) if (e.payload.grantId === grantId) store.delete(k);
+    }
+  };
 }
 
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
@@ -151,7 +153,7 @@ export async function startDevIdp(o: { port?: number; host?: string; clients: De
   ];
 
   const provider = new Provider(issuer, {
-    adapter: MemoryAdapter,
+    adapter: memoryAdapter(),
     clients: [
       ...o.clients.map((c) => ({
         client_id: c.clientId,

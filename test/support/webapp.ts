@@ -133,7 +133,8 @@ async function fetchSignIn(appUrl: string, login: string, password: string): Pro
       continue;
     }
     if (url.origin === new URL(appUrl).origin && jar(url).has('__Host-optin-session')) break;
-    throw new Error(`sign-in of ${login} stopped at ${url.pathname} with ${res.status}: ${text.slice(0, 300)}`);
+    const why = /role="alert">([^<]*)</.exec(text)?.[1] ?? text.slice(0, 300);
+    throw new Error(`sign-in of ${login} stopped at ${url.pathname} with ${res.status}: ${why}`);
   }
   const app = new URL(appUrl);
   const cookie = `__Host-optin-session=${jar(app).get('__Host-optin-session')}`;
