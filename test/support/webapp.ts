@@ -91,6 +91,8 @@ export interface RecordingSpec {
   policy?: RecordingPolicy;
   /** Post the call and consent through the IVR API (default true). */
   postCall?: boolean;
+  /** Write through this store instead of the stack's (another retention, say). */
+  store?: RecordingStore;
 }
 
 /** Follows a sign-in with fetch: the app, the provider's login form, back to the app. */
@@ -159,7 +161,7 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
   const buckets = bucketNames({ prefix });
   const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
   const dirs = [await mkdtemp(join(tmpdir(), 'optin-web-writer-')), await mkdtemp(join(tmpdir(), 'optin-web-cp-'))];
-  const writer = await RecordingStore.open({ client, buckets, keyring: Keyring.fromConfig(keyring), spoolDir: dirs[0]!, spoolMaxBytes: 64 << 20, logger, nodeId: 'test-recorder', sweep: false });
+  const defaultWriter = await RecordingStore.open({ client, buckets, keyring: Keyring.fromConfig(keyring), spoolDir: dirs[0]!, spoolMaxBytes: 64 << 20, logger, nodeId: 'test-recorder', sweep: false });
   const port = await freePort();
   const url = `http://localhost:${port}`;
   const clientSecret = randomBytes(24).toString('base64url');
@@ -189,6 +191,7 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
   const customerOpus = readFileSync(fixturePath('customer-tone.opus'));
 
   async function addRecording(spec: RecordingSpec): Promise<{ recordingId: string; callId: string; manifest: RecordingManifest }> {
+    const writer = spec.store ?? defaultWriter;
     const callId = `call-${spec.recordingId}`;
     const startedAt = spec.startedAtMs ?? Date.now() - 60_000;
     const seconds = spec.seconds ?? 6;
@@ -263,7 +266,7 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
     t,
     idp,
     url,
-    writer,
+    writer: defaultWriter,
     client,
     buckets,
     addRecording,
@@ -272,7 +275,7 @@ export async function startWebStack(o: { overrides?: Record<string, unknown> } =
     async close() {
       await t.close().catch(() => undefined);
       await idp.close().catch(() => undefined);
-      await writer.close().catch(() => undefined);
+      await defaultWriter.close().catch(() => undefined);
       await db.drop().catch(() => undefined);
       for (const b of Object.values(buckets)) await removeBucketDeep(client, b).catch(() => undefined);
       for (const d of dirs) await rm(d, { recursive: true, force: true });
