@@ -205,6 +205,8 @@ export class FfmpegPool {
   async #runWithTimeout(args: readonly string[], opts: FfmpegJobOptions): Promise<Buffer> {
     const run = runFfmpeg(args, opts);
     this.#children.add(run);
+    // Admitted just before close(): stopped like the others.
+    if (this.#closed) run.stop();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
