@@ -149,7 +149,10 @@ export function installPeople(app: FastifyInstance, ctx: PeopleContext | undefin
     const fromBody = (request.body as { _csrf?: unknown } | undefined)?._csrf;
     const header = request.headers['x-csrf-token'];
     const token = typeof header === 'string' ? header : typeof fromBody === 'string' ? fromBody : undefined;
-    const crossSite = (typeof site === 'string' && site !== 'same-origin' && site !== 'none') || (typeof origin === 'string' && origin !== new URL(ctx.publicUrl()).origin);
+    // Origin "null" is what a browser sends when a referrer policy withholds it; Sec-Fetch-Site still says where the request came from.
+    const sameSiteFetch = site === 'same-origin';
+    const crossSite =
+      (typeof site === 'string' && site !== 'same-origin' && site !== 'none') || (typeof origin === 'string' && origin !== new URL(ctx.publicUrl()).origin && !(origin === 'null' && sameSiteFetch));
     if (token === undefined || crossSite || !sameToken(token, request.session.csrfToken)) {
       await ctx.access.recordDenial(request.principal, routeTemplate(request), 403, crossSite ? 'cross-site-request' : 'csrf-token');
       throw new OptinError('CSRF_REJECTED', 'this request lacks a valid CSRF token (reload the page and try again)');

@@ -66,7 +66,8 @@ export async function buildApiApp(config: ControlPlaneConfig, ctx: ApiContext, l
   installErrorHandler(app, logger);
   await app.register(cookie);
   // The CSP is set per response by installPeople (it carries a per-response style nonce).
-  await app.register(helmet, { global: true, contentSecurityPolicy: false, strictTransportSecurity: tls ? { maxAge: 31_536_000, includeSubDomains: true } : false });
+  // Referrer: same-origin only (pages' URLs name recordings; and a same-origin form POST keeps its Origin header for the CSRF check).
+  await app.register(helmet, { global: true, contentSecurityPolicy: false, referrerPolicy: { policy: 'same-origin' }, strictTransportSecurity: tls ? { maxAge: 31_536_000, includeSubDomains: true } : false });
   installPeople(app, people?.ctx, { tls, ...(people?.idpOrigin === undefined ? {} : { idpOrigin: people.idpOrigin }) });
   await app.register(swagger, {
     openapi: {

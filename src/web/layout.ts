@@ -49,7 +49,7 @@ export function page(f: PageFrame): Html {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>${f.title} · optin</title>
 <link rel="stylesheet" href="/static/app.css">
 <script type="module" src="${f.scriptUrl}"></script>

@@ -98,6 +98,8 @@ function player(root: HTMLElement): void {
   });
   ws.on('ready', () => {
     root.dataset.ready = 'true';
+    root.dataset.channels = String(ws.getDecodedData()?.numberOfChannels ?? 0);
+    root.dataset.marks = String(marks.length);
     for (const m of marks) {
       const color = m.kind === 'consent' ? 'rgba(194, 94, 0, 0.9)' : m.kind === 'gap' ? 'rgba(166, 27, 27, 0.25)' : 'rgba(122, 75, 0, 0.25)';
       regions.addRegion({

@@ -35,7 +35,7 @@ ${
         (r) => html`<tr data-recording="${r.recordingId}"><td>${time(r.requestedAt)}</td><td>${r.requestedBy}</td><td><a href="/recordings/${r.recordingId}">${r.recordingId}</a></td>
 ${
   p.role === 'team-lead'
-    ? html`<td><form method="post" action="/recordings/${r.recordingId}/delete" class="inline"><input type="hidden" name="_csrf" value="${o.csrfToken}"><button type="submit" class="danger" aria-label="Delete the recording ${r.recordingId} asked for by ${r.requestedBy} on ${when(r.requestedAt)}">Delete</button></form></td>`
+    ? html`<td><form method="post" action="/recordings/${r.recordingId}/delete" class="inline"><input type="hidden" name="_csrf" value="${o.csrfToken}"><button type="submit" class="danger" aria-label="Delete: the recording ${r.recordingId}, asked for by ${r.requestedBy} on ${when(r.requestedAt)}">Delete</button></form></td>`
     : html`<td>${r.teamLeadIds.join(', ')}</td>`
 }</tr>`,
       )}</tbody></table>`

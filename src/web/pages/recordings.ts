@@ -24,7 +24,7 @@ function requestCell(p: Principal, e: ListEntry, csrf: string): Html {
   if (e.deletionRequest !== undefined) return html`<span class="status">${REQUEST_WORDS[e.deletionRequest.state] ?? e.deletionRequest.state}</span>`;
   return html`<form method="post" action="/recordings/${e.recordingId}/deletion-request" class="inline">
     <input type="hidden" name="_csrf" value="${csrf}">
-    <button type="submit" aria-label="Ask my team lead to delete the recording of ${when(e.startedAt)}">Ask my team lead to delete this</button>
+    <button type="submit" aria-label="Ask my team lead to delete this: the recording of ${when(e.startedAt)}">Ask my team lead to delete this</button>
   </form>`;
 }
 
@@ -60,7 +60,7 @@ ${
     ${p.role === 'agent' ? '' : html`<td>${agentCell(e)}</td>`}
     <td class="consent">${e.consent.map((c) => html`<p>${c}</p>`)}</td>
     ${p.role === 'agent' ? html`<td>${requestCell(p, e, o.csrfToken)}</td>` : ''}
-    <td><a href="/recordings/${e.recordingId}" aria-label="Open the recording of ${when(e.startedAt)}">${p.role === 'dpo' ? 'Details' : 'Open'}</a></td>
+    <td><a href="/recordings/${e.recordingId}" aria-label="${p.role === 'dpo' ? 'Details' : 'Open'}: the recording of ${when(e.startedAt)}">${p.role === 'dpo' ? 'Details' : 'Open'}</a></td>
   </tr>`,
   )}
   </tbody>

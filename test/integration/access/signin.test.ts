@@ -146,7 +146,7 @@ describe('service tokens', () => {
 });
 
 describe('headers of every page', () => {
-  it('a strict CSP (scripts from this origin only, styles by nonce), no sniffing, no framing, no referrer, no caching', async () => {
+  it('a strict CSP (scripts from this origin only, styles by nonce), no sniffing, no framing, no referrer to other sites, no caching', async () => {
     const a = await s.signIn('agent');
     const res = await a.fetch(`/recordings/${R1}?purpose=coaching`);
     expect(res.status).toBe(200);
@@ -157,7 +157,7 @@ describe('headers of every page', () => {
     expect(csp).toContain(`form-action 'self' ${s.idp.issuer}`);
     expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     expect(res.headers.get('x-frame-options')).toBe('SAMEORIGIN');
-    expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(res.headers.get('referrer-policy')).toBe('same-origin');
     expect(res.headers.get('cache-control')).toBe('no-store');
     expect(res.headers.get('permissions-policy')).toContain('microphone=()');
     const body = await res.text();
