@@ -81,7 +81,7 @@ export async function shot(page: Page, name: string): Promise<string> {
  * Every page: screenshot, axe (no serious or critical violation), no script error or CSP refusal
  * by the app. (axe-core itself applies an inline style while it runs, which the app's CSP
  * rightly refuses: refusals during the check are the checker's and are dropped.) A page that
- * reloads itself meanwhile (a job finishing) is checked again once loaded.
+ * reloads itself meanwhile (a job finishing) is checked again once the new document has loaded.
  */
 export async function checkPage(page: Page, name: string): Promise<{ axe: AxeViolation[]; problems: string[] }> {
   await page.waitForLoadState('load');
@@ -96,7 +96,9 @@ export async function checkPage(page: Page, name: string): Promise<{ axe: AxeVio
       return { axe, problems: mine };
     } catch (err) {
       problems.splice(before);
-      if (attempt > 0 || !/Execution context was destroyed|navigat/i.test((err as Error).message)) throw err;
+      if (attempt >= 3 || !/Execution context was destroyed|navigat/i.test((err as Error).message)) throw err;
+      // The old document may still answer 'load' for a moment: give the navigation time to commit.
+      await new Promise((r) => setTimeout(r, 250));
       await page.waitForLoadState('load');
     }
   }
