@@ -90,10 +90,10 @@ module.exports = {
     },
     {
       name: 'workers-import-src-only',
-      comment: 'workers/ ships in the image without bench/ and test/ (the demo may start the development S3 server from scripts/s3/).',
+      comment: 'workers/ ships in the image without bench/ and test/ (the demo may start the development S3 server from scripts/s3/ and the local OpenID provider from scripts/devIdp/).',
       severity: 'error',
       from: { path: '^workers/' },
-      to: { path: '^(bench|test)/|^scripts/(?!s3/devServer\\.ts$)' },
+      to: { path: '^(bench|test)/|^scripts/(?!s3/devServer\\.ts$|devIdp/devIdp\\.ts$)' },
     },
   ],
   options: {

@@ -6,6 +6,11 @@
  * call (agent over Opus, customer over G.711 PCMU, both sent as RTP by ffmpeg); grants consent
  * by DTMF a few seconds in; ends the call; then prints what was stored and writes each speaker's
  * decrypted track to demo-output/.
+ *
+ * The people's side: a local OpenID provider with one demo user per role (workers/webDemo.ts) and
+ * the control plane's web app on its embedded database (PGlite, under var/demo-control), reading
+ * the same store; the recording is listed in its catalogue. At the end the demo prints where to
+ * sign in as each role and, in a terminal, keeps serving until Ctrl-C.
  */
 import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +29,9 @@ import { isOptinError } from '../src/errors/OptinError.ts';
 import { startRecorderHttp } from '../src/app/recorderHttp.ts';
 import { signJoinToken } from '../src/callcontrol/joinToken.ts';
 import type { RecorderApp } from '../src/app/RecorderApp.ts';
+import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
+import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
+import { catalogueFromManifest, serveWebDemo, startWebDemo } from './webDemo.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OUT = path.join(ROOT, 'demo-output');
@@ -45,6 +53,26 @@ async function main(): Promise<void> {
     writeFileSync(keyringFile, JSON.stringify({ activeKeyId: 'demo-k1', keys: { 'demo-k1': Keyring.generateKeyBase64() } }), { mode: 0o600 });
   }
   const secret = randomBytes(32).toString('base64url');
+  const web = await startWebDemo({ port: Number(process.env.OPTIN_DEMO_WEB_PORT ?? 0) || undefined, agentSubject: 'agent-7f3a', leadSubject: 'lead-21c9' });
+  say(`local OpenID provider (demo users per role) at ${web.idp.issuer}`);
+  const cp = await ControlPlane.start(
+    loadControlPlaneConfig(
+      { OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
+      {
+        dataDir: path.join(ROOT, 'var', 'demo-control'),
+        'stream.secret': randomBytes(32).toString('base64url'),
+        replicaId: 'demo-control',
+        's3.endpoint': s3.endpoint,
+        's3.accessKey': s3.accessKey,
+        's3.secretKey': s3.secretKey,
+        's3.bucketPrefix': 'demo-',
+        keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
+        ...web.controlPlaneOverrides,
+      },
+    ),
+    { logger },
+  );
+  say(`control plane with the web app on ${web.appUrl} (${cp.db.kind} database)`);
   const policy = new PolicyServer({ secret, heartbeatMs: 1000, logger });
   await policy.listen();
   say(`policy server listening on ${policy.url}`);
@@ -116,10 +144,15 @@ async function main(): Promise<void> {
     }
     const listed = await app.store.listRecordings();
     say(`store holds ${listed.length} demo recording(s); audit chain: ${(await app.audit.verify()).ok ? 'verified unbroken' : 'BROKEN'}`);
-    if (process.argv.includes('--softphone')) await softphoneSession(app, policy);
+    await catalogueFromManifest(cp, manifest, config.workerId);
+    const softphone = process.argv.includes('--softphone');
+    await serveWebDemo(web, say, { wait: !softphone, holdSeconds: Number(process.env.OPTIN_DEMO_WEB_HOLD_SECONDS ?? 0) });
+    if (softphone) await softphoneSession(app, policy);
   } finally {
     await app.close();
     await policy.close();
+    await cp.close();
+    await web.close();
     await s3.stop();
   }
 }
