@@ -7,7 +7,8 @@
  * `--leads` teams; the demo team lead `lead` (subject lead-l1) has `--team` of them.
  *
  * 1. A team lead's list, first page (50, newest first):
- *    - baseline: the bare catalogue query (listRecordings) on the same database;
+ *    - baselines: the bare catalogue query (listRecordings) on the same database, and one audit
+ *      append alone (each list is an audited access, R11);
  *    - the JSON API (GET /api/recordings) and the page (GET /recordings) with the lead's session:
  *      request time on loopback as the client sees it (an upper bound of the server's time:
  *      session lookup, policy, query, consent in words, deletion requests, audit entry, HTML);
@@ -249,7 +250,14 @@ try {
       }),
     );
   }
+  // What every list also pays: the audited access (R11: no audit entry, no access), one
+  // hash-chained object PUT to the audit bucket, measured alone on the same trail.
+  const trail = cp.store?.trail;
+  if (trail === undefined) throw new Error('the control plane has no audit trail');
+  const appends: number[] = [];
+  for (let i = 0; i < Math.min(LISTS, 100); i++) appends.push(await timed(() => trail.append({ type: 'bench.probe', actor: 'bench', role: 'system', purpose: 'benchmark' })));
   say(`   baseline, the bare catalogue query (${rowsSeen} rows): ${summary(bare)}`);
+  say(`   baseline, one audit append alone (S3 PUT):       ${summary(appends)}`);
   say(`   GET /api/recordings (JSON, session cookie):      ${summary(api)}`);
   say(`   GET /recordings (the HTML page):                 ${summary(page)}`);
 
