@@ -129,6 +129,26 @@ describe("after an erasure of the customer (the IVR's withdrawal with erase)", (
   });
 });
 
+// Before the expiry test: its short-lived store (retention 6 s) sets a lifecycle rule on the
+// shared buckets, and the test S3 server's lifecycle "day" lasts 10 s (OPTIN_RGW_LC_DEBUG_INTERVAL),
+// so after it the server itself expires every older object of this file, RD's included.
+describe('a full render pool', () => {
+  it('answers 503 with Retry-After instead of queueing without bound', async () => {
+    // One ffmpeg at a time, no queue. A job of known length occupies the pool (a real ffmpeg
+    // producing 8 s of silence in real time) rather than a render whose start the test would
+    // have to catch by polling: on two loaded cores the render's store reads alone take seconds.
+    const occupying = s.t.cp.pool.run(['-v', 'error', '-re', '-f', 'lavfi', '-i', 'anullsrc=r=8000:cl=mono', '-t', '8', '-f', 's16le', 'pipe:1'], {});
+    expect(s.t.cp.pool.running).toBe(1);
+    const second = await l1.fetch(`/api/recordings/${RD}/play?purpose=training`);
+    expect(second.status, second.status === 503 ? '' : await second.clone().text()).toBe(503);
+    expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(await second.json()).toMatchObject({ error: 'unavailable', message: expect.stringContaining('busy') });
+    expect((await occupying).length).toBe(8 * 8000 * 2);
+    const wav = Buffer.from(await (await l1.fetch(`/api/recordings/${RD}/play?purpose=coaching&format=wav`)).arrayBuffer());
+    expect((await decodeToPcm(wav)).pcm.length / 48).toBeGreaterThan(19_000);
+  });
+});
+
 describe('at expiry', () => {
   it('the render leaves the cache within a second of the recording expiring, and nothing more is served', async () => {
     const spoolDir = await mkdtemp(join(tmpdir(), 'optin-short-'));
@@ -146,17 +166,3 @@ describe('at expiry', () => {
   });
 });
 
-describe('a full render pool', () => {
-  it('answers 503 with Retry-After instead of queueing without bound', async () => {
-    // One ffmpeg at a time, no queue: a long render occupies the pool.
-    const first = l1.fetch(`/api/recordings/${RD}/play?purpose=coaching&format=wav`);
-    await waitFor(async () => s.t.cp.pool.running, (n) => n === 1, { timeoutMs: 5000, intervalMs: 2, what: 'the first render to occupy the pool' });
-    const second = await l1.fetch(`/api/recordings/${RB}/play?purpose=training`);
-    expect(second.status).toBe(503);
-    expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(await second.json()).toMatchObject({ error: 'unavailable', message: expect.stringContaining('busy') });
-    expect((await first).status).toBe(200);
-    const wav = Buffer.from(await (await l1.fetch(`/api/recordings/${RD}/play?purpose=coaching&format=wav`)).arrayBuffer());
-    expect((await decodeToPcm(wav)).pcm.length / 48).toBeGreaterThan(19_000);
-  });
-});
