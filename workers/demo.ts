@@ -2,25 +2,32 @@
  * `npm run demo`: records one real call end to end on local defaults.
  *
  * Starts the local S3 server (Ceph RGW, or OPTIN_S3_ENDPOINT / a minio binary when available),
- * the reference policy server, and a recorder worker with its mediasoup workers; plays a fixture
- * call (agent over Opus, customer over G.711 PCMU, both sent as RTP by ffmpeg); grants consent
- * by DTMF a few seconds in; ends the call; then prints what was stored and writes each speaker's
- * decrypted track to demo-output/.
+ * the control plane on its embedded database (PGlite, under var/demo-control; no server needed)
+ * with an integration token for the demo's IVR, and a recorder worker with its mediasoup
+ * workers on the control plane's policy stream; plays a fixture call (agent over Opus, customer
+ * over G.711 PCMU, both sent as RTP by ffmpeg); the IVR posts the customer's DTMF consent to the
+ * control plane's fact-ingest API a few seconds in; ends the call; then prints what was stored
+ * and writes each speaker's decrypted track to demo-output/.
  *
- * The people's side: a local OpenID provider with one demo user per role (workers/webDemo.ts) and
- * the control plane's web app on its embedded database (PGlite, under var/demo-control), reading
- * the same store; the recording is listed in its catalogue. At the end the demo prints where to
- * sign in as each role and, in a terminal, keeps serving until Ctrl-C.
+ * The people's side: a local OpenID provider with one demo user per role (workers/webDemo.ts) in
+ * front of the control plane's web app, which reads the same store; the recorder reports the
+ * recording to the control plane's catalogue. At the end the demo prints where to sign in as each
+ * role and, in a terminal, keeps serving until Ctrl-C.
  */
 import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureS3Server } from '../scripts/s3/devServer.ts';
-import { PolicyServer } from '../src/control/PolicyServer.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { startRecorderApp } from '../src/app/RecorderApp.ts';
-import { playFixtureCall } from './fixtureCall.ts';
+import { requestJson } from '../src/cli/http.ts';
+import { routeOf } from '../src/cli/facts.ts';
+import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
+import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
+import { createToken, upsertIntegration } from '../src/facts/integrations.ts';
+import type { ConsentEvidence, Participant } from '../src/gate/facts.ts';
+import { playFixtureCall, type CallFacts } from './fixtureCall.ts';
 import { joinOggOpus } from '../src/media/OggOpusReader.ts';
 import { probeDurationSeconds, decodeToPcm } from '../src/media/ffmpeg.ts';
 import { createLogger } from '../src/log/logger.ts';
@@ -29,13 +36,49 @@ import { isOptinError } from '../src/errors/OptinError.ts';
 import { startRecorderHttp } from '../src/app/recorderHttp.ts';
 import { signJoinToken } from '../src/callcontrol/joinToken.ts';
 import type { RecorderApp } from '../src/app/RecorderApp.ts';
-import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
-import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
-import { catalogueFromManifest, serveWebDemo, startWebDemo } from './webDemo.ts';
+import { serveWebDemo, startWebDemo, waitForCatalogue } from './webDemo.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OUT = path.join(ROOT, 'demo-output');
 const say = (msg: string) => console.log(`[demo] ${msg}`);
+
+/**
+ * The demo's IVR: posts facts to the control plane's ingest API with its integration token, one
+ * Idempotency-Key per fact, as a contact-centre platform would (docs/control-plane.md "The API").
+ */
+class DemoIvr implements CallFacts {
+  readonly #url: string;
+  readonly #token: string;
+
+  constructor(url: string, token: string) {
+    this.#url = url;
+    this.#token = token;
+  }
+
+  async post(fact: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const route = routeOf(fact);
+    const res = await requestJson(`${this.#url}${route.path}`, {
+      method: route.method,
+      headers: { authorization: `Bearer ${this.#token}`, 'idempotency-key': `demo-${randomBytes(9).toString('hex')}` },
+      ...(route.body === undefined ? {} : { body: route.body }),
+    });
+    const body = (typeof res.body === 'object' && res.body !== null ? res.body : {}) as Record<string, unknown>;
+    if (res.status >= 300) throw new Error(`the control plane refused ${String(fact.type)}: ${res.status} ${String(body.error ?? '')} ${String(body.message ?? '')}`);
+    return body;
+  }
+
+  startCall(callId: string, participants: Participant[]): Promise<unknown> {
+    return this.post({ type: 'call.started', callId, participants });
+  }
+
+  grantConsent(callId: string, participantId: string, evidence: ConsentEvidence): Promise<unknown> {
+    return this.post({ type: 'consent.granted', callId, participantId, evidence });
+  }
+
+  endCall(callId: string): Promise<unknown> {
+    return this.post({ type: 'call.ended', callId });
+  }
+}
 
 async function main(): Promise<void> {
   const seconds = Number(process.env.OPTIN_DEMO_SECONDS ?? 20);
@@ -55,27 +98,30 @@ async function main(): Promise<void> {
   const secret = randomBytes(32).toString('base64url');
   const web = await startWebDemo({ port: Number(process.env.OPTIN_DEMO_WEB_PORT ?? 0) || undefined, agentSubject: 'agent-7f3a', leadSubject: 'lead-21c9' });
   say(`local OpenID provider (demo users per role) at ${web.idp.issuer}`);
-  const cp = await ControlPlane.start(
-    loadControlPlaneConfig(
-      { OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
-      {
-        dataDir: path.join(ROOT, 'var', 'demo-control'),
-        'stream.secret': randomBytes(32).toString('base64url'),
-        replicaId: 'demo-control',
-        's3.endpoint': s3.endpoint,
-        's3.accessKey': s3.accessKey,
-        's3.secretKey': s3.secretKey,
-        's3.bucketPrefix': 'demo-',
-        keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
-        ...web.controlPlaneOverrides,
-      },
-    ),
-    { logger },
+  say('starting the control plane on its embedded database (first start takes a few seconds)');
+  const cpConfig = loadControlPlaneConfig(
+    { OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
+    {
+      dataDir: path.join(ROOT, 'var', 'demo-control'),
+      'stream.secret': secret,
+      'http.port': 0,
+      replicaId: 'demo-control',
+      // The store (the people's side reads recordings; deletions no worker can carry out).
+      's3.endpoint': s3.endpoint,
+      's3.accessKey': s3.accessKey,
+      's3.secretKey': s3.secretKey,
+      's3.bucketPrefix': 'demo-',
+      keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
+      // The web app's port, public URL and the local OpenID provider.
+      ...web.controlPlaneOverrides,
+    },
   );
-  say(`control plane with the web app on ${web.appUrl} (${cp.db.kind} database)`);
-  const policy = new PolicyServer({ secret, heartbeatMs: 1000, logger });
-  await policy.listen();
-  say(`policy server listening on ${policy.url}`);
+  const cp = await ControlPlane.start(cpConfig, { logger });
+  // One credential for the demo's IVR (and its WFM: the agent's schedule), created at start; the token is never printed.
+  const ivrToken = createToken('demo-ivr');
+  await upsertIntegration(cp.db, { id: 'demo-ivr', secretHash: ivrToken.secretHash, scopes: ['ivr', 'wfm'] }, Date.now());
+  const ivr = new DemoIvr(cp.url, ivrToken.token);
+  say(`control plane on ${cp.url} (${cp.db.kind} database), policy stream ${cp.streamUrl}; web app on ${web.appUrl}`);
 
   const config = loadConfig(
     { ...process.env, OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
@@ -85,7 +131,7 @@ async function main(): Promise<void> {
       's3.secretKey': s3.secretKey,
       's3.bucketPrefix': 'demo-',
       keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
-      'control.url': policy.url,
+      'control.url': cp.streamUrl,
       'control.secret': secret,
       'spool.dir': path.join(ROOT, 'var', 'demo-spool'),
       segmentSeconds: 5,
@@ -99,10 +145,10 @@ async function main(): Promise<void> {
     say(`recorder up: ${app.pool.workers.length} mediasoup worker(s), control stream fresh`);
 
     const now = Date.now();
-    policy.setSchedule('agent-7f3a', [{ start: now - 60_000, end: now + 3_600_000 }], 20);
+    await ivr.post({ type: 'schedule.set', agentId: 'agent-7f3a', windows: [{ start: now - 60_000, end: now + 3_600_000 }], monthlyCap: 20 });
     const fixtures = path.join(ROOT, 'media-fixtures', 'generated');
     const callId = `demo-${randomBytes(4).toString('hex')}`;
-    const result = await playFixtureCall(app, policy, {
+    const result = await playFixtureCall(app, ivr, {
       callId,
       seconds,
       consentAfterMs,
@@ -144,13 +190,12 @@ async function main(): Promise<void> {
     }
     const listed = await app.store.listRecordings();
     say(`store holds ${listed.length} demo recording(s); audit chain: ${(await app.audit.verify()).ok ? 'verified unbroken' : 'BROKEN'}`);
-    await catalogueFromManifest(cp, manifest, config.workerId);
+    say(`catalogue: ${(await waitForCatalogue(cp, result.recordingId, 10_000)) ? 'the recorder reported the recording' : 'the recording is NOT listed yet (the web app will not show it)'}`);
     const softphone = process.argv.includes('--softphone');
     await serveWebDemo(web, say, { wait: !softphone, holdSeconds: Number(process.env.OPTIN_DEMO_WEB_HOLD_SECONDS ?? 0) });
-    if (softphone) await softphoneSession(app, policy);
+    if (softphone) await softphoneSession(app, ivr);
   } finally {
     await app.close();
-    await policy.close();
     await cp.close();
     await web.close();
     await s3.stop();
@@ -158,16 +203,18 @@ async function main(): Promise<void> {
 }
 
 /** Keeps the stack up with two softphone links (agent, customer) until Ctrl-C. */
-async function softphoneSession(app: RecorderApp, policy: PolicyServer): Promise<void> {
+async function softphoneSession(app: RecorderApp, ivr: DemoIvr): Promise<void> {
   const http = await startRecorderHttp(app, {
     port: Number(process.env.OPTIN_HTTP_PORT ?? 7800),
-    // The customer's "Press 1" stands in for the IVR's DTMF prompt: an explicit act with evidence.
+    // The customer's "Press 1" stands in for the IVR's DTMF prompt: an explicit act with evidence,
+    // posted to the control plane like the IVR's webhook.
     onDtmf: (callId, participantId, digit) => {
-      if (digit === '1') policy.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+      if (digit !== '1') return;
+      ivr.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' }).catch((err: Error) => say(`consent not posted: ${err.message}`));
     },
   });
   const callId = `web-${randomBytes(4).toString('hex')}`;
-  policy.startCall(callId, [
+  await ivr.startCall(callId, [
     { participantId: 'p-agent', role: 'agent', subjectId: 'agent-7f3a', teamLeadId: 'lead-21c9' },
     { participantId: 'p-customer', role: 'customer', subjectId: 'cust-b33f' },
   ]);
@@ -180,7 +227,7 @@ async function softphoneSession(app: RecorderApp, policy: PolicyServer): Promise
   say(`  dashboard: ${http.url}/dashboard`);
   say('Ctrl-C to stop');
   await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
-  policy.endCall(callId);
+  await ivr.endCall(callId);
   await http.close();
 }
 

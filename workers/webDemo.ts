@@ -11,9 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { DEMO_PASSWORD, DEMO_USERS, startDevIdp, type DevIdp, type DevUser } from '../scripts/devIdp/devIdp.ts';
-import { upsertEntry } from '../src/catalogue/Catalogue.ts';
+import { getRecording } from '../src/catalogue/Catalogue.ts';
 import type { ControlPlane } from '../src/controlplane/ControlPlane.ts';
-import type { RecordingManifest } from '../src/storage/manifest.ts';
 
 export interface WebDemo {
   appUrl: string;
@@ -67,31 +66,14 @@ export async function startWebDemo(o: { port?: number; agentSubject: string; lea
   };
 }
 
-/**
- * Lists a recording in the control plane's catalogue from its manifest, as a recorder's
- * `recording.report` does on the policy stream v2 (the demo's recorder still speaks v1).
- */
-export async function catalogueFromManifest(cp: ControlPlane, m: RecordingManifest, workerId: string): Promise<void> {
-  await cp.db.transaction((tx) =>
-    upsertEntry(
-      tx,
-      {
-        recordingId: m.recordingId,
-        callId: m.callId,
-        participants: m.participants.map((p) => ({ participantId: p.participantId, role: p.role, ...(p.subjectId === undefined ? {} : { subjectId: p.subjectId }), ...(p.teamLeadId === undefined ? {} : { teamLeadId: p.teamLeadId }) })),
-        startedAt: m.startedAtMs,
-        ...(m.endedAtMs === undefined ? {} : { endedAt: m.endedAtMs }),
-        tracks: m.participants.length,
-        segments: m.segments.length,
-        bytes: m.segments.reduce((n, s) => n + s.sealedBytes, 0),
-        expiresAt: m.expiresAtMs,
-        state: 'complete',
-        workerId,
-      },
-      Date.now(),
-      'report',
-    ),
-  );
+/** Waits until the recorder's `recording.report` has listed the recording in the catalogue (what the web app lists). */
+export async function waitForCatalogue(cp: ControlPlane, recordingId: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if ((await getRecording(cp.db, recordingId)) !== undefined) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 /**

@@ -9,13 +9,16 @@ import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { ConfigSchema } from '../../../src/config/config.ts';
 
 describe('docker/', () => {
-  it('compose.yaml is valid: 4-node erasure-coded MinIO, two recorders, the policy server', () => {
+  it('compose.yaml is valid: 4-node erasure-coded MinIO, PostgreSQL, two control-plane replicas, two recorders', () => {
     copyFileSync('docker/.env.example', 'docker/.env.ci');
     try {
       const out = execFileSync('docker-compose', ['--env-file', 'docker/.env.ci', '-f', 'docker/compose.yaml', 'config'], { encoding: 'utf8' });
-      for (const svc of ['minio1', 'minio2', 'minio3', 'minio4', 'buckets', 'policy', 'recorder-1', 'recorder-2']) expect(out).toContain(`${svc}:`);
+      for (const svc of ['minio1', 'minio2', 'minio3', 'minio4', 'buckets', 'postgres', 'control-1', 'control-2', 'recorder-1', 'recorder-2']) expect(out).toContain(`${svc}:`);
       expect(out).toContain('http://minio{1...4}/data{1...2}');
       expect(out).toContain('ilm rule add --expire-days 30');
+      // Workers reach either replica through one name, over TLS with the private CA.
+      expect(out).toContain('wss://control:8780/v1/stream');
+      expect(out.match(/aliases:\n\s+- control\n/g)).toHaveLength(2);
     } finally {
       rmSync('docker/.env.ci', { force: true });
     }
@@ -25,13 +28,15 @@ describe('docker/', () => {
     const dockerfile = readFileSync('docker/Dockerfile', 'utf8');
     expect(dockerfile).toMatch(/^USER node$/m); // non-root
     expect(dockerfile).toContain('workers/recorder.ts');
-    expect(existsSync('workers/recorder.ts') && existsSync('workers/policy-server.ts')).toBe(true);
-    const known = readFileSync('src/config/config.ts', 'utf8');
+    expect(existsSync('workers/recorder.ts') && existsSync('workers/control.ts')).toBe(true);
+    // The recorder's settings and the control plane's (src/controlplane/config.ts).
+    const known = readFileSync('src/config/config.ts', 'utf8') + readFileSync('src/controlplane/config.ts', 'utf8');
     const compose = readFileSync('docker/compose.yaml', 'utf8') + dockerfile;
     const used = new Set([...compose.matchAll(/\b(OPTIN_[A-Z0-9_]+)/g)].map((m) => m[1]!));
-    // Read by workers/policy-server.ts and by the worker build script, not by the recorder's config.
-    const policyOnly = new Set(['OPTIN_POLICY_PORT', 'OPTIN_POLICY_HOST', 'OPTIN_CACHE_DIR']);
-    for (const name of used) if (!policyOnly.has(name)) expect(known, `${name} is not read by src/config/config.ts`).toContain(`${name}:`);
+    // Read by the worker build script (scripts/mediasoup-worker/build.sh), not by a config; the
+    // database password only by the postgres image (and inside OPTIN_DATABASE_URL).
+    const notConfig = new Set(['OPTIN_CACHE_DIR', 'OPTIN_DB_PASSWORD']);
+    for (const name of used) if (!notConfig.has(name)) expect(known, `${name} is not read by src/config/config.ts or src/controlplane/config.ts`).toContain(`${name}:`);
     expect(ConfigSchema).toBeDefined();
   });
 });
