@@ -135,6 +135,10 @@ try {
       's3.region': s3.region,
       's3.bucketPrefix': prefix,
       keyring,
+      'audit.hmacKey': randomBytes(32).toString('hex'),
+      // A throwaway bucket: removable (GOVERNANCE), one day.
+      'audit.lockMode': 'GOVERNANCE',
+      'audit.lockDays': 1,
       'access.publicUrl': appUrl,
       'access.oidc.issuer': idp.issuer,
       'access.oidc.clientId': 'optin-web',

@@ -5,6 +5,7 @@ import helmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
+import { auditRoutes } from '../api/auditRoutes.ts';
 import { catalogueRoutes } from '../api/catalogueRoutes.ts';
 import { ledgerRoutes } from '../api/erasureRoutes.ts';
 import { factRoutes } from '../api/factRoutes.ts';
@@ -101,6 +102,7 @@ export async function buildApiApp(config: ControlPlaneConfig, ctx: ApiContext, l
   await app.register(async (scope) => factRoutes(scope, ctx));
   await app.register(async (scope) => ledgerRoutes(scope, ctx));
   await app.register(async (scope) => catalogueRoutes(scope, ctx));
+  await app.register(async (scope) => auditRoutes(scope, ctx));
   await app.register(async (scope) => healthRoutes(scope, { db: ctx.db, metrics: ctx.metrics }));
   if (people !== undefined) {
     await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/static/', decorateReply: false, cacheControl: true, maxAge: 3600_000, index: false });

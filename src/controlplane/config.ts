@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { ROLES } from '../access/roles.ts';
+import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
+import { requireAuditKey } from '../audit/auditKey.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 
 /**
@@ -16,6 +18,8 @@ import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
  */
 
 const port = z.int().min(0).max(65535);
+/** A shared secret: 32+ characters, not a placeholder from the examples, not uniform. */
+const secret = z.string().refine((v) => secretProblem(v) === undefined, { error: (i) => secretProblem(String(i.input)) ?? 'invalid' });
 
 export const ControlPlaneConfigSchema = z.strictObject({
   /** This replica's id: the stream's `serverId`, the sweeper's claims, the audit writer. */
@@ -47,8 +51,8 @@ export const ControlPlaneConfigSchema = z.strictObject({
     .prefault({}),
   stream: z
     .strictObject({
-      /** Shared with the workers (OPTIN_CONTROL_SECRET), at least 32 bytes. */
-      secret: z.string().min(32, 'must be at least 32 characters').optional(),
+      /** Shared with the workers (OPTIN_CONTROL_SECRET), at least 32 bytes, not a placeholder. */
+      secret: secret.optional(),
       heartbeatMs: z.int().min(10).max(60_000).default(1000),
       /** Completed deletions younger than this are listed in snapshots as tombstones. */
       tombstoneHorizonMs: z.int().min(60_000).default(24 * 3600_000),
@@ -72,7 +76,7 @@ export const ControlPlaneConfigSchema = z.strictObject({
     .strictObject({
       endpoint: z.string().url().optional(),
       accessKey: z.string().optional(),
-      secretKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
       region: z.string().default('us-east-1'),
       bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
       mediaBucket: z.string().default('optin-media'),
@@ -116,6 +120,23 @@ export const ControlPlaneConfigSchema = z.strictObject({
       ffmpegQueue: z.int().min(0).max(1000).default(2),
       ffmpegTimeoutSeconds: z.int().min(1).max(3600).default(120),
     })
+    .prefault({}),
+  /** The audit trail: this replica writes deletion receipts to it and anchors every stream's head (docs/rules.md "Audit"). */
+  audit: z
+    .strictObject({
+      /** The same HMAC key as the recorders (hex or base64, >= 32 bytes); required with the store. */
+      hmacKey: z.string().optional(),
+      hmacKeyFile: z.string().min(1).optional(),
+      /** The audit principal (put and read, never delete); default the s3 keys. */
+      accessKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
+      lockDays: z.number().positive().max(3650).default(400),
+      /** How often every stream's head is read and anchored in the database. */
+      anchorIntervalMs: z.int().min(100).max(24 * 3600_000).default(60_000),
+    })
+    .refine((a) => !(a.hmacKey !== undefined && a.hmacKeyFile !== undefined), { message: 'set hmacKey or hmacKeyFile, not both' })
+    .refine((a) => (a.accessKey === undefined) === (a.secretKey === undefined), { message: 'set both audit.accessKey and audit.secretKey, or neither' })
     .prefault({}),
 });
 
@@ -167,9 +188,16 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_FFMPEG_CONCURRENCY: ['access.ffmpegConcurrency', 'number'],
   OPTIN_FFMPEG_QUEUE: ['access.ffmpegQueue', 'number'],
   OPTIN_FFMPEG_TIMEOUT_SECONDS: ['access.ffmpegTimeoutSeconds', 'number'],
+  OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],
+  OPTIN_AUDIT_HMAC_KEY_FILE: ['audit.hmacKeyFile', 'string'],
+  OPTIN_S3_AUDIT_ACCESS_KEY: ['audit.accessKey', 'string'],
+  OPTIN_S3_AUDIT_SECRET_KEY: ['audit.secretKey', 'string'],
+  OPTIN_AUDIT_LOCK_MODE: ['audit.lockMode', 'string'],
+  OPTIN_AUDIT_LOCK_DAYS: ['audit.lockDays', 'number'],
+  OPTIN_AUDIT_ANCHOR_INTERVAL_MS: ['audit.anchorIntervalMs', 'number'],
 };
 
-const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'access.oidc.clientSecret'];
+const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'access.oidc.clientSecret', 'audit.hmacKey', 'audit.secretKey'];
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');
@@ -255,6 +283,10 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, ove
   if (pub !== undefined && new URL(pub).protocol === 'http:' && !isLoopback(new URL(pub).hostname)) {
     throw new OptinError('CONFIG_INVALID', `OPTIN_PUBLIC_URL ${pub} is http:// on another host: people sign in over https (session cookies are Secure)`);
   }
+  for (const [kid, value] of Object.entries(config.keyring?.keys ?? {})) {
+    const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));
+    if (problem !== undefined) throw new OptinError('CONFIG_INVALID', `invalid control-plane configuration:\n  keyring.keys.${kid}: ${problem} (value not shown)`);
+  }
   return config;
 }
 
@@ -267,4 +299,14 @@ export function storeConfigured(config: ControlPlaneConfig): boolean {
     throw new OptinError('CONFIG_INVALID', 'the store needs OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY and OPTIN_KEYRING together (or none: erasures then wait for workers)');
   }
   return all;
+}
+
+/** The audit settings the store adapter takes: the key (required with the store), the principal, the lock. */
+export function auditStoreSettings(config: ControlPlaneConfig): { hmacKey: Buffer; accessKey?: string | undefined; secretKey?: string | undefined; retention: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number } } {
+  return {
+    hmacKey: requireAuditKey(config.audit),
+    accessKey: config.audit.accessKey,
+    secretKey: config.audit.secretKey,
+    retention: { mode: config.audit.lockMode, days: config.audit.lockDays },
+  };
 }

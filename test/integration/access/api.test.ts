@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditTrail, type AuditEntry } from '../../../src/audit/AuditTrail.ts';
+import { TEST_AUDIT_KEY } from '../../support/auditKey.ts';
 import { decodeToPcm, FFPROBE, runFfmpeg } from '../../../src/media/ffmpeg.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
 import { AGENT_HZ, CUSTOMER_HZ, startWebStack, waitFor, type WebSession, type WebStack } from '../../support/webapp.ts';
@@ -393,7 +394,8 @@ describe('audit trail for the DPO (R11)', () => {
     const entry = JSON.parse(Buffer.concat(await (await client.getObject(bucket, key)).toArray()).toString()) as AuditEntry;
     const edited = Buffer.from(JSON.stringify({ ...entry, purpose: 'edited-later' }));
     await client.putObject(bucket, key, edited, edited.length);
-    const other = await AuditTrail.open({ client, bucket, writerId: 'tamper-del' });
+    // Delete entry 2 of a second writer's stream.
+    const other = await AuditTrail.open({ client, bucket, writerId: 'tamper-del', hmacKey: TEST_AUDIT_KEY });
     for (let i = 0; i < 4; i++) await other.append({ type: 'test.filler', actor: 'system', role: 'system', purpose: 'test' });
     await client.removeObject(bucket, 'streams/tamper-del/audit/000000000002.json');
     const report = (await json(await who.dpo!.fetch('/api/audit/verify'))) as { ok: boolean; streams: Array<{ stream: string; brokenAt?: { seq: number; reason: string; explanation: string } }> };

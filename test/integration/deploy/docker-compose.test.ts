@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
-import { ConfigSchema } from '../../../src/config/config.ts';
+import { requireAuditKey } from '../../../src/audit/auditKey.ts';
+import { loadConfig } from '../../../src/config/config.ts';
 
 describe('docker/', () => {
   it('compose.yaml is valid: 4-node erasure-coded MinIO, PostgreSQL, two control-plane replicas, two recorders', () => {
@@ -37,6 +38,36 @@ describe('docker/', () => {
     // database password only by the postgres image (and inside OPTIN_DATABASE_URL).
     const notConfig = new Set(['OPTIN_CACHE_DIR', 'OPTIN_DB_PASSWORD']);
     for (const name of used) if (!notConfig.has(name)) expect(known, `${name} is not read by src/config/config.ts or src/controlplane/config.ts`).toContain(`${name}:`);
-    expect(ConfigSchema).toBeDefined();
+    // Everything the recorder refuses to start without is set by compose.
+    for (const required of ['OPTIN_S3_ENDPOINT', 'OPTIN_KEYRING', 'OPTIN_CONTROL_SECRET', 'OPTIN_AUDIT_HMAC_KEY', 'OPTIN_S3_AUDIT_ACCESS_KEY', 'OPTIN_S3_AUDIT_SECRET_KEY']) {
+      expect(used, `compose does not set ${required}`).toContain(required);
+    }
+  });
+
+  it('.env.example holds placeholders only, and the configuration refuses every one of them', () => {
+    const example = Object.fromEntries(
+      readFileSync('docker/.env.example', 'utf8')
+        .split('\n')
+        .filter((l) => /^[A-Z0-9_]+=/.test(l))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
+    const secrets = ['OPTIN_S3_SECRET_KEY', 'OPTIN_CONTROL_SECRET', 'OPTIN_JWT_SECRET', 'OPTIN_KEYRING', 'OPTIN_S3_AUDIT_SECRET_KEY'];
+    for (const name of secrets) {
+      expect(example[name], name).toBeTypeOf('string');
+      expect(() => loadConfig({ [name]: example[name] }), name).toThrow(/placeholder|not valid base64|value not shown/);
+    }
+    expect(() => requireAuditKey({ hmacKey: example.OPTIN_AUDIT_HMAC_KEY })).toThrow(/placeholder/);
+  });
+
+  it('the recorder principal cannot touch the audit bucket; the audit principal can put but never delete', () => {
+    type Statement = { Effect: string; Action: string[]; Resource: string[] };
+    const recorder = (JSON.parse(readFileSync('docker/minio/optin-policy.json', 'utf8')) as { Statement: Statement[] }).Statement;
+    expect(recorder.flatMap((s) => s.Resource).filter((r) => r.includes('optin-audit'))).toEqual([]);
+    const audit = (JSON.parse(readFileSync('docker/minio/optin-audit-policy.json', 'utf8')) as { Statement: Statement[] }).Statement;
+    const allowed = audit.filter((s) => s.Effect === 'Allow').flatMap((s) => s.Action);
+    const denied = audit.filter((s) => s.Effect === 'Deny').flatMap((s) => s.Action);
+    expect(allowed).toEqual(expect.arrayContaining(['s3:PutObject', 's3:GetObject', 's3:GetObjectVersion', 's3:ListBucketVersions']));
+    expect(allowed.filter((a) => /Delete|Bypass|PutBucket/.test(a))).toEqual([]);
+    expect(denied).toEqual(expect.arrayContaining(['s3:DeleteObject', 's3:DeleteObjectVersion', 's3:BypassGovernanceRetention', 's3:PutBucketObjectLockConfiguration']));
   });
 });
