@@ -51,7 +51,7 @@ describe('docker/', () => {
         .filter((l) => /^[A-Z0-9_]+=/.test(l))
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
     );
-    const secrets = ['OPTIN_S3_SECRET_KEY', 'OPTIN_CONTROL_SECRET', 'OPTIN_JWT_SECRET', 'OPTIN_KEYRING', 'OPTIN_S3_AUDIT_SECRET_KEY'];
+    const secrets = ['OPTIN_S3_SECRET_KEY', 'OPTIN_CONTROL_SECRET', 'OPTIN_KEYRING', 'OPTIN_S3_AUDIT_SECRET_KEY'];
     for (const name of secrets) {
       expect(example[name], name).toBeTypeOf('string');
       expect(() => loadConfig({ [name]: example[name] }), name).toThrow(/placeholder|not valid base64|value not shown/);
