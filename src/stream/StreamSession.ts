@@ -28,8 +28,16 @@ export const CLOSE = {
 /** A session whose socket buffers more than this is too slow to follow: closed, it reconnects. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const CATCH_UP_BATCH = 500;
-/** Worker frames waiting to be handled; a worker that floods us beyond this is cut off. */
-const MAX_INBOX = 256;
+/**
+ * Worker frames waiting to be handled. A recorder legitimately sends bursts (every call's R7
+ * report when its stream turns fresh, catalogue reports, cap questions): past PAUSE_INBOX we stop
+ * reading its socket (TCP backpressure slows the worker, nothing is lost) and read again below
+ * RESUME_INBOX. Only a worker that still floods past MAX_INBOX (frames already read off the
+ * socket when it was paused cannot exceed a few hundred) is cut off.
+ */
+const PAUSE_INBOX = 128;
+const RESUME_INBOX = 32;
+const MAX_INBOX = 4096;
 
 export interface SessionDeps {
   db: Database;
@@ -230,6 +238,7 @@ export class StreamSession {
       return;
     }
     this.#inboxDepth++;
+    if (this.#inboxDepth === PAUSE_INBOX) this.#ws.pause();
     this.#inbox = this.#inbox.then(() =>
       this.#deps.onMessage(this, message).then(
         () => this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'ok' }),
@@ -241,6 +250,7 @@ export class StreamSession {
         },
       ).finally(() => {
         this.#inboxDepth--;
+        if (this.#inboxDepth === RESUME_INBOX && this.#ws.isPaused) this.#ws.resume();
       }),
     );
   }

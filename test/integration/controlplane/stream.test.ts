@@ -126,6 +126,21 @@ describe('policy stream v2', () => {
     await expect.poll(async () => (await t.cp.db.query('SELECT reasons FROM call_recording_states WHERE call_id = $1', ['call-rep'])).rows[0]).toEqual({ reasons: ['deleted'] });
   });
 
+  it('a burst of worker frames (every call reporting at once) is slowed by backpressure, not cut off: all handled, the session lives', async () => {
+    const c = await connect(t.cp.streamUrl, 'w-burst');
+    await c.waitSnapshot();
+    const n = 1500; // a busy recorder's R7 reports when its stream turns fresh again
+    for (let i = 0; i < n; i++) c.send({ v: PROTOCOL_VERSION_2, type: 'recording-state', callId: `burst-${i}`, recording: false, reasons: ['no-consent'], at: Date.now() });
+    await expect
+      .poll(async () => Number((await t.cp.db.query("SELECT count(*)::int AS n FROM call_recording_states WHERE call_id LIKE 'burst-%'")).rows[0]!.n), { timeout: 60_000, interval: 250 })
+      .toBe(n);
+    expect(c.closeCode).toBeUndefined();
+    const seq = c.lastSeq;
+    await t.api('POST', '/v1/calls', { token: t.tokens.ivr, body: callBody('after-burst', 'agent-burst') });
+    await c.waitSeq(seq + 1);
+    c.close();
+  }, 90_000);
+
   it('a worker frame with a bad MAC ends the session (4001); an invalid but authentic frame gets an error reply', async () => {
     const c = await connect(t.cp.streamUrl, 'w-mac');
     await c.waitSnapshot();
