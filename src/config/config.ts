@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
+import { withSecretFiles } from './secretFiles.ts';
 
 export { MAX_RETENTION_SECONDS };
 
@@ -132,6 +133,7 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
  * OptinError naming each bad field and the variable that set it, never its secret value.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): OptinConfig {
+  env = withSecretFiles(env, Object.keys(ENV)); // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts)
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONFIG) {
     try {

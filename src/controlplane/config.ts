@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
+import { withSecretFiles } from '../config/secretFiles.ts';
 
 /**
  * Every setting of the control plane (`npm run control`), with its default, in one place
@@ -135,6 +136,7 @@ export function isLoopback(host: string): boolean {
 
 /** Validated configuration; one OptinError naming every bad field and where it came from (never a secret's value). */
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): ControlPlaneConfig {
+  env = withSecretFiles(env, Object.keys(ENV)); // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts)
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONTROL_CONFIG) {
     try {
