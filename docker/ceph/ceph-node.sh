@@ -19,7 +19,7 @@
 #   CEPH_DATA_DIR      this node's daemon data                                                   /var/lib/ceph
 #   CEPH_MONS          monitors, `ID=ADDR:PORT` separated by spaces (bootstrap)                  a=172.30.0.11:3300 ...
 #   CEPH_PUBLIC_NETWORK  CIDR the daemons bind in (bootstrap)                                    172.30.0.0/24
-#   CEPH_OBJECTSTORE   bluestore (a file-backed block device in CEPH_DATA_DIR) | memstore (RAM, tests)
+#   CEPH_OBJECTSTORE   bluestore (a sparse file in CEPH_DATA_DIR/osd/) | memstore (RAM, tests)
 #   CEPH_OSD_BYTES     size of each OSD's store                                                  20 GiB
 #   CEPH_POOL_SIZE / CEPH_POOL_MIN_SIZE   replicas / replicas needed for I/O (bootstrap)      3 / 2
 #   CEPH_EXPECTED_OSDS  OSDs setup waits for                                                     3
@@ -86,6 +86,7 @@ ms bind port max = ${ports#*-}
 auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
+auth allow insecure global id reclaim = false
 keyring = $CONF_DIR/\$cluster.\$name.keyring
 log to stderr = true
 err to stderr = true
@@ -121,7 +122,8 @@ EOF
       echo "memstore device bytes = ${CEPH_OSD_BYTES:-1073741824}"
       echo "osd memory target = 268435456"
     else
-      echo "bluestore block path = \$osd_data/block"
+      # Beside the OSD's data directory, not inside it: bluestore links <osd data>/block to it.
+      echo "bluestore block path = $DATA_DIR/osd/\$cluster-\$id.block"
       echo "bluestore block create = true"
       echo "bluestore block size = ${CEPH_OSD_BYTES:-21474836480}"
     fi

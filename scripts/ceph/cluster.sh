@@ -30,6 +30,12 @@ RUN="$STATE/pids"
 LOGS="$STATE/log"
 HOST=127.0.0.1
 MON_PORT=3310
+# OPTIN_CLUSTER_MONS=3 (monitors a, b, c on 3310-3312) and OPTIN_CLUSTER_OBJECTSTORE=bluestore (a
+# sparse 4 GiB file per OSD) run the deployment's shapes of docker/compose.yaml on loopback; the
+# cluster test uses the defaults (1 monitor, memstore), which start fastest.
+MON_IDS=(a b c)
+MON_COUNT="${OPTIN_CLUSTER_MONS:-1}"
+OBJECTSTORE="${OPTIN_CLUSTER_OBJECTSTORE:-memstore}"
 declare -A RGW_PORTS=([a]=7491 [b]=7492)
 OSDS=(0 1 2)
 # Fixed test keys: these gateways listen on loopback only and hold throwaway data.
@@ -39,8 +45,12 @@ SECRET_KEY="optin-cluster-secret-0123456789abcdef"
 log() { printf '[ceph-cluster] %s\n' "$*" >&2; }
 die() { printf '[ceph-cluster] error: %s\n' "$*" >&2; exit 1; }
 
-export CEPH_CONF_DIR="$ETC" CEPH_DATA_DIR="$DATA" CEPH_MONS="a=$HOST:$MON_PORT" CEPH_PUBLIC_NETWORK="127.0.0.0/8" \
-  CEPH_OBJECTSTORE=memstore CEPH_OSD_BYTES=1073741824 CEPH_MS_PORTS=7310-7400 CEPH_FAST_FAILURE=1 \
+mons=""
+for ((i = 0; i < MON_COUNT; i++)); do mons+="${mons:+ }${MON_IDS[$i]}=$HOST:$((MON_PORT + i))"; done
+osd_bytes=1073741824
+[[ $OBJECTSTORE == memstore ]] || osd_bytes=4294967296
+export CEPH_CONF_DIR="$ETC" CEPH_DATA_DIR="$DATA" CEPH_MONS="$mons" CEPH_PUBLIC_NETWORK="127.0.0.0/8" \
+  CEPH_OBJECTSTORE="$OBJECTSTORE" CEPH_OSD_BYTES="$osd_bytes" CEPH_MS_PORTS=7310-7400 CEPH_FAST_FAILURE=1 \
   CEPH_EXPECTED_OSDS=${#OSDS[@]} CEPH_POOL_SIZE=3 CEPH_POOL_MIN_SIZE=2 \
   S3_ACCESS_KEY_FILE="$STATE/s3_access_key" S3_SECRET_KEY_FILE="$STATE/s3_secret_key"
 
@@ -162,7 +172,7 @@ do_start() {
     dpkg -s "$p" >/dev/null 2>&1 || die "Debian package $p is not installed (scripts/setup.sh installs it)"
   done
   do_stop
-  for port in "$MON_PORT" "${RGW_PORTS[@]}"; do
+  for port in $(seq "$MON_PORT" $((MON_PORT + MON_COUNT - 1))) "${RGW_PORTS[@]}"; do
     [[ -z "$(ss -ltnH "sport = :$port" 2>/dev/null)" ]] || die "port $port is in use by another process"
   done
   rm -rf "$ETC" "$DATA" "$LOGS"
@@ -172,8 +182,8 @@ do_start() {
   chmod 600 "$S3_ACCESS_KEY_FILE" "$S3_SECRET_KEY_FILE"
 
   bash "$NODE_SCRIPT" bootstrap >>"$LOGS/bootstrap.log" 2>&1 || die "bootstrap failed; see $LOGS/bootstrap.log"
-  spawn mon.a mon a
-  wait_for "the monitor" 120 cephq mon stat
+  for ((i = 0; i < MON_COUNT; i++)); do spawn "mon.${MON_IDS[$i]}" mon "${MON_IDS[$i]}"; done
+  wait_for "the monitors' quorum" 120 cephq mon stat
   log "monitor up at +$((SECONDS - t0)) s"
   local id
   for id in "${OSDS[@]}"; do start_osd "$id"; done
@@ -189,7 +199,7 @@ do_start() {
   for name in "${!RGW_PORTS[@]}"; do wait_for "gateway $name" 240 http_ok "${RGW_PORTS[$name]}"; done
   log "gateways answer at +$((SECONDS - t0)) s"
   wait_for "I/O on every placement group" 240 io_ok
-  log "ready in $((SECONDS - t0)) s: 1 mon, ${#OSDS[@]} OSDs (memstore), pools x3 (min 2), gateways on ports ${RGW_PORTS[*]}"
+  log "ready in $((SECONDS - t0)) s: $MON_COUNT mon, ${#OSDS[@]} OSDs ($OBJECTSTORE), pools x3 (min 2), gateways on ports ${RGW_PORTS[*]}"
   print_env
 }
 
