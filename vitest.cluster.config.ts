@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/integration/cluster/**/*.cluster.ts'],
+    globalSetup: ['test/support/clusterGlobalSetup.ts'],
     testTimeout: 300_000,
     hookTimeout: 400_000,
     maxWorkers: 1,

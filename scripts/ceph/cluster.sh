@@ -168,6 +168,12 @@ start_osd() {
 
 do_start() {
   local t0=$SECONDS port
+  # A start that fails halfway stops what it started: no daemon outlives a failed start.
+  # SIGPIPE ignored first: the caller may be gone (its stderr closed), and a log line must not
+  # kill the clean-up halfway.
+  trap 'rc=$?; if ((rc != 0)); then trap "" PIPE; do_stop; log "start failed: stopped the daemons it started"; fi' EXIT
+  trap 'exit 143' TERM # a caller's timeout: the EXIT trap above still stops the daemons
+  trap 'exit 130' INT
   for p in ceph-mon ceph-osd radosgw ceph-common; do
     dpkg -s "$p" >/dev/null 2>&1 || die "Debian package $p is not installed (scripts/setup.sh installs it)"
   done
@@ -200,6 +206,7 @@ do_start() {
   log "gateways answer at +$((SECONDS - t0)) s"
   wait_for "I/O on every placement group" 240 io_ok
   log "ready in $((SECONDS - t0)) s: $MON_COUNT mon, ${#OSDS[@]} OSDs ($OBJECTSTORE), pools x3 (min 2), gateways on ports ${RGW_PORTS[*]}"
+  trap - EXIT TERM INT
   print_env
 }
 

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,13 @@ export interface CephCluster {
   stop(): Promise<void>;
 }
 
+/** Stops every daemon of scripts/ceph/cluster.sh's cluster (a last resort after a failed run). */
+export async function stopCephCluster(): Promise<void> {
+  await sh(CEPH, ['stop'], 60_000);
+}
+
 export async function startCephCluster(): Promise<CephCluster> {
+  // cluster.sh stops what it started when its start fails or is timed out.
   const out = await sh(CEPH, ['start'], 300_000);
   const env = Object.fromEntries([...out.matchAll(/^export (\w+)="?([^"\n]*)"?$/gm)].map((m) => [m[1]!, m[2]!]));
   const gateways = (env.OPTIN_CEPH_RGW_ENDPOINTS ?? '').split(' ').filter(Boolean);
@@ -84,18 +90,38 @@ export interface PgPair {
   stop(): Promise<void>;
 }
 
+/**
+ * The pair's one place on this machine (not under /root: the postgres user must reach it), so a
+ * run that died before its clean-up is cleaned up by the next one, or by the global teardown.
+ */
+const PG_PAIR_BASE = path.join(os.tmpdir(), `optin-cluster-pg-${process.getuid?.() ?? 0}`);
+
+/** Stops and removes the pair's clusters, whatever state a previous run left them in. */
+export async function stopPgPair(): Promise<void> {
+  for (const node of ['standby', 'primary']) {
+    await sh(PG, ['stop', '--dir', path.join(PG_PAIR_BASE, node), '--remove'], 60_000).catch(() => undefined);
+  }
+  rmSync(PG_PAIR_BASE, { recursive: true, force: true });
+}
+
 /** A primary whose commits wait for the standby's flush, and a hot standby, both throwaway. */
 export async function startPgPair(): Promise<PgPair> {
-  const base = mkdtempSync(path.join(os.tmpdir(), 'optin-pg-pair-'));
-  chmodSync(base, 0o755); // run as root, pg.sh hands each data directory to the postgres user
-  const primaryDir = path.join(base, 'primary');
-  const standbyDir = path.join(base, 'standby');
+  await stopPgPair();
+  mkdirSync(PG_PAIR_BASE, { recursive: true });
+  chmodSync(PG_PAIR_BASE, 0o755); // run as root, pg.sh hands each data directory to the postgres user
+  const primaryDir = path.join(PG_PAIR_BASE, 'primary');
+  const standbyDir = path.join(PG_PAIR_BASE, 'standby');
   const primaryPort = await freePort();
   const standbyPort = await freePort();
-  // --fast: no fsync (throwaway data); synchronous replication stays on (pg.sh keeps it for
-  // --sync-standby), so an acknowledged commit is on the standby.
-  await sh(PG, ['start', '--dir', primaryDir, '--port', String(primaryPort), '--fast', '--sync-standby', 'standby1'], 60_000);
-  await sh(PG, ['standby', '--dir', standbyDir, '--port', String(standbyPort), '--primary-port', String(primaryPort), '--name', 'standby1', '--fast'], 120_000);
+  try {
+    // --fast: no fsync (throwaway data); synchronous replication stays on (pg.sh keeps it for
+    // --sync-standby), so an acknowledged commit is on the standby.
+    await sh(PG, ['start', '--dir', primaryDir, '--port', String(primaryPort), '--fast', '--sync-standby', 'standby1'], 60_000);
+    await sh(PG, ['standby', '--dir', standbyDir, '--port', String(standbyPort), '--primary-port', String(primaryPort), '--name', 'standby1', '--fast'], 120_000);
+  } catch (err) {
+    await stopPgPair();
+    throw err;
+  }
   const proxy = await TcpBalancer.start([{ host: '127.0.0.1', port: primaryPort }]);
   return {
     url: (database = 'postgres') => `postgres://postgres@127.0.0.1:${proxy.port}/${database}`,
@@ -113,9 +139,7 @@ export async function startPgPair(): Promise<PgPair> {
     },
     stop: async () => {
       await proxy.close();
-      await sh(PG, ['stop', '--dir', standbyDir, '--remove'], 60_000).catch(() => undefined);
-      await sh(PG, ['stop', '--dir', primaryDir, '--remove'], 60_000).catch(() => undefined);
-      rmSync(base, { recursive: true, force: true });
+      await stopPgPair();
     },
   };
 }

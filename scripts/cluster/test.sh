@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `npm run test:cluster`: the cluster test (test/integration/cluster/, vitest.cluster.config.ts),
+# run so that however it ends (green, red, a CI timeout's SIGTERM, Ctrl-C, its own time limit) no
+# process it started outlives it: the test's own process group (vitest, its workers, the
+# control-plane and recorder processes it spawned) is signalled, then the Ceph daemons
+# (scripts/ceph/cluster.sh stop: its own daemons only) and the PostgreSQL pair
+# (test/support/clusterHarness.ts keeps it in one fixed directory) are stopped.
+#
+#   OPTIN_CLUSTER_TIME_LIMIT   seconds before the run is stopped as failed (default 900)
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+limit="${OPTIN_CLUSTER_TIME_LIMIT:-900}"
+pg_base="${TMPDIR:-/tmp}"
+pg_base="${pg_base%/}/optin-cluster-pg-$(id -u)"
+log() { printf '[test:cluster] %s\n' "$*" >&2; }
+
+child=""
+cleanup() {
+  local rc=$?
+  trap '' PIPE INT TERM
+  if [[ -n $child ]] && kill -0 "$child" 2>/dev/null; then
+    kill -TERM -- "-$child" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$child" 2>/dev/null
+  fi
+  bash scripts/ceph/cluster.sh stop >/dev/null 2>&1 || log "scripts/ceph/cluster.sh stop failed"
+  for node in standby primary; do
+    [[ -d $pg_base/$node ]] && bash scripts/pg/pg.sh stop --dir "$pg_base/$node" --remove >/dev/null 2>&1
+  done
+  rm -rf "$pg_base"
+  log "done in ${SECONDS} s (exit $rc); every daemon it started is stopped"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# Job control: the test runs in its own process group, which cleanup signals as a whole.
+set -m
+timeout -k 10 "$limit" node_modules/.bin/vitest run --config vitest.cluster.config.ts "$@" &
+child=$!
+set +m
+wait "$child"
+rc=$?
+child=""
+((rc == 124)) && log "stopped: over its ${limit} s limit (OPTIN_CLUSTER_TIME_LIMIT)"
+exit "$rc"
