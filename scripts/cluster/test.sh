@@ -15,6 +15,16 @@ pg_base="${TMPDIR:-/tmp}"
 pg_base="${pg_base%/}/optin-cluster-pg-$(id -u)"
 log() { printf '[test:cluster] %s\n' "$*" >&2; }
 
+# On a fresh machine: the project's setup (idempotent) installs the Debian packages the cluster
+# needs (Ceph, PostgreSQL 15). `npm test` has run it already in CI.
+for p in ceph-mon ceph-osd radosgw ceph-common postgresql-15; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    log "Debian package $p missing: running scripts/setup.sh"
+    bash scripts/setup.sh || exit 1
+    break
+  fi
+done
+
 child=""
 cleanup() {
   local rc=$?
