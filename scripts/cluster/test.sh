@@ -10,6 +10,9 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
+# The project's Node (the npm package node@24 in node_modules/.bin), as `npm run` would put
+# first on the PATH: the processes the test spawns run on process.execPath.
+export PATH="$root/node_modules/.bin:$PATH"
 limit="${OPTIN_CLUSTER_TIME_LIMIT:-900}"
 pg_base="${TMPDIR:-/tmp}"
 pg_base="${pg_base%/}/optin-cluster-pg-$(id -u)"
