@@ -28,6 +28,13 @@ for p in ceph-mon ceph-osd radosgw ceph-common postgresql-15; do
   fi
 done
 
+# One run per machine: a second one would stop the first's cluster (cluster.sh start begins with
+# a stop). Held until this script exits; not passed on to the test.
+state="${OPTIN_STATE_DIR:-${HOME:-/tmp}/.cache/optin}"
+mkdir -p "$state"
+exec 8>"$state/test-cluster.lock"
+flock -n 8 || { log "another npm run test:cluster is running on this machine ($state/test-cluster.lock)"; exit 1; }
+
 child=""
 cleanup() {
   local rc=$?
@@ -51,7 +58,7 @@ trap 'exit 130' INT
 
 # Job control: the test runs in its own process group, which cleanup signals as a whole.
 set -m
-timeout -k 10 "$limit" node_modules/.bin/vitest run --config vitest.cluster.config.ts "$@" &
+timeout -k 10 "$limit" node_modules/.bin/vitest run --config vitest.cluster.config.ts "$@" 8>&- &
 child=$!
 set +m
 wait "$child"

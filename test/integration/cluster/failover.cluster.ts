@@ -331,6 +331,7 @@ describe('the cluster keeps working while its parts are killed', () => {
         failures: facts.failures.slice(0, 20),
       },
       streams: watchers.map((w) => ({ replica: w.replica, deltasSeen: w.seen.size, reconnects: w.reconnects, stale: w.stale, conflicts: w.conflicts, divergentFromDatabase: divergent.filter((d) => d.startsWith(`replica ${w.replica} `)).length })),
+      controlPlanesAlive: replicas.map((r) => r.proc.child.exitCode === null && r.proc.child.signalCode === null),
       gatewayBalancer: ceph.balancer.stats,
       databaseProxy: db.proxy.stats,
       promotedStandbyIsPrimary: recovery[0]?.in_recovery === false,
@@ -348,6 +349,8 @@ describe('the cluster keeps working while its parts are killed', () => {
     expect(divergent).toEqual([]);
     for (const w of watchers) expect(w.conflicts).toEqual([]);
     expect(report.promotedStandbyIsPrimary).toBe(true);
+    // Both replicas lived through the primary's crash (a lost connection fails a transaction, not the process).
+    expect(report.controlPlanesAlive).toEqual([true, true]);
     // The workload really ran through each failure.
     expect(objects.acked.size).toBeGreaterThan(20);
     expect(facts.acked.length - factsAtPromotion).toBeGreaterThanOrEqual(10);
