@@ -20,7 +20,16 @@ import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
  * - ffmpeg: the common mediasoup recording example: a PlainTransport consumer per producer
  *   feeding one `ffmpeg -i stream.sdp -c copy out.ogg` process each.
  */
-export type BenchMode = 'recorder' | 'floor' | 'floor-udp' | 'ffmpeg';
+/**
+ * recorder: legs through the SFU (PlainTransports, tapped); siprec: the same recorder with its
+ * SIPREC front door, each call a SIPREC session set up over SIP and its RTP sent straight to the
+ * recorder's sockets (no SFU hop); floor / floor-udp: the SFU path minus the recorder; ffmpeg:
+ * one ffmpeg process per stream (the baseline).
+ */
+export type BenchMode = 'recorder' | 'siprec' | 'floor' | 'floor-udp' | 'ffmpeg';
+
+/** Modes that record (the gate, tracks, segments, uploads). */
+export const RECORDING_MODES: readonly BenchMode[] = ['recorder', 'siprec'];
 
 export interface InitArgs {
   mode: BenchMode;

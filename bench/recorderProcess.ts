@@ -2,7 +2,7 @@
  * The process under test, started by bench/run.ts (one per measurement, so that RSS and CPU
  * start from zero and nothing leaks between runs). It is driven over the IPC channel (see
  * bench/ipc.ts) and never decides anything itself: the driver creates the calls, grants the
- * consent through the policy server, starts the load and reads /proc.
+ * consent through the control plane, starts the load and reads /proc.
  *
  * Modes (BenchMode):
  * - recorder: `startRecorderApp` exactly as workers/recorder.ts runs it, plus `openCall` and
@@ -28,6 +28,8 @@ import { WorkerPool } from '../src/sfu/WorkerPool.ts';
 import { CallRoom } from '../src/sfu/CallRoom.ts';
 import { createLogger, type Logger } from '../src/log/logger.ts';
 import { FFMPEG } from '../src/media/ffmpeg.ts';
+import { SipUac } from '../test/support/sipUac.ts';
+import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody } from '../test/support/siprecFixtures.ts';
 import type {
   CallSpec,
   CloseResult,
@@ -88,7 +90,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     cpuProfileFile = args.cpuProfileFile;
     config = loadConfig(process.env, args.overrides);
     logger = createLogger(config.logLevel);
-    if (mode === 'recorder') {
+    if (mode === 'recorder' || mode === 'siprec') {
       app = await startRecorderApp(config, { logger });
       await app.control.waitFresh(15_000);
       app.control.on('stale', () => {
@@ -238,6 +240,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       result.store = { uploaded: s.uploaded, spooled: s.spooled, uploadLatencyMs: s.uploadLatencyMs };
       result.storage = await storageSample(app, recordingIds.slice(0, 64));
       await app.close();
+      await uac?.close();
     } else {
       if (mode === 'ffmpeg') {
         // SIGINT lets ffmpeg write its trailer, like the examples' stop path.
@@ -274,6 +277,7 @@ function pickCounters(c: { received: number; written: number; droppedClosed: num
 }
 
 async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
+  if (mode === 'siprec') return openSiprecCall(spec);
   const legs: OpenedLeg[] = [];
   let room: CallRoom;
   let tap: types.DirectTransport | undefined;
@@ -449,3 +453,34 @@ process.on('disconnect', () => {
   setTimeout(() => process.exit(0), 10_000).unref();
 });
 
+
+// ---- SIPREC: the SBC's side of a forked call ----
+
+let uac: SipUac | undefined;
+
+/**
+ * One SIPREC session per call, as an SBC opens it: INVITE with an SDP offer of one recvonly-bound
+ * stream per participant and RFC 7865 metadata naming them (their AoR user parts are the
+ * participant ids under the bench's mapping rule), then ACK. The legs returned are where the
+ * load generator sends: the ports of the recorder's SDP answer.
+ */
+async function openSiprecCall(spec: CallSpec): Promise<OpenedLeg[]> {
+  const front = app?.siprec;
+  if (!front) throw new Error('siprec mode needs siprec.enabled');
+  uac ??= await SipUac.open('udp', { host: '127.0.0.1', port: front.server.ports().udp! });
+  const pt = (codec: string): number => (codec === 'opus' ? 111 : codec === 'pcma' ? 8 : 0);
+  const streams = spec.legs.map((leg, i) => ({ id: Buffer.from(`${spec.callId}/${i}`).toString('base64'), label: String(i + 1) }));
+  const metadata = rsMetadata({
+    participants: spec.legs.map((leg, i) => ({ id: Buffer.from(`${spec.callId}/${leg.participantId}`).toString('base64'), aor: `sip:${leg.participantId}@bench.example`, sends: [streams[i]!.id] })),
+    streams,
+  });
+  const offer = siprecBody(sdpOffer(spec.legs.map((leg, i) => ({ port: 50_000 + i * 2, label: String(i + 1), payloads: [pt(leg.codec)] }))), metadata);
+  const { response, dialog } = await uac.invite({ ...offer, headers: [...SIPREC_HEADERS, ['X-Optin-Call-Id', spec.callId]] });
+  if (response.status !== 200 || !dialog) throw new Error(`SIPREC INVITE for ${spec.callId} answered ${response.status}`);
+  const ports = response.body
+    .toString()
+    .split(/\r\n(?=m=)/)
+    .slice(1)
+    .map((block) => Number(/^m=\w+ (\d+)/.exec(block)![1]));
+  return spec.legs.map((leg, i) => ({ callId: spec.callId, participantId: leg.participantId, codec: leg.codec, ip: '127.0.0.1', rtpPort: ports[i]!, ssrc: leg.ssrc, payloadType: pt(leg.codec) }));
+}

@@ -8,13 +8,18 @@
  *     npm run bench:profile      one recorder run at 1000 streams, CPU-profiled over the steady window
  *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
  *     npm run bench -- --udp-floor    also measure an alternative tap (PlainTransport -> UDP socket in Node)
+ *     npm run bench -- --siprec 500   the SIPREC path at 500 streams (full: 500, quick: 100; 0 skips):
+ *                                     sessions set up over SIP with metadata, G.711 RTP straight to
+ *                                     the recorder's own sockets (no SFU hop), recorded through the gate
  *
  * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
  * process: CPU (utime + stime) and memory (RSS, private) of its Node process and of each
  * mediasoup worker, of each ffmpeg, and of the load generator come from /proc. The load is real
  * RTP from bench/loadgen.c (one socket, sendmmsg, 20 ms per stream with per-stream phases and a
  * little jitter, calls arriving over a ramp) into mediasoup PlainTransports; consent and agent
- * schedules go through the real control stream (a reference policy server in this process).
+ * schedules are posted to the control plane's ingest API (a control plane in this process, on a
+ * throwaway PostgreSQL cluster, a fresh database per run) and reach the recorder over the policy
+ * stream; the monthly cap is decided by the control plane.
  *
  * A step of the ramp passes when: every admitted call recorded from its first packet, no packet
  * sent was missing from the recording (sent by the generator = written by the recorder, per
@@ -39,12 +44,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PolicyServer } from '../src/control/PolicyServer.ts';
+import pg from 'pg';
+import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
+import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
+import { createToken, upsertIntegration } from '../src/facts/integrations.ts';
+import { createLogger } from '../src/log/logger.ts';
+import { createControlPlaneMetrics } from '../src/metrics/controlPlaneMetrics.ts';
+import { startThrowawayCluster, type ThrowawayCluster } from '../scripts/pg/cluster.ts';
+import { PolicyFacts, storedRecordingState } from '../test/support/policyFacts.ts';
 import { Keyring } from '../src/crypto/Keyring.ts';
 import { ensureS3Server, type S3Server } from '../scripts/s3/devServer.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
-import { ChildRpc, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
+import { ChildRpc, RECORDING_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
 import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles, type LoadgenSummary } from './loadgen.ts';
 import { snapshot, cpuPercent, machineBusyPercent, type MemorySample, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
@@ -72,6 +84,8 @@ interface BenchOptions {
   baseline: number;
   /** Streams for the G.711 -> Opus run (0 = skip). */
   pcmu: number;
+  /** Streams for the SIPREC run: sessions set up over SIP, RTP straight to the recorder (0 = skip). */
+  siprec: number;
   extract: boolean;
   /** Profile the recorder's main thread over the steady window (V8 CPU profile) and summarise the hot spots. */
   cpuProfile: boolean;
@@ -103,6 +117,7 @@ function parseOptions(argv: string[]): BenchOptions {
       'udp-floor': { type: 'boolean' },
       baseline: { type: 'string' },
       pcmu: { type: 'string' },
+      siprec: { type: 'string' },
       'no-extract': { type: 'boolean' },
       'cpu-prof': { type: 'boolean' },
       continue: { type: 'boolean' },
@@ -123,9 +138,9 @@ function parseOptions(argv: string[]): BenchOptions {
   const preset: BenchOptions['preset'] = values.profile ? 'profile' : values.quick ? 'quick' : 'full';
   const cores = os.availableParallelism();
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
-    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, floor: true, extract: true },
-    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, floor: true, extract: true },
-    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
+    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, siprec: 500, floor: true, extract: true },
+    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, siprec: 100, floor: true, extract: true },
+    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, siprec: 0, floor: false, extract: false, cpuProfile: true },
   };
   const d = defaults[preset];
   const num = (v: string | undefined, fallback: number): number => {
@@ -147,6 +162,7 @@ function parseOptions(argv: string[]): BenchOptions {
     udpFloor: values['udp-floor'] ?? false,
     baseline: num(values.baseline, d.baseline!),
     pcmu: num(values.pcmu, d.pcmu!),
+    siprec: num(values.siprec, d.siprec!),
     extract: values['no-extract'] ? false : d.extract!,
     cpuProfile: values['cpu-prof'] ?? d.cpuProfile ?? false,
     continueOnFail: values.continue ?? false,
@@ -232,6 +248,8 @@ interface RunResult {
 interface Context {
   o: BenchOptions;
   s3: S3Server;
+  /** The control plane's PostgreSQL (a database per run). */
+  pg: ThrowawayCluster;
   loadgenBin: string;
   profiles: LoadProfiles;
   logDir: string;
@@ -251,12 +269,37 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const overflowCalls = mode === 'recorder' ? o.overflowCalls : 0;
   log(`${label}: ${streams} ${codec} streams (${calls} calls${overflowCalls ? ` + ${overflowCalls} above the admission limit` : ''}), mode ${mode}`);
 
-  // A fresh policy server per run: its snapshot holds only this run's calls.
+  // A fresh control plane (and database) per run: its snapshot holds only this run's calls.
   const secret = randomBytes(32).toString('base64url');
-  const policy = new PolicyServer({ secret });
-  const addr = await policy.listen();
+  const dbName = `bench_${tag}`;
+  const admin = new pg.Client({ connectionString: ctx.pg.url });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`); // a name of ours: bench_<6 hex>
+  await admin.end();
+  const dbUrl = new URL(ctx.pg.url);
+  dbUrl.pathname = `/${dbName}`;
+  const cpDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-cp-'));
+  const cp = await ControlPlane.start(
+    loadControlPlaneConfig(
+      { OPTIN_CONTROL_SECRET: secret, OPTIN_CONTROL_PORT: '0', OPTIN_DATABASE_URL: dbUrl.toString(), OPTIN_DATA_DIR: cpDir, OPTIN_LOG_LEVEL: 'warn' },
+      { 'http.rateLimitPerMinute': 1_000_000, 'database.poolSize': 8 },
+    ),
+    { logger: createLogger('warn'), metrics: createControlPlaneMetrics({ defaultMetrics: false }), store: null },
+  );
+  const tokens = { ivr: '', wfm: '', hr: '', ops: '' };
+  for (const scope of ['ivr', 'wfm', 'hr', 'ops'] as const) {
+    const t = createToken(`bench-${scope}`);
+    await upsertIntegration(cp.db, { id: `bench-${scope}`, secretHash: t.secretHash, scopes: [scope] }, Date.now());
+    tokens[scope] = t.token;
+  }
+  const policy = new PolicyFacts({ url: cp.url, tokens });
+  /** Posts facts `n` at a time (the API answers each after its commit). */
+  const postAll = async (jobs: (() => Promise<unknown>)[], n = 16): Promise<void> => {
+    for (let i = 0; i < jobs.length; i += n) await Promise.all(jobs.slice(i, i + n).map((j) => j()));
+  };
   const bucketPrefix = `b${tag}-`;
-  if (mode === 'recorder') ctx.bucketPrefixes.push(bucketPrefix);
+  const records = RECORDING_MODES.includes(mode);
+  if (records) ctx.bucketPrefixes.push(bucketPrefix);
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'optin-bench-spool-'));
   const overrides: Record<string, unknown> = {
     logLevel: 'warn',
@@ -266,7 +309,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     's3.secretKey': ctx.s3.secretKey,
     's3.bucketPrefix': bucketPrefix,
     keyring: { activeKeyId: 'b1', keys: { b1: Keyring.generateKeyBase64() } },
-    'control.url': `ws://127.0.0.1:${addr.port}/control`,
+    'control.url': cp.streamUrl,
     'control.secret': secret,
     'spool.dir': spoolDir,
     'mediasoup.workers': o.workers,
@@ -276,6 +319,16 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     'admission.maxStreams': streams,
     segmentSeconds: o.segmentSeconds,
     transcoderThreads: o.transcoderThreads,
+    ...(mode === 'siprec'
+      ? {
+          'siprec.enabled': true,
+          'siprec.udpPort': 0,
+          'siprec.tcpPort': null,
+          'siprec.media': { portMin: 30_000, portMax: 34_999, maxStreams: streams },
+          // The bench's SRC names participants by their ids (an SBC's AoRs are hashed by default).
+          'siprec.mapping': { siprec: { participant: [{ from: 'aor-user', transform: 'verbatim' }] } },
+        }
+      : {}),
   };
   const logFile = path.join(ctx.logDir, `${label}.log`);
   const logFd = openSync(logFile, 'a');
@@ -300,8 +353,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     await sleep(500);
     const idle = snapshot({ node: [init.pid], workers: init.workerPids });
 
-    // --- calls: schedules and call facts through the control stream, then Routers and legs.
+    // --- calls: schedules and call facts through the control plane's API, then Routers and legs.
     const specs: CallSpec[] = [];
+    const setup: (() => Promise<unknown>)[] = [];
     for (let i = 0; i < calls + overflowCalls; i++) {
       const callId = `c${tag}x${i}`;
       specs.push({
@@ -311,16 +365,21 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
           { participantId: 'pc', codec, ssrc: (0x10000001 + i * 2) >>> 0 },
         ],
       });
-      if (mode === 'recorder') {
+      if (records) {
         const agentId = `ag${tag}x${i}`;
-        // One agent per call: each agent's monthly-cap ledger is its own S3 prefix (R6).
-        policy.setSchedule(agentId, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 100);
-        policy.startCall(callId, [
-          { participantId: 'pa', role: 'agent', subjectId: agentId },
-          { participantId: 'pc', role: 'customer', subjectId: `cu${tag}x${i}` },
-        ]);
+        // One agent per call: each agent's monthly-cap counter is its own row (R6).
+        setup.push(async () => {
+          await policy.setSchedule(agentId, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 100);
+          await policy.startCall(callId, [
+            { participantId: 'pa', role: 'agent', subjectId: agentId },
+            { participantId: 'pc', role: 'customer', subjectId: `cu${tag}x${i}` },
+          ]);
+        });
       }
     }
+    const tFacts = performance.now();
+    await postAll(setup);
+    if (setup.length > 0) log(`${label}: ${setup.length * 2} schedule and call facts posted in ${((performance.now() - tFacts) / 1000).toFixed(1)} s`);
     const regular = specs.slice(0, calls);
     const overflow = specs.slice(calls);
     const t0 = performance.now();
@@ -339,9 +398,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
 
     // --- consent (R3: an explicit act with evidence), then wait until every admitted call records.
     let admissionMs = 0;
-    if (mode === 'recorder') {
+    if (records) {
       const t1 = performance.now();
-      for (const s of specs) policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' });
+      await postAll(specs.map((s) => () => policy.grantConsent(s.callId, 'pc', { method: 'dtmf', at: Date.now(), infoVersion: 'bench-v1' })));
       const ids = regular.map((s) => s.callId);
       let notWriting = ids;
       const deadline = Date.now() + 180_000;
@@ -409,7 +468,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
       let refused = 0;
       let written = 0;
       for (const s of overflow) {
-        const state = policy.lastRecordingState(s.callId);
+        const state = await storedRecordingState(cp.db, s.callId);
         const st = counters.streams.filter((c) => c.callId === s.callId);
         written += sum(st.map((c) => c.written));
         if (state && !state.recording) refused++;
@@ -477,7 +536,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     return result;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
-    await policy.close();
+    await cp.close();
+    rmSync(cpDir, { recursive: true, force: true });
     closeSync(logFd);
     rmSync(spoolDir, { recursive: true, force: true });
     rmSync(path.join(ctx.cacheDir, `ffmpeg-${tag}`), { recursive: true, force: true });
@@ -516,7 +576,7 @@ function lossOf(mode: BenchMode, legs: OpenedLeg[], sent: number[], failed: numb
     out.failedToSend += failed[i] ?? 0;
     if (mode === 'ffmpeg') return; // ffmpeg keeps no counters: its output files are checked instead
     const received = c?.received ?? 0;
-    const written = mode === 'recorder' ? (c?.written ?? 0) : received;
+    const written = RECORDING_MODES.includes(mode) ? (c?.written ?? 0) : received;
     out.received += received;
     out.written += written;
     if (written < s) out.streamsWithLoss++;
@@ -538,7 +598,7 @@ function judge(ctx: Context, r: RunResult): void {
   }
   if ((r.lag?.upload?.spooled ?? 0) > 0) r.notes.push(`${r.lag?.upload?.spooled} segments went to the local spool: S3 answered slower than the store's upload timeout`);
   const lost = r.loss.sent - r.loss.written;
-  if (lost > 0) r.failures.push(`${lost} packets sent but not ${r.mode === 'recorder' ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
+  if (lost > 0) r.failures.push(`${lost} packets sent but not ${RECORDING_MODES.includes(r.mode) ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
   if (r.loss.transcoderDrops > 0) r.failures.push(`${r.loss.transcoderDrops} frames refused by the transcoder (written as silence)`);
   if (r.lag && r.lag.lagP99Ms >= o.lagLimitMs) r.failures.push(`event-loop delay p99 ${r.lag.lagP99Ms.toFixed(1)} ms >= ${o.lagLimitMs} ms`);
   if (r.lag && r.lag.staleEvents > 0) r.failures.push(`control stream went stale ${r.lag.staleEvents} times (gates failed closed)`);
@@ -776,7 +836,9 @@ async function main(): Promise<void> {
   log(`preset ${o.preset}: ramp ${o.ramp.join(', ')} streams; steady ${o.steadyS} s, arrivals over ${o.arrivalS} s; ${o.workers} mediasoup workers; ${os.availableParallelism()} cores`);
   const s3 = await ensureS3Server();
   log(`S3: ${s3.endpoint} (${s3.kind})`);
-  const ctx: Context = { o, s3, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
+  const pgCluster = await startThrowawayCluster({ fast: true });
+  log(`PostgreSQL for the control plane: throwaway cluster (fsync off)`);
+  const ctx: Context = { o, s3, pg: pgCluster, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
   const runs: RunResult[] = [];
   const floors = new Map<number, RunResult>();
   const skipped: string[] = [];
@@ -818,6 +880,12 @@ async function main(): Promise<void> {
       runs.push(r);
       log(`ffmpeg-${n}: CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), ffmpeg private ${kb((r.memory.steady.ffmpeg?.private ?? 0) / n)} KB/stream`);
     }
+    if (o.siprec > 0 && inBudget('SIPREC run')) {
+      const n = o.siprec % 2 === 0 ? o.siprec : o.siprec + 1;
+      const r = await measure(ctx, 'siprec', n, 'pcmu', `siprec-${n}`);
+      runs.push(r);
+      log(`siprec-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), setup ${(r.setupMs / 1000).toFixed(1)} s over SIP`);
+    }
     if (o.pcmu > 0 && inBudget('G.711 run')) {
       const n = o.pcmu % 2 === 0 ? o.pcmu : o.pcmu + 1;
       const r = await measure(ctx, 'recorder', n, 'pcmu', `pcmu-${n}`);
@@ -857,6 +925,7 @@ async function main(): Promise<void> {
     await removeBuckets(s3, ctx.bucketPrefixes, 45_000);
     log(`removed the benchmark's buckets in ${((Date.now() - t) / 1000).toFixed(1)} s`);
     await s3.stop().catch(() => undefined);
+    await pgCluster.stop().catch(() => undefined);
   }
 }
 

@@ -2,20 +2,27 @@
  * `npm run demo`: records one real call end to end on local defaults.
  *
  * Starts the local S3 server (Ceph RGW, or OPTIN_S3_ENDPOINT / a minio binary when available),
- * the reference policy server, and a recorder worker with its mediasoup workers; plays a fixture
- * call (agent over Opus, customer over G.711 PCMU, both sent as RTP by ffmpeg); grants consent
- * by DTMF a few seconds in; ends the call; then prints what was stored and writes each speaker's
- * decrypted track to demo-output/.
+ * the control plane on its embedded database (PGlite, under var/demo-control; no server needed)
+ * with an integration token for the demo's IVR, and a recorder worker with its mediasoup
+ * workers on the control plane's policy stream; plays a fixture call (agent over Opus, customer
+ * over G.711 PCMU, both sent as RTP by ffmpeg); the IVR posts the customer's DTMF consent to the
+ * control plane's fact-ingest API a few seconds in; ends the call; then prints what was stored
+ * and writes each speaker's decrypted track to demo-output/.
  */
 import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureS3Server } from '../scripts/s3/devServer.ts';
-import { PolicyServer } from '../src/control/PolicyServer.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { startRecorderApp } from '../src/app/RecorderApp.ts';
-import { playFixtureCall } from './fixtureCall.ts';
+import { requestJson } from '../src/cli/http.ts';
+import { routeOf } from '../src/cli/facts.ts';
+import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
+import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
+import { createToken, upsertIntegration } from '../src/facts/integrations.ts';
+import type { ConsentEvidence, Participant } from '../src/gate/facts.ts';
+import { playFixtureCall, type CallFacts } from './fixtureCall.ts';
 import { joinOggOpus } from '../src/media/OggOpusReader.ts';
 import { probeDurationSeconds, decodeToPcm } from '../src/media/ffmpeg.ts';
 import { createLogger } from '../src/log/logger.ts';
@@ -28,6 +35,44 @@ import type { RecorderApp } from '../src/app/RecorderApp.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OUT = path.join(ROOT, 'demo-output');
 const say = (msg: string) => console.log(`[demo] ${msg}`);
+
+/**
+ * The demo's IVR: posts facts to the control plane's ingest API with its integration token, one
+ * Idempotency-Key per fact, as a contact-centre platform would (docs/control-plane.md "The API").
+ */
+class DemoIvr implements CallFacts {
+  readonly #url: string;
+  readonly #token: string;
+
+  constructor(url: string, token: string) {
+    this.#url = url;
+    this.#token = token;
+  }
+
+  async post(fact: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const route = routeOf(fact);
+    const res = await requestJson(`${this.#url}${route.path}`, {
+      method: route.method,
+      headers: { authorization: `Bearer ${this.#token}`, 'idempotency-key': `demo-${randomBytes(9).toString('hex')}` },
+      ...(route.body === undefined ? {} : { body: route.body }),
+    });
+    const body = (typeof res.body === 'object' && res.body !== null ? res.body : {}) as Record<string, unknown>;
+    if (res.status >= 300) throw new Error(`the control plane refused ${String(fact.type)}: ${res.status} ${String(body.error ?? '')} ${String(body.message ?? '')}`);
+    return body;
+  }
+
+  startCall(callId: string, participants: Participant[]): Promise<unknown> {
+    return this.post({ type: 'call.started', callId, participants });
+  }
+
+  grantConsent(callId: string, participantId: string, evidence: ConsentEvidence): Promise<unknown> {
+    return this.post({ type: 'consent.granted', callId, participantId, evidence });
+  }
+
+  endCall(callId: string): Promise<unknown> {
+    return this.post({ type: 'call.ended', callId });
+  }
+}
 
 async function main(): Promise<void> {
   const seconds = Number(process.env.OPTIN_DEMO_SECONDS ?? 20);
@@ -45,9 +90,17 @@ async function main(): Promise<void> {
     writeFileSync(keyringFile, JSON.stringify({ activeKeyId: 'demo-k1', keys: { 'demo-k1': Keyring.generateKeyBase64() } }), { mode: 0o600 });
   }
   const secret = randomBytes(32).toString('base64url');
-  const policy = new PolicyServer({ secret, heartbeatMs: 1000, logger });
-  await policy.listen();
-  say(`policy server listening on ${policy.url}`);
+  say('starting the control plane on its embedded database (first start takes a few seconds)');
+  const cpConfig = loadControlPlaneConfig(
+    { OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
+    { dataDir: path.join(ROOT, 'var', 'demo-control'), 'stream.secret': secret, 'http.port': 0, replicaId: 'demo-control' },
+  );
+  const cp = await ControlPlane.start(cpConfig, { logger });
+  // One credential for the demo's IVR (and its WFM: the agent's schedule), created at start; the token is never printed.
+  const ivrToken = createToken('demo-ivr');
+  await upsertIntegration(cp.db, { id: 'demo-ivr', secretHash: ivrToken.secretHash, scopes: ['ivr', 'wfm'] }, Date.now());
+  const ivr = new DemoIvr(cp.url, ivrToken.token);
+  say(`control plane on ${cp.url} (${cp.db.kind} database), policy stream ${cp.streamUrl}`);
 
   const config = loadConfig(
     { ...process.env, OPTIN_LOG_LEVEL: process.env.OPTIN_LOG_LEVEL ?? 'warn' },
@@ -57,7 +110,7 @@ async function main(): Promise<void> {
       's3.secretKey': s3.secretKey,
       's3.bucketPrefix': 'demo-',
       keyring: JSON.parse(readFileSync(keyringFile, 'utf8')),
-      'control.url': policy.url,
+      'control.url': cp.streamUrl,
       'control.secret': secret,
       'spool.dir': path.join(ROOT, 'var', 'demo-spool'),
       segmentSeconds: 5,
@@ -71,10 +124,10 @@ async function main(): Promise<void> {
     say(`recorder up: ${app.pool.workers.length} mediasoup worker(s), control stream fresh`);
 
     const now = Date.now();
-    policy.setSchedule('agent-7f3a', [{ start: now - 60_000, end: now + 3_600_000 }], 20);
+    await ivr.post({ type: 'schedule.set', agentId: 'agent-7f3a', windows: [{ start: now - 60_000, end: now + 3_600_000 }], monthlyCap: 20 });
     const fixtures = path.join(ROOT, 'media-fixtures', 'generated');
     const callId = `demo-${randomBytes(4).toString('hex')}`;
-    const result = await playFixtureCall(app, policy, {
+    const result = await playFixtureCall(app, ivr, {
       callId,
       seconds,
       consentAfterMs,
@@ -116,25 +169,27 @@ async function main(): Promise<void> {
     }
     const listed = await app.store.listRecordings();
     say(`store holds ${listed.length} demo recording(s); audit chain: ${(await app.audit.verify()).ok ? 'verified unbroken' : 'BROKEN'}`);
-    if (process.argv.includes('--softphone')) await softphoneSession(app, policy);
+    if (process.argv.includes('--softphone')) await softphoneSession(app, ivr);
   } finally {
     await app.close();
-    await policy.close();
+    await cp.close();
     await s3.stop();
   }
 }
 
 /** Keeps the stack up with two softphone links (agent, customer) until Ctrl-C. */
-async function softphoneSession(app: RecorderApp, policy: PolicyServer): Promise<void> {
+async function softphoneSession(app: RecorderApp, ivr: DemoIvr): Promise<void> {
   const http = await startRecorderHttp(app, {
     port: Number(process.env.OPTIN_HTTP_PORT ?? 7800),
-    // The customer's "Press 1" stands in for the IVR's DTMF prompt: an explicit act with evidence.
+    // The customer's "Press 1" stands in for the IVR's DTMF prompt: an explicit act with evidence,
+    // posted to the control plane like the IVR's webhook.
     onDtmf: (callId, participantId, digit) => {
-      if (digit === '1') policy.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+      if (digit !== '1') return;
+      ivr.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' }).catch((err: Error) => say(`consent not posted: ${err.message}`));
     },
   });
   const callId = `web-${randomBytes(4).toString('hex')}`;
-  policy.startCall(callId, [
+  await ivr.startCall(callId, [
     { participantId: 'p-agent', role: 'agent', subjectId: 'agent-7f3a', teamLeadId: 'lead-21c9' },
     { participantId: 'p-customer', role: 'customer', subjectId: 'cust-b33f' },
   ]);
@@ -147,7 +202,7 @@ async function softphoneSession(app: RecorderApp, policy: PolicyServer): Promise
   say(`  dashboard: ${http.url}/dashboard`);
   say('Ctrl-C to stop');
   await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
-  policy.endCall(callId);
+  await ivr.endCall(callId);
   await http.close();
 }
 

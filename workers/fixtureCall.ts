@@ -1,5 +1,6 @@
-import type { PolicyServer } from '../src/control/PolicyServer.ts';
 import type { RecorderApp } from '../src/app/RecorderApp.ts';
+import type { ConsentEvidence, Participant } from '../src/gate/facts.ts';
+import type { RecordingStateEvent } from '../src/recorder/Recorder.ts';
 import { sendRtp, type FfmpegRun } from '../src/media/ffmpeg.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
 
@@ -12,20 +13,31 @@ export interface FixtureLeg {
   codec: AudioCodec;
 }
 
+/**
+ * Where the call's facts go: the control plane's ingest API, as the IVR posts them (the demo's
+ * client, test/support/policyFacts.ts in tests). Each resolves once the fact is committed.
+ */
+export interface CallFacts {
+  startCall(callId: string, participants: Participant[]): Promise<unknown>;
+  grantConsent(callId: string, participantId: string, evidence: ConsentEvidence): Promise<unknown>;
+  endCall(callId: string): Promise<unknown>;
+}
+
 export interface FixtureCallResult {
   callId: string;
   recordingId: string | undefined;
   consentAtMs: number | undefined;
   /** Packets each leg delivered to the recorder while the gate was closed (dropped) and in total. */
   legs: { participantId: string; received: number; droppedClosed: number; written: number; timelineMs: number }[];
-  /** Every recording-state report the policy server received for the call (R7). */
+  /** Every recording-state report the worker made for the call (R7; each also sent to the control plane). */
   reports: { recording: boolean; reasons: string[]; at: number }[];
 }
 
 /**
- * Plays one call through the real stack: the policy server announces it, ffmpeg sends each
- * leg's fixture as RTP into a PlainTransport, consent is granted by DTMF after `consentAfterMs`
- * (an explicit act with evidence, R3), and the call ends when the senders finish.
+ * Plays one call through the real stack: the IVR announces it to the control plane, ffmpeg sends
+ * each leg's fixture as RTP into a PlainTransport, consent is granted by DTMF after
+ * `consentAfterMs` (an explicit act with evidence, R3, posted to the control plane's API), and
+ * the call ends when the senders finish.
  *
  * Not an entry point: the call `npm run demo` (workers/demo.ts) plays. It sits beside the demo
  * rather than in src/ because nothing in the worker uses it, and rather than in test/support
@@ -34,17 +46,17 @@ export interface FixtureCallResult {
  */
 export async function playFixtureCall(
   app: RecorderApp,
-  policy: PolicyServer,
+  policy: CallFacts,
   o: { callId: string; legs: FixtureLeg[]; seconds: number; consentAfterMs?: number; log?: (msg: string) => void },
 ): Promise<FixtureCallResult> {
   const log = o.log ?? (() => undefined);
   const reports: FixtureCallResult['reports'] = [];
-  const onState = (s: { callId: string; recording: boolean; reasons: string[]; at: number }) => {
-    if (s.callId === o.callId) reports.push({ recording: s.recording, reasons: [...s.reasons], at: s.at });
+  const onState = (callId: string, s: RecordingStateEvent): void => {
+    if (callId === o.callId) reports.push({ recording: s.recording, reasons: [...s.reasons], at: s.at });
   };
-  policy.on('recording-state', onState as never);
+  app.recorder.on('state', onState);
 
-  policy.startCall(
+  await policy.startCall(
     o.callId,
     o.legs.map((l) =>
       l.role === 'agent'
@@ -52,8 +64,15 @@ export async function playFixtureCall(
         : { participantId: l.participantId, role: 'customer' as const, subjectId: l.subjectId },
     ),
   );
+  // The worker learns of the call over the policy stream (a delta, milliseconds after the API's
+  // answer); media that arrives before that is dropped as `unknown-call`, so wait for it.
+  for (const deadline = Date.now() + 5000; app.state.call(o.callId) === undefined; ) {
+    if (Date.now() > deadline) throw new Error(`the worker did not learn of call ${o.callId} within 5 s: is its policy stream fresh?`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
   const room = await app.openCall(o.callId);
   const senders: FfmpegRun[] = [];
+  const granted: Promise<unknown>[] = [];
   let consentAtMs: number | undefined;
   try {
     let ssrc = 0x10000;
@@ -69,9 +88,11 @@ export async function playFixtureCall(
       const grant = () => {
         for (const leg of o.legs.filter((l) => l.role === 'customer')) {
           consentAtMs = Date.now();
-          policy.grantConsent(o.callId, leg.participantId, { method: 'dtmf', at: consentAtMs, infoVersion: 'training-notice-v1' });
+          const posted = policy.grantConsent(o.callId, leg.participantId, { method: 'dtmf', at: consentAtMs, infoVersion: 'training-notice-v1' });
+          posted.catch(() => undefined); // awaited (and rethrown) below
+          granted.push(posted);
         }
-        log(`customer pressed 1 (DTMF): consent granted ${o.consentAfterMs} ms into the call`);
+        log(`customer pressed 1 (DTMF): consent posted to the control plane ${o.consentAfterMs} ms into the call`);
       };
       const firstMedia = setInterval(() => {
         const call = app.recorder.calls.get(o.callId);
@@ -90,14 +111,16 @@ export async function playFixtureCall(
       ? [...call.tracks.values()].map((t) => ({ participantId: t.participantId, received: t.counters.received, droppedClosed: t.counters.droppedClosed, written: t.counters.written, timelineMs: t.counters.timelineMs }))
       : [];
     const recordingId = call?.recordingId;
-    policy.endCall(o.callId);
+    // A refused consent post is the test's or the demo's failure to see, not a silent "no recording".
+    await Promise.all(granted);
+    await policy.endCall(o.callId);
     room.close();
     await app.recorder.detachCall(o.callId);
     await new Promise((r) => setTimeout(r, 100));
     return { callId: o.callId, recordingId, consentAtMs, legs, reports };
   } finally {
     for (const s of senders) s.stop();
-    policy.off('recording-state', onState as never);
+    app.recorder.off('state', onState);
     room.close();
   }
 }

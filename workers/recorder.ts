@@ -23,8 +23,14 @@ async function main(): Promise<void> {
     app.logger.info({ signal }, 'shutting down: closing gates and sealing open segments');
     const started = Date.now();
     // Stop media first (seal, store or spool every open segment), then stop answering.
-    await app.close();
+    const result = await app.close();
     await http.close();
+    if (!result.clean) {
+      // Not a clean stop: what is left is on this machine's disk (spool) for the next start. Say
+      // so, and exit non-zero so a supervisor restarts the worker here to finish the uploads.
+      app.logger.error({ ms: Date.now() - started, problems: result.problems }, 'shutdown incomplete: not everything reached the store');
+      process.exit(1);
+    }
     app.logger.info({ ms: Date.now() - started }, 'shutdown complete');
     process.exit(0);
   };

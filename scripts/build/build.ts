@@ -1,7 +1,7 @@
 /**
  * `npm run build`: the production tree in dist/ that the image runs with `node` alone.
  *
- *   dist/src/..., dist/workers/{recorder,control,policy-server}.js   tsc -p tsconfig.build.json
+ *   dist/src/..., dist/workers/{recorder,control}.js   tsc -p tsconfig.build.json
  *   dist/src/** (non-TypeScript files)   the pages, HTML and SQL migrations the code reads beside itself
  *   dist/bundles/*.js                    browser bundles (src/http/browserBundle.ts), built here with
  *                                        esbuild so that production needs neither esbuild nor tsx

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { OptinConfig } from '../config/config.ts';
 import { OptinError } from '../errors/OptinError.ts';
@@ -5,9 +6,9 @@ import { createLogger, type Logger } from '../log/logger.ts';
 import { createMetrics, type Metrics } from '../metrics/metrics.ts';
 import { WorkerPool } from '../sfu/WorkerPool.ts';
 import { CallRoom } from '../sfu/CallRoom.ts';
-import { ControlClient } from '../control/ControlClient.ts';
+import { ControlClient, checkControlUrl } from '../control/ControlClient.ts';
 import { PolicyState } from '../gate/PolicyState.ts';
-import { CapLedger } from '../gate/CapLedger.ts';
+import { ControlAdmitter } from '../recorder/ControlAdmitter.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
 import { bucketNames } from '../storage/layout.ts';
@@ -16,6 +17,7 @@ import { AuditTrail } from '../audit/AuditTrail.ts';
 import { AuditSpool } from '../audit/AuditSpool.ts';
 import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
+import { startSiprec, type SiprecFrontDoor } from './siprecFrontDoor.ts';
 import type { Client } from 'minio';
 
 export interface RecorderApp {
@@ -30,18 +32,42 @@ export interface RecorderApp {
   /** The system's own audit entries go through this durable queue (store outages lose none). */
   auditSpool: AuditSpool;
   recorder: Recorder;
+  /** The SIPREC recording server and its direct media plane, when `siprec.enabled`. */
+  siprec: SiprecFrontDoor | undefined;
   s3: Client;
   transcoder: TranscoderPool;
   /** Creates a call's Router and puts it under the recorder. */
   openCall(callId: string): Promise<CallRoom>;
-  close(): Promise<void>;
+  /**
+   * Stops everything in order (recorder, transcoder, store, control stream, audit, media).
+   * `clean` is true only when every step succeeded and the store holds everything durably (no
+   * manifest unwritten, nothing left in the spool): the caller must not claim a clean stop otherwise.
+   */
+  close(): Promise<AppCloseResult>;
+}
+
+export interface AppCloseResult {
+  clean: boolean;
+  /** What was not done (for the log line): failed steps, unwritten manifests, spool items left. */
+  problems: string[];
+}
+
+/** Reads a PEM file named by a setting, or fails naming the setting. */
+function readPem(file: string | undefined, setting: string): Buffer | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new OptinError('CONFIG_INVALID', `${setting}=${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }
 
 /**
  * Assembles a recorder worker from its configuration: checks every dependency first and fails
- * fast with one message naming the fix (no S3, wrong keys, missing worker binary, no secret),
- * then starts the mediasoup workers, the store (buckets, lifecycle, spool recovery, sweeper),
- * the audit trail, the control stream and the recorder.
+ * fast with one message naming the fix (no S3, wrong keys, missing worker binary, no secret, a
+ * plain ws:// control URL off loopback), then starts the mediasoup workers, the store (buckets,
+ * lifecycle, spool recovery, sweeper; its writes guarded by the policy state's tombstones), the
+ * audit trail, the policy stream to the control plane and the recorder.
  */
 export async function startRecorderApp(config: OptinConfig, opts: { logger?: Logger; metrics?: Metrics } = {}): Promise<RecorderApp> {
   const logger = opts.logger ?? createLogger(config.logLevel);
@@ -58,7 +84,16 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     throw new OptinError('CONFIG_INVALID', 'no key-encryption keyring: set OPTIN_KEYRING to {"activeKeyId":"k1","keys":{"k1":"<base64 of 32 random bytes>"}}');
   }
   if (!config.control.secret) {
-    throw new OptinError('CONFIG_INVALID', 'no control-stream secret: set OPTIN_CONTROL_SECRET (at least 32 characters, shared with the policy server)');
+    throw new OptinError('CONFIG_INVALID', 'no control-stream secret: set OPTIN_CONTROL_SECRET (at least 32 characters, shared with the control plane)');
+  }
+  checkControlUrl(config.control.url);
+  const controlTls = {
+    ca: readPem(config.control.caFile, 'OPTIN_CONTROL_CA_FILE'),
+    cert: readPem(config.control.clientCertFile, 'OPTIN_CONTROL_CLIENT_CERT'),
+    key: readPem(config.control.clientKeyFile, 'OPTIN_CONTROL_CLIENT_KEY'),
+  };
+  if ((controlTls.cert === undefined) !== (controlTls.key === undefined)) {
+    throw new OptinError('CONFIG_INVALID', 'mutual TLS needs both OPTIN_CONTROL_CLIENT_CERT and OPTIN_CONTROL_CLIENT_KEY (or neither)');
   }
   const keyring = Keyring.fromConfig(config.keyring);
   const s3cfg = { endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region };
@@ -76,6 +111,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
   pool.on('workerdied', () => metrics.mediaWorkerDeaths.inc());
 
   const cleanups: (() => Promise<unknown>)[] = [async () => pool.close()];
+  const problems: string[] = [];
   try {
     const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: config.workerId, logger, createBucket: true });
     const auditSpool = new AuditSpool(audit, path.join(path.resolve(config.spool.dir), 'audit'), logger);
@@ -84,6 +120,27 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       await auditSpool.flushed(5000);
       await auditSpool.close();
     });
+    // The policy state exists before the store: the store asks it before every write (tombstones)
+    // and uploads nothing while it is stale.
+    const state = new PolicyState();
+    const control = new ControlClient({
+      url: config.control.url,
+      workerId: config.workerId,
+      secret: config.control.secret,
+      heartbeatTimeoutMs: config.control.heartbeatTimeoutMs,
+      capTimeoutMs: config.control.capTimeoutMs,
+      ...(controlTls.ca === undefined ? {} : { ca: controlTls.ca }),
+      ...(controlTls.cert === undefined ? {} : { cert: controlTls.cert, key: controlTls.key }),
+      state,
+      logger,
+    });
+    control.on('stale', () => metrics.controlFresh.set(0));
+    control.on('fresh', () => metrics.controlFresh.set(1));
+    metrics.controlFresh.set(0);
+    // Closed after the store (below: cleanups run first to last): the store's last manifests
+    // and spool drain need a fresh stream.
+    cleanups.unshift(async () => control.close());
+
     const store = await RecordingStore.open({
       client,
       buckets,
@@ -95,25 +152,16 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       audit: auditSpool,
       nodeId: config.workerId,
       region: s3.region,
+      writeGuard: { isDeleted: (recordingId, participantId) => state.isTombstoned(recordingId, participantId), mayUpload: () => state.fresh },
     });
-    cleanups.unshift(() => store.close());
+    cleanups.unshift(async () => {
+      const r = await store.close();
+      if (r.manifestsNotSaved > 0) problems.push(`${r.manifestsNotSaved} manifest(s) not written (crash repair rebuilds them at the next start)`);
+      if (!r.drained) problems.push(`spool not drained: ${r.spoolItemsLeft} item(s) left (the next start uploads them)`);
+    });
     store.on('spoolchange', (s) => metrics.spoolBytes.set(s.bytes));
+    control.on('fresh', () => store.writeGuardChanged());
 
-    const state = new PolicyState();
-    const control = new ControlClient({
-      url: config.control.url,
-      workerId: config.workerId,
-      secret: config.control.secret,
-      heartbeatTimeoutMs: config.control.heartbeatTimeoutMs,
-      state,
-      logger,
-    });
-    control.on('stale', () => metrics.controlFresh.set(0));
-    control.on('fresh', () => metrics.controlFresh.set(1));
-    metrics.controlFresh.set(0);
-    cleanups.unshift(async () => control.close());
-
-    const capLedger = new CapLedger({ client, bucket: buckets.keys, capFor: (agentId) => state.schedule(agentId)?.monthlyCap });
     const transcoder = new TranscoderPool({ threads: config.transcoderThreads });
     cleanups.unshift(() => transcoder.close());
 
@@ -121,7 +169,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       control,
       state,
       store,
-      admitter: capLedger,
+      admitter: new ControlAdmitter(control),
       encoder: transcoder,
       audit: auditSpool,
       logger,
@@ -132,6 +180,10 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     });
     cleanups.unshift(() => recorder.close());
     control.start();
+
+    const siprec = config.siprec.enabled ? await startSiprec(config, { recorder, control, store, metrics, logger }) : undefined;
+    // Closed first: no new SIP session or stream while the recorder seals what it holds.
+    if (siprec) cleanups.unshift(() => siprec.close());
 
     const mediaUsage = setInterval(() => {
       pool.resourceUsage().then(
@@ -157,6 +209,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       audit,
       auditSpool,
       recorder,
+      siprec,
       s3: client,
       transcoder,
       async openCall(callId: string) {
@@ -168,11 +221,17 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
         return room;
       },
       async close() {
-        if (closed) return;
+        if (closed) return { clean: problems.length === 0, problems: [...problems] };
         closed = true;
         clearInterval(mediaUsage);
         // Order matters: the recorder seals and hands over its segments before the store closes.
-        for (const fn of cleanups) await fn().catch((err: Error) => logger.error({ err: err.message }, 'shutdown step failed'));
+        for (const fn of cleanups) {
+          await fn().catch((err: Error) => {
+            problems.push(`a shutdown step failed: ${err.message}`);
+            logger.error({ err: err.message }, 'shutdown step failed');
+          });
+        }
+        return { clean: problems.length === 0, problems: [...problems] };
       },
     };
   } catch (err) {

@@ -5,6 +5,7 @@ import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { withSecretFiles } from './secretFiles.ts';
+import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
 
 export { MAX_RETENTION_SECONDS };
 
@@ -30,10 +31,15 @@ export const ConfigSchema = z.object({
     .prefault({}),
   control: z
     .object({
-      url: z.string().url().default('ws://127.0.0.1:8780/'),
+      url: z.string().url().default('ws://127.0.0.1:8780/v1/stream'),
       secret: z.string().min(32, 'must be at least 32 characters').optional(),
       heartbeatTimeoutMs: z.number().int().min(100).default(3000),
       caFile: z.string().optional(),
+      /** Mutual TLS: the worker's certificate and key (PEM files), when the control plane asks for one. */
+      clientCertFile: z.string().optional(),
+      clientKeyFile: z.string().optional(),
+      /** How long a monthly-cap request waits for the control plane's decision (`cap-unknown` after). */
+      capTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
     })
     .prefault({}),
   s3: z
@@ -78,6 +84,8 @@ export const ConfigSchema = z.object({
       callControlSecret: z.string().min(32, 'must be at least 32 characters').optional(),
     })
     .prefault({}),
+  /** The SIPREC recording server (docs/siprec.md): off unless enabled. */
+  siprec: SiprecConfigSchema.prefault({}),
 });
 
 export type OptinConfig = z.infer<typeof ConfigSchema>;
@@ -96,6 +104,9 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_CONTROL_SECRET: ['control.secret', 'string'],
   OPTIN_CONTROL_HEARTBEAT_TIMEOUT_MS: ['control.heartbeatTimeoutMs', 'number'],
   OPTIN_CONTROL_CA_FILE: ['control.caFile', 'string'],
+  OPTIN_CONTROL_CLIENT_CERT: ['control.clientCertFile', 'string'],
+  OPTIN_CONTROL_CLIENT_KEY: ['control.clientKeyFile', 'string'],
+  OPTIN_CONTROL_CAP_TIMEOUT_MS: ['control.capTimeoutMs', 'number'],
   OPTIN_S3_ENDPOINT: ['s3.endpoint', 'string'],
   OPTIN_S3_ACCESS_KEY: ['s3.accessKey', 'string'],
   OPTIN_S3_SECRET_KEY: ['s3.secretKey', 'string'],
@@ -113,6 +124,14 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_HTTP_PORT: ['http.port', 'number'],
   OPTIN_JWT_SECRET: ['http.jwtSecret', 'string'],
   OPTIN_CALL_CONTROL_SECRET: ['http.callControlSecret', 'string'],
+  OPTIN_SIPREC_ENABLED: ['siprec.enabled', 'json'],
+  OPTIN_SIPREC_BIND_ADDRESS: ['siprec.bindAddress', 'string'],
+  OPTIN_SIPREC_ADVERTISED_HOST: ['siprec.advertisedHost', 'string'],
+  OPTIN_SIPREC_UDP_PORT: ['siprec.udpPort', 'json'],
+  OPTIN_SIPREC_TCP_PORT: ['siprec.tcpPort', 'json'],
+  OPTIN_SIPREC_MEDIA_PORT_MIN: ['siprec.media.portMin', 'number'],
+  OPTIN_SIPREC_MEDIA_PORT_MAX: ['siprec.media.portMax', 'number'],
+  OPTIN_SIPREC_MEDIA_ADVERTISED_ADDRESS: ['siprec.media.advertisedAddress', 'string'],
 };
 
 /** Names of settings that hold secrets: never echoed back in errors or logs. */

@@ -1,31 +1,43 @@
 import { z } from 'zod';
 import { IdSchema } from '../ids/ids.ts';
-import { ERROR_CODES as V1_ERROR_CODES, MAX_MESSAGE_BYTES } from './protocol.ts';
-import { CallEndedSchema, CallPausedSchema, CallResumedSchema, CallStartedSchema, ConsentDeclinedSchema, ConsentGrantedSchema, ConsentWithdrawnSchema, ScheduleSetSchema } from '../gate/facts.ts';
-import { AgentScheduleSchema, CallSnapshotSchema } from '../gate/policySnapshot.ts';
-import { RECORDING_REASONS as V1_RECORDING_REASONS } from '../gate/reasons.ts';
+import { FactSchema, MAX_ERASURE_RECORDINGS, type Fact } from '../gate/facts.ts';
+import { AgentScheduleSchema, CallSnapshotSchema, PendingDeletionSchema, PendingErasureSchema, TombstoneSchema } from '../gate/policySnapshot.ts';
+import { FACT_REJECTIONS, RECORDING_REASONS } from '../gate/reasons.ts';
 
 /**
  * The policy stream, version 2 (docs/control-protocol.md is its human-readable twin: keep them
- * in step). What changed from v1 (src/control/protocol.ts, whose fact and participant schemas
- * this file reuses):
- * - the server is the control plane: facts come from its database, `seq` is the database's
- *   (a restarted or different replica continues the same numbering);
+ * in step). The server is the control plane (facts from its database; `seq` is the database's, so
+ * a restarted or different replica continues the same numbering); the client is the recording
+ * worker (src/control/ControlClient.ts).
  * - `hello` carries the server's nonce; every later frame is `<mac> <json>` (frameAuth.ts);
- * - facts for erasures and deletions; snapshots list pending ones and recent tombstones;
- * - worker -> server: cap requests (answered by `cap.decision`), catalogue reports, and
- *   confirmations of erasures and deletions.
+ * - facts (src/gate/facts.ts) include erasures and deletions; snapshots list pending ones and
+ *   recent tombstones;
+ * - worker -> server: R7 recording states, cap requests (answered by `cap.decision`), catalogue
+ *   reports, and confirmations of erasures and deletions.
+ *
+ * What the frames carry (facts, participants, consent evidence, schedules, the ledger, the
+ * reasons a call is not recorded) is the gate's vocabulary (src/gate/): this file holds the
+ * frames around it, so control/ depends on gate/ and never the reverse.
  *
  * Bounds: the JSON part of a frame is at most 64 KiB (MAX_MESSAGE_BYTES), the MAC and one space
- * come on top. Schemas are strict: an unknown field is an error.
+ * come on top. Schemas are strict: an unknown field is an error, because a field we silently
+ * ignore could be a condition the sender thinks we enforce. Times are integer ms since the Unix
+ * epoch, UTC.
  */
 
 export const PROTOCOL_VERSION_2 = 2 as const;
 /** WebSocket subprotocol (Sec-WebSocket-Protocol) a v2 worker offers; the server requires it. */
 export const SUBPROTOCOL_V2 = 'optin-control.v2';
-export { MAX_MESSAGE_BYTES };
+/** Hard bound on the JSON of one frame, both directions (bytes of UTF-8 text). */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
 /** Largest whole frame: MAC (43) + space + JSON. */
 export const MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 44;
+/**
+ * Bound handed to `ws` as `maxPayload` on the worker: larger than a frame so that an oversized
+ * (but authentic) frame reaches the parser and gets a polite `too-large` reply instead of a torn
+ * socket, yet still bounds what one frame can cost.
+ */
+export const WS_MAX_PAYLOAD_BYTES = 1024 * 1024;
 
 const LabelSchema = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must match /^[A-Za-z0-9_.:-]{1,128}$/');
 const EpochMsSchema = z.int().min(0).max(8_640_000_000_000_000);
@@ -33,86 +45,30 @@ const SeqSchema = z.int().min(0);
 const CountSchema = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const NonceSchema = z.string().regex(/^[A-Za-z0-9_-]{22,128}$/, 'must be 22..128 base64url characters');
 
-/** Recordings one erasure may name (a call has at most a handful: one per worker run). */
-export const MAX_ERASURE_RECORDINGS = 256;
 export const MAX_REPORT_PARTICIPANTS = 64;
 
 // ---------------------------------------------------------------------------------------------
-// Facts (v1 facts plus erasures and deletions)
+// Facts: the gate's (src/gate/facts.ts), ledger facts included
 // ---------------------------------------------------------------------------------------------
 
-/** Why a recording (or one participant's part of it) is deleted. */
-export const DELETION_REASONS = ['team-lead', 'operator', 'erasure', 'expiry'] as const;
-export type DeletionReason = (typeof DELETION_REASONS)[number];
-
-/**
- * R9: a customer withdrew with `erase`. Every worker that holds a recording of the call deletes
- * that participant's part (store, spool, data key) and answers `erasure.done`. `recordingIds`
- * lists what the catalogue knew when the request was accepted; a worker erases by
- * (callId, participantId) whatever it holds, listed or not.
- */
-export const ErasureRequestedSchema = z.strictObject({
-  type: z.literal('erasure.requested'),
-  erasureId: IdSchema,
-  callId: IdSchema,
-  participantId: IdSchema,
-  recordingIds: z.array(IdSchema).max(MAX_ERASURE_RECORDINGS),
-});
-/** The erasure is complete (receipts recorded): workers drop it from their pending sets. */
-export const ErasureCompletedSchema = z.strictObject({ type: z.literal('erasure.completed'), erasureId: IdSchema });
-/**
- * A recording (or one participant's part) is deleted: the tombstone. A writer that holds it
- * stops, deletes, forgets the key, answers `deletion.done`, and refuses every later PUT or
- * manifest write for it.
- */
-export const RecordingDeletedSchema = z.strictObject({
-  type: z.literal('recording.deleted'),
-  deletionId: IdSchema,
-  recordingId: IdSchema,
-  participantId: IdSchema.optional(),
-  reason: z.enum(DELETION_REASONS),
-});
-export const DeletionCompletedSchema = z.strictObject({ type: z.literal('deletion.completed'), deletionId: IdSchema });
-
-export const FactV2Schema = z.discriminatedUnion('type', [
-  CallStartedSchema,
-  CallEndedSchema,
-  ConsentGrantedSchema,
-  ConsentDeclinedSchema,
-  ConsentWithdrawnSchema,
-  ScheduleSetSchema,
-  CallPausedSchema,
-  CallResumedSchema,
+export { MAX_ERASURE_RECORDINGS };
+export {
+  DELETION_REASONS,
   ErasureRequestedSchema,
   ErasureCompletedSchema,
   RecordingDeletedSchema,
   DeletionCompletedSchema,
-]);
-export type FactV2 = z.infer<typeof FactV2Schema>;
+  type DeletionReason,
+} from '../gate/facts.ts';
+export const FactV2Schema = FactSchema;
+export type FactV2 = Fact;
 export type FactV2Type = FactV2['type'];
 
 // ---------------------------------------------------------------------------------------------
-// Snapshot content
+// Snapshot content: the gate's (src/gate/policySnapshot.ts)
 // ---------------------------------------------------------------------------------------------
 
-export const PendingErasureSchema = z.strictObject({
-  erasureId: IdSchema,
-  callId: IdSchema,
-  participantId: IdSchema,
-  recordingIds: z.array(IdSchema).max(MAX_ERASURE_RECORDINGS),
-});
-export const PendingDeletionSchema = z.strictObject({
-  deletionId: IdSchema,
-  recordingId: IdSchema,
-  participantId: IdSchema.optional(),
-  reason: z.enum(DELETION_REASONS),
-});
-/** A completed deletion or erasure a writer must still honour (recent ones: see the docs). */
-export const TombstoneSchema = z.strictObject({ recordingId: IdSchema, participantId: IdSchema.optional() });
-
-export type PendingErasure = z.infer<typeof PendingErasureSchema>;
-export type PendingDeletion = z.infer<typeof PendingDeletionSchema>;
-export type Tombstone = z.infer<typeof TombstoneSchema>;
+export { PendingErasureSchema, PendingDeletionSchema, TombstoneSchema, type PendingErasure, type PendingDeletion, type Tombstone } from '../gate/policySnapshot.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Server -> worker
@@ -166,7 +122,28 @@ export const CapDecisionSchema = z
   })
   .refine((d) => d.admitted === (d.reason === undefined), { message: 'reason is given exactly when admitted is false' });
 
-export const ERROR_CODES_V2 = [...V1_ERROR_CODES, 'bad-frame-mac', 'unknown-erasure', 'unknown-deletion', 'unavailable'] as const;
+export const ERROR_CODES_V2 = [
+  // framing and schema (both directions)
+  'too-large',
+  'bad-json',
+  'bad-version',
+  'unknown-type',
+  'invalid-message',
+  // sequencing and session (worker -> server)
+  'unexpected-message',
+  'duplicate',
+  'seq-gap',
+  'bad-snapshot',
+  'bad-proof',
+  // facts that are well formed but do not fit the worker's state (worker -> server)
+  ...FACT_REJECTIONS,
+  // server side
+  'internal',
+  'bad-frame-mac',
+  'unknown-erasure',
+  'unknown-deletion',
+  'unavailable',
+] as const;
 export type ErrorCodeV2 = (typeof ERROR_CODES_V2)[number];
 
 export const ErrorV2Schema = z.strictObject({
@@ -190,8 +167,8 @@ export const ServerMessageV2Schema = z.discriminatedUnion('type', [
 // Worker -> server
 // ---------------------------------------------------------------------------------------------
 
-/** v1 reasons plus `deleted` (a deletion or erasure stopped it) and `cap-unknown` (no cap answer in time). */
-export const RECORDING_REASONS_V2 = [...V1_RECORDING_REASONS, 'deleted', 'cap-unknown'] as const;
+/** The gate's reasons (src/gate/reasons.ts), `deleted` (a deletion stopped it) and `cap-unknown` (no cap answer in time) included. */
+export const RECORDING_REASONS_V2 = RECORDING_REASONS;
 export type RecordingReasonV2 = (typeof RECORDING_REASONS_V2)[number];
 
 export const RecordingStateV2Schema = z

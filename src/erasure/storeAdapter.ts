@@ -3,10 +3,10 @@ import { AuditSpool } from '../audit/AuditSpool.ts';
 import { AuditTrail } from '../audit/AuditTrail.ts';
 import type { CatalogueEntry } from '../catalogue/Catalogue.ts';
 import type { StoreReceipt } from '../control/protocolV2.ts';
+import { summarizeReceipt } from '../control/storeReceipt.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import type { Logger } from '../log/logger.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
-import type { DeletionReceipt } from '../storage/types.ts';
 import { bucketNames } from '../storage/layout.ts';
 import { createS3Client, type S3Config } from '../storage/s3Endpoint.ts';
 
@@ -40,20 +40,7 @@ export interface StoreSettings {
   logger: Logger;
 }
 
-export function summarizeReceipt(r: DeletionReceipt): StoreReceipt {
-  const out: StoreReceipt = {
-    receiptId: r.receiptId,
-    recordingId: r.recordingId,
-    complete: r.complete,
-    nothingLeft: r.nothingLeft,
-    dataKeysDestroyed: r.dataKeys.filter((k) => k.destroyed.length > 0).length,
-    mediaObjects: r.mediaObjects.count,
-    manifest: r.manifest,
-    completedAt: Date.parse(r.completedAt) || Date.now(),
-  };
-  if (r.participantId !== undefined) out.participantId = r.participantId;
-  return out;
-}
+export { summarizeReceipt };
 
 export async function openControlPlaneStore(settings: StoreSettings): Promise<ControlPlaneStore> {
   const client = createS3Client(settings.s3);

@@ -1,13 +1,20 @@
 import type { AgentParticipant, ConsentEvidence, Fact, Participant, Window } from './facts.ts';
-import type { AgentSchedule, CallSnapshot, ConsentStatus } from './policySnapshot.ts';
+import type { AgentSchedule, CallSnapshot, ConsentStatus, LedgerSnapshot, PendingDeletion, PendingErasure } from './policySnapshot.ts';
 import type { FactRejection } from './reasons.ts';
 import { monthKey } from './month.ts';
 import { checkSchedule, sortWindows } from './schedule.ts';
 
 /**
- * What the worker knows from the control stream, plus the worker's own cap
+ * What the worker knows from the policy stream, plus the worker's own cap
  * bookkeeping. Pure: no I/O, no timers, no clock (callers pass instants), so
  * decideGate over it is a function of its arguments and property-testable.
+ *
+ * Besides calls and schedules it holds the ledger (R9): erasures and deletions
+ * accepted by the control plane and not yet completed (the recorder carries out
+ * the ones that concern what it holds) and the tombstones, the recordings (or
+ * participants' parts) nothing may be written for any more. Tombstones are
+ * learned from snapshots and facts and kept (bounded) for the life of the
+ * process: the store checks them before every PUT and manifest write.
  *
  * The default is closed: a new PolicyState is stale and knows no call.
  */
@@ -43,12 +50,21 @@ export interface Admission {
   readonly agentIds: readonly string[];
 }
 
+/** `changed`: the call whose decision may have changed ('all': any call); absent: no gate is affected. */
 export type ApplyResult =
-  | { ok: true; changed: string | 'all' }
+  | { ok: true; changed?: string | 'all' }
   | { ok: false; code: FactRejection; message: string; changed?: string | 'all' };
 
 /** How many ended calls are remembered (so late facts about them are refused, not mistaken for new calls). */
 export const ENDED_CALLS_RETAINED = 1024;
+/** How many tombstones are remembered (oldest forgotten first; the control plane lists recent ones in every snapshot). */
+export const TOMBSTONES_RETAINED = 100_000;
+
+const EMPTY_LEDGER: LedgerSnapshot = { erasures: [], deletions: [], tombstones: [] };
+
+function tombstoneKey(recordingId: string, participantId?: string): string {
+  return participantId === undefined ? recordingId : `${recordingId}/${participantId}`;
+}
 
 interface MutableCall {
   callId: string;
@@ -66,8 +82,14 @@ export class PolicyState {
   readonly #schedules = new Map<string, ScheduleState>();
   readonly #admissions = new Map<string, Admission>();
   readonly #capRefused = new Set<string>();
-  /** `${agentId}/${YYYY-MM}` -> recordings admitted (from the CapLedger, plus our own admissions). */
+  /** Admissions asked of the control plane and not answered yet, by call: they count against the cap meanwhile. */
+  readonly #admitting = new Map<string, Admission>();
+  /** `${agentId}/${YYYY-MM}` -> recordings this worker had admitted. */
   readonly #monthlyCounts = new Map<string, number>();
+  readonly #erasures = new Map<string, PendingErasure>();
+  readonly #deletions = new Map<string, PendingDeletion>();
+  /** `recordingId` (whole recording) or `recordingId/participantId`; insertion order = age. */
+  readonly #tombstones = new Set<string>();
 
   // -- freshness ------------------------------------------------------------
 
@@ -91,12 +113,14 @@ export class PolicyState {
   // -- applying the stream ----------------------------------------------------
 
   /**
-   * Replaces calls and schedules with the snapshot's and becomes fresh. The
-   * worker's own cap bookkeeping survives for calls still present (an admitted
-   * recording stays admitted across a reconnect). Returns per-entry problems,
-   * e.g. a schedule refused under R6; the rest of the snapshot still applies.
+   * Replaces calls, schedules and the pending erasures and deletions with the
+   * snapshot's, adds its tombstones to those already known, and becomes fresh.
+   * The worker's own cap bookkeeping survives for calls still present (an
+   * admitted recording stays admitted across a reconnect). Returns per-entry
+   * problems, e.g. a schedule refused under R6; the rest of the snapshot still
+   * applies.
    */
-  applySnapshot(calls: readonly CallSnapshot[], agents: readonly AgentSchedule[]): ApplyResult[] {
+  applySnapshot(calls: readonly CallSnapshot[], agents: readonly AgentSchedule[], ledger: LedgerSnapshot = EMPTY_LEDGER): ApplyResult[] {
     const problems: ApplyResult[] = [];
     this.#calls.clear();
     this.#ended.length = 0;
@@ -123,7 +147,13 @@ export class PolicyState {
       if (!r.ok) problems.push(r);
     }
     for (const callId of [...this.#admissions.keys()]) if (!this.#calls.has(callId)) this.#admissions.delete(callId);
+    for (const callId of [...this.#admitting.keys()]) if (!this.#calls.has(callId)) this.#admitting.delete(callId);
     for (const callId of [...this.#capRefused]) if (!this.#calls.has(callId)) this.#capRefused.delete(callId);
+    this.#erasures.clear();
+    this.#deletions.clear();
+    for (const e of ledger.erasures) this.#addErasure(e);
+    for (const d of ledger.deletions) this.#addDeletion(d);
+    for (const t of ledger.tombstones) this.addTombstone(t.recordingId, t.participantId);
     this.#fresh = true;
     return problems;
   }
@@ -148,6 +178,7 @@ export class PolicyState {
         if (!('callId' in call)) return call;
         call.ended = true;
         this.#admissions.delete(fact.callId);
+        this.#admitting.delete(fact.callId);
         this.#capRefused.delete(fact.callId);
         this.#ended.push(fact.callId);
         // Forget the oldest ended calls; bounded memory beats perfect late-fact detection.
@@ -191,7 +222,37 @@ export class PolicyState {
       }
       case 'schedule.set':
         return this.#setSchedule(fact.agentId, fact.windows, fact.monthlyCap);
+      // The ledger: known calls or not, these always apply (an erasure outlives its call).
+      case 'erasure.requested':
+        this.#addErasure(fact);
+        return { ok: true, changed: fact.callId };
+      case 'erasure.completed':
+        this.#erasures.delete(fact.erasureId);
+        return { ok: true };
+      case 'recording.deleted':
+        this.#addDeletion(fact);
+        return { ok: true, ...this.#callOfRecording(fact.recordingId) };
+      case 'deletion.completed':
+        this.#deletions.delete(fact.deletionId);
+        return { ok: true };
     }
+  }
+
+  /** The erasure's recordings are tombstoned whole: a worker erases every track of them (R9). */
+  #addErasure(e: PendingErasure): void {
+    this.#erasures.set(e.erasureId, { erasureId: e.erasureId, callId: e.callId, participantId: e.participantId, recordingIds: [...e.recordingIds] });
+    for (const recordingId of e.recordingIds) this.addTombstone(recordingId);
+  }
+
+  #addDeletion(d: PendingDeletion): void {
+    const entry: PendingDeletion = { deletionId: d.deletionId, recordingId: d.recordingId, reason: d.reason, ...(d.participantId === undefined ? {} : { participantId: d.participantId }) };
+    this.#deletions.set(d.deletionId, entry);
+    this.addTombstone(d.recordingId, d.participantId);
+  }
+
+  #callOfRecording(recordingId: string): { changed?: string } {
+    for (const [callId, a] of this.#admissions) if (a.recordingId === recordingId) return { changed: callId };
+    return {};
   }
 
   #liveCall(callId: string): MutableCall | { ok: false; code: FactRejection; message: string } {
@@ -243,7 +304,46 @@ export class PolicyState {
     return this.#schedules.get(agentId);
   }
 
-  // -- monthly cap bookkeeping (fed by the recorder and the CapLedger) -------------
+  // -- the ledger -------------------------------------------------------------------
+
+  /** Erasures accepted by the control plane and not completed yet (from snapshots and facts). */
+  pendingErasures(): PendingErasure[] {
+    return [...this.#erasures.values()];
+  }
+
+  /** Deletions accepted by the control plane and not completed yet. */
+  pendingDeletions(): PendingDeletion[] {
+    return [...this.#deletions.values()];
+  }
+
+  /** True when nothing more may be written for this recording (or this participant's part of it). */
+  isTombstoned(recordingId: string, participantId?: string): boolean {
+    if (this.#tombstones.has(recordingId)) return true;
+    return participantId !== undefined && this.#tombstones.has(tombstoneKey(recordingId, participantId));
+  }
+
+  /**
+   * What is deleted of a recording: all of it, some participants' parts, or nothing (the
+   * recorder reconciles what it holds with this after a snapshot).
+   */
+  tombstonesOf(recordingId: string): { whole: boolean; participants: string[] } {
+    if (this.#tombstones.has(recordingId)) return { whole: true, participants: [] };
+    const prefix = `${recordingId}/`;
+    const participants: string[] = [];
+    for (const key of this.#tombstones) if (key.startsWith(prefix)) participants.push(key.slice(prefix.length));
+    return { whole: false, participants };
+  }
+
+  /** Remembers a deletion (the recorder adds its own: a recording it erased that no fact named). */
+  addTombstone(recordingId: string, participantId?: string): void {
+    const key = tombstoneKey(recordingId, participantId);
+    if (this.#tombstones.has(key)) return;
+    this.#tombstones.add(key);
+    // Bounded: the oldest go first (the control plane repeats recent ones in every snapshot).
+    while (this.#tombstones.size > TOMBSTONES_RETAINED) this.#tombstones.delete(this.#tombstones.values().next().value as string);
+  }
+
+  // -- monthly cap bookkeeping (fed by the recorder's admissions) --------------------
 
   admission(callId: string): Admission | undefined {
     return this.#admissions.get(callId);
@@ -254,33 +354,65 @@ export class PolicyState {
   }
 
   /**
-   * Records that the CapLedger admitted this call's recording for all its
-   * agents; from now on the cap is not re-checked for the call (see decideGate).
+   * The recorder asked the control plane to admit this call's recording: until the answer, it
+   * counts against its agents' caps for the worker's other calls (two calls of one agent decided
+   * in the same turn must not both ask for the last slot).
+   */
+  markAdmitting(callId: string, recordingId: string, atMs: number): void {
+    const call = this.#calls.get(callId);
+    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
+    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId) });
+  }
+
+  /** The admission got no answer (timeout, control plane unavailable, stream lost): it counts no more. */
+  clearAdmitting(callId: string): void {
+    this.#admitting.delete(callId);
+  }
+
+  /**
+   * Records that the control plane admitted this call's recording for all its agents; from now
+   * on the cap is not re-checked for the call (see decideGate).
    */
   markAdmitted(callId: string, recordingId: string, atMs: number): void {
+    this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
     if (call === undefined || call.ended || this.#admissions.has(callId)) return;
     const agentIds = this.agentsOf(callId).map((a) => a.subjectId);
     this.#admissions.set(callId, { recordingId, atMs, agentIds });
     this.#capRefused.delete(callId);
     const month = monthKey(atMs);
-    for (const agentId of new Set(agentIds)) this.setMonthlyCount(agentId, month, this.monthlyCount(agentId, month) + 1);
+    for (const agentId of new Set(agentIds)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);
   }
 
-  /** The CapLedger refused: the call stays closed with `cap-reached` until it ends. */
+  /** The control plane refused: the call stays closed with `cap-reached` until it ends. */
   markCapRefused(callId: string): void {
+    this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
     if (call === undefined || call.ended || this.#admissions.has(callId)) return;
     this.#capRefused.add(callId);
   }
 
-  /** Loads a count from the CapLedger (shared across workers) so the gate can refuse early. */
+  /** Sets the admissions known for an agent and month (tests; a worker told of earlier admissions). */
   setMonthlyCount(agentId: string, month: string, count: number): void {
     this.#monthlyCounts.set(`${agentId}/${month}`, count);
   }
 
+  /** Recordings of this agent this worker had admitted in `month`. */
   monthlyCount(agentId: string, month: string): number {
     return this.#monthlyCounts.get(`${agentId}/${month}`) ?? 0;
+  }
+
+  /**
+   * What the gate compares with the agent's cap for `callId`: this worker's admissions of the
+   * month plus its admissions in flight for the agent's other calls. (Other workers' admissions
+   * are the control plane's to count: it refuses, and the call shows `cap-reached`.)
+   */
+  capUsed(agentId: string, month: string, callId: string): number {
+    let n = this.monthlyCount(agentId, month);
+    for (const [otherCallId, a] of this.#admitting) {
+      if (otherCallId !== callId && monthKey(a.atMs) === month && a.agentIds.includes(agentId)) n++;
+    }
+    return n;
   }
 }
 

@@ -15,7 +15,7 @@ export interface GateDecision {
   readonly evidence: readonly ConsentEvidence[];
   /**
    * Open, but the recording is not yet admitted under the monthly cap: the
-   * recorder must win `CapLedger.admit` for every agent (then
+   * recorder must get the control plane's admission for every agent (then
    * `state.markAdmitted`) before it writes the first packet, and drop packets
    * meanwhile. Never true when closed.
    */
@@ -86,7 +86,7 @@ export function decideGate(state: PolicyState, callId: string, nowMs: number): G
     for (const agentId of agents) {
       // An agent without a schedule is already `outside-window`; the cap is a property of a schedule.
       const schedule = state.schedule(agentId);
-      if (schedule !== undefined && state.monthlyCount(agentId, month) >= schedule.monthlyCap) capReached = true;
+      if (schedule !== undefined && state.capUsed(agentId, month, callId) >= schedule.monthlyCap) capReached = true;
     }
     if (capReached) reasons.push('cap-reached');
   }

@@ -4,9 +4,10 @@ import { IdSchema } from '../ids/ids.ts';
 /**
  * The policy facts: what the IVR/web side tells the worker about a call
  * (who is in it, who consented and how, pauses) and about an agent (the R6
- * schedule). The gate decides from these and nothing else; the control
- * stream (`control/protocol.ts`) only carries them. docs/control-protocol.md
- * describes them for integrators: keep the two in step.
+ * schedule), and the ledger's word about erasures and deletions (R9). The gate
+ * decides from these and nothing else; the policy stream (`control/protocolV2.ts`)
+ * only carries them. docs/control-protocol.md describes them for integrators:
+ * keep the two in step.
  *
  * Schemas are strict: an unknown field is an error, because a field we
  * silently ignore could be a condition the sender thinks we enforce.
@@ -115,6 +116,44 @@ export const ScheduleSetSchema = z.strictObject({
 export const CallPausedSchema = z.strictObject({ type: z.literal('call.paused'), callId: IdSchema });
 export const CallResumedSchema = z.strictObject({ type: z.literal('call.resumed'), callId: IdSchema });
 
+// -- the erasure ledger and deletion tombstones (R9) ----------------------------------------------
+
+/** Why a recording (or one participant's part of it) is deleted. */
+export const DELETION_REASONS = ['team-lead', 'operator', 'erasure', 'expiry'] as const;
+export type DeletionReason = (typeof DELETION_REASONS)[number];
+
+/** Recordings one erasure may name (a call has at most a handful: one per worker run). */
+export const MAX_ERASURE_RECORDINGS = 256;
+
+/**
+ * R9: a customer withdrew with `erase`. Every worker that holds a recording of the call stops it
+ * and deletes it (store, spool, data key), then answers `erasure.done`. `recordingIds` lists what
+ * the catalogue knew when the request was accepted; a worker erases by callId whatever it holds,
+ * listed or not.
+ */
+export const ErasureRequestedSchema = z.strictObject({
+  type: z.literal('erasure.requested'),
+  erasureId: IdSchema,
+  callId: IdSchema,
+  participantId: IdSchema,
+  recordingIds: z.array(IdSchema).max(MAX_ERASURE_RECORDINGS),
+});
+/** The erasure is complete (receipts recorded): workers drop it from their pending sets. */
+export const ErasureCompletedSchema = z.strictObject({ type: z.literal('erasure.completed'), erasureId: IdSchema });
+/**
+ * A recording (or one participant's part) is deleted: the tombstone. A writer that holds it
+ * stops, deletes, forgets the key, answers `deletion.done`, and refuses every later PUT or
+ * manifest write for it.
+ */
+export const RecordingDeletedSchema = z.strictObject({
+  type: z.literal('recording.deleted'),
+  deletionId: IdSchema,
+  recordingId: IdSchema,
+  participantId: IdSchema.optional(),
+  reason: z.enum(DELETION_REASONS),
+});
+export const DeletionCompletedSchema = z.strictObject({ type: z.literal('deletion.completed'), deletionId: IdSchema });
+
 export const FactSchema = z.discriminatedUnion('type', [
   CallStartedSchema,
   CallEndedSchema,
@@ -124,6 +163,10 @@ export const FactSchema = z.discriminatedUnion('type', [
   ScheduleSetSchema,
   CallPausedSchema,
   CallResumedSchema,
+  ErasureRequestedSchema,
+  ErasureCompletedSchema,
+  RecordingDeletedSchema,
+  DeletionCompletedSchema,
 ]);
 
 export type AgentParticipant = z.infer<typeof AgentParticipantSchema>;
@@ -135,3 +178,5 @@ export type Window = z.infer<typeof WindowSchema>;
 export type Fact = z.infer<typeof FactSchema>;
 export type FactType = Fact['type'];
 export type FactOf<T extends FactType> = Extract<Fact, { type: T }>;
+/** The facts of the erasure ledger and deletion tombstones (everything else is about calls and schedules). */
+export type LedgerFact = FactOf<'erasure.requested' | 'erasure.completed' | 'recording.deleted' | 'deletion.completed'>;

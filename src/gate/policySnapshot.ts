@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { IdSchema } from '../ids/ids.ts';
-import { ConsentEvidenceSchema, MAX_MONTHLY_CAP, MAX_PARTICIPANTS, MAX_WINDOWS, ParticipantListSchema, WindowSchema } from './facts.ts';
+import { ConsentEvidenceSchema, DELETION_REASONS, MAX_ERASURE_RECORDINGS, MAX_MONTHLY_CAP, MAX_PARTICIPANTS, MAX_WINDOWS, ParticipantListSchema, WindowSchema } from './facts.ts';
 
 /**
  * The policy state as a whole, the result of applying every fact so far: one
- * entry per live call (participants, each customer's latest act, paused) and
- * one schedule per agent. PolicyState applies it atomically; the control
- * stream sends it in `snapshot` frames on (re)connect.
+ * entry per live call (participants, each customer's latest act, paused), one
+ * schedule per agent, and the ledger: erasures and deletions accepted but not
+ * yet completed, and the tombstones of recent completed ones. PolicyState
+ * applies it atomically; the policy stream sends it in `snapshot` frames on
+ * (re)connect.
  */
 
 export const CONSENT_STATUSES = ['granted', 'declined', 'withdrawn'] as const;
@@ -35,3 +37,31 @@ export type ConsentStatus = (typeof CONSENT_STATUSES)[number];
 export type ConsentEntry = z.infer<typeof ConsentEntrySchema>;
 export type CallSnapshot = z.infer<typeof CallSnapshotSchema>;
 export type AgentSchedule = z.infer<typeof AgentScheduleSchema>;
+
+/** An erasure accepted and not yet completed (R9). */
+export const PendingErasureSchema = z.strictObject({
+  erasureId: IdSchema,
+  callId: IdSchema,
+  participantId: IdSchema,
+  recordingIds: z.array(IdSchema).max(MAX_ERASURE_RECORDINGS),
+});
+/** A deletion accepted and not yet completed. */
+export const PendingDeletionSchema = z.strictObject({
+  deletionId: IdSchema,
+  recordingId: IdSchema,
+  participantId: IdSchema.optional(),
+  reason: z.enum(DELETION_REASONS),
+});
+/** A completed deletion or erasure a writer must still honour: nothing more is written for it. */
+export const TombstoneSchema = z.strictObject({ recordingId: IdSchema, participantId: IdSchema.optional() });
+
+export type PendingErasure = z.infer<typeof PendingErasureSchema>;
+export type PendingDeletion = z.infer<typeof PendingDeletionSchema>;
+export type Tombstone = z.infer<typeof TombstoneSchema>;
+
+/** The ledger part of a snapshot. */
+export interface LedgerSnapshot {
+  readonly erasures: readonly PendingErasure[];
+  readonly deletions: readonly PendingDeletion[];
+  readonly tombstones: readonly Tombstone[];
+}

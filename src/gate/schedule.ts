@@ -40,7 +40,7 @@ export interface ScheduleCheckOptions {
  *
  * The worker checks incoming schedules without `nowMs`: a window in the past
  * is harmless to it (it never opens a gate) and clock skew would otherwise make
- * worker and server disagree; the policy server refuses them when they are set.
+ * worker and server disagree; the control plane's ingest API refuses them when they are set (422).
  */
 export function checkSchedule(windows: readonly Window[], monthlyCap: number, options: ScheduleCheckOptions = {}): ScheduleProblem[] {
   const tolerance = options.contiguityToleranceMs ?? DEFAULT_CONTIGUITY_TOLERANCE_MS;

@@ -1,16 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
-import { GateMachine, type ClosedReason, type GateTransition } from '../gate/GateMachine.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
+import { GateMachine, type GateTransition } from '../gate/GateMachine.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
-import type { RecorderReason } from '../gate/reasons.ts';
+import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { DeletionReceipt } from '../storage/types.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
-import { assertCanEnter, isErased, recordingIdOf, reportOf, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
+import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 
+/** A participant's stream received directly (CallRecorder.openDirectTrack). */
+export interface DirectTrack {
+  /** One RTP packet at its arrival time; the per-packet gate decides whether it is kept. */
+  push(packet: Buffer, arrivalMs: number): void;
+  /** The stream ended or now carries someone else: ends its run (the segment is sealed). */
+  close(): Promise<void>;
+}
+
 /** What the call needs from storage (RecordingStore satisfies it). */
 export interface CallStore extends SegmentSink {
+  /** Resolves with the recording's expiry (the manifest's), or nothing (stores that do not say). */
   beginRecording(input: {
     recordingId: string;
     callId: string;
@@ -18,15 +30,30 @@ export interface CallStore extends SegmentSink {
     participants: { participantId: string; role: 'agent' | 'customer'; subjectId: string; teamLeadId?: string }[];
     consentEvidence: Record<string, string | number | boolean | null>[];
     policy?: { agentWindows: { start: number; end: number }[]; monthlyCap: number };
-  }): Promise<unknown>;
+  }): Promise<{ expiresAtMs: number } | void>;
   endRecording(recordingId: string): Promise<unknown>;
-  deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<unknown>;
+  /** Resolves with the store's receipt (RecordingStore), or nothing (stores that keep none). */
+  deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<DeletionReceipt | void>;
 }
 
-/** Admits a recording under the agents' monthly caps (CapLedger satisfies it). */
+/**
+ * Admits a recording under the agents' monthly caps (ControlAdmitter asks the control plane).
+ * Resolves true (admitted, recorded with `state.markAdmitted`) or false (refused,
+ * `state.markCapRefused`); rejects with CONTROL_NOT_FRESH when the policy stream was lost before
+ * the answer, and with anything else when the cap could not be decided (`cap-unknown`).
+ */
 export interface Admitter {
   admitCall(state: PolicyState, callId: string, recordingId: string, now?: number): Promise<boolean>;
 }
+
+/** What a call tells the catalogue about its recording (the Recorder reports it upstream). */
+export type RecordingEvent =
+  | { type: 'begun'; recordingId: string; startedAt: number; expiresAt: number | undefined; participants: { participantId: string; role: 'agent' | 'customer'; subjectId: string; teamLeadId?: string }[] }
+  | { type: 'segment'; recordingId: string; participantId: string; sealedBytes: number }
+  | { type: 'ended' | 'interrupted'; recordingId: string; at: number };
+
+/** How long a call waits before asking again for a cap the control plane did not decide in time. */
+export const CAP_RETRY_MS = 1000;
 
 export interface CallRecorderDeps {
   state: PolicyState;
@@ -37,7 +64,9 @@ export interface CallRecorderDeps {
   logger: Logger;
   metrics?: Metrics;
   /** Called on every change of what the call reports (R7); the Recorder sends it upstream. */
-  onReport: (callId: string, report: { recording: boolean; reasons: ClosedReason[]; recordingId?: string }) => void;
+  onReport: (callId: string, report: { recording: boolean; reasons: RecordingReason[]; recordingId?: string }) => void;
+  /** The recording's life for the catalogue (begun, segments stored, ended). */
+  onRecording?: (event: RecordingEvent) => void;
   /** Recording starts and stops (`gate.transition`), cap refusals and erasures, for the audit trail. */
   onAudit: (entry: { type: string; callId: string; recordingId?: string; details: Record<string, unknown> }) => void;
   /** Asks the Recorder to re-evaluate this call soon (admission finished, storage error). */
@@ -55,7 +84,8 @@ export interface CallRecorderDeps {
  */
 export class CallRecorder {
   readonly callId: string;
-  readonly room: CallRoom;
+  /** The call's mediasoup Router (WebRTC and plain legs); none for a call whose media arrives directly (SIPREC). */
+  readonly room: CallRoom | undefined;
   readonly gate: GateMachine;
   readonly tracks = new Map<string, TrackRecorder>();
   readonly #d: CallRecorderDeps;
@@ -67,18 +97,20 @@ export class CallRecorder {
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
 
-  constructor(room: CallRoom, deps: CallRecorderDeps) {
-    this.callId = room.callId;
+  constructor(callId: string, room: CallRoom | undefined, deps: CallRecorderDeps) {
+    this.callId = callId;
     this.room = room;
     this.#d = deps;
-    this.#log = deps.logger.child({ callId: room.callId });
-    this.gate = new GateMachine(deps.state, room.callId);
+    this.#log = deps.logger.child({ callId });
+    this.gate = new GateMachine(deps.state, callId);
   }
 
   async start(): Promise<void> {
-    this.#tap = await this.room.router.createDirectTransport();
-    this.room.on('audioproducer', (leg) => void this.#tapLeg(leg));
-    for (const leg of this.room.legs) await this.#tapLeg(leg);
+    const room = this.room;
+    if (!room) return;
+    this.#tap = await room.router.createDirectTransport();
+    room.on('audioproducer', (leg) => void this.#tapLeg(leg));
+    for (const leg of room.legs) await this.#tapLeg(leg);
   }
 
   get phase(): RecordingPhase {
@@ -111,7 +143,10 @@ export class CallRecorder {
     const open = this.gate.isOpen;
     switch (phase.name) {
       case 'closed':
-        if (open && this.gate.decision?.needsAdmission) this.#admit(nowMs);
+        if (open && this.gate.decision?.needsAdmission) this.#admit(nowMs, phase.candidateId);
+        break;
+      case 'cap-unknown':
+        if (open && this.gate.decision?.needsAdmission && nowMs >= phase.retryAtMs) this.#admit(nowMs, phase.candidateId);
         break;
       case 'admitted':
         if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
@@ -139,22 +174,44 @@ export class CallRecorder {
   /**
    * Consent withdrawn with `erase` (R5, R9): stop at once, discard what is in flight, and delete
    * everything this call recorded, every participant's track (the agent's side can hold the
-   * customer's words too), keys and spool copies included.
+   * customer's words too), keys and spool copies included. Resolves with the store's receipt
+   * (undefined when nothing was recorded).
    */
-  async erase(reason: string): Promise<unknown> {
+  erase(reason: string): Promise<DeletionReceipt | undefined> {
+    return this.#stopAndDelete('erasure', reason);
+  }
+
+  /**
+   * A deletion of this call's recording (team lead, operator, expiry; R7 `deleted`): stop at
+   * once, discard what is in flight, delete the recording (or only `participantId`'s part, the
+   * rest then finalised as it is) through the store, keys first. Never records again in this call.
+   */
+  deleteRecording(reason: string, participantId?: string): Promise<DeletionReceipt | undefined> {
+    return this.#stopAndDelete('deletion', reason, participantId);
+  }
+
+  async #stopAndDelete(cause: ErasureCause, reason: string, participantId?: string): Promise<DeletionReceipt | undefined> {
     const phase = this.#phase;
     const recordingId = recordingIdOf(phase);
     if (phase.name === 'ended') this.#enter({ ...phase, erased: true }, Date.now());
-    else this.#enter({ name: 'erased', recordingId, refused: phase.name === 'refused' || (phase.name === 'erased' && phase.refused) }, Date.now(), ['erased']);
+    else {
+      // A second stop keeps the first cause: a deletion after an erasure still reports the customer's act.
+      const keptCause = phase.name === 'erased' ? phase.cause : cause;
+      this.#enter({ name: 'erased', recordingId, refused: phase.name === 'refused' || (phase.name === 'erased' && phase.refused), cause: keptCause }, Date.now(), ['erased']);
+    }
     await Promise.allSettled([...this.#ending]);
     await Promise.allSettled([...this.tracks.values()].map((t) => t.settled()));
     this.#report();
     if (!recordingId) return undefined;
     await this.#begun?.catch(() => undefined);
-    const receipt = await this.#d.store.deleteRecording(recordingId, { reason, actor: 'system' });
-    this.#d.metrics?.erasures.inc({ cause: 'consent-withdrawn' });
-    this.#d.onAudit({ type: 'recording.erased', callId: this.callId, recordingId, details: { reason } });
-    return receipt;
+    const receipt = await this.#d.store.deleteRecording(recordingId, { ...(participantId === undefined ? {} : { participantId }), reason, actor: 'system' });
+    if (participantId !== undefined) {
+      // The other participants' parts stay: their recording ends here, as it is.
+      await this.#d.store.endRecording(recordingId).catch((err: Error) => this.#log.debug({ err: err.message }, 'rest of the recording not finalised after a participant deletion'));
+    }
+    this.#d.metrics?.erasures.inc({ cause: cause === 'erasure' ? 'consent-withdrawn' : 'deletion' });
+    this.#d.onAudit({ type: cause === 'erasure' ? 'recording.erased' : 'recording.deleted-on-request', callId: this.callId, recordingId, details: { reason, ...(participantId === undefined ? {} : { participantId }) } });
+    return receipt ?? undefined;
   }
 
   /** Ends the call's recording: seals open segments and waits until each is stored or spooled. */
@@ -167,9 +224,15 @@ export class CallRecorder {
     // Read again: an erasure may have arrived while the runs were sealed.
     const ended = this.#phase;
     if (ended.name === 'ended' && ended.recordingId && !ended.erased) {
+      const recordingId = ended.recordingId;
       await this.#begun?.catch(() => undefined);
-      await this.#d.store.endRecording(ended.recordingId).catch((err: Error) =>
-        this.#log.warn({ err: err.message }, 'manifest not finalised (the store repairs it on the next start)'),
+      await this.#d.store.endRecording(recordingId).then(
+        () => this.#d.onRecording?.({ type: 'ended', recordingId, at: Date.now() }),
+        (err: Error) => {
+          if (isOptinError(err, 'RECORDING_DELETED')) return; // deleted elsewhere meanwhile: nothing to finalise
+          this.#log.warn({ err: err.message }, 'manifest not finalised (the store repairs it on the next start)');
+          this.#d.onRecording?.({ type: 'interrupted', recordingId, at: Date.now() });
+        },
       );
     }
     this.#tap?.close();
@@ -224,12 +287,14 @@ export class CallRecorder {
   }
 
   /**
-   * Asks the cap ledger for a recording. The answer can land in any phase: the call may have been
-   * erased or ended meanwhile, and then nothing is begun (no manifest for a recording that will
-   * never hold audio, and none naming the participants of an erased call).
+   * Asks the control plane to admit a recording under the monthly cap. The answer can land in any
+   * phase: the call may have been erased or ended meanwhile, and then nothing is begun (no
+   * manifest for a recording that will never hold audio, and none naming the participants of an
+   * erased call). `candidateId`: the id asked for before, whose answer was lost; asking again
+   * for it is idempotent at the control plane (never counted twice).
    */
-  #admit(nowMs: number): void {
-    const candidateId = `r_${randomBytes(8).toString('hex')}`;
+  #admit(nowMs: number, previous?: string): void {
+    const candidateId = previous ?? `r_${randomBytes(8).toString('hex')}`;
     this.#enter({ name: 'admitting', candidateId }, nowMs);
     const stillAdmitting = (): boolean => this.#phase.name === 'admitting' && this.#phase.candidateId === candidateId;
     this.#d.admitter.admitCall(this.#d.state, this.callId, candidateId, nowMs).then(
@@ -252,15 +317,25 @@ export class CallRecorder {
         this.#d.requestEvaluate(this.callId);
       },
       (err: Error) => {
-        // Fail closed: without a durable cap count we cannot know the cap holds. Retry later.
-        if (stillAdmitting()) this.#enter({ name: 'closed' }, nowMs);
-        this.#log.warn({ err: err.message }, 'cap admission failed; gate stays closed');
-        setTimeout(() => this.#d.requestEvaluate(this.callId), 1000).unref();
+        // Fail closed: without the control plane's decision we cannot know the cap holds.
+        if (stillAdmitting()) {
+          if (isOptinError(err, 'CONTROL_NOT_FRESH')) {
+            // The stream went away: the gate is closed anyway; asked again (same id) once fresh.
+            this.#enter({ name: 'closed', candidateId }, nowMs);
+          } else {
+            // Counted from the question (the recorder's clock): a timeout already waited its share.
+            this.#enter({ name: 'cap-unknown', candidateId, retryAtMs: nowMs + CAP_RETRY_MS }, nowMs);
+            this.#report();
+            setTimeout(() => this.#d.requestEvaluate(this.callId), CAP_RETRY_MS).unref();
+          }
+        }
+        this.#log.warn({ err: err.message }, 'cap admission not decided; the gate stays closed');
+        this.#d.requestEvaluate(this.callId);
       },
     );
   }
 
-  async #begin(recordingId: string, nowMs: number): Promise<unknown> {
+  async #begin(recordingId: string, nowMs: number): Promise<{ expiresAtMs: number } | void> {
     const call = this.#d.state.call(this.callId);
     const participants = call ? [...call.participants.values()] : [];
     // R6 evidence for the DPO: the windows around this recording and the cap it was admitted under.
@@ -270,38 +345,98 @@ export class CallRecorder {
       agentWindows: schedules.flatMap((s) => s.windows.filter((w) => w.end > nowMs - DAY && w.start < nowMs + DAY)).slice(0, 512),
       monthlyCap: schedules.length ? Math.min(...schedules.map((s) => s.monthlyCap)) : 0,
     };
+    const stored = participants.map((p) => ({
+      participantId: p.participantId,
+      role: p.role,
+      subjectId: p.subjectId,
+      ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}),
+    }));
     return this.#d.store
       .beginRecording({
         recordingId,
         callId: this.callId,
         startedAt: nowMs,
         policy,
-        participants: participants.map((p) => ({
-          participantId: p.participantId,
-          role: p.role,
-          subjectId: p.subjectId,
-          ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}),
-        })),
+        participants: stored,
         consentEvidence: (this.gate.decision?.evidence ?? []).map((e) => ({ ...e }) as Record<string, string | number | boolean | null>),
       })
-      .catch((err: Error) => {
-        this.#log.error({ err: err.message }, 'recording manifest not written');
-        throw err;
-      });
+      .then(
+        (result) => {
+          // An erasure that overtook the manifest write: the ledger speaks for this recording now.
+          if (!isErased(this.#phase)) this.#d.onRecording?.({ type: 'begun', recordingId, startedAt: nowMs, expiresAt: result ? result.expiresAtMs : undefined, participants: stored });
+          return result;
+        },
+        (err: Error) => {
+          this.#log.error({ err: err.message }, 'recording manifest not written');
+          throw err;
+        },
+      );
   }
 
   async #tapLeg(leg: AudioLeg): Promise<void> {
-    if (this.#phase.name === 'ended' || !this.#tap || this.tracks.has(leg.participantId)) return;
+    const room = this.room;
+    if (this.#phase.name === 'ended' || !this.#tap || !room || this.tracks.has(leg.participantId)) return;
+    const track = this.#newTrack(leg.participantId, leg.codec);
+    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities });
+    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
+    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
+    const phase = this.#phase;
+    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
+    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+  }
+
+  /**
+   * A participant's stream received directly, not through the SFU (SIPREC and plain SIP
+   * recording legs: the SBC has already forked the RTP). The same per-packet gate as a tapped
+   * leg, plus one check a tap does not need: the speaker must be a participant of the call as the
+   * control plane knows it, since the SRC names speakers itself (a stream for a stranger is never
+   * kept). `close` ends the stream's run (the call's recording goes on for the others); the same
+   * participant's stream may open again later (a transfer back) and continues the same track.
+   */
+  openDirectTrack(participantId: string, codec: AudioCodec): DirectTrack {
+    if (this.#phase.name === 'ended') throw new OptinError('CALL_CLOSED', `call ${this.callId} has ended; open a new call for new media`);
+    let track = this.tracks.get(participantId);
+    if (track && track.codec !== codec) {
+      throw new OptinError('CODEC_UNSUPPORTED', `participant ${participantId} already has a ${track.codec} track in this call; a codec change mid-call is not recorded`);
+    }
+    if (!track) {
+      track = this.#newTrack(participantId, codec);
+      this.#d.metrics?.tracksActive.inc({ codec });
+    }
+    const phase = this.#phase;
+    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    const t = track;
+    const state = this.#d.state;
+    const callId = this.callId;
+    let open = true;
+    return {
+      push: (packet, arrivalMs) => {
+        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && state.call(callId)?.participants.has(participantId) === true);
+      },
+      close: async () => {
+        if (!open) return;
+        open = false;
+        this.#d.metrics?.tracksActive.dec({ codec });
+        await t.endRun(Date.now());
+      },
+    };
+  }
+
+  #newTrack(participantId: string, codec: AudioCodec): TrackRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
-        return this.#d.store.putSegment(meta, ogg);
+        const result = await this.#d.store.putSegment(meta, ogg);
+        const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
+        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
+        return result;
       },
     };
     const track = new TrackRecorder({
       callId: this.callId,
-      participantId: leg.participantId,
-      codec: leg.codec,
+      participantId,
+      codec,
       segmentSamples: this.#d.segmentSamples,
       sink,
       encoder: this.#d.encoder,
@@ -310,14 +445,8 @@ export class CallRecorder {
       // The Recorder reads the spool state on re-evaluation: a full spool closes every gate.
       onStoreError: () => this.#d.requestEvaluate(this.callId),
     });
-    this.tracks.set(leg.participantId, track);
-    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: this.room.router.rtpCapabilities });
-    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
-    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
-    const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
-    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
-    consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+    this.tracks.set(participantId, track);
+    return track;
   }
 
   #report(): void {

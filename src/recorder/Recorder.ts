@@ -1,10 +1,18 @@
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ControlClient } from '../control/ControlClient.ts';
-import type { RecorderReason } from '../gate/reasons.ts';
+import type { StoreReceipt } from '../control/protocolV2.ts';
+import { summarizeReceipt } from '../control/storeReceipt.ts';
+import type { Fact } from '../gate/facts.ts';
+import type { PendingDeletion, PendingErasure } from '../gate/policySnapshot.ts';
+import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { PolicyState } from '../gate/PolicyState.ts';
+import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
+import type { DeletionReceipt } from '../storage/types.ts';
 import type { CallRoom } from '../sfu/CallRoom.ts';
-import { CallRecorder, type Admitter, type CallStore } from './CallRecorder.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import { CallRecorder, type Admitter, type CallStore, type DirectTrack } from './CallRecorder.ts';
+import { CatalogueReporter } from './CatalogueReporter.ts';
 import type { OpusEncoderPool } from './TrackRecorder.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -24,10 +32,20 @@ export interface AuditAppender {
   readonly full?: boolean;
 }
 
+/** What the recorder needs of its store beyond a call's writes (RecordingStore satisfies it). */
+export interface RecorderStore extends CallStore {
+  isSpoolFull(): boolean;
+  on?(event: 'spoolchange', fn: () => void): unknown;
+  /** Whether this process holds something of a recording no call of it holds (spool copies after a restart). */
+  holds?(recordingId: string): boolean;
+  /** Recordings' retention (default 30 days): the catalogue's expiry when the store does not say. */
+  readonly retentionSeconds?: number;
+}
+
 export interface RecorderOptions {
   control: ControlClient;
   state: PolicyState;
-  store: CallStore & { isSpoolFull(): boolean; on?(event: 'spoolchange', fn: () => void): unknown };
+  store: RecorderStore;
   admitter: Admitter;
   encoder?: OpusEncoderPool;
   audit?: AuditAppender;
@@ -44,7 +62,10 @@ export interface RecorderOptions {
 
 /**
  * The recorder service: every call's CallRecorder, one shared tick for all of them (no per-stream
- * timers), the gate wiring to the control stream, admission control, and R7 reporting.
+ * timers), the gate wiring to the policy stream, admission control, R7 reporting, catalogue
+ * reports, and the worker's part of the erasure ledger and deletion tombstones (R9): every
+ * erasure or deletion the control plane announces (as a fact, or pending in a snapshot) that
+ * concerns what this worker holds is carried out here, then confirmed with the store's receipt.
  */
 export interface RecordingStateEvent {
   recording: boolean;
@@ -71,6 +92,10 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   #lagP99Ms = 0;
   #auditFull = false;
   readonly #pendingAudit = new Set<Promise<unknown>>();
+  readonly #catalogue: CatalogueReporter;
+  /** Erasures and deletions carried out here (their receipts, to confirm again after a reconnect) or in progress. */
+  readonly #ledgerDone = new Map<string, StoreReceipt[]>();
+  readonly #ledgerRunning = new Set<string>();
 
   constructor(opts: RecorderOptions) {
     super();
@@ -79,15 +104,18 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     this.#loopDelay = monitorEventLoopDelay({ resolution: 10 });
     this.#loopDelay.enable();
     const c = opts.control;
+    this.#catalogue = new CatalogueReporter(c, {
+      retentionSeconds: opts.store.retentionSeconds ?? MAX_RETENTION_SECONDS,
+      onError: (err) => opts.logger.error({ err: err.message }, 'catalogue report not sent'),
+    });
     c.on('change', (callId) => (callId === 'all' ? this.evaluateAll() : this.evaluate(callId)));
     c.on('stale', () => this.evaluateAll());
     c.on('fresh', () => {
-      this.#eraseWithdrawnInSnapshot();
+      // Before the gates are re-decided: what was erased or deleted while we were away stops first.
+      this.#reconcileLedger();
       this.evaluateAll();
     });
-    c.on('fact', (fact) => {
-      if (fact.type === 'consent.withdrawn' && fact.erase) void this.#erase(fact.callId);
-    });
+    c.on('fact', (fact) => this.#onFact(fact));
     opts.store.on?.('spoolchange', () => this.evaluateAll());
     this.#timer = setInterval(() => this.#tick(), opts.tickMs ?? 20);
     // Lag is sampled once a second, not per packet.
@@ -137,16 +165,42 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
    * so overload never degrades recordings already running.
    */
   async attachCall(room: CallRoom, expectedStreams = 2): Promise<CallRecorder> {
+    const call = this.#newCall(room.callId, room, expectedStreams);
+    this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !this.#overloaded.has(room.callId) }, 'call attached');
+    room.once('close', () => void this.detachCall(room.callId));
+    await call.start();
+    this.evaluate(room.callId);
+    return call;
+  }
+
+  /**
+   * A stream received directly for `participantId` of `callId` (SIPREC, plain SIP recording
+   * legs): the call is put under the recorder (admission as for any call) on its first stream
+   * and ends with `detachCall` when its last stream does.
+   */
+  openDirectTrack(callId: string, participantId: string, codec: AudioCodec, expectedStreams = 2): DirectTrack {
+    let call = this.#calls.get(callId);
+    if (!call) {
+      call = this.#newCall(callId, undefined, expectedStreams);
+      this.#o.logger.info({ callId, admitted: !this.#overloaded.has(callId) }, 'direct call attached');
+      this.evaluate(callId);
+    } else if (call.room) {
+      throw new OptinError('CALL_EXISTS', `call ${callId} has its media in the SFU; a direct stream cannot join it`);
+    }
+    return call.openDirectTrack(participantId, codec);
+  }
+
+  #newCall(callId: string, room: CallRoom | undefined, expectedStreams: number): CallRecorder {
     if (this.#draining) throw new OptinError('RECORDER_DRAINING', 'the recorder is shutting down and admits no new calls', { retryable: true });
-    if (this.#calls.has(room.callId)) throw new OptinError('CALL_EXISTS', `call ${room.callId} is already attached`);
+    if (this.#calls.has(callId)) throw new OptinError('CALL_EXISTS', `call ${callId} is already attached`);
     const limit =
       this.streams + expectedStreams > this.#o.maxStreams ? 'streams' : this.#lagP99Ms > this.#o.maxEventLoopLagMs ? 'event-loop-lag' : undefined;
     if (limit) {
-      this.#overloaded.add(room.callId);
+      this.#overloaded.add(callId);
       this.#o.metrics?.admissionRejections.inc({ limit });
-      this.#o.logger.warn({ callId: room.callId, limit }, 'call not recorded: over capacity');
+      this.#o.logger.warn({ callId, limit }, 'call not recorded: over capacity');
     }
-    const call = new CallRecorder(room, {
+    const call = new CallRecorder(callId, room, {
       state: this.#o.state,
       store: this.#o.store,
       admitter: this.#o.admitter,
@@ -155,6 +209,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       logger: this.#o.logger,
       metrics: this.#o.metrics,
       onReport: (callId, report) => this.#report(callId, report),
+      onRecording: (event) => this.#catalogue.record(callId, event),
       onAudit: (entry) => this.#audit(entry),
       // Re-decide this call and every call of the same agents: an admission moves the agents'
       // monthly counts, which their other calls are judged by, and their R7 reports must show
@@ -163,13 +218,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       // N calls costs O(N) decisions, not O(N^2).
       requestEvaluate: (callId) => this.#queueEvaluate(callId),
     });
-    this.#calls.set(room.callId, call);
-    if (!limit) this.#expected.set(room.callId, expectedStreams);
+    this.#calls.set(callId, call);
+    if (!limit) this.#expected.set(callId, expectedStreams);
     this.#o.metrics?.callsActive.set(this.#calls.size);
-    this.#o.logger.info({ callId: room.callId, workerPid: room.workerPid, admitted: !limit }, 'call attached');
-    room.once('close', () => void this.detachCall(room.callId));
-    await call.start();
-    this.evaluate(room.callId);
     return call;
   }
 
@@ -230,6 +281,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     const calls = [...this.#calls.keys()];
     await Promise.allSettled(calls.map((id) => this.detachCall(id)));
     await Promise.allSettled([...this.#pendingAudit]);
+    this.#catalogue.close();
   }
 
   /** Resolves when pending audit entries are written (tests and shutdown). */
@@ -258,26 +310,128 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     for (const call of this.#calls.values()) call.tick(now);
   }
 
+  // -- the erasure ledger and deletion tombstones (R9) ---------------------------------------------
+
+  #onFact(fact: Fact): void {
+    if (fact.type === 'erasure.requested') void this.#carryOutErasure(fact);
+    else if (fact.type === 'recording.deleted') void this.#carryOutDeletion(fact);
+  }
+
   /**
-   * A withdrawal with erase that happened while the stream was stale reaches the worker inside the
-   * snapshot, never as a `fact` event: erase those calls too (R9), before the gates are re-decided.
-   * Calls already erased are skipped. (Found by test/integration/gate/recorder-property.test.ts.)
+   * After a snapshot: every pending erasure and deletion is carried out (or, if already done
+   * here, confirmed again: the confirmation may have been lost with the link), and a call whose
+   * recording was deleted while we were away (a tombstone, the request completed meanwhile)
+   * stops and deletes what it holds.
    */
-  #eraseWithdrawnInSnapshot(): void {
+  #reconcileLedger(): void {
+    const state = this.#o.state;
+    for (const e of state.pendingErasures()) void this.#carryOutErasure(e);
+    for (const d of state.pendingDeletions()) void this.#carryOutDeletion(d);
     for (const call of this.#calls.values()) {
-      if (call.erased) continue;
-      const consents = this.#o.state.call(call.callId)?.consents;
-      if (consents && [...consents.values()].some((k) => k.status === 'withdrawn' && k.erase)) void this.#erase(call.callId);
+      const recordingId = call.recordingId;
+      if (recordingId === undefined || call.erased) continue;
+      const gone = state.tombstonesOf(recordingId);
+      if (!gone.whole && gone.participants.length === 0) continue;
+      // Completed while we were away (the control plane deleted it from the store itself): stop,
+      // and delete what we still hold of it (spool copies, keys in memory): what the tombstone names.
+      void this.#runLedger(`tomb:${recordingId}`, async () => {
+        if (gone.whole) {
+          const receipt = await call.deleteRecording('deleted-elsewhere');
+          return receipt ? [receipt] : [];
+        }
+        const receipts: DeletionReceipt[] = [];
+        for (const participantId of gone.participants) {
+          const receipt = await call.deleteRecording('deleted-elsewhere', participantId);
+          if (receipt) receipts.push(receipt);
+        }
+        return receipts;
+      }).catch((err: Error) => this.#o.logger.error({ callId: call.callId, err: err.message }, 'deletion of a tombstoned recording failed'));
+      this.#catalogue.forget(recordingId);
     }
   }
 
-  async #erase(callId: string): Promise<void> {
-    const call = this.#calls.get(callId);
-    if (!call) return;
+  /**
+   * R9: stop and delete every recording of the call this worker holds (every track: the agent's
+   * side can hold the customer's words too) and any the request names whose copies wait in this
+   * node's spool; tombstone them; confirm with the store's receipts (none: it held nothing).
+   */
+  async #carryOutErasure(e: PendingErasure): Promise<void> {
+    const state = this.#o.state;
     try {
-      await call.erase('consent-withdrawn-erase');
+      const receipts = await this.#runLedger(`erasure:${e.erasureId}`, async () => {
+        const out: DeletionReceipt[] = [];
+        const held = new Set<string>();
+        const call = this.#calls.get(e.callId);
+        if (call !== undefined) {
+          if (call.recordingId !== undefined) {
+            held.add(call.recordingId);
+            state.addTombstone(call.recordingId);
+          }
+          const receipt = await call.erase('consent-withdrawn-erase');
+          if (receipt) out.push(receipt);
+          if (call.recordingId !== undefined) this.#catalogue.forget(call.recordingId);
+        }
+        for (const recordingId of e.recordingIds) {
+          if (held.has(recordingId) || this.#o.store.holds?.(recordingId) !== true) continue;
+          const receipt = await this.#o.store.deleteRecording(recordingId, { reason: 'consent-withdrawn-erase', actor: 'system' });
+          if (receipt) out.push(receipt);
+        }
+        return out;
+      });
+      if (receipts !== undefined && this.#o.control.confirmErasure(e.erasureId, receipts)) {
+        this.#o.logger.info({ erasureId: e.erasureId, callId: e.callId, recordings: receipts.length }, 'erasure carried out and confirmed');
+      }
     } catch (err) {
-      this.#o.logger.error({ callId, err: (err as Error).message }, 'erasure failed; it will be retried by the store');
+      this.#o.logger.error({ erasureId: e.erasureId, callId: e.callId, err: (err as Error).message }, 'erasure failed; retried after the next snapshot');
+    }
+  }
+
+  /**
+   * A deletion (team lead, operator, expiry): the call holding the recording stops for good (R7
+   * `deleted`) and deletes it (keys first); copies waiting in this node's spool are deleted too;
+   * confirmed with the store's receipt. A recording this worker never held needs no answer.
+   */
+  async #carryOutDeletion(d: PendingDeletion): Promise<void> {
+    try {
+      const receipts = await this.#runLedger(`deletion:${d.deletionId}`, async () => {
+        const reason = `deletion-${d.reason}`;
+        for (const call of this.#calls.values()) {
+          if (call.recordingId !== d.recordingId) continue;
+          const receipt = await call.deleteRecording(reason, d.participantId);
+          this.#catalogue.forget(d.recordingId);
+          return receipt ? [receipt] : [];
+        }
+        if (this.#o.store.holds?.(d.recordingId) !== true) return [];
+        const receipt = await this.#o.store.deleteRecording(d.recordingId, { ...(d.participantId === undefined ? {} : { participantId: d.participantId }), reason, actor: 'system' });
+        return receipt ? [receipt] : [];
+      });
+      const receipt = receipts?.[0];
+      if (receipt !== undefined && this.#o.control.confirmDeletion(d.deletionId, receipt)) {
+        this.#o.logger.info({ deletionId: d.deletionId, recordingId: d.recordingId }, 'deletion carried out and confirmed');
+      }
+    } catch (err) {
+      this.#o.logger.error({ deletionId: d.deletionId, recordingId: d.recordingId, err: (err as Error).message }, 'deletion failed; retried after the next snapshot');
+    }
+  }
+
+  /**
+   * Runs one ledger task once: a task already done returns its receipts again (to confirm them
+   * once more), one in progress returns undefined (it will confirm itself). Failed tasks are
+   * forgotten, so the next snapshot (still listing the request) retries them.
+   */
+  async #runLedger(key: string, task: () => Promise<DeletionReceipt[]>): Promise<StoreReceipt[] | undefined> {
+    const done = this.#ledgerDone.get(key);
+    if (done !== undefined) return done;
+    if (this.#ledgerRunning.has(key)) return undefined;
+    this.#ledgerRunning.add(key);
+    try {
+      const receipts = (await task()).map(summarizeReceipt);
+      this.#ledgerDone.set(key, receipts);
+      // Bounded memory: the oldest confirmations are the least likely to be asked again.
+      while (this.#ledgerDone.size > 10_000) this.#ledgerDone.delete(this.#ledgerDone.keys().next().value as string);
+      return receipts;
+    } finally {
+      this.#ledgerRunning.delete(key);
     }
   }
 
@@ -288,7 +442,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
 
   readonly #lastStates = new Map<string, RecordingStateEvent>();
 
-  #report(callId: string, report: { recording: boolean; reasons: string[]; recordingId?: string }): void {
+  #report(callId: string, report: { recording: boolean; reasons: RecordingReason[]; recordingId?: string }): void {
     const event = { ...report, at: this.#now() };
     this.#lastStates.set(callId, event);
     this.safeEmit('state', callId, event);
@@ -296,7 +450,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       this.#o.control.reportRecordingState({
         callId,
         recording: report.recording,
-        reasons: report.reasons as never,
+        reasons: report.reasons,
         at: this.#now(),
         ...(report.recordingId ? { recordingId: report.recordingId } : {}),
       });

@@ -164,7 +164,10 @@ export class RecordingDeletion {
         rec.tracks.delete(participantId);
         rec.dirty = true;
       }
-      if (changed || listing?.mediaObjects.length) {
+      if (this.#o.uploader.isDeleted(recordingId)) {
+        // The whole recording is tombstoned (deleted elsewhere): its manifest is not rewritten.
+        receipt.manifest = 'absent';
+      } else if (changed || listing?.mediaObjects.length) {
         const how = remoteOk ? await this.#o.uploader.sendManifest(target, true) : 'deferred';
         if (rec !== undefined && how !== 'deferred') rec.dirty = false;
         receipt.manifest = how === 'uploaded' ? 'updated' : 'pending';
@@ -231,7 +234,8 @@ export class RecordingDeletion {
       } else {
         const rec = registry.get(t.recordingId);
         const m = rec?.manifest ?? (await this.#o.reader.loadManifest(t.recordingId));
-        if (m !== null) {
+        // A whole recording tombstoned meanwhile is not rewritten (types.ts WriteGuard).
+        if (m !== null && !this.#o.uploader.isDeleted(t.recordingId)) {
           eraseParticipant(m, t.participantId, t.reason, this.#o.now());
           const how = await this.#o.uploader.sendManifest(m, true);
           if (rec !== undefined && how !== 'deferred') rec.dirty = false;

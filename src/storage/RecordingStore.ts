@@ -35,6 +35,7 @@ import type {
   RecordingStoreOptions,
   RecordingSummary,
   SegmentInput,
+  StoreCloseResult,
   StoreStats,
   TrackSegment,
 } from './types.ts';
@@ -129,6 +130,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       drainConcurrency: Math.max(1, Math.min(64, options.drainConcurrency ?? 8)),
       retryMinMs: options.retryMinMs ?? 250,
       retryMaxMs: options.retryMaxMs ?? 5_000,
+      ...(options.writeGuard === undefined ? {} : { guard: options.writeGuard }),
     });
     const parts = { registry: this.#registry, reader: this.#reader, objects: this.#objects, uploader: this.#uploader, sweeper: this.sweeper, logger: this.#logger };
     this.#deletion = new RecordingDeletion({
@@ -198,6 +200,38 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#uploader.whenDrained(timeoutMs);
   }
 
+  /**
+   * True when this process holds something of the recording: it is active here, or objects of it
+   * wait in the spool (a recording of a previous run of this node). Such a node must carry out a
+   * deletion itself: nobody else can reach its spool.
+   */
+  holds(recordingId: string): boolean {
+    return this.#registry.has(recordingId) || this.#spool.list().some((it) => it.recordingId === recordingId);
+  }
+
+  /** The write guard's answers may have changed (the policy stream is fresh again): resume uploads. */
+  writeGuardChanged(): void {
+    this.#uploader.wakeUp();
+  }
+
+  /**
+   * A recording the write guard says was deleted elsewhere: this process forgets it at once (data
+   * keys zeroed, no manifest rewritten by the flush tick) and refuses every later write for it.
+   */
+  #refuseTombstoned(recordingId: string, participantId?: string): void {
+    if (!this.#uploader.isDeleted(recordingId, participantId)) return;
+    if (this.#uploader.isDeleted(recordingId)) {
+      const rec = this.#registry.get(recordingId);
+      if (rec !== undefined) {
+        zeroKeys(rec);
+        this.#registry.delete(recordingId);
+        this.#logger.info({ recordingId }, 'recording deleted elsewhere (tombstone): forgotten, nothing more is written');
+      }
+      this.#registry.rememberDeleted(recordingId);
+    }
+    throw new OptinError('RECORDING_DELETED', `recording ${recordingId}${participantId === undefined ? '' : ` (participant ${participantId})`} was deleted; nothing more is stored for it`);
+  }
+
   // ---- recording lifecycle ----
 
   /** Starts a recording: validates everything, writes the manifest (store or spool), schedules expiry. */
@@ -208,6 +242,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const expiresAtMs = startedAtMs + this.retentionSeconds * 1000;
     if (expiresAtMs <= now) throw new OptinError('RECORDING_EXPIRED', `recording ${recordingId} would already be expired (startedAt + retention is in the past)`);
     if (this.#registry.isDeleted(recordingId)) throw new OptinError('RECORDING_DELETED', `recording ${recordingId} was deleted; start a new recording id`);
+    this.#refuseTombstoned(recordingId);
 
     const existing = this.#registry.get(recordingId);
     if (existing !== undefined) {
@@ -261,6 +296,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     this.#assertOpen();
     const quality = checkSegmentInput(meta, ogg, this.#maxSegmentBytes);
     const m = meta;
+    this.#refuseTombstoned(m.recordingId, m.participantId);
     const rec = this.#registry.require(m.recordingId);
     const participant = rec.manifest.participants.find((p) => p.participantId === m.participantId);
     if (participant === undefined) {
@@ -285,9 +321,11 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
   async endRecording(recordingId: string): Promise<RecordingManifest> {
     this.#assertOpen();
     assertId('recordingId', recordingId);
+    this.#refuseTombstoned(recordingId);
     const rec = this.#registry.require(recordingId);
     // Let queued segments finish first: the final manifest lists them.
     await Promise.all([...rec.tracks.values()].map((t) => t.chain));
+    this.#refuseTombstoned(recordingId);
     if (this.#registry.get(recordingId) !== rec) {
       this.#registry.require(recordingId);
       throw new OptinError('RECORDING_NOT_ACTIVE', `recording ${recordingId} ended while waiting`);
@@ -345,27 +383,39 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#deletion.delete({ recordingId, participantId }, reason, actor, 'deletion');
   }
 
-  /** Stops the uploader, flush tick and sweeper; writes active manifests (store or spool); zeroes keys. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Stops the uploader, flush tick and sweeper; writes active manifests (store or spool); zeroes
+   * keys. Idempotent (a second call answers as clean: it has nothing left to do). Says whether
+   * everything is durably in the store: `clean` is false when a manifest could not be written or
+   * the spool did not drain within `closeDrainMs` (what is left is on disk for the next start),
+   * so a process does not claim a clean stop it did not make.
+   */
+  async close(): Promise<StoreCloseResult> {
+    if (this.#closed) return { clean: true, manifestsNotSaved: 0, drained: true, spoolItemsLeft: 0 };
     this.#closed = true;
     this.sweeper.close();
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
+    let manifestsNotSaved = 0;
     for (const [id, rec] of this.#registry.entries()) {
       await Promise.all([...rec.tracks.values()].map((t) => t.chain));
-      await this.#writeManifest(id, true, true).catch((err: unknown) =>
-        this.#logger.error({ recordingId: id, err: describeS3Error(err) }, 'could not save the manifest at close; crash repair will rebuild it'),
-      );
+      await this.#writeManifest(id, true, true).catch((err: unknown) => {
+        manifestsNotSaved++;
+        this.#logger.error({ recordingId: id, err: describeS3Error(err) }, 'could not save the manifest at close; crash repair will rebuild it');
+      });
       zeroKeys(rec);
     }
     // A graceful stop gives what waits in the spool (segments and manifests that met a slow store)
     // a bounded chance to land; what does not stays spooled for the next start.
-    await this.#uploader.whenDrained(this.#closeDrainMs).catch((err: Error) =>
-      this.#logger.warn({ err: err.message }, 'spool not drained at close; the next start uploads the rest'),
-    );
+    let drained = true;
+    await this.#uploader.whenDrained(this.#closeDrainMs).catch((err: Error) => {
+      drained = false;
+      this.#logger.warn({ err: err.message }, 'spool not drained at close; the next start uploads the rest');
+    });
+    const spoolItemsLeft = drained ? 0 : this.#spool.size();
     await this.#uploader.close();
     this.#registry.clear();
     this.#spool.removeAllListeners();
+    return { clean: drained && manifestsNotSaved === 0, manifestsNotSaved, drained, spoolItemsLeft };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -376,6 +426,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const { recordingId, participantId, segment } = m;
     if (this.#registry.get(recordingId) !== rec) this.#registry.require(recordingId);
     this.#registry.refuseIfDeleting(recordingId, participantId);
+    this.#refuseTombstoned(recordingId, participantId);
     // Re-checked here: an erase may have completed while this segment waited in the track's queue.
     if (rec.manifest.participants.find((p) => p.participantId === participantId)?.erased !== undefined) {
       throw new OptinError('PARTICIPANT_ERASED', `participant ${participantId} of recording ${recordingId} was erased; nothing more is stored for it`);
@@ -447,6 +498,14 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#registry.serial(recordingId, async () => {
       const rec = this.#registry.get(recordingId);
       if (rec === undefined) return 'deferred';
+      if (this.#uploader.isDeleted(recordingId)) {
+        // Deleted elsewhere: never rewritten (the flush tick must not resurrect it).
+        try {
+          this.#refuseTombstoned(recordingId);
+        } catch {
+          return 'deferred';
+        }
+      }
       if (!rec.dirty && !force && !durable) return 'deferred';
       const how = await this.#uploader.sendManifest(rec.manifest, durable);
       if (how !== 'deferred') rec.dirty = false;

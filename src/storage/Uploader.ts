@@ -7,6 +7,7 @@ import type { RecordingRegistry } from './RecordingRegistry.ts';
 import type { S3Objects } from './S3Objects.ts';
 import { describeS3Error } from './s3Errors.ts';
 import type { BucketRole, Spool, SpoolItem, SpoolItemMeta, SpoolTombstone } from './Spool.ts';
+import type { WriteGuard } from './types.ts';
 
 /**
  * Gets the store's objects into S3 (DESIGN §5, §7 "a store outage of minutes loses nothing"):
@@ -20,6 +21,11 @@ import type { BucketRole, Spool, SpoolItem, SpoolItemMeta, SpoolTombstone } from
  *
  * What a drain needs besides uploads (bucket setup, completing a tombstone, repairing a manifest,
  * flushing dirty manifests) is the store's, passed in as `UploaderChores`.
+ *
+ * The write guard (types.ts WriteGuard) is asked before every PUT: an object of a recording (or
+ * participant) deleted elsewhere is never written, and one waiting in the spool is discarded;
+ * while the guard forbids uploads (the policy stream is stale) everything waits in the spool and
+ * only the remote halves of deletions proceed.
  */
 
 export interface UploaderChores {
@@ -45,6 +51,7 @@ export interface UploaderOptions {
   /** Retry backoff bounds, ms. */
   retryMinMs: number;
   retryMaxMs: number;
+  guard?: WriteGuard;
 }
 
 export type UploaderEvents = {
@@ -75,6 +82,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
   readonly #drainConcurrency: number;
   readonly #retryMinMs: number;
   readonly #retryMaxMs: number;
+  readonly #guard: WriteGuard | undefined;
 
   readonly #repairPending = new Set<string>();
   readonly #latencies: number[] = [];
@@ -99,6 +107,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     this.#drainConcurrency = options.drainConcurrency;
     this.#retryMinMs = options.retryMinMs;
     this.#retryMaxMs = options.retryMaxMs;
+    this.#guard = options.guard;
   }
 
   /** Buckets and lifecycle rules are in place (until then everything is spooled). */
@@ -132,15 +141,31 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
 
   canGoDirect(): boolean {
     // Keep order: while anything waits in the spool, new objects queue behind it.
-    return this.#setupDone && !this.#closed && this.#spool.isEmpty();
+    return this.#setupDone && !this.#closed && this.#spool.isEmpty() && this.#mayUpload();
+  }
+
+  #mayUpload(): boolean {
+    return this.#guard === undefined || this.#guard.mayUpload();
+  }
+
+  /** True when the guard says this object's recording (or participant) was deleted. */
+  isDeleted(recordingId: string, participantId?: string): boolean {
+    return this.#guard !== undefined && this.#guard.isDeleted(recordingId, participantId);
+  }
+
+  #refuseDeleted(meta: { recordingId: string; participantId?: string }): void {
+    if (this.isDeleted(meta.recordingId, meta.participantId)) {
+      throw new OptinError('RECORDING_DELETED', `recording ${meta.recordingId}${meta.participantId === undefined ? '' : ` (participant ${meta.participantId})`} was deleted; nothing more is stored for it`);
+    }
   }
 
   /**
    * Stores one object: a direct PUT when possible, else (or when it fails) the spool. Media
-   * objects count in the stats and their direct PUT latency is sampled. Throws only when the
-   * spool refuses (full): STORAGE_UNAVAILABLE.
+   * objects count in the stats and their direct PUT latency is sampled. Throws STORAGE_UNAVAILABLE
+   * when the spool refuses (full), RECORDING_DELETED when the recording was deleted (tombstone).
    */
   async send(meta: SpoolItemMeta, body: Buffer): Promise<'uploaded' | 'spooled'> {
+    this.#refuseDeleted(meta);
     if (await this.#tryDirect(meta, body)) return 'uploaded';
     await this.#spool.append(meta, body);
     if (meta.kind === 'media') this.#counts.spooled++;
@@ -152,6 +177,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
    * spool it (replacing older spooled versions); otherwise 'deferred', for the next flush.
    */
   async sendManifest(manifest: RecordingManifest, durable: boolean): Promise<'uploaded' | 'spooled' | 'deferred'> {
+    this.#refuseDeleted({ recordingId: manifest.recordingId });
     manifest.revision++;
     manifest.updatedAtMs = this.#now();
     const body = serializeManifest(manifest);
@@ -191,6 +217,8 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     tags?: Record<string, string>,
     metadata?: Record<string, string>,
   ): Promise<void> {
+    // The last word before the bytes leave: a tombstone learned while this write waited wins.
+    this.#refuseDeleted(scope);
     const bucket = this.#objects.buckets[role];
     const raw = this.#objects.startPut(role, objectKey, body, tags, metadata);
     this.#registry.track(scope.recordingId, scope.participantId, raw, { bucket, objectKey }).catch(() => undefined);
@@ -266,6 +294,11 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
         const tomb = this.#spool.tombstones()[0];
         if (tomb !== undefined) {
           await this.#chores.completeTombstone(tomb);
+        } else if ((!this.#spool.isEmpty() || this.#repairPending.size > 0) && !this.#mayUpload()) {
+          // The policy stream is stale: a deletion we have not heard of yet may cover what waits.
+          await this.#discardDeleted();
+          await this.#sleep(this.#retryMaxMs);
+          continue;
         } else if (!this.#spool.isEmpty()) {
           await this.#uploadBatch();
         } else if (this.#repairPending.size > 0) {
@@ -325,11 +358,23 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     if (failed !== undefined) throw failed.reason;
   }
 
+  /** Removes spooled objects of recordings (or participants) the guard says were deleted. */
+  async #discardDeleted(): Promise<number> {
+    if (this.#guard === undefined) return 0;
+    const gone = await this.#spool.removeWhere((it) => this.isDeleted(it.recordingId, it.participantId));
+    if (gone.length > 0) this.#logger.info({ items: gone.length, recordingIds: [...new Set(gone.map((g) => g.recordingId))].slice(0, 16) }, 'spooled objects of deleted recordings discarded (tombstone)');
+    return gone.length;
+  }
+
   async #uploadItem(item: SpoolItem): Promise<void> {
     // A deletion in progress will remove the item itself; wait for it rather than race it.
     const deletion = this.#registry.deletionCovering(item.recordingId, item.participantId);
     if (deletion !== undefined) {
       await deletion.catch(() => undefined);
+      return;
+    }
+    if (this.isDeleted(item.recordingId, item.participantId)) {
+      await this.#discardDeleted();
       return;
     }
     const op = (async () => {

@@ -39,6 +39,20 @@ export interface AuditSink {
   append(entry: StorageAuditEntry): Promise<unknown>;
 }
 
+/**
+ * What the store asks before it writes (docs/control-protocol.md §6, "the tombstone check"): the
+ * recorder passes its policy state, so a recording deleted elsewhere (another node, the control
+ * plane) is never rewritten, and nothing waiting in the spool is uploaded while the policy stream
+ * is stale (a deletion made while the link was down would otherwise be undone by the upload).
+ * Without a guard the store writes what it is given (the control plane's own store, tools).
+ */
+export interface WriteGuard {
+  /** True when nothing more may be written for this recording (or this participant's part of it). */
+  isDeleted(recordingId: string, participantId?: string): boolean;
+  /** False while the store must not upload (the policy stream is stale): objects wait in the spool. */
+  mayUpload(): boolean;
+}
+
 export interface RecordingStoreOptions {
   client: Client;
   buckets: BucketNames;
@@ -73,6 +87,8 @@ export interface RecordingStoreOptions {
   region?: string;
   /** Wrap algorithm for new data keys. Default A256GCM (binds the wrapped key to its track). */
   wrapAlg?: WrapAlg;
+  /** Tombstones and the permission to upload (see WriteGuard); none: write everything. */
+  writeGuard?: WriteGuard;
 }
 
 export interface RecordingReaderOptions {
@@ -189,6 +205,18 @@ export interface StoreStats {
   spool: SpoolState;
   /** Direct PUT latency of media objects, ms, over the last 1024 uploads. */
   uploadLatencyMs: { p50: number; p99: number; samples: number };
+}
+
+/** What a store's close() achieved: is everything durably in the object store? */
+export interface StoreCloseResult {
+  /** Every manifest written and the spool drained: nothing waits on this machine's disk. */
+  clean: boolean;
+  /** Manifests that could not be written at close (crash repair rebuilds them at the next start). */
+  manifestsNotSaved: number;
+  /** The spool emptied within `closeDrainMs`. */
+  drained: boolean;
+  /** Spool items (segments, manifests, deletions) left for the next start. */
+  spoolItemsLeft: number;
 }
 
 export type RecordingStoreEvents = {

@@ -1,6 +1,6 @@
 /**
  * The first recorded call, end to end, through real components: ffmpeg sends each leg as RTP into
- * mediasoup PlainTransports, the policy server grants consent by DTMF two seconds in, the recorder
+ * mediasoup PlainTransports, the control plane gets the consent by DTMF two seconds in, the recorder
  * writes one sealed Ogg Opus track per speaker into the S3 server. Then every stored segment is
  * read back, decrypted, decoded by ffmpeg, and checked against the rules of DESIGN §2/§3.
  */

@@ -32,7 +32,7 @@ const scrape = async () => (await fetch(`${host.http.url}/metrics`)).text();
 describe('metrics and dashboard during a lossy recorded call', () => {
   it('shows loss, gate state and uploads, live, without identifiers', async () => {
     const callId = 'call-ops';
-    stack.policy.startCall(callId, [
+    await stack.policy.startCall(callId, [
       { participantId: 'm-agent', role: 'agent', subjectId: 'agent-m1', teamLeadId: 'lead-m1' },
       { participantId: 'm-cust', role: 'customer', subjectId: 'cust-m1' },
     ]);
@@ -51,7 +51,7 @@ describe('metrics and dashboard during a lossy recorded call', () => {
       expect(metric(before, 'optin_gates', 'state="closed",reason="no-consent"')).toBe(1);
       expect(metric(before, 'optin_packets_dropped_total', 'reason="gate-closed"')).toBeGreaterThan(0);
 
-      stack.policy.grantConsent(callId, 'm-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+      await stack.policy.grantConsent(callId, 'm-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
       // Wait until a few segments have been sealed and uploaded (slower on a loaded machine).
       let during = await scrape();
       for (const deadline = Date.now() + 20_000; Date.now() < deadline; during = await scrape()) {
@@ -87,8 +87,8 @@ describe('metrics and dashboard during a lossy recorded call', () => {
       mkdirSync('artifacts', { recursive: true });
       await page.screenshot({ path: 'artifacts/dashboard.png', fullPage: true });
 
-      // The policy server goes away: not ready, the gate closes, and the dashboard says so.
-      await stack.policy.close();
+      // The control plane goes away: not ready, the gate closes, and the dashboard says so.
+      await stack.control.close();
       await new Promise((r) => setTimeout(r, 500));
       expect((await fetch(`${host.http.url}/readyz`)).status).toBe(503);
       await page.waitForFunction('document.getElementById("t-control").textContent === "STALE"', undefined, { timeout: 5000 });

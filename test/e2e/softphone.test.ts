@@ -37,7 +37,7 @@ describe('browser softphones over WebRTC', () => {
   it('records both speakers only after the customer presses 1, each track one voice', async () => {
     const t0 = Date.now();
     const callId = 'call-web';
-    stack.policy.startCall(callId, [
+    await stack.policy.startCall(callId, [
       { participantId: 'w-agent', role: 'agent', subjectId: 'agent-s1', teamLeadId: 'lead-s1' },
       { participantId: 'w-cust', role: 'customer', subjectId: 'cust-s1' },
     ]);
@@ -56,7 +56,7 @@ describe('browser softphones over WebRTC', () => {
     await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "true"', 5000);
     await sleep(5000);
     const recordingId = stack.app.recorder.calls.get(callId)!.recordingId!;
-    stack.policy.endCall(callId);
+    await stack.policy.endCall(callId);
     await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "false"', 5000);
     const histories = [await agent.page.evaluate('window.__recordingHistory'), await customer.page.evaluate('window.__recordingHistory')] as History[];
     await agent.close();
@@ -86,13 +86,13 @@ describe('browser softphones over WebRTC', () => {
   it('bridges a SIP-style G.711 leg (ffmpeg PCMU) with a browser agent, recorded and transcoded', async () => {
     const t0 = Date.now();
     const callId = 'call-sip';
-    stack.policy.startCall(callId, [
+    await stack.policy.startCall(callId, [
       { participantId: 's-agent', role: 'agent', subjectId: 'agent-s1', teamLeadId: 'lead-s1' },
       { participantId: 's-cust', role: 'customer', subjectId: 'cust-s2' },
     ]);
     const agent = await host.openPhone(callId, 's-agent', fixturePath('agent-tone-44k.wav'));
     await waitFor(agent.page, 'window.__joined === true');
-    const room = stack.app.recorder.calls.get(callId)!.room;
+    const room = stack.app.recorder.calls.get(callId)!.room!;
     const leg = await room.addPlainLeg('s-cust', 'pcmu', 0x5151);
     const sender = sendRtp({ file: fixturePath('customer-tone.wav'), codec: 'pcmu', ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc: 0x5151, seconds: 12 });
     try {
@@ -100,11 +100,11 @@ describe('browser softphones over WebRTC', () => {
       await waitFor(agent.page, 'typeof window.__remoteLevel === "function" && window.__remoteLevel() > 0.01');
       await sleep(2000);
       const consentAt = Date.now();
-      stack.policy.grantConsent(callId, 's-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
+      await stack.policy.grantConsent(callId, 's-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
       await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "true"', 5000);
       await sleep(5000);
       const recordingId = stack.app.recorder.calls.get(callId)!.recordingId!;
-      stack.policy.endCall(callId);
+      await stack.policy.endCall(callId);
       await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "false"', 5000);
       const history = (await agent.page.evaluate('window.__recordingHistory')) as History;
       await agent.close();

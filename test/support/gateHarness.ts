@@ -1,10 +1,9 @@
 /**
  * Helpers for the gate/recorder tests (test/integration/gate/recorder-*.test.ts): tagged Opus RTP injected
  * through a real mediasoup worker, an in-memory CallStore that keeps every segment it was ever
- * handed, an in-memory Admitter with the CapLedger's semantics, arrival spies and small waiting
- * utilities. Nothing here replaces the subject under test (mediasoup, WebSocket control stream,
- * policy server, control client, recorder): only the object store and, where the cap is not the
- * subject of an S3 test, the durable cap ledger.
+ * handed, arrival spies and small waiting utilities. Nothing here replaces the subject under test
+ * (mediasoup, the control plane and its policy stream, the control client, the recorder): only
+ * the object store.
  */
 import { setImmediate as immediate } from 'node:timers/promises';
 import type { types } from 'mediasoup';
@@ -13,10 +12,9 @@ import { parseRtp } from '../../src/rtp/RtpPacket.ts';
 import { readOggOpus } from '../../src/media/OggOpusReader.ts';
 import { plainAudioRtpParameters } from '../../src/sfu/mediaCodecs.ts';
 import type { CallRoom } from '../../src/sfu/CallRoom.ts';
-import type { Admitter, CallStore } from '../../src/recorder/CallRecorder.ts';
+import type { CallStore } from '../../src/recorder/CallRecorder.ts';
 import type { TrackRecorder } from '../../src/recorder/TrackRecorder.ts';
-import type { PolicyState } from '../../src/gate/PolicyState.ts';
-import { monthKey } from '../../src/gate/month.ts';
+import type { DeletionReceipt } from '../../src/storage/types.ts';
 import { readTrack, type TrackSource } from './storageFixtures.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -160,7 +158,7 @@ export class PacedSender {
 }
 
 // ---------------------------------------------------------------------------------------------
-// In-memory store and admitter
+// In-memory store
 // ---------------------------------------------------------------------------------------------
 
 type SegmentMeta = Parameters<CallStore['putSegment']>[0];
@@ -189,10 +187,10 @@ export class MemoryStore implements CallStore {
   readonly errors: string[] = [];
   #order = 0;
 
-  beginRecording(input: BeginInput): Promise<unknown> {
+  beginRecording(input: BeginInput): Promise<void> {
     if (this.begun.has(input.recordingId)) this.errors.push(`recording ${input.recordingId} begun twice`);
     this.begun.set(input.recordingId, input);
-    return Promise.resolve(undefined);
+    return Promise.resolve();
   }
 
   putSegment(meta: SegmentMeta, ogg: Buffer): Promise<unknown> {
@@ -218,58 +216,32 @@ export class MemoryStore implements CallStore {
     return Promise.resolve(undefined);
   }
 
-  deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<unknown> {
+  deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<DeletionReceipt> {
+    const found = this.current.get(recordingId)?.length ?? 0;
     this.deleted.set(recordingId, { reason: options.reason, order: this.#order++ });
     this.current.delete(recordingId);
-    return Promise.resolve({ recordingId });
+    const at = new Date().toISOString();
+    return Promise.resolve({
+      receiptId: `mem_${this.#order}`,
+      kind: 'deletion',
+      recordingId,
+      ...(options.participantId === undefined ? {} : { participantId: options.participantId }),
+      scope: options.participantId === undefined ? 'recording' : 'participant',
+      reason: options.reason,
+      actor: options.actor,
+      requestedAt: at,
+      completedAt: at,
+      complete: true,
+      nothingLeft: found === 0,
+      dataKeys: [],
+      mediaObjects: { count: found, objectKeys: [] },
+      spool: { itemsRemoved: 0, bytes: 0 },
+      manifest: found === 0 ? 'absent' : 'deleted',
+    });
   }
 
   isSpoolFull(): boolean {
     return false;
-  }
-}
-
-/**
- * The monthly cap with the CapLedger's semantics, in memory: one counter per (agent, UTC month),
- * the cap read from the PolicyState's schedule at admission time (no schedule or cap 0 refuses),
- * all agents of a call or none, and the outcome recorded in the PolicyState (`markAdmitted` /
- * `markCapRefused`) like `CapLedger.admitCall`.
- *
- * Timing: the decision is taken and recorded at once (as if the ledger answered instantly), and
- * the promise resolves after a macrotask, so the recorder still goes through its "open but not
- * yet admitted: drop" state. Deciding at once makes the outcome depend only on the order in
- * which the recorder evaluates calls, which a model can follow; the ledger's own races (two
- * workers contending for the last slot) are exercised against S3 in gate-capledger tests and in
- * test/integration/gate/recorder-scenarios.test.ts (two workers sharing one store).
- */
-export class MemoryAdmitter implements Admitter {
-  readonly #counts = new Map<string, number>();
-  readonly admitted: { callId: string; recordingId: string; agentIds: string[] }[] = [];
-  readonly refused: string[] = [];
-
-  count(agentId: string, month: string): number {
-    return this.#counts.get(`${agentId}/${month}`) ?? 0;
-  }
-
-  async admitCall(state: PolicyState, callId: string, recordingId: string, now: number = Date.now()): Promise<boolean> {
-    const month = monthKey(now);
-    const agentIds = [...new Set(state.agentsOf(callId).map((a) => a.subjectId))];
-    const ok =
-      agentIds.length > 0 &&
-      agentIds.every((a) => {
-        const cap = state.schedule(a)?.monthlyCap;
-        return cap !== undefined && cap > 0 && this.count(a, month) < cap;
-      });
-    if (ok) {
-      for (const a of agentIds) this.#counts.set(`${a}/${month}`, this.count(a, month) + 1);
-      this.admitted.push({ callId, recordingId, agentIds });
-      state.markAdmitted(callId, recordingId, now);
-    } else {
-      this.refused.push(callId);
-      state.markCapRefused(callId);
-    }
-    await immediate();
-    return ok;
   }
 }
 

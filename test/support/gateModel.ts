@@ -1,6 +1,6 @@
 /**
  * The independent model of the gate property (test/integration/gate/recorder-property.test.ts):
- * the facts as the policy server holds them and as the worker has applied them (deltas in order,
+ * the facts as the control plane holds them and as the worker has applied them (deltas in order,
  * or a snapshot after a stale period), the cap bookkeeping in the recorder's evaluation order, and
  * from those the reasons each call's gate must be closed for. It reads no recorder state: the
  * property compares the recorder against it.
@@ -42,31 +42,39 @@ function snapshotOf(v: View): View {
 }
 
 function applyToView(v: View, fact: Fact): void {
+  if (fact.type === 'call.started') {
+    v.calls.set(fact.callId, { participants: fact.participants, consents: new Map(), paused: false, ended: false });
+    return;
+  }
+  if (fact.type === 'schedule.set') {
+    v.schedules.set(fact.agentId, { windows: fact.windows, cap: fact.monthlyCap });
+    return;
+  }
+  // An erase after the end of the call is accepted (R9): the worker's view may no longer hold
+  // the call (a snapshot lists calls in progress only); nothing of it is left to change.
+  const c = 'callId' in fact ? v.calls.get(fact.callId) : undefined;
+  if (c === undefined) return;
   switch (fact.type) {
-    case 'call.started':
-      v.calls.set(fact.callId, { participants: fact.participants, consents: new Map(), paused: false, ended: false });
-      return;
     case 'call.ended':
-      v.calls.get(fact.callId)!.ended = true;
+      c.ended = true;
       return;
     case 'call.paused':
     case 'call.resumed':
-      v.calls.get(fact.callId)!.paused = fact.type === 'call.paused';
+      c.paused = fact.type === 'call.paused';
       return;
     case 'consent.granted':
     case 'consent.declined':
-      v.calls.get(fact.callId)!.consents.set(fact.participantId, { status: fact.type === 'consent.granted' ? 'granted' : 'declined', erase: false, evidence: fact.evidence });
+      c.consents.set(fact.participantId, { status: fact.type === 'consent.granted' ? 'granted' : 'declined', erase: false, evidence: fact.evidence });
       return;
     case 'consent.withdrawn':
-      v.calls.get(fact.callId)!.consents.set(fact.participantId, { status: 'withdrawn', erase: fact.erase, evidence: fact.evidence });
+      c.consents.set(fact.participantId, { status: 'withdrawn', erase: fact.erase, evidence: fact.evidence });
       return;
-    case 'schedule.set':
-      v.schedules.set(fact.agentId, { windows: fact.windows, cap: fact.monthlyCap });
+    default:
       return;
   }
 }
 
-/** A snapshot frame of `v` as the policy server would send it at `seq` (to replay an old one). */
+/** A snapshot frame of `v` as the control plane would send it at `seq` (to replay an old one). */
 export function wireSnapshot(v: View, seq: number): object {
   const calls: CallSnapshot[] = [];
   for (const [callId, c] of snapshotOf(v).calls) {
@@ -83,7 +91,7 @@ export function wireSnapshot(v: View, seq: number): object {
     });
   }
   const agents = [...v.schedules].map(([agentId, s]) => ({ agentId, windows: s.windows, monthlyCap: s.cap }));
-  return { v: 1, type: 'snapshot', seq, at: Date.now(), part: 0, parts: 1, calls, agents };
+  return { v: 2, type: 'snapshot', seq, at: Date.now(), part: 0, parts: 1, calls, agents, erasures: [], deletions: [], tombstones: [] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,7 +113,7 @@ export interface ModelCall {
 }
 
 export class GateModel<C extends ModelCall> {
-  /** The facts the policy server accepted. */
+  /** The facts the control plane accepted. */
   readonly server: View = { calls: new Map(), schedules: new Map() };
   /** The facts the worker has applied. */
   worker: View = cloneView(this.server);
@@ -119,7 +127,7 @@ export class GateModel<C extends ModelCall> {
     this.#seenFresh = freshCount;
   }
 
-  /** A fact the policy server accepted (and sent, or will send in its next snapshot). */
+  /** A fact the control plane accepted (and sent, or will send in its next snapshot). */
   serverApplied(fact: Fact): void {
     applyToView(this.server, fact);
     this.#pendingFacts.push(fact);
@@ -177,9 +185,10 @@ export class GateModel<C extends ModelCall> {
     } else {
       for (const f of this.#pendingFacts) applyToView(this.worker, f);
     }
-    // Erasure: a withdrawal with erase reaches the worker as a delta or inside a snapshot;
-    // the stale-period facts never follow it with another act of the same customer (see
-    // GateRun.applyStaleFacts).
+    // Erasure: a withdrawal with erase reaches the worker as a delta (erasure.requested) or, when
+    // it happened while the worker was away, as a pending erasure in the next snapshot, whatever
+    // came after it (another act of the customer, the end of the call): the control plane keeps
+    // it pending until this worker confirmed it.
     for (const f of this.#pendingFacts) {
       if (f.type === 'consent.withdrawn' && f.erase) {
         const c = this.calls.find((x) => x.callId === f.callId);

@@ -22,7 +22,8 @@ export type FactAction =
   | { kind: 'schedule'; agent: number; window: WindowKind; cap: number }
   | { kind: 'pause' | 'resume' | 'end'; call: number };
 
-export type FaultKind = 'drop' | 'skipSeq' | 'heartbeatLoss';
+/** How the policy stream goes stale: the link drops, a fact is lost, the control plane goes silent, or a forged frame (no valid MAC) arrives. */
+export type FaultKind = 'drop' | 'skipSeq' | 'heartbeatLoss' | 'forgedFrame';
 export type Action =
   | FactAction
   | { kind: 'fault'; fault: FaultKind; staleFacts: FactAction[] }
@@ -56,14 +57,22 @@ export function scenarioArbitrary({ calls, agents }: { calls: number; agents: nu
     { weight: 2, arbitrary: fc.record({ kind: fc.constantFrom('pause' as const, 'resume' as const), call: callIdx }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('end' as const), call: callIdx }) },
   );
+  // While stale: an erasure, then the same customer acts again or the call ends (the erasure
+  // must still be carried out: the interleavings the reference server's protocol lost).
+  const eraseThenArb: fc.Arbitrary<FactAction[]> = fc
+    .record({ call: callIdx, cust: fc.nat({ max: 1 }), then: fc.constantFrom('grant', 'decline', 'end', 'withdraw') })
+    .map(({ call, cust, then }): FactAction[] => [
+      { kind: 'withdraw', call, cust, erase: true },
+      then === 'end' ? { kind: 'end', call } : then === 'withdraw' ? { kind: 'withdraw', call, cust, erase: false } : { kind: then as 'grant' | 'decline', call, cust },
+    ]);
   const actionArb: fc.Arbitrary<Action> = fc.oneof(
     { weight: 20, arbitrary: factActionArb },
     {
-      weight: 2,
+      weight: 3,
       arbitrary: fc.record({
         kind: fc.constant('fault' as const),
-        fault: fc.constantFrom<FaultKind>('drop', 'drop', 'skipSeq', 'skipSeq', 'heartbeatLoss'),
-        staleFacts: fc.array(factActionArb, { maxLength: 2 }),
+        fault: fc.constantFrom<FaultKind>('drop', 'drop', 'skipSeq', 'skipSeq', 'heartbeatLoss', 'forgedFrame'),
+        staleFacts: fc.oneof({ weight: 3, arbitrary: fc.array(factActionArb, { maxLength: 2 }) }, { weight: 1, arbitrary: eraseThenArb }),
       }),
     },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('garbage' as const), which: fc.nat({ max: 7 }) }) },

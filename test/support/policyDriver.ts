@@ -1,24 +1,29 @@
 /**
  * The driver of the gate property (test/integration/gate/recorder-property.test.ts): a lane of
- * real parts (a reference PolicyServer, a ControlClient over a real WebSocket, a Recorder with an
- * in-memory store and admitter; the mediasoup worker is shared between lanes), and per fast-check
- * run a GateRun that turns a drawn Scenario into facts, faults, injected frames and tagged
- * packets, keeping the model (test/support/gateModel.ts) told of every fact the server accepted.
+ * real parts (the control plane on its own PostgreSQL database, facts posted to its ingest API,
+ * a relay on its policy stream for faults and injected frames, a ControlClient over a real
+ * WebSocket, a Recorder whose monthly cap is decided by the control plane; only the object
+ * store is in memory; the mediasoup worker is shared between lanes), and per fast-check run a
+ * GateRun that turns a drawn Scenario into facts, faults, injected frames and tagged packets,
+ * keeping the model (test/support/gateModel.ts) told of every fact the control plane accepted.
  * The driver reports what happened; the property file decides whether it was right.
  */
-import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
 import { ControlClient } from '../../src/control/ControlClient.ts';
-import { PolicyServer } from '../../src/control/PolicyServer.ts';
-import type { ErrorMessage } from '../../src/control/protocol.ts';
+import type { ErrorV2 } from '../../src/control/protocolV2.ts';
 import type { ConsentEvidence, Fact, Participant, Window } from '../../src/gate/facts.ts';
 import { PolicyState } from '../../src/gate/PolicyState.ts';
 import type { Logger } from '../../src/log/logger.ts';
 import type { CallRecorder } from '../../src/recorder/CallRecorder.ts';
+import { ControlAdmitter } from '../../src/recorder/ControlAdmitter.ts';
 import { Recorder } from '../../src/recorder/Recorder.ts';
 import { CallRoom } from '../../src/sfu/CallRoom.ts';
 import type { WorkerPool } from '../../src/sfu/WorkerPool.ts';
-import { MemoryAdmitter, MemoryStore, RtpLeg, Waiter, settleTurns, spyArrivals } from './gateHarness.ts';
+import { startTestControlPlane, type TestControlPlane } from './controlPlane.ts';
+import { MemoryStore, RtpLeg, Waiter, settleTurns, spyArrivals } from './gateHarness.ts';
+import { createTestDatabase, type TestDatabase } from './pg.ts';
+import { PolicyFacts } from './policyFacts.ts';
+import { StreamRelay } from './streamRelay.ts';
 import { GateModel, cloneView, wireSnapshot, type ModelCall, type View } from './gateModel.ts';
 import type { Action, FactAction, FaultKind, Scenario, WindowKind } from './gateScenario.ts';
 
@@ -26,7 +31,7 @@ const HOUR = 3_600_000;
 
 export interface LaneOptions {
   logger: Logger;
-  /** The policy server's heartbeat period. */
+  /** The control plane's heartbeat period. */
   heartbeatMs: number;
   /** How long any wait (catching up, packets arriving) may take before it counts as a failure. */
   settleTimeoutMs: number;
@@ -84,27 +89,34 @@ export interface RunCall extends ModelCall {
   rec: CallRecorder;
 }
 
-/** One policy server, one control client, one recorder, many calls on one (shared) mediasoup worker. */
+/** One control plane (own database), one relay, one control client, one recorder, many calls on one (shared) mediasoup worker. */
 export class Lane {
   readonly index: number;
   readonly pool: WorkerPool;
   readonly options: LaneOptions;
-  readonly secret = randomBytes(32).toString('base64url');
-  server!: PolicyServer;
+  db!: TestDatabase;
+  control!: TestControlPlane;
+  relay!: StreamRelay;
+  policy!: PolicyFacts;
   client!: ControlClient;
   state!: PolicyState;
   recorder!: Recorder;
   readonly store = new MemoryStore();
-  readonly admitter = new MemoryAdmitter();
   readonly waiter = new Waiter(5);
   readonly stats = newStats();
   readonly packets = new Map<number, PacketRecord>();
   /** stale + fresh events seen: a change while a batch is in flight makes it ambiguous. */
   epoch = 0;
   freshCount = 0;
-  protocolErrors: ErrorMessage[] = [];
+  /** The highest seq the control plane answered a posted fact with: caught up means the worker applied it. */
+  postedSeq = 0;
+  protocolErrors: ErrorV2[] = [];
+  /** Deltas the worker applied (seq, fact), the newest last: replayed as late frames. */
+  readonly deltas: { seq: number; fact: Fact }[] = [];
   /** Client events in order (stale, fresh, change, error:<code>), to see what a frame caused first. */
   readonly events: string[] = [];
+  /** The last stale reasons and connection events, with times (for a failure's message). */
+  readonly trail: string[] = [];
   #nextPacketId = 1;
   #run = 0;
 
@@ -116,13 +128,26 @@ export class Lane {
 
   async start(): Promise<void> {
     const { logger, heartbeatMs } = this.options;
-    this.server = new PolicyServer({ secret: this.secret, heartbeatMs, logger, serverId: `policy-${this.index}` });
-    await this.server.listen();
+    this.db = await createTestDatabase();
+    this.control = await startTestControlPlane({
+      databaseUrl: this.db.url,
+      overrides: {
+        'stream.heartbeatMs': heartbeatMs,
+        'database.poolSize': 4,
+        replicaId: `cp-lane-${this.index}`,
+        // Requests stay pending for the lane's life: a worker that was away learns every erasure
+        // from the next snapshot, so the model can say when it erases (a request completed before
+        // the worker came back, a tombstone, is test/integration/controlplane-e2e's subject).
+        'ledger.graceMs': 3_600_000,
+      },
+    });
+    this.relay = await StreamRelay.start({ target: this.control.cp.streamUrl, secret: this.control.secret });
+    this.policy = new PolicyFacts({ url: this.control.cp.url, tokens: this.control.tokens });
     this.state = new PolicyState();
     this.client = new ControlClient({
-      url: this.server.url,
+      url: this.relay.url,
       workerId: `w-${this.index}`,
-      secret: this.secret,
+      secret: this.control.secret,
       state: this.state,
       logger,
       // A fixed, short reconnect delay (jitter pinned): a stale period lasts ~40 ms, long enough
@@ -134,26 +159,40 @@ export class Lane {
       control: this.client,
       state: this.state,
       store: this.store,
-      admitter: this.admitter,
+      admitter: new ControlAdmitter(this.client),
       logger,
       segmentSeconds: 0.1, // 5 packets per segment: segments are cut inside runs too
       maxStreams: 1_000_000,
       maxEventLoopLagMs: 1e9, // overload admission is not the subject here
     });
-    const poke = this.waiter.poke;
+    // Every poke waits for the end of the turn: conditions are judged once the client's listeners
+    // (the recorder's among them: it re-decides, asks for admissions, reports) have all run.
+    const poke = (): void => queueMicrotask(this.waiter.poke);
+    const note = (what: string): void => {
+      this.trail.push(`${new Date().toISOString().slice(17, 23)} ${what}`);
+      if (this.trail.length > 12) this.trail.shift();
+    };
+    this.client.on('stale', (reason) => note(`stale:${reason}`));
+    this.client.on('auth-failed', (reason) => note(`auth-failed:${reason}`));
+    this.relay.on('connection', () => note('relay:upstream-open'));
     this.client.on('stale', () => {
       this.events.push('stale');
       this.epoch++;
       poke();
     });
     this.client.on('fresh', () => {
+      note('fresh');
       this.events.push('fresh');
       this.epoch++;
       this.freshCount++;
       poke();
     });
     this.client.on('change', poke);
-    this.client.on('fact', poke);
+    this.client.on('fact', (fact, seq) => {
+      this.deltas.push({ seq, fact });
+      if (this.deltas.length > 64) this.deltas.shift();
+      poke();
+    });
     this.client.on('protocol-error', (e) => {
       this.protocolErrors.push(e);
       this.events.push(`error:${e.code}`);
@@ -162,31 +201,45 @@ export class Lane {
     this.client.on('change', () => {
       this.events.push('change');
     });
+    this.recorder.on('state', poke);
     this.client.start();
     await this.client.waitFresh(10_000);
   }
 
   async stop(): Promise<void> {
-    await this.recorder.close();
-    this.client.close();
-    await this.server.close();
+    await this.recorder?.close();
+    this.client?.close();
+    await this.relay?.close();
+    await this.control?.close();
+    await this.db?.drop().catch(() => undefined);
   }
 
-  caughtUp = (): boolean => this.client.phase === 'live' && this.client.fresh && this.client.lastSeq === this.server.seq;
+  /**
+   * The worker applied every fact the control plane accepted, and the recorder has acted on it:
+   * no admission waits for the control plane's answer, and none waits to ask again after an
+   * answer that did not come in time (`cap-unknown`: the loaded machine's database was slower
+   * than the worker's cap timeout; the gate stays closed, safe, and the retry follows in 1 s).
+   */
+  caughtUp = (): boolean =>
+    this.client.phase === 'live' &&
+    this.client.fresh &&
+    this.client.lastSeq >= this.postedSeq &&
+    ![...this.recorder.calls.values()].some((c) => c.phase.name === 'admitting' || c.phase.name === 'cap-unknown');
 
   nextPacketId(): number {
     return this.#nextPacketId++;
   }
 
   /**
-   * Starts a run of `sc`: its schedules and calls announced on the server (and applied by the
-   * worker), a room per call with a tap on every leg, attached to the recorder in call order.
+   * Starts a run of `sc`: its schedules and calls announced to the control plane (and applied
+   * by the worker), a room per call with a tap on every leg, attached to the recorder in call order.
    */
   async beginRun(sc: Scenario): Promise<GateRun> {
     const run = ++this.#run;
     this.events.length = 0;
     // Make sure a previous (failed or shrunk) run left the lane healthy.
-    this.server.startHeartbeats();
+    this.relay.up();
+    this.relay.startHeartbeats();
     if (!(await this.waiter.until(this.caughtUp, this.options.settleTimeoutMs))) throw new Error(`L${this.index}r${run}: control stream not fresh at start`);
     const gateRun = new GateRun(this, run);
     await gateRun.open(sc);
@@ -203,7 +256,6 @@ export class GateRun {
   readonly calls: RunCall[];
   readonly violations: string[] = [];
   readonly #history: { seq: number; view: View }[] = [];
-  readonly #sentDeltas: { seq: number; fact: Fact }[] = [];
   #agentIds: string[] = [];
   #now0 = 0;
   #lastEvidenceAt = 0;
@@ -230,14 +282,11 @@ export class GateRun {
     return w === 'covering' ? [{ start: now0 - HOUR, end: now0 + 2 * HOUR }] : w === 'later' ? [{ start: now0 + HOUR, end: now0 + 2 * HOUR }] : [];
   }
 
-  /** Server-side facts: applied by the real server (which may refuse), mirrored in the model. */
-  serverFact(fact: Fact): boolean {
-    try {
-      const delta = this.lane.server.applyFact(fact);
-      this.#sentDeltas.push({ seq: delta.seq, fact: delta.fact });
-    } catch {
-      return false; // refused by the policy server: nothing sent, nothing changed
-    }
+  /** Facts posted to the control plane's API (which may refuse), mirrored in the model when accepted. */
+  async serverFact(fact: Fact): Promise<boolean> {
+    const answer = await this.lane.policy.tryFact(fact);
+    if (answer.status >= 300) return false; // refused: nothing appended, nothing changed
+    this.lane.postedSeq = Math.max(this.lane.postedSeq, Number(answer.body.seq));
     this.model.serverApplied(fact);
     return true;
   }
@@ -248,7 +297,7 @@ export class GateRun {
     const timeout = lane.options.settleTimeoutMs;
     this.#agentIds = Array.from({ length: sc.schedules.length }, (_, i) => `${tag}a${i}`);
     this.#now0 = Date.now();
-    sc.schedules.forEach((s, i) => this.serverFact({ type: 'schedule.set', agentId: this.#agentIds[i]!, windows: this.#windowsFor(s.window), monthlyCap: s.cap }));
+    for (const [i, s] of sc.schedules.entries()) await this.serverFact({ type: 'schedule.set', agentId: this.#agentIds[i]!, windows: this.#windowsFor(s.window), monthlyCap: s.cap });
     for (let i = 0; i < sc.calls.length; i++) {
       const spec = sc.calls[i]!;
       const callId = `${tag}c${i}`;
@@ -256,9 +305,9 @@ export class GateRun {
         ...spec.agents.map((a, k): Participant => ({ participantId: `${callId}g${k}`, role: 'agent', subjectId: this.#agentIds[a]! })),
         ...Array.from({ length: spec.customers }, (_, k): Participant => ({ participantId: `${callId}k${k}`, role: 'customer', subjectId: `${callId}s${k}` })),
       ];
-      this.serverFact({ type: 'call.started', callId, participants });
+      await this.serverFact({ type: 'call.started', callId, participants });
       if (spec.granted) {
-        for (const p of participants) if (p.role === 'customer') this.serverFact({ type: 'consent.granted', callId, participantId: p.participantId, evidence: this.#evidence() });
+        for (const p of participants) if (p.role === 'customer') await this.serverFact({ type: 'consent.granted', callId, participantId: p.participantId, evidence: this.#evidence() });
       }
     }
     if (!(await lane.waiter.until(lane.caughtUp, timeout))) throw new Error(`${tag}: calls not applied`);
@@ -318,9 +367,10 @@ export class GateRun {
     this.lane.stats.admissions += admissions;
   }
 
-  /** Remembers the server's facts at its current sequence number (for replaying old snapshots). */
+  /** Remembers the control plane's facts at the worker's current sequence number (for replaying old snapshots). */
   recordHistory(): void {
-    if (this.#history[this.#history.length - 1]?.seq !== this.lane.server.seq) this.#history.push({ seq: this.lane.server.seq, view: cloneView(this.model.server) });
+    const seq = this.lane.client.lastSeq;
+    if (this.#history[this.#history.length - 1]?.seq !== seq) this.#history.push({ seq, view: cloneView(this.model.server) });
   }
 
   /**
@@ -354,7 +404,7 @@ export class GateRun {
     return records;
   }
 
-  runFact(a: FactAction): boolean {
+  runFact(a: FactAction): Promise<boolean> {
     const c = 'call' in a ? this.calls[a.call % this.calls.length]! : undefined;
     switch (a.kind) {
       case 'grant':
@@ -378,39 +428,57 @@ export class GateRun {
   async settleLive(where: string): Promise<boolean> {
     const lane = this.lane;
     if (!(await lane.waiter.until(lane.caughtUp, lane.options.settleTimeoutMs))) {
-      this.fail(`${where}: worker did not catch up (phase ${lane.client.phase}, lastSeq ${lane.client.lastSeq}, server ${lane.server.seq})`);
+      this.fail(
+        `${where}: worker did not catch up (phase ${lane.client.phase}, lastSeq ${lane.client.lastSeq}, posted ${lane.postedSeq}, ` +
+          `admitting ${[...lane.recorder.calls.values()].filter((c) => c.phase.name === 'admitting').length}, relay sessions ${lane.relay.connections}, ` +
+          `control-plane sessions ${lane.control.cp.stream.sessionCount}; trail: ${lane.trail.join(' | ')})`,
+      );
       return false;
     }
+    if (process.env.DEBUG_SETTLE) console.log(`SETTLE ${new Date().toISOString()} ${where} last=${lane.client.lastSeq} posted=${lane.postedSeq} phases=${[...lane.recorder.calls.values()].map((c) => c.phase.name).join(',')}`);
     await settleTurns(2);
     return true;
   }
 
-  /** Makes the control stream stale on the server's side. */
+  /** Makes the policy stream stale: on the link (the relay), as a crash, a lost fact or a silent control plane would. */
   startFault(fault: FaultKind): void {
-    if (fault === 'drop') this.lane.server.dropConnections();
-    else if (fault === 'skipSeq') this.lane.server.skipSeq();
-    else this.lane.server.stopHeartbeats();
+    const { relay, client } = this.lane;
+    if (fault === 'drop') relay.dropConnections();
+    else if (fault === 'skipSeq') relay.skipSeq();
+    else if (fault === 'heartbeatLoss') relay.stopHeartbeats();
+    else {
+      // A man in the middle without the secret: a consent.granted for the first customer of the
+      // run, next in sequence, with a MAC that cannot verify. Refused; the worker resynchronises.
+      const c = this.calls[0]!;
+      const forged = { v: 2, type: 'delta', seq: client.lastSeq + 1, at: Date.now(), fact: { type: 'consent.granted', callId: c.callId, participantId: c.customers[0]!, evidence: this.#evidence() } };
+      relay.injectRaw(`${'A'.repeat(43)} ${JSON.stringify(forged)}`);
+    }
+  }
+
+  /** The fault is over: the link accepts the worker again, heartbeats flow. */
+  endFault(): void {
+    this.lane.relay.up();
+    this.lane.relay.startHeartbeats();
   }
 
   /**
-   * Facts the worker misses while stale (it must learn them from the snapshot), applied while the
-   * worker is still stale in the same period (`epoch`). A withdrawal with erase is not followed,
-   * in the same stale period, by another act of the same customer or by the end of the call: the
-   * snapshot carries only the latest act of calls in progress, so the erase request would be lost
-   * (a protocol gap, see the report; this property is about the gate and the erasures the worker
-   * can know of).
+   * Facts the worker misses while stale (it must learn them from the snapshot): the link is held
+   * down meanwhile, so they all land in the same stale period (`epoch`). Anything goes, including
+   * a withdrawal with erase followed by another act of the same customer or by the end of the
+   * call: the erasure stays pending at the control plane until this worker confirms it, and the
+   * snapshot carries it (issue 13; the "protocol gap" of the reference server is closed).
    */
-  applyStaleFacts(facts: FactAction[], epoch: number): void {
+  async applyStaleFacts(facts: FactAction[], epoch: number): Promise<void> {
     const lane = this.lane;
-    const erasePending = new Set<string>();
-    for (const f of facts) {
-      if (!lane.client.fresh && lane.epoch === epoch) {
-        const c = 'call' in f ? this.calls[f.call % this.calls.length]! : undefined;
-        const pid = c && 'cust' in f ? c.customers[f.cust % c.customers.length]! : undefined;
-        if (pid !== undefined && erasePending.has(pid)) continue;
-        if (f.kind === 'end' && c !== undefined && c.customers.some((k) => erasePending.has(k))) continue;
-        if (this.runFact(f) && f.kind === 'withdraw' && f.erase && pid !== undefined) erasePending.add(pid);
+    if (facts.length === 0) return;
+    lane.relay.down();
+    try {
+      for (const f of facts) {
+        if (lane.client.fresh || lane.epoch !== epoch) break;
+        await this.runFact(f);
       }
+    } finally {
+      lane.relay.up();
     }
   }
 
@@ -419,37 +487,40 @@ export class GateRun {
    * on the stream that the worker must reject. `injected` says whether a frame was sent, and
    * `expectCode` the error code the worker must answer it with (undefined: any rejection).
    */
-  perform(a: Exclude<Action, { kind: 'fault' }>): { injected: boolean; expectCode: string | undefined } {
-    const { server, client } = this.lane;
+  async perform(a: Exclude<Action, { kind: 'fault' }>): Promise<{ injected: boolean; expectCode: string | undefined }> {
+    const { relay, client } = this.lane;
     let injected = true;
     let expectCode: string | undefined;
+    const next = client.lastSeq + 1;
     switch (a.kind) {
       case 'garbage': {
+        // Authentic frames (sealed by the relay, which holds the session key) that are wrong.
         const garbage = [
           'not json at all',
           '[1,2,3]',
-          JSON.stringify({ v: 2, type: 'delta', seq: server.seq + 1, at: Date.now(), fact: { type: 'call.paused', callId: this.calls[0]!.callId } }),
-          JSON.stringify({ v: 1, type: 'delta', seq: server.seq + 1, at: Date.now(), fact: { type: 'call.resumed', callId: this.calls[0]!.callId }, extra: true }),
-          JSON.stringify({ v: 1, type: 'nonsense', seq: 1 }),
-          JSON.stringify({ v: 1, type: 'delta', seq: server.seq + 1, at: Date.now(), fact: { type: 'consent.granted', callId: 'bad id!', participantId: 'x', evidence: { method: 'silence', at: 1, infoVersion: 'v' } } }),
+          JSON.stringify({ v: 1, type: 'delta', seq: next, at: Date.now(), fact: { type: 'call.paused', callId: this.calls[0]!.callId } }),
+          JSON.stringify({ v: 2, type: 'delta', seq: next, at: Date.now(), fact: { type: 'call.resumed', callId: this.calls[0]!.callId }, extra: true }),
+          JSON.stringify({ v: 2, type: 'nonsense', seq: 1 }),
+          JSON.stringify({ v: 2, type: 'delta', seq: next, at: Date.now(), fact: { type: 'consent.granted', callId: 'bad id!', participantId: 'x', evidence: { method: 'silence', at: 1, infoVersion: 'v' } } }),
           'x'.repeat(70_000),
-          JSON.stringify({ v: 1, type: 'snapshot', seq: 0, at: 0, part: 2, parts: 1, calls: [], agents: [] }),
+          JSON.stringify({ v: 2, type: 'snapshot', seq: 0, at: 0, part: 2, parts: 1, calls: [], agents: [], erasures: [], deletions: [], tombstones: [] }),
         ];
-        server.sendRaw(garbage[a.which % garbage.length]!);
+        relay.inject(garbage[a.which % garbage.length]!);
         expectCode = ['bad-json', 'bad-json', 'bad-version', 'invalid-message', 'unknown-type', 'invalid-message', 'too-large', 'invalid-message'][a.which % garbage.length];
         break;
       }
       case 'lateDelta': {
-        const old = this.#sentDeltas[this.#sentDeltas.length - 1 - Math.min(a.back - 1, this.#sentDeltas.length - 1)];
+        const deltas = this.lane.deltas;
+        const old = deltas[deltas.length - 1 - Math.min(a.back - 1, deltas.length - 1)];
         if (old === undefined) injected = false;
-        else server.sendDuplicate({ v: 1, type: 'delta', seq: old.seq, at: Date.now(), fact: old.fact });
+        else relay.inject({ v: 2, type: 'delta', seq: old.seq, at: Date.now(), fact: old.fact });
         expectCode = 'duplicate';
         break;
       }
       case 'lateHeartbeat': {
         const seq = client.lastSeq - a.back;
         if (seq < 0) injected = false;
-        else server.sendDuplicate({ v: 1, type: 'heartbeat', seq, at: Date.now() });
+        else relay.inject({ v: 2, type: 'heartbeat', seq, at: Date.now() });
         expectCode = 'duplicate';
         break;
       }
@@ -457,12 +528,12 @@ export class GateRun {
         const old = this.#history.filter((h) => h.seq < client.lastSeq);
         const h = old[Math.max(0, old.length - a.back)];
         if (h === undefined) injected = false;
-        else server.sendRaw(JSON.stringify(wireSnapshot(h.view, h.seq)));
+        else relay.inject(JSON.stringify(wireSnapshot(h.view, h.seq)));
         expectCode = 'duplicate';
         break;
       }
       case 'dupHello':
-        server.sendDuplicate({ v: 1, type: 'hello', serverId: 'policy-x', proof: 'A'.repeat(43), heartbeatMs: this.lane.options.heartbeatMs });
+        relay.inject({ v: 2, type: 'hello', serverId: 'policy-x', proof: 'A'.repeat(43), serverNonce: 'N'.repeat(32), heartbeatMs: this.lane.options.heartbeatMs });
         expectCode = 'unexpected-message';
         break;
       case 'packetsOnly':
@@ -470,14 +541,14 @@ export class GateRun {
         break;
       default:
         injected = false;
-        this.runFact(a);
+        await this.runFact(a);
     }
     return { injected, expectCode };
   }
 
-  /** Ends the calls still in progress on the server and lets the worker apply it. */
+  /** Ends the calls still in progress at the control plane and lets the worker apply it. */
   async endCalls(): Promise<void> {
-    for (const c of this.calls) if (this.model.server.calls.get(c.callId)?.ended === false) this.serverFact({ type: 'call.ended', callId: c.callId });
+    for (const c of this.calls) if (this.model.server.calls.get(c.callId)?.ended === false) await this.serverFact({ type: 'call.ended', callId: c.callId });
     await this.settleLive(`${this.tag} end`);
     this.absorb(this.lane.client.fresh);
   }

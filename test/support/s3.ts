@@ -55,15 +55,29 @@ export function makeMinioClient(cfg: S3Config = s3Config()): Client {
  */
 export async function removeBucketDeep(client: Client, bucket: string): Promise<void> {
   if (!(await client.bucketExists(bucket))) return;
-  const versions: { name: string; versionId?: string }[] = [];
-  const stream = client.listObjects(bucket, '', true, { IncludeVersion: true });
-  for await (const item of stream as AsyncIterable<{ name?: string; versionId?: string | null }>) {
-    if (item.name) versions.push({ name: item.name, ...(item.versionId ? { versionId: item.versionId } : {}) });
-  }
-  for (const v of versions) {
-    await client
-      .removeObject(bucket, v.name, { ...(v.versionId ? { versionId: v.versionId } : {}), governanceBypass: true })
-      .catch(() => {});
+  // Page by page, deleting as we go: the next listing starts from what is left, never from a
+  // version marker (RGW refuses minio-js's signature of some key/version-id markers past the
+  // first 1000 versions: SignatureDoesNotMatch).
+  for (;;) {
+    const versions: { name: string; versionId?: string }[] = [];
+    const stream = client.listObjects(bucket, '', true, { IncludeVersion: true });
+    try {
+      for await (const item of stream as AsyncIterable<{ name?: string; versionId?: string | null }>) {
+        if (item.name) versions.push({ name: item.name, ...(item.versionId ? { versionId: item.versionId } : {}) });
+        if (versions.length >= 1000) break;
+      }
+    } catch (err) {
+      if (versions.length === 0) throw err;
+    } finally {
+      stream.destroy();
+    }
+    if (versions.length === 0) break;
+    for (const v of versions) {
+      await client
+        .removeObject(bucket, v.name, { ...(v.versionId ? { versionId: v.versionId } : {}), governanceBypass: true })
+        .catch(() => {});
+    }
+    if (versions.length < 1000) break;
   }
   await client.removeBucket(bucket).catch(() => {});
 }

@@ -24,7 +24,8 @@ export async function startSoftphoneHost(stack: Stack): Promise<SoftphoneHost> {
     host: '127.0.0.1',
     port: 0,
     onDtmf: (callId, participantId, digit) => {
-      if (digit === '1') stack.policy.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+      // The IVR's webhook: the DTMF consent posted to the control plane's ingest API.
+      if (digit === '1') void stack.policy.grantConsent(callId, participantId, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' }).catch(() => undefined);
     },
   });
   const browsers: { close(): Promise<void> }[] = [];

@@ -2,18 +2,27 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PolicyServer } from '../../src/control/PolicyServer.ts';
 import { loadConfig, type OptinConfig } from '../../src/config/config.ts';
 import { startRecorderApp, type RecorderApp } from '../../src/app/RecorderApp.ts';
 import { Keyring } from '../../src/crypto/Keyring.ts';
 import { createLogger, type Logger } from '../../src/log/logger.ts';
 import { TestBuckets } from './buckets.ts';
+import { startTestControlPlane, type TestControlPlane } from './controlPlane.ts';
 import { useForFile } from './lifecycle.ts';
+import { createTestDatabase, type TestDatabase } from './pg.ts';
+import { PolicyFacts, openSchedule as openScheduleOf } from './policyFacts.ts';
 import { s3Config } from './s3.ts';
+import { StreamRelay } from './streamRelay.ts';
 
 export interface Stack {
   app: RecorderApp;
-  policy: PolicyServer;
+  /** The real control plane, on a database of its own on the run's PostgreSQL. */
+  control: TestControlPlane;
+  /** Facts through the control plane's ingest API (the IVR, WFM and HR of the test). */
+  policy: PolicyFacts;
+  /** Between the worker and the control plane: what the worker sent, and faults of the link. */
+  relay: StreamRelay;
+  db: TestDatabase;
   config: OptinConfig;
   spoolDir: string;
   close(): Promise<void>;
@@ -21,25 +30,43 @@ export interface Stack {
 
 export interface StackOptions {
   logger?: Logger;
-  /** The policy server's heartbeat; the worker calls the stream stale after three missed. */
+  /** The control plane's heartbeat; the worker calls the stream stale after three missed. */
   heartbeatMs?: number;
+  /** Give the control plane the store too (it then carries out deletions no worker holds). */
+  controlPlaneStore?: boolean;
+  /** Control-plane settings over the test defaults (as loadControlPlaneConfig takes them). */
+  controlPlaneOverrides?: Record<string, unknown>;
 }
 
 /** Configuration keys (as `loadConfig` takes them) over the stack's defaults. */
 export type StackOverrides = Record<string, unknown>;
 
 /**
- * The whole recorder against real services: the run's S3 server (globalSetup), a reference policy
- * server on a free port, and a RecorderApp (mediasoup workers, store, audit, control client) on
- * buckets of its own, so test files never see each other's recordings; `close()` removes them.
+ * The whole recorder against real services: the run's S3 server and PostgreSQL (globalSetup),
+ * the control plane (in this process, on a database of its own), a relay on the policy stream,
+ * and a RecorderApp (mediasoup workers, store, audit, control client) on buckets of its own, so
+ * test files never see each other's recordings; `close()` removes them.
  */
 export async function startStack(overrides: StackOverrides = {}, opts: StackOptions = {}): Promise<Stack> {
   const s3 = s3Config();
   const buckets = new TestBuckets();
-  const secret = randomBytes(32).toString('base64url');
   const logger = opts.logger ?? createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
-  const policy = new PolicyServer({ secret, heartbeatMs: opts.heartbeatMs ?? 1000, logger });
-  const addr = await policy.listen();
+  const heartbeatMs = opts.heartbeatMs ?? 1000;
+  const bucketPrefix = (overrides['s3.bucketPrefix'] as string | undefined) ?? buckets.prefix();
+  const keyring = (overrides.keyring as OptinConfig['keyring'] | undefined) ?? { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } };
+  const db = await createTestDatabase();
+  const control = await startTestControlPlane({
+    databaseUrl: db.url,
+    overrides: {
+      'stream.heartbeatMs': heartbeatMs,
+      ...(opts.controlPlaneStore
+        ? { 's3.endpoint': s3.endpoint, 's3.accessKey': s3.accessKey, 's3.secretKey': s3.secretKey, 's3.bucketPrefix': bucketPrefix, keyring, dataDir: mkdtempSync(path.join(tmpdir(), 'optin-cp-')) }
+        : {}),
+      ...(opts.controlPlaneOverrides ?? {}),
+    },
+    ...(opts.controlPlaneStore ? { deps: { store: undefined } } : {}),
+  });
+  const relay = await StreamRelay.start({ target: control.cp.streamUrl, secret: control.secret });
   const spoolDir = mkdtempSync(path.join(tmpdir(), 'optin-spool-'));
   const config = loadConfig(
     {},
@@ -47,13 +74,11 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       's3.endpoint': s3.endpoint,
       's3.accessKey': s3.accessKey,
       's3.secretKey': s3.secretKey,
-      's3.bucketPrefix': buckets.prefix(),
-      keyring: { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } },
-      'control.url': `ws://127.0.0.1:${addr.port}/control`,
-      'control.secret': secret,
+      'control.url': relay.url,
+      'control.secret': control.secret,
       'http.callControlSecret': randomBytes(32).toString('base64url'),
       'http.jwtSecret': randomBytes(32).toString('base64url'),
-      'control.heartbeatTimeoutMs': (opts.heartbeatMs ?? 1000) * 3,
+      'control.heartbeatTimeoutMs': heartbeatMs * 3,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,
       segmentSeconds: 2,
@@ -62,18 +87,34 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       'admission.maxEventLoopLagMs': 5000,
       workerId: `t-${randomBytes(3).toString('hex')}`,
       ...overrides,
+      's3.bucketPrefix': bucketPrefix,
+      keyring,
     },
   );
-  const app = await startRecorderApp(config, { logger });
-  await app.control.waitFresh(10_000);
+  const policy = new PolicyFacts({ url: control.cp.url, tokens: control.tokens });
+  let app: RecorderApp;
+  try {
+    app = await startRecorderApp(config, { logger });
+    await app.control.waitFresh(10_000);
+  } catch (err) {
+    await relay.close();
+    await control.close();
+    await db.drop().catch(() => undefined);
+    throw err;
+  }
   return {
     app,
+    control,
     policy,
+    relay,
+    db,
     config,
     spoolDir,
     async close() {
       await app.close();
-      await policy.close();
+      await relay.close();
+      await control.close();
+      await db.drop().catch(() => undefined);
       rmSync(spoolDir, { recursive: true, force: true });
       await buckets.removeAll();
     },
@@ -95,7 +136,7 @@ export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}
     'the stack',
     async () => {
       const stack = await startStack(typeof overrides === 'function' ? overrides() : overrides, opts);
-      for (const agent of opts.agents ?? []) openSchedule(stack.policy, agent);
+      for (const agent of opts.agents ?? []) await openSchedule(stack.policy, agent);
       return stack;
     },
     (stack) => stack.close(),
@@ -103,7 +144,4 @@ export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}
 }
 
 /** An agent schedule window around now (R6) with a generous cap. */
-export function openSchedule(policy: PolicyServer, agentId: string, cap = 50): void {
-  const now = Date.now();
-  policy.setSchedule(agentId, [{ start: now - 60_000, end: now + 3_600_000 }], cap);
-}
+export const openSchedule = openScheduleOf;

@@ -13,11 +13,10 @@ import { builtinModules, createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PolicyServer } from '../../../src/control/PolicyServer.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
-import { createLogger } from '../../../src/log/logger.ts';
 import { resolveWorkerBin } from '../../../src/sfu/workerBin.ts';
 import { useBuckets } from '../../support/buckets.ts';
+import { startTestControlPlane } from '../../support/controlPlane.ts';
 import { freePort } from '../../support/controlProcess.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
 import { s3Config } from '../../support/s3.ts';
@@ -96,7 +95,7 @@ afterAll(() => {
 describe('npm run build', () => {
   it('emits JavaScript for src/ and the production workers, the assets beside it, and the browser bundles', () => {
     console.log(`build took ${buildSeconds.toFixed(1)} s`);
-    for (const f of ['dist/workers/recorder.js', 'dist/workers/control.js', 'dist/workers/policy-server.js', 'dist/src/cli/main.js']) {
+    for (const f of ['dist/workers/recorder.js', 'dist/workers/control.js', 'dist/src/cli/main.js']) {
       expect(existsSync(path.join(app, f)), f).toBe(true);
     }
     for (const f of ['dist/src/db/migrations/001_control_plane.sql', 'dist/src/dashboard/dashboard.html', 'dist/src/softphone/public/index.html', 'dist/src/softphone/public/softphone.js']) {
@@ -176,9 +175,9 @@ describe('the compiled workers under plain node, production dependencies only', 
 
   it('recorder: starts mediasoup, reaches the store and the policy stream, serves the prebuilt softphone bundle', async () => {
     const s3 = s3Config();
-    const controlSecret = randomBytes(32).toString('base64url');
-    const policy = new PolicyServer({ secret: controlSecret, heartbeatMs: 500, logger: createLogger('silent') });
-    await policy.listen();
+    // The policy stream of a real control plane (in this process, on the run's PostgreSQL).
+    const controlDb = await createTestDatabase();
+    const control = await startTestControlPlane({ databaseUrl: controlDb.url, overrides: { 'stream.heartbeatMs': 500 }, createTokens: false });
     try {
       const secrets = path.join(app, 'secrets-recorder');
       mkdirSync(secrets, { mode: 0o700 });
@@ -193,8 +192,8 @@ describe('the compiled workers under plain node, production dependencies only', 
         OPTIN_S3_SECRET_KEY_FILE: put('s3_secret_key', s3.secretKey),
         OPTIN_S3_BUCKET_PREFIX: prefix,
         OPTIN_KEYRING_FILE: put('keyring', JSON.stringify({ activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } })),
-        OPTIN_CONTROL_URL: policy.url,
-        OPTIN_CONTROL_SECRET_FILE: put('control_secret', controlSecret),
+        OPTIN_CONTROL_URL: control.cp.streamUrl,
+        OPTIN_CONTROL_SECRET_FILE: put('control_secret', control.secret),
         OPTIN_CALL_CONTROL_SECRET_FILE: put('call_control_secret', randomBytes(32).toString('base64url')),
         OPTIN_MEDIASOUP_WORKER_BIN: resolveWorkerBin(),
         OPTIN_MEDIASOUP_WORKERS: '1',
@@ -212,7 +211,8 @@ describe('the compiled workers under plain node, production dependencies only', 
       const code = await new Promise<number | null>((r) => rec.child.once('exit', (c) => r(c)));
       expect(code, rec.output()).toBe(0);
     } finally {
-      await policy.close();
+      await control.close();
+      await controlDb.drop();
     }
   });
 });

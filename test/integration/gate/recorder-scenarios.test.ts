@@ -1,7 +1,8 @@
 /**
  * The consent and schedule gate, scenario by scenario, through the whole worker: a RecorderApp
- * (mediasoup, CapLedger, RecordingStore with its spool, audit trail, control client) against the
- * run's real S3 server and a reference PolicyServer (test/support/stack.ts). Media is injected
+ * (mediasoup, RecordingStore with its spool, audit trail, control client) against the run's real
+ * S3 server and the real control plane on PostgreSQL (facts posted to its API; the monthly cap
+ * decided by it; test/support/stack.ts). Media is injected
  * as live-paced RTP (one 20 ms Opus packet per leg every 20 ms) through the call's own mediasoup
  * Router; each packet carries an id in its Opus payload, so what is read back from the store
  * (decrypted, decoded) tells exactly which packets were recorded and when they were sent.
@@ -20,9 +21,9 @@ import type { types } from 'mediasoup';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRecorderApp, type RecorderApp } from '../../../src/app/RecorderApp.ts';
 import { OptinError } from '../../../src/errors/OptinError.ts';
-import { CapLedger } from '../../../src/gate/CapLedger.ts';
+import { capCount } from '../../../src/caps/capDecision.ts';
 import { monthKey } from '../../../src/gate/month.ts';
-import type { RecordingState } from '../../../src/control/protocol.ts';
+import type { RecordingStateV2 as RecordingState } from '../../../src/control/protocolV2.ts';
 import type { Participant } from '../../../src/gate/facts.ts';
 import type { CallRecorder } from '../../../src/recorder/CallRecorder.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
@@ -58,7 +59,7 @@ let direct: Client;
 let buckets: BucketNames;
 let ssrc = 0x5000;
 let nextId = 1;
-/** Every recording-state report the policy server received, with the reporting worker. */
+/** Every recording-state report the control plane received, with the reporting worker (seen on the relay in front of it). */
 const reports: { state: RecordingState; workerId: string; atPerf: number }[] = [];
 const senders: PacedSender[] = [];
 
@@ -89,16 +90,20 @@ interface LiveCall {
   /** Recorder 'state' events for this call, with performance.now(). */
   states: (RecordingStateEvent & { perf: number })[];
   app: RecorderApp;
+  /** Index into `states` where the last fact posted by the test began (waitState's default start). */
+  since: number;
   end(): Promise<void>;
 }
 
-/** Starts a call on the policy server, opens it on `app`, and starts live-paced RTP on every leg. */
+/** Starts a call at the control plane, opens it on `app`, and starts live-paced RTP on every leg. */
 async function startCall(app: RecorderApp, callId: string, agentId: string, teamLead = 'lead-1'): Promise<LiveCall> {
   const participants: Participant[] = [
     { participantId: `${callId}-a`, role: 'agent', subjectId: agentId, teamLeadId: teamLead },
     { participantId: `${callId}-c`, role: 'customer', subjectId: `${callId}-subj` },
   ];
-  stack.policy.startCall(callId, participants);
+  await stack.policy.startCall(callId, participants);
+  // The IVR announced the call; its media reaches the recorder once the worker knows it too.
+  await until(() => app.state.call(callId) !== undefined, 5000, `${callId} known to the worker`);
   const states: LiveCall['states'] = [];
   const onState = (id: string, s: RecordingStateEvent): void => {
     if (id === callId) states.push({ ...s, perf: performance.now() });
@@ -114,15 +119,11 @@ async function startCall(app: RecorderApp, callId: string, agentId: string, team
   sender.start();
   await until(() => rec.tracks.size === 2 && [...rec.tracks.values()].every((t) => t.counters.received > 0), 5000, `first media of ${callId}`);
   return {
-    callId, room, rec, legs, sender, states, app,
+    callId, room, rec, legs, sender, states, app, since: 0,
     async end() {
       sender.stop();
       await sleep(100); // the last packets clear the jitter buffer
-      try {
-        stack.policy.endCall(callId);
-      } catch {
-        // already ended
-      }
+      await stack.policy.endCall(callId).catch(() => undefined); // already ended
       await app.recorder.detachCall(callId);
       for (const l of legs) l.close();
       room.close();
@@ -131,9 +132,11 @@ async function startCall(app: RecorderApp, callId: string, agentId: string, team
   };
 }
 
-function grant(call: LiveCall): number {
+/** Posts the customer's consent; `since` is where the call's state events stood before (the worker may act before the API answers). */
+async function grant(call: LiveCall): Promise<number> {
   const at = Date.now();
-  stack.policy.grantConsent(call.callId, `${call.callId}-c`, evidence(at));
+  call.since = call.states.length;
+  await stack.policy.grantConsent(call.callId, `${call.callId}-c`, evidence(at));
   return at;
 }
 
@@ -143,7 +146,7 @@ async function waitState(
   pred: (s: RecordingStateEvent) => boolean,
   timeoutMs: number,
   what: string,
-  from = call.states.length,
+  from = call.since,
 ): Promise<RecordingStateEvent & { perf: number }> {
   await until(() => call.states.slice(from).some(pred), timeoutMs, `${call.callId}: ${what}`);
   return call.states.slice(from).find(pred)!;
@@ -157,7 +160,9 @@ beforeAll(() => {
   direct = makeMinioClient();
   const c = stack.config.s3;
   buckets = bucketNames({ prefix: c.bucketPrefix, media: c.mediaBucket, keys: c.keysBucket, audit: c.auditBucket });
-  stack.policy.on('recording-state', (state, workerId) => reports.push({ state, workerId, atPerf: performance.now() }));
+  stack.relay.on('worker-frame', (f) => {
+    if (f.message.type === 'recording-state') reports.push({ state: f.message, workerId: f.workerId, atPerf: f.atPerf });
+  });
 });
 
 afterAll(() => {
@@ -167,7 +172,7 @@ afterAll(() => {
 describe('consent and schedule gate, end to end with S3', () => {
   it('decline: nothing recorded, no recording id, no objects; the media still flows between the legs (R5)', async () => {
     const agent = 'ag-decline';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-decline', agent);
     // The other side of the call: a consumer of each leg on another transport of the same Router.
     const other = await call.room.router.createDirectTransport();
@@ -179,8 +184,9 @@ describe('consent and schedule gate, end to end with S3', () => {
       consumers.push(consumer);
     }
     await sleep(300);
-    stack.policy.declineConsent(call.callId, `${call.callId}-c`, evidence());
-    await waitState(call, (s) => s.reasons.includes('consent-declined'), 3000, 'declined');
+    const from = call.states.length; // the state may change before the API's answer arrives
+    await stack.policy.declineConsent(call.callId, `${call.callId}-c`, evidence());
+    await waitState(call, (s) => s.reasons.includes('consent-declined'), 3000, 'declined', from);
     const sentBefore = call.sender.sentAt.size;
     const receivedBefore = [...received.values()].reduce((a, b) => a + b, 0);
     await sleep(1500);
@@ -198,25 +204,26 @@ describe('consent and schedule gate, end to end with S3', () => {
     }
     // R5: the other leg kept receiving the media after the decline (tolerate a couple in flight).
     expect(receivedDuring).toBeGreaterThanOrEqual(sentDuring - 4);
-    // R7: the policy server was told, with the reason.
+    // R7: the control plane was told, with the reason.
     const mine = serverReports(call.callId);
     expect(mine.some((r) => r.recording)).toBe(false);
     expect(mine.some((r) => !r.recording && r.reasons.includes('consent-declined'))).toBe(true);
-    // Nothing anywhere: no media, no data keys, no cap marker, no manifest, no spool item.
+    // Nothing anywhere: no media, no data keys, no cap admission, no manifest, no spool item.
     expect(await listNames(direct, buckets.media, '')).toEqual([]);
     expect(await listNames(direct, buckets.keys, 'keys/')).toEqual([]);
     expect(await listNames(direct, buckets.keys, 'manifests/')).toEqual([]);
-    expect(await listNames(direct, buckets.keys, `caps/${agent}/`)).toEqual([]);
+    expect(await listNames(direct, buckets.keys, 'caps/')).toEqual([]);
+    expect(await capCount(stack.control.cp.db, agent, monthKey(Date.now()))).toBe(0);
     expect(readdirSync(path.join(stack.spoolDir, 'items'))).toEqual([]);
     expect(await stack.app.store.listRecordings()).toEqual([]);
   }, 30_000);
 
   it('consent mid-call: only what follows the consent is recorded; first segment at or after it, duration = the consented part (R3, R4)', async () => {
     const agent = 'ag-mid';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-mid', agent);
     await sleep(1000);
-    const consentAt = grant(call);
+    const consentAt = await grant(call);
     const opened = await waitState(call, (s) => s.recording, 5000, 'recording');
     await sleep(2500);
     call.sender.stop();
@@ -242,11 +249,11 @@ describe('consent and schedule gate, end to end with S3', () => {
       expect(segs[0]!.startWallClockMs).toBeLessThan(consentAt + 1000);
       const durationMs = segs.reduce((a, s) => a + s.durationMs, 0);
       expect(Math.abs(durationMs - ids.length * 20)).toBeLessThanOrEqual(segs.length * 2);
-      // The consented part of the call: consent to stop, less the cap admission (one S3 round trip).
+      // The consented part of the call: consent to stop, less the cap admission (one round trip to the control plane).
       expect(durationMs).toBeLessThanOrEqual(stopAt - consentAt + 40);
       expect(durationMs).toBeGreaterThanOrEqual(stopAt - consentAt - 600);
     }
-    console.log(`consent mid-call: recording started ${admissionMs.join(' / ')} ms after the consent (cap admission through the S3 ledger)`);
+    console.log(`consent mid-call: recording started ${admissionMs.join(' / ')} ms after the consent was posted (cap admission by the control plane)`);
     const mine = serverReports(call.callId);
     expect(mine[0]).toMatchObject({ recording: false, reasons: ['no-consent'] });
     const on = mine.find((r) => r.recording)!;
@@ -256,13 +263,14 @@ describe('consent and schedule gate, end to end with S3', () => {
 
   it('withdrawal without erase: recording stops at once, what was recorded is kept (R5)', async () => {
     const agent = 'ag-keep';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-keep', agent);
-    const consentAt = grant(call);
+    const consentAt = await grant(call);
     await waitState(call, (s) => s.recording, 5000, 'recording');
     await sleep(2200);
     const withdrawAt = Date.now();
-    stack.policy.withdrawConsent(call.callId, `${call.callId}-c`, { erase: false, evidence: evidence(withdrawAt) });
+    call.since = call.states.length;
+    await stack.policy.withdrawConsent(call.callId, `${call.callId}-c`, { erase: false, evidence: evidence(withdrawAt) });
     const closed = await waitState(call, (s) => !s.recording, 3000, 'closed');
     expect(closed.reasons).toEqual(['consent-withdrawn']);
     expect(call.rec.writing).toBe(false);
@@ -296,9 +304,9 @@ describe('consent and schedule gate, end to end with S3', () => {
 
   it('withdrawal with erase: both tracks, data keys and spool copies deleted, and the deletion audited (R5, R9, R11)', async () => {
     const agent = 'ag-erase';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-erase', agent);
-    grant(call);
+    await grant(call);
     await waitState(call, (s) => s.recording, 5000, 'recording');
     const recordingId = call.rec.recordingId!;
     await sleep(2300); // two segments per track uploaded
@@ -316,7 +324,8 @@ describe('consent and schedule gate, end to end with S3', () => {
       stack.app.store.on('deleted', on);
     });
     const spooledBefore = spoolItemsOf(stack.spoolDir, recordingId).length;
-    stack.policy.withdrawConsent(call.callId, `${call.callId}-c`, { erase: true, evidence: evidence() });
+    call.since = call.states.length;
+    const erasure = await stack.policy.withdrawConsent(call.callId, `${call.callId}-c`, { erase: true, evidence: evidence() });
     const closed = await waitState(call, (s) => !s.recording, 3000, 'closed');
     expect(closed.reasons).toEqual(['consent-withdrawn']);
     const receipt = await deleted;
@@ -347,13 +356,23 @@ describe('consent and schedule gate, end to end with S3', () => {
     expect(types).toContain('recording.deletion-completed');
     const completed = entries.find((e) => e.type === 'recording.deletion-completed')!;
     expect(completed.details).toMatchObject({ recordingId, complete: true });
+    // The erasure ledger: completed with this worker's confirmation and the store's receipt.
+    const erasureId = String(erasure.erasureId);
+    let status: Record<string, unknown> = {};
+    for (let i = 0; i < 200 && status.state !== 'done'; i++) {
+      status = await stack.policy.erasure(erasureId);
+      if (status.state !== 'done') await sleep(50);
+    }
+    expect(status).toMatchObject({ state: 'done' });
+    expect(JSON.stringify(status)).toContain(stack.app.config.workerId);
+    expect(JSON.stringify(status)).toContain(receipt.receiptId);
   }, 60_000);
 
   it('control link loss mid-recording: the gate closes within the heartbeat timeout (control-stale) and reopens after the snapshot with a new run', async () => {
     const agent = 'ag-stale';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-stale', agent);
-    grant(call);
+    await grant(call);
     await waitState(call, (s) => s.recording, 5000, 'recording');
     const recordingId = call.rec.recordingId!;
     const runBefore = call.rec.gate.runIndex;
@@ -361,7 +380,8 @@ describe('consent and schedule gate, end to end with S3', () => {
     // 1. Heartbeat loss.
     await sleep(1200);
     const stoppedAt = performance.now();
-    stack.policy.stopHeartbeats();
+    call.since = call.states.length;
+    stack.relay.stopHeartbeats();
     const stale = await waitState(call, (s) => !s.recording, HEARTBEAT_TIMEOUT_MS + 2000, 'stale');
     const staleIndex = call.states.indexOf(stale);
     expect(stale.reasons).toContain('control-stale');
@@ -371,7 +391,7 @@ describe('consent and schedule gate, end to end with S3', () => {
     // Heartbeats back before a reconnected worker could miss them again (no flapping). The worker
     // may already have reconnected (backoff 0..200 ms): a snapshot makes it fresh by itself.
     await sleep(150);
-    stack.policy.startHeartbeats();
+    stack.relay.startHeartbeats();
     const reopened = await waitState(call, (s) => s.recording, 5000, 'reopened', staleIndex + 1);
     const runAfterHeartbeatLoss = call.rec.gate.runIndex;
     expect(runAfterHeartbeatLoss).toBeGreaterThan(runBefore);
@@ -380,7 +400,8 @@ describe('consent and schedule gate, end to end with S3', () => {
     // 2. The connection dies.
     await sleep(1200);
     const droppedAt = performance.now();
-    stack.policy.dropConnections();
+    call.since = call.states.length;
+    stack.relay.dropConnections();
     const stale2 = await waitState(call, (s) => !s.recording, 3000, 'stale after drop');
     expect(stale2.reasons).toContain('control-stale');
     await waitState(call, (s) => s.recording, 5000, 'reopened after drop', call.states.indexOf(stale2) + 1);
@@ -425,7 +446,7 @@ describe('consent and schedule gate, end to end with S3', () => {
         if (first) expect(first.startWallClockMs).toBeGreaterThanOrEqual(to - 25);
       }
     }
-    // R7: the server was told "not recording: control-stale" (re-sent after the reconnect), then "recording" again.
+    // R7: the control plane was told "not recording: control-stale" (re-sent after the reconnect), then "recording" again.
     const mine = serverReports(call.callId);
     const staleIdx = mine.findIndex((r) => !r.recording && r.reasons.includes('control-stale'));
     expect(staleIdx).toBeGreaterThan(0);
@@ -438,27 +459,28 @@ describe('consent and schedule gate, end to end with S3', () => {
     const appB = await startRecorderApp({ ...stack.config, workerId: `${stack.config.workerId}-b`, spool: { ...stack.config.spool, dir: spoolDir } }, { logger: stack.app.logger });
     try {
       await appB.control.waitFresh(10_000);
-      stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 1);
+      await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 1);
       const first = await startCall(stack.app, 'call-cap-1', agent);
-      grant(first);
+      await grant(first);
       await waitState(first, (s) => s.recording, 5000, 'first call recording');
       const second = await startCall(appB, 'call-cap-2', agent);
-      grant(second);
+      await grant(second);
       const refused = await waitState(second, (s) => s.reasons.includes('cap-reached'), 5000, 'second call refused');
       expect(refused.recording).toBe(false);
       expect(second.rec.recordingId).toBeUndefined();
       expect(second.rec.writing).toBe(false);
       // A third call on the first worker is refused as well: the cap counts the month, not concurrency.
       const third = await startCall(stack.app, 'call-cap-3', agent);
-      grant(third);
+      await grant(third);
       await waitState(third, (s) => s.reasons.includes('cap-reached'), 5000, 'third call refused');
       await sleep(1000);
       const firstId = first.rec.recordingId!;
       for (const c of [first, second, third]) await c.end();
 
       expect((await readTaggedTrack(stack.app.store, firstId, 'call-cap-1-a')).length).toBeGreaterThan(0);
-      const ledger = new CapLedger({ client: direct, bucket: buckets.keys, capFor: () => 1 });
-      expect(await ledger.count(agent, monthKey(Date.now()))).toBe(1);
+      // Counted once, by the control plane, in one transaction: no marker in the store.
+      expect(await capCount(stack.control.cp.db, agent, monthKey(Date.now()))).toBe(1);
+      expect(await listNames(direct, buckets.keys, 'caps/')).toEqual([]);
       expect(serverReports('call-cap-2', appB.config.workerId).at(-1)).toMatchObject({ recording: false, reasons: ['cap-reached'] });
       expect(serverReports('call-cap-3').at(-1)).toMatchObject({ recording: false, reasons: ['cap-reached'] });
       expect(second.legs.every((l) => second.sender.idsOf(l.participantId).length > 50)).toBe(true);
@@ -469,65 +491,65 @@ describe('consent and schedule gate, end to end with S3', () => {
     }
   }, 60_000);
 
-  it('schedule validation: the policy server refuses each R6 violation with an error naming the rule, and sends nothing', () => {
+  it('schedule validation: the control plane refuses each R6 violation with an error naming the rule, and sends nothing', async () => {
     const now = Date.now();
     const H = 3_600_000;
     const D = 24 * H;
-    const cases: { name: string; windows: { start: number; end: number }[]; code: string; message: RegExp }[] = [
-      { name: 'overlap', windows: [{ start: now + H, end: now + 3 * H }, { start: now + 2 * H, end: now + 4 * H }], code: 'POLICY_SCHEDULE_REJECTED', message: /window 1 overlaps window 0/ },
-      { name: 'in the past', windows: [{ start: now - 3 * H, end: now - 2 * H }], code: 'POLICY_SCHEDULE_REJECTED', message: /ended in the past/ },
-      { name: 'one window of 7 days', windows: [{ start: now, end: now + 7 * D }], code: 'POLICY_SCHEDULE_REJECTED', message: /seven days or more/ },
-      { name: 'touching windows covering 7 days', windows: [{ start: now, end: now + 4 * D }, { start: now + 4 * D + 30 * 60_000, end: now + 7 * D + H }], code: 'POLICY_SCHEDULE_REJECTED', message: /contiguous period of seven days/ },
-      { name: 'end = start', windows: [{ start: now + H, end: now + H }], code: 'POLICY_INVALID_FACT', message: /end must be after start/ },
-      { name: 'end < start', windows: [{ start: now + 2 * H, end: now + H }], code: 'POLICY_INVALID_FACT', message: /end must be after start/ },
+    const cases: { name: string; windows: { start: number; end: number }[]; status: number; error: string; rule?: string; message: RegExp }[] = [
+      { name: 'overlap', windows: [{ start: now + H, end: now + 3 * H }, { start: now + 2 * H, end: now + 4 * H }], status: 422, error: 'schedule-rejected', rule: 'window-overlap', message: /window 1 overlaps window 0/ },
+      { name: 'in the past', windows: [{ start: now - 3 * H, end: now - 2 * H }], status: 422, error: 'schedule-rejected', rule: 'window-in-past', message: /ended in the past/ },
+      { name: 'one window of 7 days', windows: [{ start: now, end: now + 7 * D }], status: 422, error: 'schedule-rejected', rule: 'window-too-long', message: /seven days or more/ },
+      { name: 'touching windows covering 7 days', windows: [{ start: now, end: now + 4 * D }, { start: now + 4 * D + 30 * 60_000, end: now + 7 * D + H }], status: 422, error: 'schedule-rejected', rule: 'continuous-recording', message: /contiguous period of seven days/ },
+      { name: 'end = start', windows: [{ start: now + H, end: now + H }], status: 400, error: 'invalid-input', message: /end must be after start/ },
+      { name: 'end < start', windows: [{ start: now + 2 * H, end: now + H }], status: 400, error: 'invalid-input', message: /end must be after start/ },
     ];
-    stack.policy.setSchedule('ag-sched', [{ start: now - H, end: now + H }], 5);
-    const seq = stack.policy.seq;
+    const seq = Number((await stack.policy.setSchedule('ag-sched', [{ start: now - H, end: now + H }], 5)).seq);
+    const schedulesSince = async (): Promise<number> =>
+      (await stack.control.cp.db.query<{ n: number }>("SELECT count(*)::int AS n FROM facts WHERE seq > $1 AND type = 'schedule.set'", [seq])).rows[0]!.n;
     for (const c of cases) {
-      let caught: unknown;
-      try {
-        stack.policy.setSchedule('ag-sched', c.windows, 5);
-      } catch (err) {
-        caught = err;
-      }
-      expect(caught, c.name).toBeInstanceOf(OptinError);
-      expect((caught as OptinError).code, c.name).toBe(c.code);
-      expect((caught as Error).message, c.name).toMatch(c.message);
+      const answer = await stack.policy.tryFact({ type: 'schedule.set', agentId: 'ag-sched', windows: c.windows, monthlyCap: 5 });
+      expect(answer.status, c.name).toBe(c.status);
+      expect(answer.body.error, c.name).toBe(c.error);
+      if (c.rule) expect(answer.body.rule, c.name).toBe(c.rule);
+      expect(String(answer.body.message), c.name).toMatch(c.message);
     }
-    expect(stack.policy.seq).toBe(seq); // nothing was sent
+    expect(await schedulesSince()).toBe(0); // nothing was sent
     // Just under the limits is accepted: 6 days 23 h in one window, or two windows an hour apart.
-    stack.policy.setSchedule('ag-sched', [{ start: now, end: now + 7 * D - H }], 5);
-    stack.policy.setSchedule('ag-sched', [{ start: now, end: now + 4 * D }, { start: now + 4 * D + H, end: now + 7 * D + H }], 5);
+    await stack.policy.setSchedule('ag-sched', [{ start: now, end: now + 7 * D - H }], 5);
+    await stack.policy.setSchedule('ag-sched', [{ start: now, end: now + 4 * D }, { start: now + 4 * D + H, end: now + 7 * D + H }], 5);
   });
 
   it('schedule validation on the worker too: a schedule breaking R6 that reaches it anyway is refused and clears the agent (closes the gate)', async () => {
     const agent = 'ag-forged';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-forged', agent);
-    grant(call);
+    await grant(call);
     await waitState(call, (s) => s.recording, 5000, 'recording');
     const errors: string[] = [];
-    const onErr = (e: { code: string }): void => void errors.push(e.code);
-    stack.policy.on('worker-error', onErr);
-    // A delta the reference server would never send (one window of 8 days), in sequence.
+    const onFrame = (f: { message: { type: string; code?: string } }): void => {
+      if (f.message.type === 'error') errors.push(f.message.code!);
+    };
+    stack.relay.on('worker-frame', onFrame);
+    // A delta the control plane would never send (one window of 8 days), in sequence, authentic
+    // (the relay holds the session key: think of a control plane with a bug).
     const now = Date.now();
-    const seq = stack.policy.seq + 1;
-    stack.policy.sendRaw(JSON.stringify({ v: 1, type: 'delta', seq, at: now, fact: { type: 'schedule.set', agentId: agent, windows: [{ start: now - 60_000, end: now + 8 * 86_400_000 }], monthlyCap: 50 } }));
-    stack.policy.skipSeq(); // keep the server's counter in step with the forged delta
-    const closed = await waitState(call, (s) => !s.recording, 3000, 'closed by the refused schedule');
+    const seq = stack.control.cp.stream.follower.head + 1;
+    stack.relay.inject(JSON.stringify({ v: 2, type: 'delta', seq, at: now, fact: { type: 'schedule.set', agentId: agent, windows: [{ start: now - 60_000, end: now + 8 * 86_400_000 }], monthlyCap: 50 } }));
+    stack.relay.skipSeq(); // keep the control plane's later seqs in step with the injected delta
+    const closed = await waitState(call, (s) => !s.recording, 3000, 'closed by the refused schedule', call.states.findIndex((s) => s.recording));
     expect(closed.reasons).toEqual(['outside-window']);
     await until(() => errors.includes('schedule-rejected'), 3000, 'schedule-rejected reply');
     expect(stack.app.state.schedule(agent)?.windows).toEqual([]);
-    stack.policy.off('worker-error', onErr);
+    stack.relay.off('worker-frame', onFrame);
     await call.end();
     expect(stack.app.control.fresh).toBe(true);
   }, 30_000);
 
-  it(`measures closing-fact -> gate closed and state change -> R7 report at the policy server (${LATENCY_CYCLES} pause/resume cycles)`, async () => {
+  it(`measures closing fact POST -> gate closed and state change -> R7 report at the control plane (${LATENCY_CYCLES} pause/resume cycles)`, async () => {
     const agent = 'ag-latency';
-    stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    await stack.policy.setSchedule(agent, [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
     const call = await startCall(stack.app, 'call-latency', agent);
-    grant(call);
+    await grant(call);
     await waitState(call, (s) => s.recording, 5000, 'recording');
     const gateClose: number[] = [];
     const gateOpen: number[] = [];
@@ -538,8 +560,7 @@ describe('consent and schedule gate, end to end with S3', () => {
         const fromState = call.states.length;
         const fromReport = reports.length;
         const t0 = performance.now();
-        if (closing) stack.policy.pause(call.callId);
-        else stack.policy.resume(call.callId);
+        const posted = closing ? stack.policy.pause(call.callId) : stack.policy.resume(call.callId);
         await until(() => call.states.slice(fromState).some((s) => s.recording === !closing), 3000, closing ? 'closed' : 'open');
         const st = call.states.slice(fromState).find((s) => s.recording === !closing)!;
         if (closing) {
@@ -552,6 +573,7 @@ describe('consent and schedule gate, end to end with S3', () => {
           'report',
         );
         const rep = reports.slice(fromReport).find((r) => r.workerId === workerId && r.state.callId === call.callId && r.state.recording === !closing)!;
+        await posted;
         if (i >= 20) {
           (closing ? gateClose : gateOpen).push(st.perf - t0);
           reportLat.push(rep.atPerf - st.perf);
@@ -560,9 +582,9 @@ describe('consent and schedule gate, end to end with S3', () => {
     }
     await call.end();
     const lines = [
-      describeLatencies('closing fact sent by the policy server -> gate closed (Recorder state event, CallRecorder.writing false), loopback', gateClose),
+      describeLatencies('closing fact POSTed to the control plane -> gate closed at the worker (Recorder state event, CallRecorder.writing false), loopback, PostgreSQL', gateClose),
       describeLatencies('opening fact (resume) -> gate open again (new run started)', gateOpen),
-      describeLatencies('state change -> recording-state report received by the policy server', reportLat),
+      describeLatencies('state change -> recording-state report reaching the control plane (at the relay in front of it)', reportLat),
     ];
     console.log(lines.join('\n'));
     // Loose bounds for a shared machine; the printed figures are the measurement.

@@ -51,11 +51,11 @@ beforeAll(async () => {
   await Promise.all(
     SCENARIOS.map(async (scenario) => {
       const callId = `replay-${scenario}`;
-      stack.policy.startCall(callId, [
+      await stack.policy.startCall(callId, [
         { participantId: 'agent', role: 'agent', subjectId: 'agent-x', teamLeadId: 'lead-x' },
         { participantId: 'customer', role: 'customer', subjectId: `cust-${scenario}` },
       ]);
-      stack.policy.grantConsent(callId, 'customer', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+      await stack.policy.grantConsent(callId, 'customer', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
       const room = await stack.app.openCall(callId);
       const meta = {} as Record<'agent' | 'customer', Meta>;
       const legs: { file: string; port: number }[] = [];

@@ -30,7 +30,7 @@ describe('logs carry no personal data, keys or secrets', () => {
     stack = await startStack({}, { logger: createLogger('trace', dest) });
     const c = stack.config;
     const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.http.callControlSecret!, c.http.jwtSecret!, s3Config().secretKey];
-    openSchedule(stack.policy, 'agent-secretive-7');
+    await openSchedule(stack.policy, 'agent-secretive-7');
     const result = await playFixtureCall(stack.app, stack.policy, {
       callId: 'call-logs',
       seconds: 5,
@@ -42,13 +42,13 @@ describe('logs carry no personal data, keys or secrets', () => {
     });
     expect(result.recordingId).toBeDefined();
     // A second call, withdrawn with erase, and a control link loss while it runs.
-    stack.policy.startCall('call-logs2', [
+    await stack.policy.startCall('call-logs2', [
       { participantId: 'l2-agent', role: 'agent', subjectId: 'agent-secretive-7', teamLeadId: 'lead-secretive-3' },
       { participantId: 'l2-cust', role: 'customer', subjectId: 'cust-secretive-10' },
     ]);
-    stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
-    stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
-    stack.policy.dropConnections();
+    await stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+    await stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
+    stack.relay.dropConnections();
     await stack.app.control.waitFresh(10_000);
     await stack.app.store.drained(20_000);
     await stack.close();

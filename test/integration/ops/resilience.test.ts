@@ -18,7 +18,7 @@ afterAll(() => {
 });
 
 async function call(callId: string, ssrcBase: number) {
-  stack.policy.startCall(callId, [
+  await stack.policy.startCall(callId, [
     { participantId: `${callId}-a`, role: 'agent', subjectId: 'agent-r1', teamLeadId: 'lead-r1' },
     { participantId: `${callId}-c`, role: 'customer', subjectId: `cust-${callId}` },
   ]);
@@ -30,7 +30,7 @@ async function call(callId: string, ssrcBase: number) {
     const leg = await room.addPlainLeg(`${callId}-${suffix}`, codec, ssrc);
     senders.push(sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 25 }));
   }
-  stack.policy.grantConsent(callId, `${callId}-c`, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+  await stack.policy.grantConsent(callId, `${callId}-c`, { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
   return room;
 }
 
@@ -43,14 +43,14 @@ describe('worker crash and admission', () => {
     expect(roomA.workerPid).not.toBe(roomB.workerPid);
 
     // A third call exceeds the ceiling of 4 streams: not recorded, and says why.
-    stack.policy.startCall('call-rc', [
+    await stack.policy.startCall('call-rc', [
       { participantId: 'rc-a', role: 'agent', subjectId: 'agent-r1', teamLeadId: 'lead-r1' },
       { participantId: 'rc-c', role: 'customer', subjectId: 'cust-rc' },
     ]);
-    stack.policy.grantConsent('call-rc', 'rc-c', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+    await stack.policy.grantConsent('call-rc', 'rc-c', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
     await stack.app.openCall('call-rc');
     await new Promise((r) => setTimeout(r, 3000));
-    expect(stack.policy.lastRecordingState('call-rc')).toMatchObject({ recording: false, reasons: expect.arrayContaining(['overloaded']) });
+    expect(stack.relay.lastRecordingState('call-rc')).toMatchObject({ recording: false, reasons: expect.arrayContaining(['overloaded']) });
     expect(stack.app.recorder.calls.get('call-ra')!.writing).toBe(true);
     expect(stack.app.recorder.calls.get('call-rb')!.writing).toBe(true);
     const overloadMetric = (await stack.app.metrics.registry.getSingleMetricAsString('optin_admission_rejections_total'));

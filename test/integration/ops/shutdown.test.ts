@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PolicyServer } from '../../../src/control/PolicyServer.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import { bucketNames } from '../../../src/storage/layout.ts';
@@ -20,21 +19,27 @@ import { s3Config, makeMinioClient } from '../../support/s3.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { spawnRecorder } from '../../support/workerProcess.ts';
 import { fixturePath } from '../../support/fixtures.ts';
+import { startTestControlPlane, type TestControlPlane } from '../../support/controlPlane.ts';
+import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
+import { PolicyFacts, storedRecordingState } from '../../support/policyFacts.ts';
 
-const secret = randomBytes(32).toString('base64url');
 const callSecret = randomBytes(32).toString('base64url');
 const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
 const prefix = useBuckets().prefix();
-let policy: PolicyServer;
+let db: TestDatabase;
+let control: TestControlPlane;
+let policy: PolicyFacts;
 let spool: string;
 
 beforeAll(async () => {
-  policy = new PolicyServer({ secret, heartbeatMs: 500, logger: createLogger('silent') });
-  await policy.listen();
+  db = await createTestDatabase();
+  control = await startTestControlPlane({ databaseUrl: db.url, overrides: { 'stream.heartbeatMs': 500 } });
+  policy = new PolicyFacts({ url: control.cp.url, tokens: control.tokens });
   spool = mkdtempSync(path.join(tmpdir(), 'optin-sigterm-'));
 });
 afterAll(async () => {
-  await policy.close();
+  await control?.close();
+  await db?.drop();
   rmSync(spool, { recursive: true, force: true });
 });
 
@@ -47,8 +52,8 @@ describe('SIGTERM mid-call', () => {
       OPTIN_S3_SECRET_KEY: s3.secretKey,
       OPTIN_S3_BUCKET_PREFIX: prefix,
       OPTIN_KEYRING: JSON.stringify(keyring),
-      OPTIN_CONTROL_URL: policy.url,
-      OPTIN_CONTROL_SECRET: secret,
+      OPTIN_CONTROL_URL: control.cp.streamUrl,
+      OPTIN_CONTROL_SECRET: control.secret,
       OPTIN_CALL_CONTROL_SECRET: callSecret,
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: spool,
@@ -63,8 +68,8 @@ describe('SIGTERM mid-call', () => {
       const ready = await w.waitForLog('recorder ready', 60_000);
       const url = String(ready.url);
       const now = Date.now();
-      policy.setSchedule('agent-g1', [{ start: now - 60_000, end: now + 3_600_000 }], 10);
-      policy.startCall('call-term', [
+      await policy.setSchedule('agent-g1', [{ start: now - 60_000, end: now + 3_600_000 }], 10);
+      await policy.startCall('call-term', [
         { participantId: 'g-agent', role: 'agent', subjectId: 'agent-g1', teamLeadId: 'lead-g1' },
         { participantId: 'g-cust', role: 'customer', subjectId: 'cust-g1' },
       ]);
@@ -85,15 +90,25 @@ describe('SIGTERM mid-call', () => {
       }
       await new Promise((r) => setTimeout(r, 1500));
       const consentAt = Date.now();
-      policy.grantConsent('call-term', 'g-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
+      await policy.grantConsent('call-term', 'g-cust', { method: 'dtmf', at: consentAt, infoVersion: 'training-notice-v1' });
       await new Promise((r) => setTimeout(r, 5000)); // 2.5 segments of 2 s: one is open
-      expect(policy.lastRecordingState('call-term')?.recording).toBe(true);
+      // The worker's own report of the instant its gate opened (R7), not the test's consent time:
+      // under load the consent delta and the admission take a while to reach the gate.
+      const open = await storedRecordingState(control.cp.db, 'call-term');
+      expect(open?.recording).toBe(true);
+      const openedAt = open!.at;
+      expect(openedAt).toBeGreaterThanOrEqual(consentAt);
       const termAt = Date.now();
       w.child.kill('SIGTERM');
       const exit = await w.exited;
+      // A clean stop only: the final manifest and every segment durably in the store first.
+      expect(w.stdout()).not.toContain('shutdown incomplete');
       expect(exit.code).toBe(0);
       expect(Date.now() - termAt).toBeLessThan(15_000);
       expect(w.stdout()).toContain('shutdown complete');
+      // The worker's last report: its gate closed for the shutdown, at this instant (its clock).
+      const closed = await storedRecordingState(control.cp.db, 'call-term');
+      const closedAt = closed?.recording === false ? closed.at : termAt;
 
       // Read back with a store of our own (no sweeper).
       const store = await RecordingStore.open({
@@ -107,14 +122,17 @@ describe('SIGTERM mid-call', () => {
       });
       try {
         const [summary] = await store.listRecordings();
+        console.log(`SIGTERM: gate open ${termAt - openedAt} ms before SIGTERM (consent posted ${openedAt - consentAt} ms before it opened); closed ${closedAt - termAt} ms after SIGTERM (${closed?.recording === false ? closed.reasons.join(',') : 'no closing report reached the control plane: the SIGTERM instant is used'})`);
         expect(summary).toBeDefined();
         expect(summary!.state).toBe('ended');
         for (const pid of ['g-agent', 'g-cust']) {
           const segs = (await readTrack(store, summary!.recordingId, pid)).map((s) => s.meta);
           const total = segs.reduce((a, s) => a + s.durationMs, 0);
-          // Everything from consent to SIGTERM, the open segment included (it was sealed short).
-          expect(total).toBeGreaterThan(termAt - consentAt - 700);
-          expect(total).toBeLessThan(termAt - consentAt + 300);
+          // Everything from the gate's opening to its closing at SIGTERM, the open segment
+          // included (it was sealed short): packet timing (20 ms frames) and the jitter buffer
+          // account for the slack.
+          expect(total).toBeGreaterThan(closedAt - openedAt - 300);
+          expect(total).toBeLessThan(closedAt - openedAt + 300);
           expect(segs.at(-1)!.durationMs).toBeLessThan(2000);
           expect(segs.map((s) => s.segment)).toEqual(segs.map((_, i) => i)); // none missing
         }

@@ -3,19 +3,17 @@
  * recording server (Request-URI `sip:rec.<callId>.<participantId>@...`, the default plain-leg
  * rule), its `ausine` module sending a 440 Hz tone. The RTP must arrive at the media plane's sink
  * under that call and participant, and its payload must decode (src/media/g711.ts) to the tone.
- * Recording through the gate and TrackRecorder is wired by the recorder, not here.
+ * Recording through the gate (a recorder worker) is tested in recorded.test.ts.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingServer } from '../../../src/siprec/RecordingServer.ts';
 import { UdpMediaPlane } from '../../../src/siprec/UdpMediaPlane.ts';
+import { assertBaresip, baresipCall } from '../../support/baresip.ts';
 import { CollectingSink, decodeG711Packets, testSiprecConfig, toneAdvantage8k } from '../../support/siprecFixtures.ts';
 
-const BARESIP = '/usr/bin/baresip';
-const MODULES = '/usr/lib/baresip/modules';
 
 const sink = new CollectingSink();
 let media: UdpMediaPlane;
@@ -24,7 +22,7 @@ let dir: string;
 
 beforeAll(async () => {
   // A missing baresip fails the test (scripts/setup.sh installs baresip-core); it never skips.
-  expect(existsSync(BARESIP), `${BARESIP} is missing: install Debian's baresip-core (scripts/setup.sh)`).toBe(true);
+  assertBaresip();
   const config = testSiprecConfig({ timers: { t1: 500, t2: 4000, t4: 5000 }, codecs: ['PCMU', 'PCMA', 'opus'] });
   media = new UdpMediaPlane({ bindAddress: '127.0.0.1', portMin: config.media.portMin, portMax: config.media.portMax, maxStreams: 10, retryAfterSeconds: 5, isReady: () => true, sink });
   srs = new RecordingServer(config, { media });
@@ -38,43 +36,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs baresip for `seconds`: it dials, streams the sine, hangs up (BYE) and exits. */
-async function runBaresip(codec: 'PCMU' | 'PCMA' | 'opus', uri: string, seconds: number, transport: 'udp' | 'tcp', srtp = false): Promise<string> {
-  // baresip reads `config` and `accounts` from the directory given with -f.
-  const conf = path.join(dir, `${codec}-${transport}${srtp ? '-srtp' : ''}`);
-  mkdirSync(conf, { recursive: true });
-  writeFileSync(
-    path.join(conf, 'config'),
-    [
-      'poll_method epoll',
-      'sip_listen 127.0.0.1:0',
-      `audio_player aufile,${path.join(conf, 'played.wav')}`,
-      'audio_source ausine,440',
-      `audio_alert aufile,${path.join(conf, 'alert.wav')}`,
-      'ausrc_srate 48000',
-      'ausrc_channels 2',
-      'rtcp_mux no',
-      `module_path ${MODULES}`,
-      'module g711.so',
-      'module opus.so',
-      'module ausine.so',
-      'module aufile.so',
-      'module srtp.so',
-      'module_tmp account.so',
-      'module_app menu.so',
-      '',
-    ].join('\n'),
-  );
-  writeFileSync(path.join(conf, 'accounts'), `<sip:baresip@127.0.0.1;transport=${transport}>;regint=0;audio_codecs=${codec === 'opus' ? 'opus/48000/2' : codec}${srtp ? ';mediaenc=srtp-mand' : ''}\n`);
-  // `-n 127.0.0.1`: baresip announces (and sends from) loopback, the address our media plane pins to.
-  const child = spawn(BARESIP, ['-f', conf, '-n', '127.0.0.1', '-e', `/dial ${uri}`, '-t', String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', () => undefined);
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-  expect(code, out.slice(-2000)).toBe(0);
-  return out;
-}
+const runBaresip = (codec: 'PCMU' | 'PCMA' | 'opus', uri: string, seconds: number, transport: 'udp' | 'tcp', srtp = false): Promise<string> =>
+  baresipCall({ dir, codec, uri, seconds, transport, srtp });
 
 describe('baresip places a plain SIP recording leg', () => {
   it.each([

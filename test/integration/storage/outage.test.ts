@@ -73,7 +73,7 @@ async function openStore(over: Partial<RecordingStoreOptions> & Pick<RecordingSt
     retryMaxMs: 1000,
     ...over,
   });
-  cleanup.push(() => store.close());
+  cleanup.push(async () => void (await store.close()));
   return store;
 }
 
@@ -230,6 +230,27 @@ describe('store outage', () => {
     expect([...versions.values()].every((n) => n === 1)).toBe(true);
     await store.endRecording(R);
     expect(await readTrack(store, R, 'pa')).toHaveLength(6);
+  });
+
+  it('close during an outage says it is not clean: what is left stays spooled, and a clean close says so too', async () => {
+    const buckets = await versionedBuckets();
+    const { proxy, client } = await startProxy();
+    const spoolDir = await tempDir();
+    const store = await openStore({ client, buckets, spoolDir, uploadTimeoutMs: 300, closeDrainMs: 500 });
+    const R = `r_${randomBytes(8).toString('hex')}`;
+    await begin(store, R);
+    expect((await store.putSegment(segMeta(R, 'pa', 0), fakeOgg(R, 'pa', 0))).stored).toBe('uploaded');
+    proxy.down();
+    expect((await store.putSegment(segMeta(R, 'pa', 1), fakeOgg(R, 'pa', 1))).stored).toBe('spooled');
+    const result = await store.close();
+    expect(result.clean).toBe(false);
+    expect(result.drained).toBe(false);
+    expect(result.spoolItemsLeft).toBeGreaterThan(0);
+    proxy.up();
+    // The next start (same spool) uploads the rest; its own close is clean.
+    const again = await openStore({ client, buckets, spoolDir, uploadTimeoutMs: 300 });
+    await again.drained(30_000);
+    expect(await again.close()).toEqual({ clean: true, manifestsNotSaved: 0, drained: true, spoolItemsLeft: 0 });
   });
 
   it('a full spool refuses with STORAGE_UNAVAILABLE (retryable), and accepts again once drained', async () => {

@@ -9,14 +9,15 @@ import {
   verifyServerProof,
   verifyWorkerToken,
 } from '../../../src/control/auth.ts';
-import { MAX_MESSAGE_BYTES, encodeMessage, parseServerMessage, parseWorkerMessage } from '../../../src/control/protocol.ts';
+import { MAX_MESSAGE_BYTES, encodeV2, parseServerMessageV2 as parseServerMessage, parseWorkerMessageV2 as parseWorkerMessage } from '../../../src/control/protocolV2.ts';
 
 const SECRET = 'test-secret-0123456789abcdef-0123456789abcdef';
 const NOW = 1_750_000_000_000;
 
+/** The policy stream v2's JSON (what is left of a frame once its MAC checked: unit/controlplane/frameAuth.test.ts). */
 describe('protocol parsing', () => {
   const delta = {
-    v: 1, type: 'delta', seq: 4, at: NOW,
+    v: 2, type: 'delta', seq: 4, at: NOW,
     fact: { type: 'consent.granted', callId: 'c1', participantId: 'p1', evidence: { method: 'dtmf', at: NOW, infoVersion: '2025-05.v3' } },
   };
 
@@ -26,9 +27,9 @@ describe('protocol parsing', () => {
 
   it.each([
     ['too-large', 'x'.repeat(MAX_MESSAGE_BYTES + 1)],
-    ['bad-json', '{"v":1,'],
+    ['bad-json', '{"v":2,'],
     ['bad-json', '[1,2]'],
-    ['bad-version', JSON.stringify({ ...delta, v: 2 })],
+    ['bad-version', JSON.stringify({ ...delta, v: 1 })],
     ['unknown-type', JSON.stringify({ ...delta, type: 'consent.implied' })],
     ['invalid-message', JSON.stringify({ ...delta, extra: true })],
     ['invalid-message', JSON.stringify({ ...delta, fact: { ...delta.fact, callId: 'bad id with spaces' } })],
@@ -50,23 +51,31 @@ describe('protocol parsing', () => {
     if (!r.ok) expect(r.message).not.toContain('example.com');
   });
 
-  it('rejects binary frames', () => {
-    expect(parseServerMessage(Buffer.from(JSON.stringify(delta)), true)).toMatchObject({ ok: false, code: 'bad-json' });
+  it('ledger facts: an erasure and a deletion parse; a deletion reason outside the list does not', () => {
+    const erasure = { ...delta, fact: { type: 'erasure.requested', erasureId: 'e_1', callId: 'c1', participantId: 'p1', recordingIds: ['r_1'] } };
+    expect(parseServerMessage(JSON.stringify(erasure)).ok).toBe(true);
+    const deletion = { ...delta, fact: { type: 'recording.deleted', deletionId: 'd_1', recordingId: 'r_1', reason: 'team-lead' } };
+    expect(parseServerMessage(JSON.stringify(deletion)).ok).toBe(true);
+    expect(parseServerMessage(JSON.stringify({ ...deletion, fact: { ...deletion.fact, reason: 'whim' } }))).toMatchObject({ ok: false, code: 'invalid-message' });
   });
 
   it('recording-state: reasons iff not recording', () => {
-    const base = { v: 1, type: 'recording-state', callId: 'c1', at: NOW };
+    const base = { v: 2, type: 'recording-state', callId: 'c1', at: NOW };
     expect(parseWorkerMessage(JSON.stringify({ ...base, recording: true, reasons: [], recordingId: 'r_0123456789abcdef' })).ok).toBe(true);
     expect(parseWorkerMessage(JSON.stringify({ ...base, recording: false, reasons: ['no-consent'] })).ok).toBe(true);
     expect(parseWorkerMessage(JSON.stringify({ ...base, recording: false, reasons: [] })).ok).toBe(false);
     expect(parseWorkerMessage(JSON.stringify({ ...base, recording: true, reasons: ['paused'] })).ok).toBe(false);
     expect(parseWorkerMessage(JSON.stringify({ ...base, recording: false, reasons: ['because'] })).ok).toBe(false);
+    expect(parseWorkerMessage(JSON.stringify({ ...base, recording: false, reasons: ['deleted'] })).ok).toBe(true);
   });
 
-  it('encodeMessage refuses to produce an oversized frame', () => {
-    expect(() => encodeMessage({ v: 1, type: 'error', code: 'internal', message: 'x', ref: 'y' })).not.toThrow();
-    const huge = { v: 1 as const, type: 'snapshot' as const, seq: 0, at: 0, part: 0, parts: 1, calls: [], agents: Array.from({ length: 2000 }, (_, i) => ({ agentId: `agent-${i}`, windows: [], monthlyCap: 1 })) };
-    expect(() => encodeMessage(huge)).toThrow(RangeError);
+  it('encodeV2 refuses to produce an oversized frame', () => {
+    expect(() => encodeV2({ v: 2, type: 'error', code: 'internal', message: 'x', ref: 'y' })).not.toThrow();
+    const huge = {
+      v: 2 as const, type: 'snapshot' as const, seq: 0, at: 0, part: 0, parts: 1, calls: [], erasures: [], deletions: [], tombstones: [],
+      agents: Array.from({ length: 2000 }, (_, i) => ({ agentId: `agent-${i}`, windows: [], monthlyCap: 1 })),
+    };
+    expect(() => encodeV2(huge)).toThrow(RangeError);
   });
 });
 
@@ -109,6 +118,21 @@ describe('auth', () => {
   it('refuses short secrets', () => {
     expect(() => assertSecret('short')).toThrow(/at least 32 bytes/);
     expect(() => new ControlClient({ url: 'ws://127.0.0.1:1', workerId: 'w', secret: 'short' })).toThrow(/at least 32 bytes/);
+  });
+
+  it('refuses plain ws:// off loopback (the stream needs TLS there), and anything not ws(s)', () => {
+    for (const url of ['ws://127.0.0.1:8780/v1/stream', 'ws://localhost:1/', 'ws://[::1]:8780/v1/stream', 'wss://control.example:8780/v1/stream']) {
+      expect(() => new ControlClient({ url, workerId: 'w', secret: SECRET }), url).not.toThrow();
+    }
+    for (const url of ['ws://10.0.0.5:8780/v1/stream', 'ws://control.example/v1/stream', 'http://127.0.0.1:8780/', 'not a url']) {
+      let code = '';
+      try {
+        new ControlClient({ url, workerId: 'w', secret: SECRET });
+      } catch (err) {
+        code = (err as { code: string }).code;
+      }
+      expect(code, url).toBe('CONTROL_BAD_URL');
+    }
   });
 
   it('nonce cache refuses replays within the validity and forgets them after', () => {

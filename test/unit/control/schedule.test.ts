@@ -1,63 +1,42 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PolicyServer } from '../../../src/control/PolicyServer.ts';
-import { isOptinError } from '../../../src/errors/OptinError.ts';
+import { describe, expect, it } from 'vitest';
 import { checkSchedule, DAY_MS } from '../../../src/gate/schedule.ts';
 
 const HOUR = 3_600_000;
-const SECRET = 'test-secret-0123456789abcdef-0123456789abcdef';
 
-/** Schedule validation (R6), on the pure checker and through the reference server's API. */
-describe('schedule validation', () => {
-  let server: PolicyServer;
-  beforeAll(async () => {
-    server = new PolicyServer({ secret: SECRET });
-    await server.listen();
-  });
-  afterAll(() => server.close());
-
+/**
+ * Schedule validation (R6) on the pure checker the worker applies to what it receives. The
+ * control plane refuses the same schedules at ingest (test/integration/control/schedule.test.ts).
+ */
+describe('schedule validation (the worker\'s checker)', () => {
   const future = Date.now() + DAY_MS;
 
-  function refused(windows: { start: number; end: number }[], cap: number): string {
-    try {
-      server.setSchedule('agent-1', windows, cap);
-    } catch (err) {
-      expect(isOptinError(err)).toBe(true);
-      return `${(err as { code: string }).code}: ${(err as Error).message}`;
-    }
-    throw new Error('schedule was accepted');
-  }
-
-  it('accepts a sensible training schedule and broadcasts it as a delta', () => {
-    const seq = server.seq;
+  it('accepts a sensible training schedule', () => {
     const windows = [0, 1, 2, 3, 4].map((d) => ({ start: future + d * DAY_MS, end: future + d * DAY_MS + 8 * HOUR }));
-    const delta = server.setSchedule('agent-1', windows, 10);
-    expect(delta.seq).toBe(seq + 1);
-    expect(delta.fact).toMatchObject({ type: 'schedule.set', agentId: 'agent-1', monthlyCap: 10 });
+    expect(checkSchedule(windows, 10)).toEqual([]);
   });
 
   it('refuses end <= start', () => {
-    expect(refused([{ start: future, end: future }], 5)).toMatch(/POLICY_INVALID_FACT.*end must be after start/);
     expect(checkSchedule([{ start: future, end: future - 1 }], 5).map((p) => p.code)).toEqual(['window-empty']);
+    expect(checkSchedule([{ start: future, end: future }], 5).map((p) => p.code)).toEqual(['window-empty']);
   });
 
   it('refuses overlapping windows', () => {
-    expect(refused([{ start: future, end: future + 2 * HOUR }, { start: future + HOUR, end: future + 3 * HOUR }], 5)).toMatch(/POLICY_SCHEDULE_REJECTED.*overlaps/);
+    expect(checkSchedule([{ start: future, end: future + 2 * HOUR }, { start: future + HOUR, end: future + 3 * HOUR }], 5).map((p) => p.code)).toEqual(['window-overlap']);
   });
 
-  it('refuses windows in the past (server side only)', () => {
+  it('does not refuse windows in the past (the control plane does; harmless to the worker, subject to clock skew)', () => {
     const past = Date.now() - DAY_MS;
-    expect(refused([{ start: past, end: past + HOUR }], 5)).toMatch(/POLICY_SCHEDULE_REJECTED.*past/);
     expect(checkSchedule([{ start: past, end: past + HOUR }], 5)).toEqual([]);
   });
 
   it('refuses one window of seven days or more', () => {
-    expect(refused([{ start: future, end: future + 7 * DAY_MS }], 5)).toMatch(/POLICY_SCHEDULE_REJECTED.*seven days/);
+    expect(checkSchedule([{ start: future, end: future + 7 * DAY_MS }], 5).map((p) => p.code)).toEqual(['window-too-long']);
     expect(checkSchedule([{ start: future, end: future + 7 * DAY_MS - 1 }], 5)).toEqual([]);
   });
 
   it('refuses contiguous windows that together cover seven days or more', () => {
     const days = Array.from({ length: 7 }, (_, d) => ({ start: future + d * DAY_MS, end: future + (d + 1) * DAY_MS }));
-    expect(refused(days, 5)).toMatch(/POLICY_SCHEDULE_REJECTED.*contiguous/);
+    expect(checkSchedule(days, 5).map((p) => p.code)).toContain('continuous-recording');
     // A one-minute gap each night is still continuous recording...
     const nearly = Array.from({ length: 8 }, (_, d) => ({ start: future + d * DAY_MS, end: future + (d + 1) * DAY_MS - 60_000 }));
     expect(checkSchedule(nearly, 5).map((p) => p.code)).toEqual(['continuous-recording']);
@@ -71,16 +50,8 @@ describe('schedule validation', () => {
 
   it('refuses a cap that is not a non-negative integer', () => {
     const w = [{ start: future, end: future + HOUR }];
-    expect(refused(w, -1)).toMatch(/POLICY_INVALID_FACT.*monthlyCap/);
-    expect(refused(w, 1.5)).toMatch(/POLICY_INVALID_FACT.*monthlyCap/);
-    expect(refused(w, Number.NaN)).toMatch(/POLICY_INVALID_FACT.*monthlyCap/);
     expect(checkSchedule(w, -1).map((p) => p.code)).toEqual(['bad-cap']);
+    expect(checkSchedule(w, 1.5).map((p) => p.code)).toEqual(['bad-cap']);
     expect(checkSchedule(w, 0)).toEqual([]); // zero = never record this agent: valid
-  });
-
-  it('a refused schedule changes nothing and consumes no sequence number', () => {
-    const seq = server.seq;
-    refused([{ start: future, end: future + 8 * DAY_MS }], 5);
-    expect(server.seq).toBe(seq);
   });
 });

@@ -246,10 +246,16 @@ function applyToModel(model: Model, fact: Fact, accepted: boolean): void {
     case 'call.resumed':
       model.calls.get(fact.callId)!.paused = fact.type === 'call.paused';
       return;
-    default: {
+    case 'consent.granted':
+    case 'consent.declined':
+    case 'consent.withdrawn': {
       const status = fact.type === 'consent.granted' ? 'granted' : fact.type === 'consent.declined' ? 'declined' : 'withdrawn';
       model.calls.get(fact.callId)!.consent.set(fact.participantId, { status, at: fact.evidence.at });
+      return;
     }
+    default:
+      // Ledger facts (erasures, deletions) do not move the gate's decision.
+      return;
   }
 }
 

@@ -2,16 +2,16 @@
  * The recording phase of a call: the move table, the R7 report derived from it, and what a
  * CallRecorder audits when. The CallRecorder here has no tracks (its room is never started: no
  * mediasoup in a unit test); its gate runs on a real PolicyState, and the cap admission is an
- * Admitter whose answers the test releases, the way CapLedger.admitCall records them.
+ * Admitter whose answers the test releases, the way ControlAdmitter records them.
  */
 import { describe, expect, it } from 'vitest';
 import type { ConsentEvidence, Fact, Participant } from '../../../src/gate/facts.ts';
 import { PolicyState } from '../../../src/gate/PolicyState.ts';
 import { CallRecorder, type Admitter, type CallStore } from '../../../src/recorder/CallRecorder.ts';
 import { assertCanEnter, canEnter, reportOf, type RecordingPhase, type RecordingPhaseName } from '../../../src/recorder/RecordingPhase.ts';
-import type { CallRoom } from '../../../src/sfu/CallRoom.ts';
 import { createLogger } from '../../../src/log/logger.ts';
-import { isOptinError } from '../../../src/errors/OptinError.ts';
+import { OptinError, isOptinError } from '../../../src/errors/OptinError.ts';
+import { CAP_RETRY_MS } from '../../../src/recorder/CallRecorder.ts';
 
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2025, 4, 12, 9, 0, 0);
@@ -19,14 +19,15 @@ const agent: Participant = { participantId: 'p-agent', role: 'agent', subjectId:
 const cust: Participant = { participantId: 'p-cust', role: 'customer', subjectId: 'cust-1' };
 const ev: ConsentEvidence = { method: 'dtmf', at: T0 - 60_000, infoVersion: 'info-v3' };
 
-const NAMES: RecordingPhaseName[] = ['closed', 'admitting', 'refused', 'admitted', 'recording', 'erased', 'ended'];
+const NAMES: RecordingPhaseName[] = ['closed', 'admitting', 'cap-unknown', 'refused', 'admitted', 'recording', 'erased', 'ended'];
 
 describe('recording phase moves', () => {
   it('allows exactly the moves of the diagram', () => {
     const legal = NAMES.flatMap((from) => NAMES.filter((to) => canEnter(from, to)).map((to) => `${from}->${to}`));
     expect(legal).toEqual([
       'closed->admitting', 'closed->erased', 'closed->ended',
-      'admitting->closed', 'admitting->refused', 'admitting->admitted', 'admitting->erased', 'admitting->ended',
+      'admitting->closed', 'admitting->cap-unknown', 'admitting->refused', 'admitting->admitted', 'admitting->erased', 'admitting->ended',
+      'cap-unknown->admitting', 'cap-unknown->erased', 'cap-unknown->ended',
       'refused->erased', 'refused->ended',
       'admitted->recording', 'admitted->erased', 'admitted->ended',
       'recording->admitted', 'recording->erased', 'recording->ended',
@@ -56,9 +57,12 @@ describe('R7 report of a phase', () => {
     [{ name: 'admitting', candidateId: 'r_1' }, [], undefined], // admission in flight: keep the last report
     [{ name: 'closed' }, ['no-consent'], { recording: false, reasons: ['no-consent'] }],
     [{ name: 'refused' }, [], { recording: false, reasons: ['cap-reached'] }],
-    [{ name: 'erased', recordingId: 'r_1', refused: false }, [], { recording: false, reasons: ['consent-withdrawn'] }],
-    [{ name: 'erased', recordingId: undefined, refused: true }, [], { recording: false, reasons: ['cap-reached'] }],
-    [{ name: 'erased', recordingId: 'r_1', refused: false }, ['consent-withdrawn', 'paused'], { recording: false, reasons: ['consent-withdrawn', 'paused'] }],
+    [{ name: 'erased', recordingId: 'r_1', refused: false, cause: 'erasure' }, [], { recording: false, reasons: ['consent-withdrawn'] }],
+    [{ name: 'erased', recordingId: 'r_1', refused: false, cause: 'deletion' }, [], { recording: false, reasons: ['deleted'] }],
+    [{ name: 'erased', recordingId: undefined, refused: true, cause: 'erasure' }, [], { recording: false, reasons: ['cap-reached'] }],
+    [{ name: 'erased', recordingId: 'r_1', refused: false, cause: 'erasure' }, ['consent-withdrawn', 'paused'], { recording: false, reasons: ['consent-withdrawn', 'paused'] }],
+    [{ name: 'cap-unknown', candidateId: 'r_1', retryAtMs: 0 }, [], { recording: false, reasons: ['cap-unknown'] }],
+    [{ name: 'cap-unknown', candidateId: 'r_1', retryAtMs: 0 }, ['paused'], { recording: false, reasons: ['paused'] }],
     [{ name: 'ended', recordingId: 'r_1', erased: false }, ['call-ended'], undefined],
   ];
   it.each(cases)('%o with gate reasons %o', (phase, gateReasons, want) => {
@@ -91,7 +95,7 @@ function harness() {
         pending.push({
           callId,
           recordingId,
-          // As CapLedger.admitCall: the outcome is recorded in the PolicyState before it resolves.
+          // As ControlAdmitter.admitCall: the outcome is recorded in the PolicyState before it resolves.
           resolve: (ok) => {
             if (ok) s.markAdmitted(callId, recordingId, T0);
             else s.markCapRefused(callId);
@@ -104,14 +108,18 @@ function harness() {
   const store = { begun: [] as string[], ended: [] as string[], deleted: [] as string[] };
   const callStore: CallStore = {
     putSegment: async () => ({ stored: 'uploaded' }),
-    beginRecording: async (input) => void store.begun.push(input.recordingId),
+    beginRecording: async (input) => {
+      store.begun.push(input.recordingId);
+    },
     endRecording: async (id) => void store.ended.push(id),
-    deleteRecording: async (id) => void store.deleted.push(id),
+    deleteRecording: async (id) => {
+      store.deleted.push(id);
+    },
   };
   const audit: { type: string; recordingId?: string; details: Record<string, unknown> }[] = [];
   const reports: string[] = [];
   let evaluations = 0;
-  const rec = new CallRecorder({ callId: 'c1' } as unknown as CallRoom, {
+  const rec = new CallRecorder('c1', undefined, {
     state,
     store: callStore,
     admitter,
@@ -197,16 +205,57 @@ describe('CallRecorder: what is audited when', () => {
     expect(h.gateAudit()).toEqual(['open::run1']); // the first run written is the gate's second opening
   });
 
-  it('a failed admission returns to closed and is tried again', async () => {
+  it('an admission whose answer was lost with the stream returns to closed and asks again for the same recording id', async () => {
     const h = harness();
     h.apply({ type: 'consent.granted', callId: 'c1', participantId: cust.participantId, evidence: ev });
     h.evaluate();
-    h.pending.shift()!.reject(new Error('ledger unavailable'));
+    const first = h.pending[0]!.recordingId;
+    h.pending.shift()!.reject(new OptinError('CONTROL_NOT_FRESH', 'stream lost'));
     await new Promise((r) => setImmediate(r));
-    expect(h.rec.phase.name).toBe('closed');
+    expect(h.rec.phase).toEqual({ name: 'closed', candidateId: first });
     h.evaluate();
     expect(h.rec.phase.name).toBe('admitting');
     expect(h.pending).toHaveLength(1);
+    // Asking again for the same id is idempotent at the control plane: never counted twice.
+    expect(h.pending[0]!.recordingId).toBe(first);
+  });
+
+  it('no cap decision in time: cap-unknown (R7), closed, asked again after the retry delay for the same id', async () => {
+    const h = harness();
+    h.apply({ type: 'consent.granted', callId: 'c1', participantId: cust.participantId, evidence: ev });
+    h.evaluate();
+    const first = h.pending[0]!.recordingId;
+    h.pending.shift()!.reject(new OptinError('CONTROL_CAP_UNKNOWN', 'no answer'));
+    await new Promise((r) => setImmediate(r));
+    expect(h.rec.phase.name).toBe('cap-unknown');
+    expect(h.rec.writing).toBe(false);
+    expect(h.reports.at(-1)).toBe('false|cap-unknown');
+    const retryAt = (h.rec.phase as { retryAtMs: number }).retryAtMs;
+    h.evaluate(retryAt - 1);
+    expect(h.pending).toHaveLength(0); // not before the retry delay
+    h.evaluate(retryAt + CAP_RETRY_MS);
+    expect(h.rec.phase.name).toBe('admitting');
+    expect(h.pending[0]!.recordingId).toBe(first);
+    await h.answer(true);
+    h.evaluate(retryAt + CAP_RETRY_MS);
+    expect(h.rec.writing).toBe(true);
+    expect(h.audit.map((e) => e.type)).toEqual(['gate.transition']);
+  });
+
+  it('a deletion while recording stops it for good with R7 deleted; the store deletes it', async () => {
+    const h = harness();
+    h.apply({ type: 'consent.granted', callId: 'c1', participantId: cust.participantId, evidence: ev });
+    h.evaluate();
+    await h.answer(true);
+    h.evaluate();
+    const recordingId = h.rec.recordingId!;
+    await h.rec.deleteRecording('deletion-team-lead');
+    expect(h.rec.phase).toEqual({ name: 'erased', recordingId, refused: false, cause: 'deletion' });
+    expect(h.store.deleted).toEqual([recordingId]);
+    h.evaluate();
+    expect(h.rec.writing).toBe(false);
+    expect(h.reports.at(-1)).toBe('false|deleted+id');
+    expect(h.gateAudit()).toEqual(['open::run0', 'closed:erased:run0']);
   });
 
   it('erasure while recording: the stop is audited as erased, then the deletion', async () => {
@@ -236,7 +285,7 @@ describe('CallRecorder: what is audited when', () => {
     h.evaluate();
     expect(await h.rec.erase('consent-withdrawn-erase')).toBeUndefined();
     await h.answer(true);
-    expect(h.rec.phase).toEqual({ name: 'erased', recordingId: undefined, refused: false });
+    expect(h.rec.phase).toEqual({ name: 'erased', recordingId: undefined, refused: false, cause: 'erasure' });
     expect(h.rec.recordingId).toBeUndefined();
     expect(h.store.begun).toEqual([]);
     expect(h.evaluations()).toBe(1); // the agents' other calls are still re-decided
