@@ -311,6 +311,10 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     keyring: { activeKeyId: 'b1', keys: { b1: Keyring.generateKeyBase64() } },
     'control.url': cp.streamUrl,
     'control.secret': secret,
+    // The recorder refuses to start without an audit key; bench buckets stay removable (GOVERNANCE, 1 day).
+    'audit.hmacKey': randomBytes(32).toString('hex'),
+    'audit.lockMode': 'GOVERNANCE',
+    'audit.lockDays': 1,
     'spool.dir': spoolDir,
     'mediasoup.workers': o.workers,
     // A port range of our own, away from the default one tests use on this shared machine.

@@ -8,15 +8,17 @@
 #
 # Files: control_secret (policy-stream MAC key, control plane and recorders), keyring (the
 # recordings' key-encryption keys), s3_access_key / s3_secret_key (the optin user of Ceph RGW),
-# jwt_secret and call_control_secret (recorder API), pg_password / pg_replication_password and
+# jwt_secret, softphone_join_secret and sip_leg_secret (recorder API: softphone joins, SIP-gateway legs), pg_password / pg_replication_password and
 # database_url (PostgreSQL), integrations (the control plane's bootstrap credentials: hashes only)
 # with integration-tokens.txt beside it (the tokens to hand to the IVR, WFM and HR systems: not
 # mounted anywhere), ca_cert / ca_key (a private CA), tls_cert / tls_key / tls_bundle (the control
 # plane's and the API balancer's certificate, for the names control, control-1, control-2,
-# api-lb and $OPTIN_API_HOSTNAME), grafana_admin_password.
+# api-lb and $OPTIN_API_HOSTNAME), grafana_admin_password, audit_hmac_key (the audit trail's HMAC
+# key) and s3_audit_access_key / s3_audit_secret_key (the audit principal, its own RGW user).
 #
 # The directory is made 0700; the files 0644 inside it, because a bind-mounted secret keeps its
-# mode and the services read it as their own non-root users (node 1000, postgres 999, grafana 472).
+# mode and the services read it as their own non-root users (node 1000, postgres 999, grafana 472);
+# but audit_hmac_key, 0600 and owned by uid 1000 (its reader refuses a key others can read).
 set -euo pipefail
 DIR="${1:-$(cd "$(dirname "$0")" && pwd)/secrets}"
 API_HOST="${OPTIN_API_HOSTNAME:-optin-api.example.internal}"
@@ -36,11 +38,21 @@ put keyring "{\"activeKeyId\":\"k1\",\"keys\":{\"k1\":\"$(openssl rand -base64 3
 put s3_access_key "optin-$(openssl rand -hex 6)"
 put s3_secret_key "$(rand)"
 put jwt_secret "$(rand)"
-put call_control_secret "$(rand)"
+put softphone_join_secret "$(rand)"
+put sip_leg_secret "$(rand)"
 put pg_password "$(openssl rand -hex 24)"
 put pg_replication_password "$(openssl rand -hex 24)"
 put database_url "postgres://optin:$(tr -d '\n' <pg_password)@pg-primary:5432/optin"
 put grafana_admin_password "$(openssl rand -hex 16)"
+put s3_audit_access_key "optin-audit-$(openssl rand -hex 6)"
+put s3_audit_secret_key "$(rand)"
+# The audit HMAC key: its reader refuses a file others can read (src/audit/auditKey.ts), so 0600,
+# owned by the image's `node` user (uid 1000: recorders and control planes) when run as root.
+if [[ ! -s audit_hmac_key ]]; then
+  (umask 077 && openssl rand -hex 32 >audit_hmac_key)
+  chmod 600 audit_hmac_key
+  if [[ $(id -u) -eq 0 ]]; then chown 1000:1000 audit_hmac_key; fi
+fi
 
 if [[ ! -s integrations ]]; then
   entries=() tokens=()

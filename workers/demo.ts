@@ -29,12 +29,19 @@ import { createLogger } from '../src/log/logger.ts';
 import { Keyring } from '../src/crypto/Keyring.ts';
 import { isOptinError } from '../src/errors/OptinError.ts';
 import { startRecorderHttp } from '../src/app/recorderHttp.ts';
-import { signJoinToken } from '../src/callcontrol/joinToken.ts';
+import { signCallToken } from '../src/callcontrol/callToken.ts';
 import type { RecorderApp } from '../src/app/RecorderApp.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OUT = path.join(ROOT, 'demo-output');
 const say = (msg: string) => console.log(`[demo] ${msg}`);
+
+/** The demo's audit HMAC key: var/demo-audit-key (0600), made once, reused so its trail stays verifiable. */
+function demoAuditKey(): string {
+  const file = path.join(ROOT, 'var', 'demo-audit-key');
+  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
+  return readFileSync(file, 'utf8').trim();
+}
 
 /**
  * The demo's IVR: posts facts to the control plane's ingest API with its integration token, one
@@ -115,7 +122,15 @@ async function main(): Promise<void> {
       'spool.dir': path.join(ROOT, 'var', 'demo-spool'),
       segmentSeconds: 5,
       workerId: 'demo-worker',
-      'http.callControlSecret': randomBytes(32).toString('base64url'),
+      'callControl.joinSecret': randomBytes(32).toString('base64url'),
+      'callControl.sipLegSecret': randomBytes(32).toString('base64url'),
+      // Softphone links are printed once and opened by hand: give them the longest lifetime allowed.
+      'callControl.maxTokenLifetimeSeconds': 3600,
+      // The demo's own audit key, kept beside its keyring (same key for the writer and `optin audit verify`).
+      'audit.hmacKey': demoAuditKey(),
+      // A demo bucket must stay removable: GOVERNANCE retention, one day.
+      'audit.lockMode': 'GOVERNANCE',
+      'audit.lockDays': 1,
     },
   );
   const app = await startRecorderApp(config, { logger });
@@ -193,9 +208,10 @@ async function softphoneSession(app: RecorderApp, ivr: DemoIvr): Promise<void> {
     { participantId: 'p-agent', role: 'agent', subjectId: 'agent-7f3a', teamLeadId: 'lead-21c9' },
     { participantId: 'p-customer', role: 'customer', subjectId: 'cust-b33f' },
   ]);
-  const secret = app.config.http.callControlSecret!;
+  const secret = app.config.callControl.joinSecret!;
+  // Single-use tokens in the URL fragment (never sent to a server); a reload needs a new link.
   const link = (participantId: string) =>
-    `${http.url}/softphone/?name=${participantId}&token=${encodeURIComponent(signJoinToken(secret, { callId, participantId, exp: Math.floor(Date.now() / 1000) + 3600 }))}`;
+    `${http.url}/softphone/#name=${participantId}&token=${encodeURIComponent(signCallToken(secret, { aud: 'softphone-join', callId, participantId, lifetimeSeconds: 3600 }))}`;
   say('softphone call ready; open both links (Chromium or Firefox), then press 1 on the customer page:');
   say(`  agent:    ${link('p-agent')}`);
   say(`  customer: ${link('p-customer')}`);

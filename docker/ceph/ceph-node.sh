@@ -27,6 +27,7 @@
 #   CEPH_FAST_FAILURE  1: seconds-scale failure detection (the loopback test), 0: Ceph's defaults
 #   CEPH_RGW_ENDPOINT  ADDR:PORT the gateway serves S3 on (rgw)                                  0.0.0.0:7480
 #   S3_ACCESS_KEY_FILE / S3_SECRET_KEY_FILE  the optin user's keys (setup)   /run/secrets/s3_access_key, ..._secret_key
+#   S3_AUDIT_ACCESS_KEY_FILE / S3_AUDIT_SECRET_KEY_FILE  the optin-audit user's keys (setup; optional)
 set -euo pipefail
 
 CONF_DIR="${CEPH_CONF_DIR:-/etc/ceph}"
@@ -243,6 +244,19 @@ setup() {
     timeout 60 radosgw-admin -c "$CONF" user create --uid optin --display-name "optin recorders and control plane" \
       --access-key "$access" --secret-key "$secret" >/dev/null
     log "S3 user optin created"
+  fi
+  # The audit principal (optional: given when both key files are): its own RGW user. The audit
+  # trail creates its bucket with object lock under this user, so the optin user (recorders'
+  # media and keys) cannot touch it, and locked versions cannot be deleted by anyone.
+  local audit_access_file="${S3_AUDIT_ACCESS_KEY_FILE:-}" audit_secret_file="${S3_AUDIT_SECRET_KEY_FILE:-}"
+  if [[ -n $audit_access_file && -n $audit_secret_file ]]; then
+    if timeout 60 radosgw-admin -c "$CONF" user info --uid optin-audit >/dev/null 2>&1; then
+      log "S3 user optin-audit exists"
+    else
+      timeout 60 radosgw-admin -c "$CONF" user create --uid optin-audit --display-name "optin audit trail" \
+        --access-key "$(tr -d '\r\n' <"$audit_access_file")" --secret-key "$(tr -d '\r\n' <"$audit_secret_file")" >/dev/null
+      log "S3 user optin-audit created"
+    fi
   fi
   log "RGW pools: $(cephq osd pool ls detail 2>/dev/null | grep -c "size ${CEPH_POOL_SIZE:-3} min_size ${CEPH_POOL_MIN_SIZE:-2}") replicated x${CEPH_POOL_SIZE:-3} (min ${CEPH_POOL_MIN_SIZE:-2}); $expected OSDs up"
 }

@@ -11,7 +11,7 @@
 #   scripts/ceph/cluster.sh wait-osds N    until exactly N OSDs are up (a killed one is marked down)
 #   scripts/ceph/cluster.sh wait-io        until a write to every placement group of a probe pool returns
 #   scripts/ceph/cluster.sh status         `ceph -s`
-#   scripts/ceph/cluster.sh env            OPTIN_CEPH_RGW_ENDPOINTS (space separated), S3 keys
+#   scripts/ceph/cluster.sh env            OPTIN_CEPH_RGW_ENDPOINTS (space separated), S3 keys (store and audit users)
 #
 # Its own ports, so it runs beside scripts/s3/rgw.sh's single-node gateway (3300, 6800-7300, 7480):
 # monitor 3310, daemons 7310-7400, gateways 7491 and 7492. One per machine (a lock serialises
@@ -41,6 +41,9 @@ OSDS=(0 1 2)
 # Fixed test keys: these gateways listen on loopback only and hold throwaway data.
 ACCESS_KEY="optin-cluster-access"
 SECRET_KEY="optin-cluster-secret-0123456789abcdef"
+# The audit principal: a second RGW user, which owns the object-locked audit bucket.
+AUDIT_ACCESS_KEY="optin-cluster-audit"
+AUDIT_SECRET_KEY="optin-cluster-audit-secret-0123456789"
 
 log() { printf '[ceph-cluster] %s\n' "$*" >&2; }
 die() { printf '[ceph-cluster] error: %s\n' "$*" >&2; exit 1; }
@@ -52,7 +55,8 @@ osd_bytes=1073741824
 export CEPH_CONF_DIR="$ETC" CEPH_DATA_DIR="$DATA" CEPH_MONS="$mons" CEPH_PUBLIC_NETWORK="127.0.0.0/8" \
   CEPH_OBJECTSTORE="$OBJECTSTORE" CEPH_OSD_BYTES="$osd_bytes" CEPH_MS_PORTS=7310-7400 CEPH_FAST_FAILURE=1 \
   CEPH_EXPECTED_OSDS=${#OSDS[@]} CEPH_POOL_SIZE=3 CEPH_POOL_MIN_SIZE=2 \
-  S3_ACCESS_KEY_FILE="$STATE/s3_access_key" S3_SECRET_KEY_FILE="$STATE/s3_secret_key"
+  S3_ACCESS_KEY_FILE="$STATE/s3_access_key" S3_SECRET_KEY_FILE="$STATE/s3_secret_key" \
+  S3_AUDIT_ACCESS_KEY_FILE="$STATE/s3_audit_access_key" S3_AUDIT_SECRET_KEY_FILE="$STATE/s3_audit_secret_key"
 
 cephq() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
 
@@ -185,7 +189,9 @@ do_start() {
   mkdir -p "$ETC" "$DATA" "$LOGS" "$RUN"
   printf '%s\n' "$ACCESS_KEY" >"$S3_ACCESS_KEY_FILE"
   printf '%s\n' "$SECRET_KEY" >"$S3_SECRET_KEY_FILE"
-  chmod 600 "$S3_ACCESS_KEY_FILE" "$S3_SECRET_KEY_FILE"
+  printf '%s\n' "$AUDIT_ACCESS_KEY" >"$S3_AUDIT_ACCESS_KEY_FILE"
+  printf '%s\n' "$AUDIT_SECRET_KEY" >"$S3_AUDIT_SECRET_KEY_FILE"
+  chmod 600 "$S3_ACCESS_KEY_FILE" "$S3_SECRET_KEY_FILE" "$S3_AUDIT_ACCESS_KEY_FILE" "$S3_AUDIT_SECRET_KEY_FILE"
 
   bash "$NODE_SCRIPT" bootstrap >>"$LOGS/bootstrap.log" 2>&1 || die "bootstrap failed; see $LOGS/bootstrap.log"
   for ((i = 0; i < MON_COUNT; i++)); do spawn "mon.${MON_IDS[$i]}" mon "${MON_IDS[$i]}"; done
@@ -216,6 +222,8 @@ print_env() {
   printf 'export OPTIN_CEPH_RGW_ENDPOINTS="%s"\n' "${endpoints[*]}"
   printf 'export OPTIN_S3_ACCESS_KEY=%s\n' "$ACCESS_KEY"
   printf 'export OPTIN_S3_SECRET_KEY=%s\n' "$SECRET_KEY"
+  printf 'export OPTIN_S3_AUDIT_ACCESS_KEY=%s\n' "$AUDIT_ACCESS_KEY"
+  printf 'export OPTIN_S3_AUDIT_SECRET_KEY=%s\n' "$AUDIT_SECRET_KEY"
 }
 
 do_kill() {

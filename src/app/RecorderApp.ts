@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { OptinConfig } from '../config/config.ts';
+import { auditCredentials, type OptinConfig } from '../config/config.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { createMetrics, type Metrics } from '../metrics/metrics.ts';
@@ -15,6 +15,7 @@ import { bucketNames } from '../storage/layout.ts';
 import { assertS3Reachable, createS3Client } from '../storage/s3Endpoint.ts';
 import { AuditTrail } from '../audit/AuditTrail.ts';
 import { AuditSpool } from '../audit/AuditSpool.ts';
+import { requireAuditKey } from '../audit/auditKey.ts';
 import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
 import { startSiprec, type SiprecFrontDoor } from './siprecFrontDoor.ts';
@@ -95,6 +96,8 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
   if ((controlTls.cert === undefined) !== (controlTls.key === undefined)) {
     throw new OptinError('CONFIG_INVALID', 'mutual TLS needs both OPTIN_CONTROL_CLIENT_CERT and OPTIN_CONTROL_CLIENT_KEY (or neither)');
   }
+  // No audit key, no recorder: an unkeyed trail could be rewritten by anyone with store access (R11).
+  const auditKey = requireAuditKey(config.audit);
   const keyring = Keyring.fromConfig(config.keyring);
   const s3cfg = { endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region };
   await assertS3Reachable(s3cfg);
@@ -113,7 +116,15 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
   const cleanups: (() => Promise<unknown>)[] = [async () => pool.close()];
   const problems: string[] = [];
   try {
-    const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: config.workerId, logger, createBucket: true });
+    const audit = await AuditTrail.open({
+      client: createS3Client({ ...s3cfg, ...auditCredentials(config) }),
+      bucket: buckets.audit,
+      writerId: config.workerId,
+      logger,
+      createBucket: true,
+      hmacKey: auditKey,
+      retention: { mode: config.audit.lockMode, days: config.audit.lockDays },
+    });
     const auditSpool = new AuditSpool(audit, path.join(path.resolve(config.spool.dir), 'audit'), logger);
     cleanups.push(async () => {
       // Last: give queued entries a moment to land; what does not stays on disk for the next start.

@@ -6,6 +6,7 @@ import { softphoneRoutes } from '../softphone/softphoneRoutes.ts';
 import { callControlRoutes } from '../callcontrol/callControlRoutes.ts';
 import { SignallingServer } from '../callcontrol/SignallingServer.ts';
 import { RoomDirectory } from '../callcontrol/RoomDirectory.ts';
+import { CallTokenVerifier, type TokenAudience } from '../callcontrol/callToken.ts';
 import { extraRouteGroups } from './routes.ts';
 
 export interface RecorderHttp extends HttpServerHandle {
@@ -15,17 +16,22 @@ export interface RecorderHttp extends HttpServerHandle {
 
 /**
  * Everything the recorder serves over HTTP: health and metrics, the live dashboard, the access
- * API, and (when a call-control secret is configured) softphone signalling and SIP-leg call
- * control. The worker entry point, the demo and the tests all mount the same set.
+ * API, softphone signalling (when callControl.joinSecret is set) and SIP-leg call control (when
+ * callControl.sipLegSecret is set). The worker entry point, the demo and the tests all mount the same set.
  */
 export async function startRecorderHttp(
   app: RecorderApp,
   opts: { port?: number; host?: string; onDtmf?: (callId: string, participantId: string, digit: string) => void } = {},
 ): Promise<RecorderHttp> {
   const rooms = new RoomDirectory(app.recorder, (callId) => app.openCall(callId));
-  const secret = app.config.http.callControlSecret;
+  const cc = app.config.callControl;
+  const verifier = (secret: string | undefined, audience: TokenAudience) =>
+    secret === undefined ? undefined : new CallTokenVerifier({ secret, audience, maxLifetimeSeconds: cc.maxTokenLifetimeSeconds });
+  const joinTokens = verifier(cc.joinSecret, 'softphone-join');
+  const legTokens = verifier(cc.sipLegSecret, 'sip-leg');
   const groups: RouteGroup[] = [healthRoutes(app), dashboardRoutes(app), ...(await extraRouteGroups(app))];
-  if (secret) groups.push(softphoneRoutes(), callControlRoutes(rooms, secret));
+  if (joinTokens) groups.push(softphoneRoutes());
+  if (legTokens) groups.push(callControlRoutes(rooms, legTokens));
   const http = await startHttpServer({
     host: opts.host ?? app.config.http.host,
     port: opts.port ?? app.config.http.port,
@@ -33,8 +39,21 @@ export async function startRecorderHttp(
     logger: app.logger,
   });
   let signalling: SignallingServer | undefined;
-  if (secret) {
-    signalling = new SignallingServer({ secret, recorder: app.recorder, rooms, logger: app.logger, ...(opts.onDtmf ? { onDtmf: opts.onDtmf } : {}) });
+  if (joinTokens) {
+    signalling = new SignallingServer({
+      tokens: joinTokens,
+      recorder: app.recorder,
+      rooms,
+      logger: app.logger,
+      limits: {
+        joinTimeoutMs: cc.joinTimeoutMs,
+        maxTransportsPerPeer: cc.maxTransportsPerPeer,
+        maxProducersPerPeer: cc.maxProducersPerPeer,
+        maxConsumersPerPeer: cc.maxConsumersPerPeer,
+        allowedOrigins: cc.allowedOrigins,
+      },
+      ...(opts.onDtmf ? { onDtmf: opts.onDtmf } : {}),
+    });
     signalling.attach(http.server);
   }
   return {

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditInput } from './AuditTrail.ts';
@@ -66,7 +66,9 @@ export class AuditSpool implements AuditAppendTarget {
     this.#maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
     // Once, at start, before any entry: the only synchronous file work this class does.
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700); // an existing directory keeps its mode under mkdir
     this.#file = path.join(dir, 'audit-pending.jsonl');
+    if (existsSync(this.#file)) chmodSync(this.#file, 0o600);
     // Entries left by a previous process (crash or outage at shutdown) go first.
     if (existsSync(this.#file)) {
       for (const line of readFileSync(this.#file, 'utf8').split('\n')) {

@@ -1,15 +1,31 @@
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import type { RouteGroup } from '../http/HttpServer.ts';
 import { sendJson } from '../http/HttpServer.ts';
 import type { RoomDirectory } from './RoomDirectory.ts';
-import { verifyJoinToken } from './joinToken.ts';
+import type { CallTokenVerifier } from './callToken.ts';
+import { TokenRefused } from './callToken.ts';
 import { isOptinError } from '../errors/OptinError.ts';
+import { IdSchema, idProblem } from '../ids/ids.ts';
+
+const port = z.int().min(1024).max(65535);
 
 const PlainLegSchema = z.strictObject({
-  participantId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  participantId: IdSchema,
   codec: z.enum(['opus', 'pcmu', 'pcma']),
-  ssrc: z.number().int().min(1).max(0xffffffff),
+  ssrc: z.int().min(1).max(0xffffffff),
+  /**
+   * Where the gateway sends from (and receives RTCP): the leg accepts RTP from this address and
+   * port only. Declared up front, never learnt from the first packet (no comedia), so a stranger
+   * who reaches the port first cannot take the leg.
+   */
+  remote: z.strictObject({
+    ip: z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address'),
+    rtpPort: port,
+    /** Default rtpPort + 1 (RFC 3550 §11). */
+    rtcpPort: port.optional(),
+  }),
 });
 
 async function readJson(req: IncomingMessage, max = 16 * 1024): Promise<unknown> {
@@ -25,14 +41,26 @@ async function readJson(req: IncomingMessage, max = 16 * 1024): Promise<unknown>
 
 /**
  * Call control for SIP/PSTN gateways: `POST /calls/{callId}/plain-legs` opens a PlainTransport
- * for one participant's RTP (comedia, RTCP on its own port) and answers where to send it. The
- * gateway proves it may by a join token for that call and participant (Authorization: Bearer).
+ * for one participant's RTP, connected to the address the gateway declared (RTCP on its own
+ * port), and answers where to send it. The gateway proves it may with a single-use `sip-leg`
+ * token for that call and participant, in `Authorization: Bearer` (never in the URL).
  */
-export function callControlRoutes(rooms: RoomDirectory, secret: string): RouteGroup {
+export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifier): RouteGroup {
   return async (req, res, url) => {
-    const m = /^\/calls\/([A-Za-z0-9_-]{1,64})\/plain-legs$/.exec(url.pathname);
+    const m = /^\/calls\/([^/]{1,128})\/plain-legs$/.exec(url.pathname);
     if (!m || req.method !== 'POST') return false;
-    const callId = m[1]!;
+    const callId = decodeURIComponent(m[1]!);
+    const callProblem = idProblem(callId);
+    if (callProblem !== undefined) {
+      sendJson(res, 400, { error: 'bad-request', message: `callId ${callProblem}` });
+      return true;
+    }
+    // Authentication first: an unauthenticated caller learns nothing about the body rules.
+    const auth = req.headers.authorization ?? '';
+    if (!/^Bearer [^\s]+$/.test(auth)) {
+      sendJson(res, 401, { error: 'unauthorized', reason: 'malformed', message: 'send Authorization: Bearer <sip-leg token>' }, { 'www-authenticate': 'Bearer realm="optin-call-control"' });
+      return true;
+    }
     let body: z.infer<typeof PlainLegSchema>;
     try {
       const parsed = PlainLegSchema.safeParse(await readJson(req));
@@ -46,16 +74,17 @@ export function callControlRoutes(rooms: RoomDirectory, secret: string): RouteGr
       return true;
     }
     try {
-      const claims = verifyJoinToken(secret, (req.headers.authorization ?? '').replace(/^Bearer /, ''));
-      if (claims.callId !== callId || claims.participantId !== body.participantId) throw new Error('token is for another call or participant');
+      tokens.verify(auth.slice('Bearer '.length), { callId, participantId: body.participantId });
     } catch (err) {
-      sendJson(res, 401, { error: 'unauthorized', message: (err as Error).message });
+      if (!(err instanceof TokenRefused)) throw err;
+      sendJson(res, 401, { error: 'unauthorized', reason: err.reason, message: err.message }, { 'www-authenticate': 'Bearer realm="optin-call-control", error="invalid_token"' });
       return true;
     }
     try {
       const room = await rooms.get(callId);
-      const leg = await room.addPlainLeg(body.participantId, body.codec, body.ssrc);
-      sendJson(res, 201, { ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, rtcpMux: false, comedia: true });
+      const remote = { ip: body.remote.ip, rtpPort: body.remote.rtpPort, rtcpPort: body.remote.rtcpPort ?? body.remote.rtpPort + 1 };
+      const leg = await room.addPlainLeg(body.participantId, body.codec, body.ssrc, undefined, remote);
+      sendJson(res, 201, { ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, rtcpMux: false, comedia: false, remote });
     } catch (err) {
       sendJson(res, isOptinError(err, 'LEG_EXISTS') ? 409 : 500, { error: isOptinError(err) ? err.code : 'failed', message: (err as Error).message });
     }

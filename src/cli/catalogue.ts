@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { rebuildCatalogue } from '../controlplane/catalogueRebuild.ts';
-import { loadControlPlaneConfig, storeConfigured } from '../controlplane/config.ts';
+import { auditStoreSettings, loadControlPlaneConfig, storeConfigured } from '../controlplane/config.ts';
 import { openDatabase } from '../db/openDatabase.ts';
 import { openControlPlaneStore } from '../erasure/storeAdapter.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
@@ -44,9 +44,11 @@ export async function runCatalogue(argv: string[], env: NodeJS.ProcessEnv, io: C
   }
   const logger = createLogger(env.OPTIN_LOG_LEVEL ?? 'warn');
   let config;
+  let audit;
   try {
     config = loadControlPlaneConfig({ OPTIN_CONTROL_SECRET: 'not-used-by-this-command-0000000000', ...env });
     if (!storeConfigured(config)) throw new OptinError('CONFIG_INVALID', 'the rebuild reads the store: set OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY and OPTIN_KEYRING');
+    audit = auditStoreSettings(config);
   } catch (err) {
     io.err(`optin catalogue rebuild: ${isOptinError(err) ? err.message : String(err)}\n`);
     return 2;
@@ -63,6 +65,7 @@ export async function runCatalogue(argv: string[], env: NodeJS.ProcessEnv, io: C
     spoolDir: path.resolve(config.dataDir, 'control-spool', 'catalogue-rebuild'),
     nodeId: 'catalogue-rebuild',
     logger,
+    audit,
   }).catch(async (err: unknown) => {
     await db.close();
     throw err;

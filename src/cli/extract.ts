@@ -5,8 +5,8 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { createExtract, type ExtractProgress } from '../access/extract.ts';
 import { AuditTrail } from '../audit/AuditTrail.ts';
-import { parseHmacKey } from '../audit/verifyCommand.ts';
-import { loadConfig } from '../config/config.ts';
+import { requireAuditKey } from '../audit/auditKey.ts';
+import { auditCredentials, loadConfig } from '../config/config.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { bucketNames } from '../storage/layout.ts';
@@ -98,14 +98,15 @@ export async function runExtract(argv: string[], env: NodeJS.ProcessEnv, io: Cli
     const buckets = bucketNames({ prefix: s3.bucketPrefix, media: s3.mediaBucket, keys: s3.keysBucket, audit: s3.auditBucket });
     // Logs (warnings and worse) go to stderr, apart from the summary on stdout.
     const logger = pino({ level: 'warn', base: { svc: 'optin-cli' } }, pino.destination(2));
-    const hmacKey = env.OPTIN_AUDIT_HMAC_KEY ? parseHmacKey(env.OPTIN_AUDIT_HMAC_KEY) : undefined;
+    const hmacKey = requireAuditKey(config.audit);
     const audit = await AuditTrail.open({
-      client,
+      client: createS3Client({ ...s3cfg, ...auditCredentials(config) }),
       bucket: buckets.audit,
       writerId: `cli-${config.workerId}`.slice(0, 64),
       logger,
       createBucket: true,
-      ...(hmacKey ? { hmacKey } : {}),
+      hmacKey,
+      retention: { mode: config.audit.lockMode, days: config.audit.lockDays },
     });
     // Read only: no spool, no uploader, no sweeper (the workers own expiry and crash repair), and
     // nothing created or changed in the buckets.

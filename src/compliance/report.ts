@@ -4,7 +4,7 @@ import { mapLimit } from '../async/promises.ts';
 import type { AuditEntry } from '../audit/AuditTrail.ts';
 import { isOptinError } from '../errors/OptinError.ts';
 import { monthKey } from '../gate/month.ts';
-import { MAX_RETENTION_SECONDS, MEDIA_PREFIX, TAG_EXPIRES_AT, dataKeyPrefix, mediaPrefix, parseMediaObjectKey, type BucketNames } from '../storage/layout.ts';
+import { MANIFESTS_PREFIX, MAX_RETENTION_SECONDS, MEDIA_PREFIX, TAG_EXPIRES_AT, dataKeyPrefix, mediaPrefix, parseManifestObjectKey, parseMediaObjectKey, type BucketNames } from '../storage/layout.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSummary } from '../storage/types.ts';
 
@@ -25,7 +25,8 @@ export type ComplianceRule =
   | 'monthly-cap'
   | 'retention-at-most-30-days'
   | 'no-expired-object'
-  | 'access-by-allowed-role';
+  | 'access-by-allowed-role'
+  | 'manifest-authentic';
 
 export const RULES: Readonly<Record<ComplianceRule, string>> = Object.freeze({
   'consent-before-first-packet': 'R3/R4: the customer consent evidence precedes the first recorded packet of the call',
@@ -34,6 +35,7 @@ export const RULES: Readonly<Record<ComplianceRule, string>> = Object.freeze({
   'retention-at-most-30-days': 'R8: every recording expires at most 30 days after it started',
   'no-expired-object': 'R8/R9: nothing of an expired recording remains (media, data keys, manifest)',
   'access-by-allowed-role': 'R10/R11: every access in the audit trail was made by a role allowed to make it (and playback by the agent or their team lead)',
+  'manifest-authentic': "R10/R11: every recording's manifest carries a valid MAC (one changed outside optin, e.g. its team lead or times, is refused and reported)",
 });
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
@@ -59,6 +61,21 @@ export interface ComplianceReport {
   violations: Violation[];
   unverifiable: Unverifiable[];
   notes: string[];
+  /**
+   * The audit trail's head hashes as anchored in the control plane's database, per writer stream
+   * (docs/rules.md "Audit"): the DPO can compare them with `optin audit verify` and with earlier
+   * reports. Absent when the report was made without the control plane's registry.
+   */
+  auditAnchors?: AuditAnchorLine[];
+}
+
+/** One writer stream's latest anchor, as printed in the report. */
+export interface AuditAnchorLine {
+  stream: string;
+  seq: number | null;
+  hash: string | null;
+  /** When the control plane anchored it (ISO), null when never. */
+  anchoredAt: string | null;
 }
 
 /** What the manifest may carry about the schedule in force when it was recorded (see R6 in docs/rules.md). */
@@ -86,6 +103,8 @@ export interface ComplianceFacts {
   sample?: number;
   media: MediaListing;
   audit: AuditEntry[];
+  /** Recordings whose manifest failed its MAC (MANIFEST_TAMPERED): not trusted, so not checked otherwise. */
+  tampered?: Array<{ recordingId: string; message: string }>;
 }
 
 /**
@@ -314,6 +333,11 @@ export function evaluateCompliance(facts: ComplianceFacts, rolesForAuditType: Ro
     }
   }
 
+  for (const t of facts.tampered ?? []) {
+    if (facts.checkIds !== undefined && !facts.checkIds.has(t.recordingId)) continue;
+    violations.push({ rule: 'manifest-authentic', recordingId: t.recordingId, message: t.message, evidence: { recordingId: t.recordingId } });
+  }
+
   const count = (rule: ComplianceRule, list: Array<{ rule: ComplianceRule }>): number => list.filter((v) => v.rule === rule).length;
   return {
     generatedAt: iso(nowMs),
@@ -338,6 +362,8 @@ export interface ComplianceSources {
   audit: { list(): Promise<AuditEntry[]> };
   rolesForAuditType: RolesForAuditType;
   now?: () => number;
+  /** The control plane's registry of audit streams and their anchored heads (src/audit/anchors.ts). */
+  auditAnchors?: () => Promise<Array<{ streamId: string; anchor: { seq: number; hash: string; anchoredAtMs: number } | null }>>;
 }
 
 async function listNames(client: Client, bucket: string, prefix: string): Promise<string[]> {
@@ -359,14 +385,31 @@ export async function collectComplianceFacts(src: ComplianceSources, options: { 
   const nowMs = (src.now ?? Date.now)();
   const { buckets } = src.store;
   const summaries = await src.store.listRecordings();
+  const tampered: Array<{ recordingId: string; message: string }> = [];
   const loaded = await mapLimit(summaries, 8, async (s) => {
     try {
       return await src.store.getManifest(s.recordingId);
     } catch (err) {
       if (isOptinError(err, 'RECORDING_NOT_FOUND')) return null; // deleted meanwhile
+      if (isOptinError(err, 'MANIFEST_TAMPERED')) {
+        tampered.push({ recordingId: s.recordingId, message: err.message });
+        return null;
+      }
       throw err;
     }
   });
+  // A manifest the listing left out (it would not open) is looked at on its own: one changed
+  // outside optin must show up in the report, not vanish from it.
+  const listed = new Set(summaries.map((s) => s.recordingId));
+  for (const name of await listNames(src.s3, buckets.keys, MANIFESTS_PREFIX)) {
+    const id = parseManifestObjectKey(name);
+    if (id === null || listed.has(id)) continue;
+    try {
+      await src.store.getManifest(id);
+    } catch (err) {
+      if (isOptinError(err, 'MANIFEST_TAMPERED')) tampered.push({ recordingId: id, message: err.message });
+    }
+  }
   const manifests = loaded.filter((m): m is RecordingManifest => m !== null);
   const sample = options.sample;
   const checkIds = sample === undefined ? undefined : new Set(sampleOf(manifests.map((m) => m.recordingId), sample));
@@ -412,9 +455,23 @@ export async function collectComplianceFacts(src: ComplianceSources, options: { 
     ...(checkIds === undefined ? {} : { checkIds, sample }),
     media: { byRecording, keysByRecording, orphanExpiry, complete: checkIds === undefined },
     audit,
+    ...(tampered.length > 0 ? { tampered } : {}),
   };
 }
 
 export async function complianceReport(src: ComplianceSources, options: ComplianceOptions & { sample?: number } = {}): Promise<ComplianceReport> {
-  return evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), src.rolesForAuditType, options);
+  const report = evaluateCompliance(await collectComplianceFacts(src, { sample: options.sample }), src.rolesForAuditType, options);
+  if (src.auditAnchors !== undefined) {
+    report.auditAnchors = (await src.auditAnchors()).map((s) => ({
+      stream: s.streamId,
+      seq: s.anchor?.seq ?? null,
+      hash: s.anchor?.hash ?? null,
+      anchoredAt: s.anchor === null ? null : new Date(s.anchor.anchoredAtMs).toISOString(),
+    }));
+    const never = report.auditAnchors.filter((a) => a.seq === null).length;
+    report.notes.push(`audit trail: ${report.auditAnchors.length} registered writer stream(s), head hashes anchored in the control plane listed in auditAnchors${never ? ` (${never} not anchored yet)` : ''}`);
+  } else {
+    report.notes.push('audit trail: made without the control plane, so no anchored head hashes are listed');
+  }
+  return report;
 }

@@ -5,22 +5,27 @@ import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { withSecretFiles } from './secretFiles.ts';
+import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
 import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
 
 export { MAX_RETENTION_SECONDS };
 
 const id = IdSchema;
 const port = z.number().int().min(1).max(65535);
+/** A shared secret: 32+ characters, not a placeholder from the examples, not uniform. */
+const secret = z.string().refine((v) => secretProblem(v) === undefined, { error: (i) => secretProblem(String(i.input)) ?? 'invalid' });
 
 /**
  * Every setting optin has, with its default, in one place (README "Configuration" lists them).
  * Sources, later winning: defaults < JSON file named by OPTIN_CONFIG < OPTIN_* environment.
+ * Strict: an unknown key anywhere (a misspelt setting in the file) is an error naming it, never a
+ * silent default; secrets that are placeholders from the examples, short or uniform are refused.
  */
-export const ConfigSchema = z.object({
+export const ConfigSchema = z.strictObject({
   workerId: id.default(`w-${os.hostname().replace(/[^A-Za-z0-9_-]/g, '').slice(0, 20) || 'local'}`),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   mediasoup: z
-    .object({
+    .strictObject({
       workers: z.number().int().min(1).max(64).default(Math.max(1, os.availableParallelism())),
       workerBin: z.string().optional(),
       rtcMinPort: port.default(40000),
@@ -30,9 +35,9 @@ export const ConfigSchema = z.object({
     })
     .prefault({}),
   control: z
-    .object({
+    .strictObject({
       url: z.string().url().default('ws://127.0.0.1:8780/v1/stream'),
-      secret: z.string().min(32, 'must be at least 32 characters').optional(),
+      secret: secret.optional(),
       heartbeatTimeoutMs: z.number().int().min(100).default(3000),
       caFile: z.string().optional(),
       /** Mutual TLS: the worker's certificate and key (PEM files), when the control plane asks for one. */
@@ -43,10 +48,10 @@ export const ConfigSchema = z.object({
     })
     .prefault({}),
   s3: z
-    .object({
+    .strictObject({
       endpoint: z.string().url().optional(),
       accessKey: z.string().optional(),
-      secretKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
       region: z.string().default('us-east-1'),
       bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
       mediaBucket: z.string().default('optin-media'),
@@ -55,7 +60,7 @@ export const ConfigSchema = z.object({
     })
     .prefault({}),
   keyring: z
-    .object({
+    .strictObject({
       activeKeyId: id,
       keys: z.record(id, z.string()),
     })
@@ -63,26 +68,60 @@ export const ConfigSchema = z.object({
   retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS, 'must be at most 2592000 (30 days, R8 in docs/rules.md)').default(MAX_RETENTION_SECONDS),
   segmentSeconds: z.number().min(1).max(300).default(10),
   spool: z
-    .object({
+    .strictObject({
       dir: z.string().default('var/spool'),
       maxBytes: z.number().int().min(1024 * 1024).default(1024 * 1024 * 1024),
     })
     .prefault({}),
   admission: z
-    .object({
+    .strictObject({
       maxStreams: z.number().int().min(1).default(1000),
       maxEventLoopLagMs: z.number().min(1).default(100),
     })
     .prefault({}),
   transcoderThreads: z.number().int().min(1).max(16).default(1),
   http: z
-    .object({
+    .strictObject({
       host: z.string().default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(7800),
-      jwtSecret: z.string().min(32, 'must be at least 32 characters').optional(),
-      /** Signs softphone join tokens and SIP-gateway leg requests (shared with the voice platform). */
-      callControlSecret: z.string().min(32, 'must be at least 32 characters').optional(),
+      jwtSecret: secret.optional(),
     })
+    .prefault({}),
+  /** The audit trail (R11, docs/rules.md): its key, its own store principal, its object lock. */
+  audit: z
+    .strictObject({
+      /** HMAC-SHA256 key of the trail, hex or base64, >= 32 bytes; the same for every writer and the verifier. Required (or hmacKeyFile). */
+      hmacKey: z.string().optional(),
+      /** A file holding the key (mode 0600 or stricter); instead of hmacKey. */
+      hmacKeyFile: z.string().min(1).optional(),
+      /** The audit principal: may put and read audit objects, never delete (docker/minio/optin-audit-policy.json). Default: the s3 keys. */
+      accessKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      /** Object-lock retention of each entry where the bucket supports it (COMPLIANCE: nobody can shorten it). */
+      lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
+      lockDays: z.number().positive().max(3650).default(400),
+    })
+    .refine((a) => !(a.hmacKey !== undefined && a.hmacKeyFile !== undefined), { message: 'set hmacKey or hmacKeyFile, not both' })
+    .refine((a) => (a.accessKey === undefined) === (a.secretKey === undefined), { message: 'set both audit.accessKey and audit.secretKey, or neither' })
+    .prefault({}),
+  /** Softphone joins (/signal) and SIP-gateway legs (/calls/{id}/plain-legs): docs/call-control.md. */
+  callControl: z
+    .strictObject({
+      /** Verifies softphone join tokens (audience softphone-join); enables /signal and /softphone/. */
+      joinSecret: secret.optional(),
+      /** Verifies SIP-leg tokens (audience sip-leg); enables /calls/{id}/plain-legs. Must differ from joinSecret. */
+      sipLegSecret: secret.optional(),
+      /** Longest lifetime a token may claim (exp - iat), seconds. */
+      maxTokenLifetimeSeconds: z.int().min(5).max(3600).default(300),
+      /** Origins allowed to open /signal besides the page's own (e.g. https://agent.example.com). */
+      allowedOrigins: z.array(z.url()).max(32).default([]),
+      /** A socket that has not joined after this long is closed. */
+      joinTimeoutMs: z.int().min(100).max(120_000).default(10_000),
+      maxTransportsPerPeer: z.int().min(1).max(16).default(2),
+      maxProducersPerPeer: z.int().min(1).max(16).default(2),
+      maxConsumersPerPeer: z.int().min(1).max(256).default(32),
+    })
+    .refine((c) => c.joinSecret === undefined || c.joinSecret !== c.sipLegSecret, { message: 'joinSecret and sipLegSecret must differ', path: ['sipLegSecret'] })
     .prefault({}),
   /** The SIPREC recording server (docs/siprec.md): off unless enabled. */
   siprec: SiprecConfigSchema.prefault({}),
@@ -91,7 +130,7 @@ export const ConfigSchema = z.object({
 export type OptinConfig = z.infer<typeof ConfigSchema>;
 
 /** OPTIN_* environment variables and the config path each sets. */
-const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
+const ENV: Record<string, [string, 'string' | 'number' | 'json' | 'list']> = {
   OPTIN_WORKER_ID: ['workerId', 'string'],
   OPTIN_LOG_LEVEL: ['logLevel', 'string'],
   OPTIN_MEDIASOUP_WORKERS: ['mediasoup.workers', 'number'],
@@ -123,7 +162,17 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],
   OPTIN_JWT_SECRET: ['http.jwtSecret', 'string'],
-  OPTIN_CALL_CONTROL_SECRET: ['http.callControlSecret', 'string'],
+  OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],
+  OPTIN_AUDIT_HMAC_KEY_FILE: ['audit.hmacKeyFile', 'string'],
+  OPTIN_S3_AUDIT_ACCESS_KEY: ['audit.accessKey', 'string'],
+  OPTIN_S3_AUDIT_SECRET_KEY: ['audit.secretKey', 'string'],
+  OPTIN_AUDIT_LOCK_MODE: ['audit.lockMode', 'string'],
+  OPTIN_AUDIT_LOCK_DAYS: ['audit.lockDays', 'number'],
+  OPTIN_SOFTPHONE_JOIN_SECRET: ['callControl.joinSecret', 'string'],
+  OPTIN_SIP_LEG_SECRET: ['callControl.sipLegSecret', 'string'],
+  OPTIN_CALL_TOKEN_MAX_LIFETIME_SECONDS: ['callControl.maxTokenLifetimeSeconds', 'number'],
+  OPTIN_SIGNAL_ALLOWED_ORIGINS: ['callControl.allowedOrigins', 'list'],
+  OPTIN_SIGNAL_JOIN_TIMEOUT_MS: ['callControl.joinTimeoutMs', 'number'],
   OPTIN_SIPREC_ENABLED: ['siprec.enabled', 'json'],
   OPTIN_SIPREC_BIND_ADDRESS: ['siprec.bindAddress', 'string'],
   OPTIN_SIPREC_ADVERTISED_HOST: ['siprec.advertisedHost', 'string'],
@@ -134,8 +183,13 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_SIPREC_MEDIA_ADVERTISED_ADDRESS: ['siprec.media.advertisedAddress', 'string'],
 };
 
+/** Variables that no longer exist: setting one is an error that names the replacement. */
+const RETIRED_ENV: Record<string, string> = {
+  OPTIN_CALL_CONTROL_SECRET: 'replaced by OPTIN_SOFTPHONE_JOIN_SECRET (softphone joins) and OPTIN_SIP_LEG_SECRET (SIP-gateway legs), two different secrets',
+};
+
 /** Names of settings that hold secrets: never echoed back in errors or logs. */
-const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'http.jwtSecret', 'http.callControlSecret']);
+const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'http.jwtSecret', 'audit.hmacKey', 'audit.secretKey', 'callControl.joinSecret', 'callControl.sipLegSecret']);
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');
@@ -152,7 +206,10 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
  * OptinError naming each bad field and the variable that set it, never its secret value.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): OptinConfig {
-  env = withSecretFiles(env, Object.keys(ENV)); // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts)
+  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
+  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
+  // A retired variable given as a file is refused like the variable itself (below), not ignored.
+  env = withSecretFiles(env, [...Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)), ...Object.keys(RETIRED_ENV)]);
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONFIG) {
     try {
@@ -161,6 +218,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
       throw new OptinError('CONFIG_INVALID', `OPTIN_CONFIG=${env.OPTIN_CONFIG}: cannot read it as JSON (${(cause as Error).message})`);
     }
   }
+  for (const [name, why] of Object.entries(RETIRED_ENV)) {
+    if (env[name] !== undefined && env[name] !== '') throw new OptinError('CONFIG_INVALID', `${name} is no longer read: ${why}`);
+  }
   const origin = new Map<string, string>();
   for (const [name, [dotted, kind]] of Object.entries(ENV)) {
     const value = env[name];
@@ -168,6 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
     origin.set(dotted, name);
     let parsed: unknown = value;
     if (kind === 'number') parsed = Number(value);
+    if (kind === 'list') parsed = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
     if (kind === 'json') {
       try {
         parsed = JSON.parse(value);
@@ -182,15 +243,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   const result = ConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
-      const dotted = issue.path.join('.');
+      const path = issue.path.map(String);
+      // Strict: a key nobody reads (a typo such as "retentionSecond") is named, never ignored.
+      if (issue.code === 'unrecognized_keys') path.push(issue.keys.join(', '));
+      const dotted = path.join('.');
       const via = origin.get(dotted) ?? [...origin.entries()].find(([p]) => dotted.startsWith(`${p}.`))?.[1];
       const secret = [...SECRET_PATHS].some((p) => dotted === p || dotted.startsWith(`${p}.`));
-      return `${dotted || '(root)'}${via ? ` (from ${via})` : ''}: ${issue.message}${secret ? ' (value not shown)' : ''}`;
+      const what = issue.code === 'unrecognized_keys' ? `unknown setting${issue.keys.length > 1 ? 's' : ''} (check the spelling; README "Configuration" lists every setting)` : issue.message;
+      return `${dotted || '(root)'}${via ? ` (from ${via})` : ''}: ${what}${secret ? ' (value not shown)' : ''}`;
     });
     throw new OptinError('CONFIG_INVALID', `invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   if (result.data.mediasoup.rtcMinPort > result.data.mediasoup.rtcMaxPort) {
     throw new OptinError('CONFIG_INVALID', 'invalid configuration: mediasoup.rtcMinPort must not exceed mediasoup.rtcMaxPort');
   }
+  checkKeyringKeys(result.data.keyring, origin.get('keyring'));
   return result.data;
+}
+
+/** Each KEK: not a placeholder, not uniform (Keyring.fromConfig checks base64 and length). */
+function checkKeyringKeys(keyring: OptinConfig['keyring'], via: string | undefined): void {
+  for (const [kid, value] of Object.entries(keyring?.keys ?? {})) {
+    const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));
+    if (problem !== undefined) throw new OptinError('CONFIG_INVALID', `invalid configuration:\n  keyring.keys.${kid}${via ? ` (from ${via})` : ''}: ${problem} (value not shown)`);
+  }
+}
+
+/** The store credentials the audit trail writes with: the audit principal's, else the store's. */
+export function auditCredentials(config: OptinConfig): { accessKey: string; secretKey: string } {
+  const { accessKey, secretKey } = config.audit.accessKey !== undefined && config.audit.secretKey !== undefined ? config.audit : config.s3;
+  if (accessKey === undefined || secretKey === undefined) {
+    throw new OptinError('CONFIG_INVALID', 'no credentials for the audit bucket: set OPTIN_S3_AUDIT_ACCESS_KEY and OPTIN_S3_AUDIT_SECRET_KEY (the audit principal), or the store keys');
+  }
+  return { accessKey, secretKey };
 }

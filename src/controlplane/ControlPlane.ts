@@ -12,8 +12,9 @@ import type { ApiContext } from '../api/context.ts';
 import { DEFAULT_CONTIGUITY_TOLERANCE_MS } from '../gate/schedule.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { StreamServer } from '../stream/StreamServer.ts';
-import { storeConfigured, type ControlPlaneConfig } from './config.ts';
+import { auditStoreSettings, storeConfigured, type ControlPlaneConfig } from './config.ts';
 import { Maintenance } from './Maintenance.ts';
+import { AuditAnchoring, registerAuditStream } from '../audit/anchors.ts';
 import { createControlPlaneMetrics, type ControlPlaneMetrics } from '../metrics/controlPlaneMetrics.ts';
 
 /**
@@ -44,6 +45,8 @@ export class ControlPlane {
   readonly #maintenance: Maintenance;
   readonly #store: ControlPlaneStore | undefined;
   readonly #ownsDb: boolean;
+  /** Anchors every audit stream's head in the database (present when the store is configured). */
+  readonly anchoring: AuditAnchoring | undefined;
   #closing: Promise<void> | undefined;
 
   private constructor(init: {
@@ -57,6 +60,7 @@ export class ControlPlane {
     maintenance: Maintenance;
     store: ControlPlaneStore | undefined;
     ownsDb: boolean;
+    anchoring?: AuditAnchoring | undefined;
   }) {
     this.config = init.config;
     this.db = init.db;
@@ -68,6 +72,7 @@ export class ControlPlane {
     this.#maintenance = init.maintenance;
     this.#store = init.store;
     this.#ownsDb = init.ownsDb;
+    this.anchoring = init.anchoring;
   }
 
   static async start(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<ControlPlane> {
@@ -107,6 +112,7 @@ export class ControlPlane {
           spoolDir: path.resolve(config.dataDir, 'control-spool', config.replicaId),
           nodeId: config.replicaId,
           logger,
+          audit: auditStoreSettings(config),
         });
         cleanups.push(() => store!.close());
       }
@@ -153,7 +159,15 @@ export class ControlPlane {
       sweeper.start();
       const maintenance = new Maintenance({ db, retentionSeconds: config.retentionSeconds, factsRetentionHours: config.factsRetentionHours, logger, metrics, now });
       maintenance.start();
-      const cp = new ControlPlane({ config, db, app, stream, sweeper, metrics, logger, maintenance, store, ownsDb: deps.db === undefined });
+      // The audit registry: this replica's own stream, then every stream's head anchored
+      // periodically (only with the store: the heads are read from the audit bucket).
+      let anchoring: AuditAnchoring | undefined;
+      if (store !== undefined) {
+        await registerAuditStream(db, config.replicaId, 'replica', now());
+        anchoring = new AuditAnchoring({ db, heads: store.audit, logger, now });
+        anchoring.start(config.audit.anchorIntervalMs);
+      }
+      const cp = new ControlPlane({ config, db, app, stream, sweeper, metrics, logger, maintenance, store, ownsDb: deps.db === undefined, anchoring });
       logger.info({ url: cp.url, replicaId: config.replicaId, database: db.kind, store: store !== undefined, seq: stream.follower.head }, 'control plane listening');
       return cp;
     } catch (err) {
@@ -187,6 +201,7 @@ export class ControlPlane {
     this.#closing ??= (async () => {
       await this.sweeper.close();
       this.#maintenance.close();
+      await this.anchoring?.close();
       await this.stream.close();
       this.app.server.closeAllConnections();
       await this.app.close();

@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import helmet from '@fastify/helmet';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
+import { auditRoutes } from '../api/auditRoutes.ts';
 import { catalogueRoutes } from '../api/catalogueRoutes.ts';
 import { ledgerRoutes } from '../api/erasureRoutes.ts';
 import { factRoutes } from '../api/factRoutes.ts';
@@ -71,6 +72,7 @@ export async function buildApiApp(config: ControlPlaneConfig, ctx: ApiContext, l
   await app.register(async (scope) => factRoutes(scope, ctx));
   await app.register(async (scope) => ledgerRoutes(scope, ctx));
   await app.register(async (scope) => catalogueRoutes(scope, ctx));
+  await app.register(async (scope) => auditRoutes(scope, ctx));
   await app.register(async (scope) => healthRoutes(scope, { db: ctx.db, metrics: ctx.metrics }));
   app.get('/v1/openapi.json', { config: { rateLimit: false }, schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -5,6 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { IdSchema } from '../ids/ids.ts';
+import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
+import { requireAuditKey } from '../audit/auditKey.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { withSecretFiles } from '../config/secretFiles.ts';
 
@@ -16,6 +18,8 @@ import { withSecretFiles } from '../config/secretFiles.ts';
  */
 
 const port = z.int().min(0).max(65535);
+/** A shared secret: 32+ characters, not a placeholder from the examples, not uniform. */
+const secret = z.string().refine((v) => secretProblem(v) === undefined, { error: (i) => secretProblem(String(i.input)) ?? 'invalid' });
 
 export const ControlPlaneConfigSchema = z.strictObject({
   /** This replica's id: the stream's `serverId`, the sweeper's claims, the audit writer. */
@@ -47,8 +51,8 @@ export const ControlPlaneConfigSchema = z.strictObject({
     .prefault({}),
   stream: z
     .strictObject({
-      /** Shared with the workers (OPTIN_CONTROL_SECRET), at least 32 bytes. */
-      secret: z.string().min(32, 'must be at least 32 characters').optional(),
+      /** Shared with the workers (OPTIN_CONTROL_SECRET), at least 32 bytes, not a placeholder. */
+      secret: secret.optional(),
       heartbeatMs: z.int().min(10).max(60_000).default(1000),
       /** Completed deletions younger than this are listed in snapshots as tombstones. */
       tombstoneHorizonMs: z.int().min(60_000).default(24 * 3600_000),
@@ -72,7 +76,7 @@ export const ControlPlaneConfigSchema = z.strictObject({
     .strictObject({
       endpoint: z.string().url().optional(),
       accessKey: z.string().optional(),
-      secretKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
       region: z.string().default('us-east-1'),
       bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
       mediaBucket: z.string().default('optin-media'),
@@ -81,6 +85,23 @@ export const ControlPlaneConfigSchema = z.strictObject({
     })
     .prefault({}),
   keyring: z.strictObject({ activeKeyId: IdSchema, keys: z.record(IdSchema, z.string()) }).optional(),
+  /** The audit trail: this replica writes deletion receipts to it and anchors every stream's head (docs/rules.md "Audit"). */
+  audit: z
+    .strictObject({
+      /** The same HMAC key as the recorders (hex or base64, >= 32 bytes); required with the store. */
+      hmacKey: z.string().optional(),
+      hmacKeyFile: z.string().min(1).optional(),
+      /** The audit principal (put and read, never delete); default the s3 keys. */
+      accessKey: z.string().optional(),
+      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
+      lockDays: z.number().positive().max(3650).default(400),
+      /** How often every stream's head is read and anchored in the database. */
+      anchorIntervalMs: z.int().min(100).max(24 * 3600_000).default(60_000),
+    })
+    .refine((a) => !(a.hmacKey !== undefined && a.hmacKeyFile !== undefined), { message: 'set hmacKey or hmacKeyFile, not both' })
+    .refine((a) => (a.accessKey === undefined) === (a.secretKey === undefined), { message: 'set both audit.accessKey and audit.secretKey, or neither' })
+    .prefault({}),
 });
 
 export type ControlPlaneConfig = z.infer<typeof ControlPlaneConfigSchema>;
@@ -113,9 +134,16 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_S3_REGION: ['s3.region', 'string'],
   OPTIN_S3_BUCKET_PREFIX: ['s3.bucketPrefix', 'string'],
   OPTIN_KEYRING: ['keyring', 'json'],
+  OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],
+  OPTIN_AUDIT_HMAC_KEY_FILE: ['audit.hmacKeyFile', 'string'],
+  OPTIN_S3_AUDIT_ACCESS_KEY: ['audit.accessKey', 'string'],
+  OPTIN_S3_AUDIT_SECRET_KEY: ['audit.secretKey', 'string'],
+  OPTIN_AUDIT_LOCK_MODE: ['audit.lockMode', 'string'],
+  OPTIN_AUDIT_LOCK_DAYS: ['audit.lockDays', 'number'],
+  OPTIN_AUDIT_ANCHOR_INTERVAL_MS: ['audit.anchorIntervalMs', 'number'],
 };
 
-const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url'];
+const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'audit.hmacKey', 'audit.secretKey'];
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');
@@ -136,7 +164,9 @@ export function isLoopback(host: string): boolean {
 
 /** Validated configuration; one OptinError naming every bad field and where it came from (never a secret's value). */
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): ControlPlaneConfig {
-  env = withSecretFiles(env, Object.keys(ENV)); // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts)
+  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
+  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
+  env = withSecretFiles(env, Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)));
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONTROL_CONFIG) {
     try {
@@ -190,6 +220,10 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, ove
   if (config.http.clientCaFile !== undefined && !tls) {
     throw new OptinError('CONFIG_INVALID', 'OPTIN_CONTROL_CLIENT_CA_FILE (mutual TLS) needs TLS: set OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY');
   }
+  for (const [kid, value] of Object.entries(config.keyring?.keys ?? {})) {
+    const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));
+    if (problem !== undefined) throw new OptinError('CONFIG_INVALID', `invalid control-plane configuration:\n  keyring.keys.${kid}: ${problem} (value not shown)`);
+  }
   return config;
 }
 
@@ -202,4 +236,14 @@ export function storeConfigured(config: ControlPlaneConfig): boolean {
     throw new OptinError('CONFIG_INVALID', 'the store needs OPTIN_S3_ENDPOINT, OPTIN_S3_ACCESS_KEY, OPTIN_S3_SECRET_KEY and OPTIN_KEYRING together (or none: erasures then wait for workers)');
   }
   return all;
+}
+
+/** The audit settings the store adapter takes: the key (required with the store), the principal, the lock. */
+export function auditStoreSettings(config: ControlPlaneConfig): { hmacKey: Buffer; accessKey?: string | undefined; secretKey?: string | undefined; retention: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number } } {
+  return {
+    hmacKey: requireAuditKey(config.audit),
+    accessKey: config.audit.accessKey,
+    secretKey: config.audit.secretKey,
+    retention: { mode: config.audit.lockMode, days: config.audit.lockDays },
+  };
 }

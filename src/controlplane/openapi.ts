@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Database } from '../db/Database.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import { IntegrationAuth } from '../facts/integrations.ts';
@@ -18,7 +19,8 @@ export async function openApiDocument(): Promise<Record<string, unknown>> {
     throw new OptinError('INTERNAL', 'openApiDocument: no database');
   };
   const db: Database = { kind: 'embedded', query: unusable, transaction: unusable, exec: unusable, listen: unusable, ping: unusable, close: async () => undefined };
-  const config = loadControlPlaneConfig({ OPTIN_CONTROL_SECRET: 'x'.repeat(32) });
+  // Any valid secret: the document is built without serving anything.
+  const config = loadControlPlaneConfig({ OPTIN_CONTROL_SECRET: randomBytes(32).toString('base64url') });
   const app = await buildApiApp(
     config,
     { db, auth: new IntegrationAuth(db), metrics: createControlPlaneMetrics({ defaultMetrics: false }), now: Date.now, contiguityToleranceMs: 0, maxEvidenceSkewMs: 0 },

@@ -1,6 +1,9 @@
 import {
   createCipheriv,
   createDecipheriv,
+  createHmac,
+  hkdfSync,
+  timingSafeEqual,
   createSecretKey,
   randomBytes,
   randomFillSync,
@@ -69,6 +72,8 @@ function strictBase64(value: string): Buffer | null {
 export class Keyring {
   readonly #activeKeyId: string;
   readonly #keys: ReadonlyMap<string, KeyObject>;
+  /** Derived MAC keys, by purpose and KEK id (HKDF once per pair). */
+  readonly #macKeys = new Map<string, KeyObject>();
 
   private constructor(activeKeyId: string, keys: Map<string, KeyObject>) {
     this.#activeKeyId = activeKeyId;
@@ -201,6 +206,39 @@ export class Keyring {
       // and could in theory echo input; replace it.
       throw unwrapFailed(kekId, 'authentication failed (wrong KEK material for this id, altered blob, or wrong context)');
     }
+  }
+
+  /**
+   * HMAC-SHA256 of `data` under a key derived from a KEK (HKDF-SHA256, RFC 5869, with `purpose`
+   * and the KEK id as info), so metadata kept beside the keys (manifests) is authenticated by
+   * whoever holds the keyring (recorders, the control plane) and by nobody else. The active KEK
+   * signs; any KEK still in the ring verifies, so rotation needs no rewrite.
+   */
+  mac(purpose: string, data: string | Buffer, kekId: string = this.#activeKeyId): { kekId: string; mac: string } {
+    return { kekId, mac: createHmac('sha256', this.#macKey(purpose, kekId)).update(data).digest('hex') };
+  }
+
+  /** True when `mac` is `data`'s MAC under the KEK `kekId` for `purpose`; KEK_UNKNOWN when that KEK left the ring. */
+  verifyMac(purpose: string, data: string | Buffer, kekId: string, mac: string): boolean {
+    if (!this.#keys.has(kekId)) {
+      throw new OptinError('KEK_UNKNOWN', `MAC made under key-encryption key ${JSON.stringify(String(kekId))}, which is not in the keyring (ids: ${this.keyIds().join(', ')})`);
+    }
+    const want = Buffer.from(this.mac(purpose, data, kekId).mac, 'hex');
+    const got = Buffer.from(typeof mac === 'string' && /^[0-9a-f]{64}$/.test(mac) ? mac : '', 'hex');
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+
+  #macKey(purpose: string, kekId: string): KeyObject {
+    if (!/^[a-z][a-z0-9-]{0,31}$/.test(purpose)) throw new OptinError('CONFIG_INVALID', 'Keyring.mac: purpose must be a short lowercase label');
+    const id = `${purpose}\n${kekId}`;
+    let key = this.#macKeys.get(id);
+    if (key === undefined) {
+      const bytes = Buffer.from(hkdfSync('sha256', this.#kek(kekId), Buffer.alloc(0), `optin/mac/v1\n${id}`, 32));
+      key = createSecretKey(bytes);
+      bytes.fill(0);
+      this.#macKeys.set(id, key);
+    }
+    return key;
   }
 
   #kek(kekId: string): KeyObject {

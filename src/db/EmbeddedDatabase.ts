@@ -35,7 +35,7 @@ export class EmbeddedDatabase implements Database {
   }
 
   static async open(options: EmbeddedDatabaseOptions): Promise<EmbeddedDatabase> {
-    if (!options.dataDir.startsWith('memory://')) mkdirSync(options.dataDir, { recursive: true });
+    if (!options.dataDir.startsWith('memory://')) mkdirSync(options.dataDir, { recursive: true, mode: 0o700 }); // consent evidence and ids: private
     const db = await PGlite.create(options.dataDir);
     return new EmbeddedDatabase(db, options.onQuery);
   }

@@ -22,6 +22,8 @@ export interface ControlPlaneStore {
   deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<StoreReceipt>;
   /** Every recording's manifest, as catalogue entries. */
   listEntries(): Promise<CatalogueEntry[]>;
+  /** The audit trail this replica writes to (its heads are what the control plane anchors). */
+  readonly audit: AuditTrail;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,8 @@ export interface StoreSettings {
   /** Writer id of this replica in the audit trail and the store's node id. */
   nodeId: string;
   logger: Logger;
+  /** The audit trail's HMAC key (the recorders' key) and its store principal (default: the s3 keys). */
+  audit: { hmacKey: Buffer; accessKey?: string | undefined; secretKey?: string | undefined; retention: { mode: 'COMPLIANCE' | 'GOVERNANCE'; days: number } };
 }
 
 export { summarizeReceipt };
@@ -46,7 +50,19 @@ export async function openControlPlaneStore(settings: StoreSettings): Promise<Co
   const client = createS3Client(settings.s3);
   const buckets = bucketNames({ prefix: settings.bucketPrefix, media: settings.mediaBucket, keys: settings.keysBucket, audit: settings.auditBucket });
   const keyring = Keyring.fromConfig(settings.keyring);
-  const audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: settings.nodeId, logger: settings.logger, createBucket: true });
+  const auditClient =
+    settings.audit.accessKey !== undefined && settings.audit.secretKey !== undefined
+      ? createS3Client({ ...settings.s3, accessKey: settings.audit.accessKey, secretKey: settings.audit.secretKey })
+      : client;
+  const audit = await AuditTrail.open({
+    client: auditClient,
+    bucket: buckets.audit,
+    writerId: settings.nodeId,
+    logger: settings.logger,
+    createBucket: true,
+    hmacKey: settings.audit.hmacKey,
+    retention: settings.audit.retention,
+  });
   const auditSpool = new AuditSpool(audit, path.join(settings.spoolDir, 'audit'), settings.logger);
   const store = await RecordingStore.open({
     client,
@@ -63,6 +79,7 @@ export async function openControlPlaneStore(settings: StoreSettings): Promise<Co
     sweep: false,
   });
   return {
+    audit,
     async deleteRecording(recordingId, options) {
       return summarizeReceipt(await store.deleteRecording(recordingId, options));
     },

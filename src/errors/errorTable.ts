@@ -44,6 +44,10 @@ export const ERROR_TABLE = {
   UNAUTHENTICATED: row('unauthenticated', 'caller'),
   ACCESS_DENIED: row('forbidden', 'caller'),
   JOIN_DENIED: row('forbidden', 'caller'),
+  /** A call-control token that is forged, expired, reused, for another audience, call or participant. */
+  TOKEN_REFUSED: row('unauthenticated', 'caller'),
+  ORIGIN_REFUSED: row('forbidden', 'caller'),
+  PEER_LIMIT: row('rate-limited', 'caller'),
   CODEC_UNSUPPORTED: row('unsupported', 'caller'),
   // -- configuration ----------------------------------------------------------------------------
   CONFIG_INVALID: row('config', 'config'),
@@ -87,6 +91,8 @@ export const ERROR_TABLE = {
   SEGMENT_TOO_LARGE: row('too-large', 'ours'),
   INVALID_SEGMENT: row('invalid-input', 'ours'),
   MANIFEST_INVALID: row('corrupt', 'dependency'),
+  /** A manifest whose MAC does not verify: changed by someone without the keyring (or another keyring). */
+  MANIFEST_TAMPERED: row('corrupt', 'dependency'),
   // -- crypto -----------------------------------------------------------------------------------
   DATA_KEY_MISSING: row('gone', 'caller'),
   DATA_KEY_INVALID: row('corrupt', 'dependency'),
@@ -100,6 +106,7 @@ export const ERROR_TABLE = {
   AUDIT_WRITE_FAILED: row('unavailable', 'dependency', true),
   AUDIT_BUCKET_MISSING: row('config', 'config'),
   AUDIT_INVALID_ENTRY: row('invalid-input', 'ours'),
+  AUDIT_ANCHOR_REFUSED: row('conflict', 'caller'),
   // -- access -----------------------------------------------------------------------------------
   RENDER_TOO_LARGE: row('too-large', 'caller'),
   EXTRACT_TOO_LARGE: row('too-large', 'caller'),
@@ -142,6 +149,7 @@ export const ERROR_TABLE = {
   CONTROL_NOT_FRESH: row('unavailable', 'dependency', true),
   CONTROL_BAD_REPORT: row('invalid-input', 'ours'),
   CONTROL_BAD_NONCE: row('invalid-input', 'caller'),
+  CONTROL_UNREACHABLE: row('unavailable', 'dependency', true),
   CONTROL_CAP_UNKNOWN: row('unavailable', 'dependency', true),
   // -- control plane: database, fact ingest, ledgers (src/db, src/facts, src/erasure, src/caps) --
   DB_UNAVAILABLE: row('unavailable', 'dependency', true),

@@ -26,7 +26,9 @@ export interface GateTransition {
  * applies a returned transition before it writes the next packet.
  *
  * `runIndex` counts openings (0-based): each open period is its own run of
- * segments, so a closed stretch is never papered over inside one run.
+ * segments, so a closed stretch is never papered over inside one run. A track restarted inside
+ * an open period (a speaker who reconnects) takes the next index too (`reserveRun`), so run
+ * indices stay unique within a call and grow with time on every track.
  */
 export class GateMachine {
   readonly callId: string;
@@ -55,6 +57,14 @@ export class GateMachine {
 
   get runIndex(): number {
     return this.#runIndex;
+  }
+
+  /**
+   * Takes the next run index for a track that starts again inside the current open period (its
+   * speaker reconnected with a new producer): the next opening then takes the index after it.
+   */
+  reserveRun(): number {
+    return ++this.#runIndex;
   }
 
   /** The last decision evaluated (undefined before the first evaluate). */

@@ -105,6 +105,9 @@ export interface RtpSenderOptions {
   seconds?: number;
   /** Play the file again and again (until `seconds`, or stop()): calls longer than a fixture. */
   loop?: boolean;
+  /** Send from these local ports (a plain leg accepts only the address its gateway declared). */
+  localRtpPort?: number;
+  localRtcpPort?: number;
 }
 
 /**
@@ -116,7 +119,8 @@ export function sendRtp(o: RtpSenderOptions): FfmpegRun {
     o.codec === 'opus'
       ? ['-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip', '-ac', '1', '-ar', '48000', '-payload_type', '100']
       : ['-c:a', o.codec === 'pcmu' ? 'pcm_mulaw' : 'pcm_alaw', '-ac', '1', '-ar', '8000', '-payload_type', o.codec === 'pcmu' ? '0' : '8'];
-  const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}`;
+  const local = `${o.localRtpPort === undefined ? '' : `&localrtpport=${o.localRtpPort}`}${o.localRtcpPort === undefined ? '' : `&localrtcpport=${o.localRtcpPort}`}`;
+  const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}${local}`;
   return runFfmpeg([
     '-v', 'error', '-re',
     ...(o.loop ? ['-stream_loop', '-1'] : []),

@@ -73,6 +73,13 @@ export interface CallRecorderDeps {
   requestEvaluate: (callId: string) => void;
 }
 
+/** One participant's producer under the tap; `live` false once a newer producer replaced it. */
+interface Tap {
+  producerId: string;
+  consumer: types.Consumer | undefined;
+  live: boolean;
+}
+
 /**
  * One call under the recorder: its gate, its participants' tracks, and its recording. The gate
  * is evaluated synchronously on every control change and on the shared tick; a closing decision
@@ -96,6 +103,14 @@ export class CallRecorder {
   #begun: Promise<unknown> | undefined;
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
+  /**
+   * Raised at every opening until the mediasoup worker answers a request sent at that instant:
+   * packets it delivers before the answer may have reached it while the gate was still closed
+   * (see `#raiseFence`), so they are dropped like any packet of a closed gate.
+   */
+  #fence: object | undefined;
+  /** The producer tapped for each participant (the newest one: a reconnect replaces it). */
+  readonly #taps = new Map<string, Tap>();
 
   constructor(callId: string, room: CallRoom | undefined, deps: CallRecorderDeps) {
     this.callId = callId;
@@ -123,7 +138,12 @@ export class CallRecorder {
 
   /** True while packets arriving now are kept. */
   get writing(): boolean {
-    return this.#phase.name === 'recording';
+    return this.#phase.name === 'recording' && this.#fence === undefined;
+  }
+
+  /** True from an opening until the worker confirmed the packets before it were delivered (see `#raiseFence`). */
+  get fenced(): boolean {
+    return this.#fence !== undefined;
   }
 
   get erased(): boolean {
@@ -249,6 +269,7 @@ export class CallRecorder {
     this.#phase = next;
     if (from.name !== next.name) this.#log.info({ phase: next.name, from: from.name, ...(stopReasons.length ? { reasons: stopReasons } : {}) }, 'recording phase');
     if (next.name === 'recording') {
+      this.#raiseFence();
       for (const t of this.tracks.values()) t.startRun(next.recordingId, next.run);
       this.#auditRecording(nowMs, next.recordingId, next.run, []);
     } else if (from.name === 'recording') {
@@ -278,12 +299,40 @@ export class CallRecorder {
     });
   }
 
+  /**
+   * R4 at a reopening, by the packet's receive time rather than its delivery to Node. The gate
+   * decides in Node; packets the worker received before that instant but that were still queued
+   * in its channel (event-loop lag: a GC pause, a burst of work) would be delivered after the
+   * opening and kept. The worker writes the tap's packets and its answers to requests into one
+   * ordered channel, so every packet it took before handling a request sent now is delivered
+   * before the answer: until the answer (and the packets read with it), packets are dropped. The cost is the channel's round
+   * trip of audio at each opening (well under a millisecond idle; the lag itself under load).
+   * A packet still unread in the worker's UDP socket when it handles the request can pass: the
+   * remaining window is the worker's own read latency, not Node's lag.
+   */
+  #raiseFence(): void {
+    const tap = this.#tap;
+    if (!tap) return;
+    const fence = {};
+    this.#fence = fence;
+    tap.getStats().then(
+      () => {
+        // mediasoup's Channel emits notifications (the packets) from setImmediate but resolves
+        // responses at once, so the packets read with the answer are still queued: lift the
+        // fence from a setImmediate queued after theirs (FIFO), not here.
+        setImmediate(() => {
+          if (this.#fence === fence) this.#fence = undefined;
+        });
+      },
+      (err: Error) => {
+        // The tap is gone (the call is ending): the fence stays up, nothing more is kept.
+        if (this.#fence === fence) this.#log.warn({ err: err.message }, 'gate fence not lifted: the tap did not answer');
+      },
+    );
+  }
+
   #endRuns(nowMs: number): void {
-    for (const t of this.tracks.values()) {
-      const p = t.endRun(nowMs);
-      this.#ending.add(p);
-      void p.finally(() => this.#ending.delete(p));
-    }
+    for (const t of this.tracks.values()) this.#trackEnding(t.endRun(nowMs));
   }
 
   /**
@@ -373,15 +422,74 @@ export class CallRecorder {
       );
   }
 
+  /**
+   * Taps a participant's audio producer. A participant seen before whose producer changed (the
+   * speaker reconnected: a page reload, a new SIP leg) is tapped again as the same participant:
+   * the old tap stops, and if the call is recording the track continues in a new run of the same
+   * recording (new jitter buffer and timeline anchor for the new SSRC and RTP clock), so R7's
+   * "recording" stays true of every speaker. A new codec continues the track in a new
+   * TrackRecorder, its segment numbering carried over.
+   */
   async #tapLeg(leg: AudioLeg): Promise<void> {
+    const pid = leg.participantId;
     const room = this.room;
-    if (this.#phase.name === 'ended' || !this.#tap || !room || this.tracks.has(leg.participantId)) return;
-    const track = this.#newTrack(leg.participantId, leg.codec);
-    const consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities });
-    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
-    consumer.on('rtp', (packet) => track.onRtp(packet, Date.now(), this.#phase.name === 'recording'));
+    if (this.#phase.name === 'ended' || !this.#tap || !room || this.#taps.get(pid)?.producerId === leg.producer.id) return;
+    // Claimed before the await: the start() loop and the 'audioproducer' event may both offer it.
+    const tap: Tap = { producerId: leg.producer.id, live: false, consumer: undefined };
+    const previous = this.#taps.get(pid);
+    this.#taps.set(pid, tap);
+    let consumer: types.Consumer;
+    try {
+      consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities });
+    } catch (err) {
+      // The producer closed before it could be tapped (the speaker left again at once).
+      if (this.#taps.get(pid) === tap) {
+        if (previous) this.#taps.set(pid, previous);
+        else this.#taps.delete(pid);
+      }
+      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
+      return;
+    }
+    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
+      consumer.close(); // superseded by a newer producer meanwhile, or the call ended
+      return;
+    }
+    if (previous) {
+      previous.live = false;
+      previous.consumer?.close();
+    }
+    const nowMs = Date.now();
     const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    let track = this.tracks.get(pid);
+    if (track && track.codec === leg.codec) {
+      if (phase.name === 'recording') {
+        const run = this.gate.reserveRun();
+        if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
+        else track.startRun(phase.recordingId, run);
+        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
+      }
+    } else {
+      let continueFrom: { nextSegment: number; position: number } | undefined;
+      if (track) {
+        const retired = track;
+        const ending = retired.endRun(nowMs);
+        continueFrom = retired.continuation;
+        this.#trackEnding(ending.then(() => retired.close(nowMs)));
+      }
+      track = this.#newTrack(pid, leg.codec, continueFrom);
+      if (phase.name === 'recording') {
+        const run = continueFrom ? this.gate.reserveRun() : phase.run;
+        track.startRun(phase.recordingId, run);
+        if (continueFrom) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
+      }
+    }
+    const current = track;
+    tap.consumer = consumer;
+    tap.live = true;
+    // Hot path: the gate is read at arrival; a closed gate drops the packet here.
+    consumer.on('rtp', (packet) => {
+      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording' && this.#fence === undefined);
+    });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
   }
@@ -423,7 +531,7 @@ export class CallRecorder {
     };
   }
 
-  #newTrack(participantId: string, codec: AudioCodec): TrackRecorder {
+  #newTrack(participantId: string, codec: AudioCodec, continueFrom?: { nextSegment: number; position: number }): TrackRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
@@ -444,9 +552,16 @@ export class CallRecorder {
       metrics: this.#d.metrics,
       // The Recorder reads the spool state on re-evaluation: a full spool closes every gate.
       onStoreError: () => this.#d.requestEvaluate(this.callId),
+      ...(continueFrom ? { continueFrom } : {}),
     });
     this.tracks.set(participantId, track);
     return track;
+  }
+
+  /** A run (or a retired track) still handing segments over: close and erase wait for it. */
+  #trackEnding(p: Promise<void>): void {
+    this.#ending.add(p);
+    void p.finally(() => this.#ending.delete(p));
   }
 
   #report(): void {

@@ -47,6 +47,11 @@ export interface TrackRecorderOptions {
   metrics?: Metrics;
   /** Called when storing a segment failed for good (the recorder closes the gate). */
   onStoreError: (err: Error) => void;
+  /**
+   * Where this participant's track stands when an earlier TrackRecorder of the same participant
+   * (another codec: the speaker reconnected) was retired: numbering and position continue from it.
+   */
+  continueFrom?: { nextSegment: number; position: number };
 }
 
 interface Run {
@@ -91,6 +96,18 @@ export class TrackRecorder {
     this.participantId = opts.participantId;
     this.codec = opts.codec;
     this.#log = opts.logger.child({ participantId: opts.participantId });
+    if (opts.continueFrom) {
+      this.#nextSegment = opts.continueFrom.nextSegment;
+      this.#position = opts.continueFrom.position;
+    }
+  }
+
+  /**
+   * The next segment number and track position a run started now would take. Read right after
+   * `endRun` was called (synchronously) to continue the track in another TrackRecorder.
+   */
+  get continuation(): { nextSegment: number; position: number } {
+    return { nextSegment: this.#nextSegment, position: this.#position };
   }
 
   get recording(): boolean {
@@ -176,6 +193,19 @@ export class TrackRecorder {
       pendingSamples: 0,
       packetsWritten: 0,
     };
+  }
+
+  /**
+   * The speaker's media restarted (a reconnect: new producer, new SSRC, new RTP clock): ends the
+   * open run, if any, and starts run `index` of the same recording, with its own jitter buffer and
+   * timeline anchor. Returns the ending run's hand-over (see `endRun`).
+   */
+  restartRun(nowMs: number, index: number): Promise<void> {
+    const run = this.#run;
+    if (!run) return Promise.resolve();
+    const ending = this.endRun(nowMs);
+    this.startRun(run.recordingId, index);
+    return ending;
   }
 
   /** Shared tick: releases what the jitter buffer is done waiting for. */

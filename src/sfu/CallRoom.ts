@@ -72,11 +72,21 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   }
 
   /**
-   * A SIP/PSTN-style leg: a PlainTransport that learns the sender's address from its first packet
-   * (comedia). RTCP on its own port (rtcpMux false): senders such as ffmpeg send RTCP from another
-   * source port, which with a muxed transport would claim the tuple and drop all RTP.
+   * A SIP/PSTN-style leg: a PlainTransport. With `remote` (what call control always passes: the
+   * address the gateway declared) it is connected to that address and mediasoup drops RTP from
+   * anywhere else, so a stranger reaching the port first cannot take the leg. Without it, the
+   * transport learns the sender from its first packet (comedia): only for in-process callers
+   * (tests, benchmarks, the fixture player) that send from ports they do not know in advance.
+   * RTCP on its own port (rtcpMux false): senders such as ffmpeg send RTCP from another source
+   * port, which with a muxed transport would claim the tuple and drop all RTP.
    */
-  async addPlainLeg(participantId: string, codec: AudioCodec, ssrc: number, payloadType?: number): Promise<PlainLeg> {
+  async addPlainLeg(
+    participantId: string,
+    codec: AudioCodec,
+    ssrc: number,
+    payloadType?: number,
+    remote?: { ip: string; rtpPort: number; rtcpPort: number },
+  ): Promise<PlainLeg> {
     this.#assertOpen();
     if (this.#legs.has(participantId)) {
       throw new OptinError('LEG_EXISTS', `participant ${participantId} already has an audio leg in call ${this.callId}`);
@@ -84,9 +94,10 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     const transport = await this.router.createPlainTransport({
       listenInfo: { protocol: 'udp', ip: this.#listenIp, ...(this.#announcedAddress ? { announcedAddress: this.#announcedAddress } : {}) },
       rtcpMux: false,
-      comedia: true,
+      comedia: remote === undefined,
     });
     this.#transports.add(transport);
+    if (remote !== undefined) await transport.connect({ ip: remote.ip, port: remote.rtpPort, rtcpPort: remote.rtcpPort });
     const producer = await transport.produce({
       kind: 'audio',
       rtpParameters: plainAudioRtpParameters(codec, ssrc, payloadType),

@@ -12,7 +12,7 @@
  */
 import { createHash, createHmac } from 'node:crypto';
 import { z } from 'zod';
-import { ID_PATTERN } from '../ids/ids.ts';
+import { ID_PATTERN, isId, personalLook } from '../ids/ids.ts';
 import { parseUri } from '../sip/headerValues.ts';
 import type { SipRequest } from '../sip/SipMessage.ts';
 import type { RsMetadata, RsParticipant, RsStream } from './rsMetadata.ts';
@@ -88,13 +88,17 @@ export type Resolved = { ok: true; id: string; rule: number } | { ok: false; pro
 
 /** Turns a raw value into an id under a rule; undefined when the value does not fit. */
 export function toId(raw: string, rule: { pattern?: string | undefined; transform: z.infer<typeof transform>; prefix: string }, key?: string): string | undefined {
+  return mapValue(raw, rule, key).id;
+}
+
+function mapValue(raw: string, rule: { pattern?: string | undefined; transform: z.infer<typeof transform>; prefix: string }, key?: string): { id?: string; personal: boolean } {
   let value = raw.trim();
   if (rule.pattern !== undefined) {
     const m = new RegExp(rule.pattern).exec(value);
-    if (!m) return undefined;
+    if (!m) return { personal: false };
     value = m.groups?.id ?? m[1] ?? m[0];
   }
-  if (value === '') return undefined;
+  if (value === '') return { personal: false };
   let id: string;
   switch (rule.transform) {
     case 'verbatim':
@@ -107,11 +111,17 @@ export function toId(raw: string, rule: { pattern?: string | undefined; transfor
       id = rule.prefix + createHash('sha256').update(value).digest('base64url').slice(0, 22);
       break;
     case 'hmac-sha256':
-      if (key === undefined) return undefined;
+      if (key === undefined) return { personal: false };
       id = rule.prefix + createHmac('sha256', key).update(value).digest('base64url').slice(0, 22);
       break;
   }
-  return ID_PATTERN.test(id) ? id : undefined;
+  // A pseudonymous id only: a verbatim phone number or e-mail address (an AoR user part, a
+  // numeric label) is refused here, so it never becomes an object name (docs/rules.md, "Ids").
+  if (isId(id)) return { id, personal: false };
+  // Say so when the value was a phone number (an AoR user part); a SIP Call-ID looks like an
+  // e-mail address by its form (local@host) and is simply not an id.
+  const look = personalLook(id);
+  return { personal: look === 'phone-number' || (look !== undefined && ID_PATTERN.test(id)) };
 }
 
 /**
@@ -170,14 +180,29 @@ function rawCallValue(rule: CallIdRule, req: SipRequest, md: RsMetadata | undefi
   }
 }
 
+/** True when `raw` through `rule` gives a well-formed id that is refused only for looking like personal data. */
+function personalIdRefused(raw: string, rule: { pattern?: string | undefined; transform: z.infer<typeof transform>; prefix: string }, key?: string): boolean {
+  return mapValue(raw, rule, key).personal;
+}
+
+function personalProblem(what: 'call' | 'participant', rule: number): string {
+  return (
+    `no ${what} id: mapping rule ${rule} found a value that looks like a phone number or an e-mail address (not shown), ` +
+    'which must never become an id: use transform "hmac-sha256" (or a prefix, for a numeric reference that is not a phone number) (docs/rules.md, "Ids")'
+  );
+}
+
 export function resolveCallId(rules: readonly CallIdRule[], req: SipRequest, md: RsMetadata | undefined, key?: string): Resolved {
+  let personal: number | undefined;
   for (let i = 0; i < rules.length; i++) {
     const rule = rules[i]!;
     const raw = rawCallValue(rule, req, md);
     if (raw === undefined) continue;
     const id = toId(raw, rule, key);
     if (id !== undefined) return { ok: true, id, rule: i };
+    if (personalIdRefused(raw, rule, key)) personal = i;
   }
+  if (personal !== undefined) return { ok: false, problem: personalProblem('call', personal) };
   return { ok: false, problem: `no call id: none of the ${rules.length} mapping rule(s) (${rules.map((r) => r.from + (r.name ? `:${r.name}` : '')).join(', ')}) found a value` };
 }
 
@@ -218,12 +243,15 @@ function rawParticipantValue(rule: ParticipantIdRule, ctx: ParticipantContext): 
 }
 
 export function resolveParticipantId(rules: readonly ParticipantIdRule[], ctx: ParticipantContext, key?: string): Resolved {
+  let personal: number | undefined;
   for (let i = 0; i < rules.length; i++) {
     const rule = rules[i]!;
     const raw = rawParticipantValue(rule, ctx);
     if (raw === undefined) continue;
     const id = toId(raw, rule, key);
     if (id !== undefined) return { ok: true, id, rule: i };
+    if (personalIdRefused(raw, rule, key)) personal = i;
   }
+  if (personal !== undefined) return { ok: false, problem: personalProblem('participant', personal) };
   return { ok: false, problem: `no participant id: none of the ${rules.length} participant rule(s) (${rules.map((r) => r.from).join(', ')}) found a value` };
 }

@@ -2,11 +2,11 @@ import { mapLimit } from '../async/promises.ts';
 import { sha256Hex } from '../crypto/digest.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import { SegmentAuthError, openSegment } from '../crypto/segmentSeal.ts';
-import { OptinError } from '../errors/OptinError.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { assertId } from '../ids/ids.ts';
 import { unwrapDataKey } from './dataKeys.ts';
 import { MANIFESTS_PREFIX, dataKeyObjectKey, manifestObjectKey, parseManifestObjectKey, type BucketNames } from './layout.ts';
-import { parseManifest, type RecordingManifest } from './manifest.ts';
+import { openManifest, type RecordingManifest } from './manifest.ts';
 import { S3Objects } from './S3Objects.ts';
 import type { BucketRole } from './Spool.ts';
 import type { RecordingReaderOptions, RecordingSource, RecordingSummary, TrackSegment } from './types.ts';
@@ -41,6 +41,7 @@ export class RecordingReader implements RecordingSource {
   readonly #objects: S3Objects;
   readonly #local: LocalCopies | undefined;
   readonly #now: () => number;
+  readonly #onRefused: ((recordingId: string, err: Error) => void) | undefined;
   #keyring: Keyring;
 
   /**
@@ -56,6 +57,7 @@ export class RecordingReader implements RecordingSource {
     this.buckets = Object.freeze({ ...options.buckets });
     this.#keyring = options.keyring;
     this.#now = options.now ?? Date.now;
+    this.#onRefused = options.onManifestRefused;
     this.#objects = internals?.objects ?? new S3Objects(options.client, this.buckets, options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
     this.#local = internals?.local;
   }
@@ -154,7 +156,13 @@ export class RecordingReader implements RecordingSource {
     const active = this.#local?.manifest(recordingId);
     if (active !== undefined) return active;
     const body = await this.readObject('keys', manifestObjectKey(recordingId));
-    return body === null ? null : parseManifest(body, recordingId);
+    if (body === null) return null;
+    try {
+      return openManifest(body, recordingId, this.#keyring);
+    } catch (err) {
+      if (isOptinError(err, 'MANIFEST_TAMPERED')) this.#onRefused?.(recordingId, err);
+      throw err;
+    }
   }
 
   /** Object bytes from the spool if a copy waits there, else from the store. null if absent. */

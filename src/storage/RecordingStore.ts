@@ -106,7 +106,13 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
 
     this.#objects = new S3Objects(options.client, this.buckets, uploadTimeoutMs);
     this.#reader = new RecordingReader(
-      { client: options.client, buckets: this.buckets, keyring: options.keyring, now: this.#now },
+      {
+        client: options.client,
+        buckets: this.buckets,
+        keyring: options.keyring,
+        now: this.#now,
+        onManifestRefused: (recordingId, err) => this.#logger.error({ recordingId, err: err.message }, 'manifest refused: its MAC does not verify (changed outside optin)'),
+      },
       { objects: this.#objects, local: localCopies(this.#registry, spool) },
     );
     this.sweeper = new Sweeper({
@@ -130,6 +136,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       drainConcurrency: Math.max(1, Math.min(64, options.drainConcurrency ?? 8)),
       retryMinMs: options.retryMinMs ?? 250,
       retryMaxMs: options.retryMaxMs ?? 5_000,
+      manifestAuth: () => this.#keyring,
       ...(options.writeGuard === undefined ? {} : { guard: options.writeGuard }),
     });
     const parts = { registry: this.#registry, reader: this.#reader, objects: this.#objects, uploader: this.#uploader, sweeper: this.sweeper, logger: this.#logger };

@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.ts';
 import { sha256Hex } from '../crypto/digest.ts';
@@ -113,6 +113,8 @@ export class Spool extends TypedEmitter<SpoolEvents> {
     const spool = new Spool(options.dir, options.maxBytes, options.logger, options.now ?? Date.now);
     await mkdir(spool.#itemsDir, { recursive: true, mode: 0o700 });
     await mkdir(spool.#tombDir, { recursive: true, mode: 0o700 });
+    // A directory that already existed keeps its mode under mkdir: make it private now.
+    for (const d of [options.dir, spool.#itemsDir, spool.#tombDir]) await chmod(d, 0o700);
     await spool.#recover();
     return spool;
   }

@@ -2,7 +2,7 @@ import { isOptinError, OptinError } from '../errors/OptinError.ts';
 import { TypedEmitter } from '../events/TypedEmitter.ts';
 import type { Logger } from '../log/logger.ts';
 import { manifestObjectKey } from './layout.ts';
-import { serializeManifest, type RecordingManifest } from './manifest.ts';
+import { sealManifest, type ManifestAuthenticator, type RecordingManifest } from './manifest.ts';
 import type { RecordingRegistry } from './RecordingRegistry.ts';
 import type { S3Objects } from './S3Objects.ts';
 import { describeS3Error } from './s3Errors.ts';
@@ -51,6 +51,8 @@ export interface UploaderOptions {
   /** Retry backoff bounds, ms. */
   retryMinMs: number;
   retryMaxMs: number;
+  /** Signs each manifest written (the keyring; read at each write, so rotation applies at once). */
+  manifestAuth: () => ManifestAuthenticator;
   guard?: WriteGuard;
 }
 
@@ -82,6 +84,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
   readonly #drainConcurrency: number;
   readonly #retryMinMs: number;
   readonly #retryMaxMs: number;
+  readonly #manifestAuth: () => ManifestAuthenticator;
   readonly #guard: WriteGuard | undefined;
 
   readonly #repairPending = new Set<string>();
@@ -107,6 +110,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     this.#drainConcurrency = options.drainConcurrency;
     this.#retryMinMs = options.retryMinMs;
     this.#retryMaxMs = options.retryMaxMs;
+    this.#manifestAuth = options.manifestAuth;
     this.#guard = options.guard;
   }
 
@@ -180,7 +184,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     this.#refuseDeleted({ recordingId: manifest.recordingId });
     manifest.revision++;
     manifest.updatedAtMs = this.#now();
-    const body = serializeManifest(manifest);
+    const body = sealManifest(manifest, this.#manifestAuth());
     const objectKey = manifestObjectKey(manifest.recordingId);
     const meta: SpoolItemMeta = { kind: 'manifest', bucketRole: 'keys', objectKey, recordingId: manifest.recordingId, expiresAtMs: manifest.expiresAtMs };
     if (await this.#tryDirect(meta, body)) return 'uploaded';

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { OptinError } from '../errors/OptinError.ts';
-import { ID_PATTERN } from '../ids/ids.ts';
+import { canonicalJson } from '../crypto/canonicalJson.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
+import { IdSchema } from '../ids/ids.ts';
 
 /**
  * The manifest: everything about a recording except audio and keys (kept in the keys bucket, never
@@ -79,7 +80,7 @@ export interface RecordingManifest {
   updatedAtMs: number;
 }
 
-const id = z.string().regex(ID_PATTERN);
+const id = IdSchema;
 const prim = z.union([z.string().max(256), z.number(), z.boolean(), z.null()]);
 const flatRecord = z.record(z.string().max(64), prim);
 
@@ -129,23 +130,79 @@ const manifestSchema = z.object({
   updatedAtMs: z.number(),
 });
 
-export function parseManifest(bytes: Buffer | string, where: string): RecordingManifest {
-  let raw: unknown;
+/** The Keyring MAC purpose of manifests (its own derived key: never reused for anything else). */
+export const MANIFEST_MAC_PURPOSE = 'manifest';
+
+/** What signs and checks manifests: the keyring (src/crypto/Keyring.ts) satisfies it. */
+export interface ManifestAuthenticator {
+  mac(purpose: string, data: string, kekId?: string): { kekId: string; mac: string };
+  verifyMac(purpose: string, data: string, kekId: string, mac: string): boolean;
+}
+
+/** The MAC carried by a stored manifest: HMAC-SHA256 of its canonical JSON without `mac`. */
+interface ManifestMac {
+  alg: 'HMAC-SHA256';
+  kekId: string;
+  value: string;
+}
+
+/**
+ * Reads a stored manifest and checks its MAC (R10, DESIGN §5): the manifest decides who may play
+ * a recording (`teamLeadId`) and what the compliance report trusts (segment times, consent
+ * evidence), so one changed by anyone without the keyring, or without a MAC at all, is refused
+ * loudly with MANIFEST_TAMPERED rather than used.
+ */
+export function openManifest(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): RecordingManifest {
+  const raw = parseJson(bytes, where);
+  const { mac, ...body } = (raw ?? {}) as { mac?: Partial<ManifestMac> };
+  if (mac === undefined || typeof mac !== 'object' || mac === null || mac.alg !== 'HMAC-SHA256' || typeof mac.kekId !== 'string' || typeof mac.value !== 'string') {
+    throw new OptinError('MANIFEST_TAMPERED', `manifest ${where} carries no valid MAC: it was not written by optin (or was altered); refusing to use it`);
+  }
+  let ok: boolean;
   try {
-    raw = JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
+    ok = auth.verifyMac(MANIFEST_MAC_PURPOSE, canonicalJson(body), mac.kekId, mac.value);
+  } catch (err) {
+    // A KEK that left the ring is a configuration matter (keep retired KEKs until their recordings expire).
+    if (isOptinError(err, 'KEK_UNKNOWN')) throw new OptinError('KEK_UNKNOWN', `manifest ${where} is signed under key-encryption key ${JSON.stringify(mac.kekId)}, which is not in the keyring: keep retired KEKs configured until their recordings expire`);
+    throw err;
+  }
+  if (!ok) {
+    throw new OptinError(
+      'MANIFEST_TAMPERED',
+      `manifest ${where} does not match its MAC: it was changed outside optin (e.g. its team lead or segment times), or the keyring holds other material under ${JSON.stringify(mac.kekId)}; refusing to use it`,
+    );
+  }
+  return validateManifest(body, where);
+}
+
+/** The stored form of a manifest: JSON with its MAC under the keyring's active KEK. */
+export function sealManifest(m: RecordingManifest, auth: ManifestAuthenticator): Buffer {
+  const { mac: _drop, ...body } = m as RecordingManifest & { mac?: unknown };
+  const { kekId, mac } = auth.mac(MANIFEST_MAC_PURPOSE, canonicalJson(body));
+  const sealed: ManifestMac = { alg: 'HMAC-SHA256', kekId, value: mac };
+  return Buffer.from(JSON.stringify({ ...body, mac: sealed }));
+}
+
+function parseJson(bytes: Buffer | string, where: string): unknown {
+  try {
+    return JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
   } catch {
     throw new OptinError('MANIFEST_INVALID', `manifest ${where} is not JSON`);
   }
+}
+
+/** Parses a manifest WITHOUT checking its MAC: only for data that never left this process. */
+export function parseManifest(bytes: Buffer | string, where: string): RecordingManifest {
+  return validateManifest(parseJson(bytes, where), where);
+}
+
+function validateManifest(raw: unknown, where: string): RecordingManifest {
   const r = manifestSchema.safeParse(raw);
   if (!r.success) {
     const issue = r.error.issues[0];
     throw new OptinError('MANIFEST_INVALID', `manifest ${where} is invalid at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? ''}`);
   }
   return r.data as RecordingManifest;
-}
-
-export function serializeManifest(m: RecordingManifest): Buffer {
-  return Buffer.from(JSON.stringify(m));
 }
 
 export function cloneManifest(m: RecordingManifest): RecordingManifest {

@@ -99,6 +99,8 @@ export interface RecordingReaderOptions {
   now?: () => number;
   /** A GET slower than twice this fails with STORAGE_TIMEOUT, a listing four times. Default 5000 ms. */
   requestTimeoutMs?: number;
+  /** Told of every manifest refused for its MAC (MANIFEST_TAMPERED), listings included: log it loudly. */
+  onManifestRefused?: (recordingId: string, err: Error) => void;
 }
 
 export interface ParticipantInput {

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { registerAuditStream } from '../audit/anchors.ts';
 import { AUTH_FAILURE_TEXT, NONCE_HEADER, NonceCache, TOKEN_MAX_AGE_MS, assertSecret, serverProof, verifyWorkerToken, type Secret } from '../control/auth.ts';
 import { createServerNonce, deriveSessionKey } from '../control/frameAuth.ts';
 import { MAX_FRAME_BYTES, SUBPROTOCOL_V2 } from '../control/protocolV2.ts';
@@ -179,6 +180,11 @@ export class StreamServer {
         [workerId, this.#o.replicaId, now],
       )
       .catch(() => undefined);
+    // A recorder writes the audit trail under its workerId: from now on its stream must exist
+    // (a stream deleted from the bucket is then a break for `optin audit verify`).
+    await registerAuditStream(this.#o.db, workerId, 'stream-hello', now).catch((err: unknown) =>
+      this.#o.logger.warn({ workerId, err: (err as Error).message }, 'stream: audit stream not registered'),
+    );
     await session.start();
   }
 

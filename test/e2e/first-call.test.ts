@@ -59,7 +59,10 @@ describe('first recorded call', () => {
       expect(body.subarray(0, 4).toString()).toBe('OPTN'); // sealed, not Ogg
       expect(body.includes(Buffer.from('OggS'))).toBe(false);
       const tags = Object.fromEntries((await client.getObjectTagging(bucket, name)).map((t: { Key: string; Value: string }) => [t.Key, t.Value]));
-      expect(tags['expires-at']).toBeDefined();
+      // The expiry tag is an instant in the future, at most 30 days away (R8).
+      const expiresAt = Date.parse(tags['expires-at'] ?? '');
+      expect(expiresAt).toBeGreaterThan(Date.now());
+      expect(expiresAt).toBeLessThanOrEqual(Date.now() + 30 * 86_400_000);
     }
   });
 

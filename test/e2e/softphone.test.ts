@@ -125,4 +125,51 @@ describe('browser softphones over WebRTC', () => {
     }
     console.log(`[e2e] SIP-to-browser call took ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }, 90_000);
+
+  it('a page reload mid-call: the speaker is recorded again, in a new run of the same recording', async () => {
+    const callId = 'call-reload';
+    await stack.policy.startCall(callId, [
+      { participantId: 'r-agent', role: 'agent', subjectId: 'agent-s1', teamLeadId: 'lead-s1' },
+      { participantId: 'r-cust', role: 'customer', subjectId: 'cust-s3' },
+    ]);
+    const agent = await host.openPhone(callId, 'r-agent', fixturePath('agent-tone-44k.wav'));
+    await waitFor(agent.page, 'window.__joined === true');
+    const room = stack.app.recorder.calls.get(callId)!.room!;
+    const leg = await room.addPlainLeg('r-cust', 'pcmu', 0x5252);
+    const sender = sendRtp({ file: fixturePath('customer-tone.wav'), codec: 'pcmu', ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc: 0x5252, seconds: 25 });
+    try {
+      await stack.policy.grantConsent(callId, 'r-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'training-notice-v1' });
+      await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "true"', 5000);
+      const recordingId = stack.app.recorder.calls.get(callId)!.recordingId!;
+      await sleep(3000);
+      // The reload: the page goes away and comes back with a fresh single-use link (the page drops
+      // its token from the address bar once used, so the same URL cannot join twice).
+      await agent.page.goto('about:blank');
+      const reloadAt = Date.now();
+      await agent.page.goto(`${host.http.url}/softphone/#token=${encodeURIComponent(host.joinToken(callId, 'r-agent'))}&name=r-agent`);
+      await waitFor(agent.page, 'window.__joined === true');
+      await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "true"', 5000);
+      await sleep(4000);
+      expect(stack.app.recorder.calls.get(callId)!.recordingId).toBe(recordingId);
+      await stack.policy.endCall(callId);
+      await waitFor(agent.page, 'document.getElementById("recording-state").dataset.recording === "false"', 5000);
+      await agent.close();
+      await sleep(500);
+      await stack.app.store.drained(30_000);
+
+      const segs = await readTrack(stack.app.store, recordingId, 'r-agent');
+      const runs = [...new Set(segs.map((s) => s.meta.run))];
+      expect(runs.length, `runs ${runs.join(',')}`).toBe(2);
+      expect(new Set(segs.map((s) => s.meta.segment)).size).toBe(segs.length);
+      const second = segs.filter((s) => s.meta.run === runs[1]);
+      expect(Math.min(...second.map((s) => s.meta.startWallClockMs))).toBeGreaterThanOrEqual(reloadAt - 20);
+      // The new run is the agent's voice again, seconds of it.
+      const { pcm, stderr } = await decodeToPcm(joinOggOpus(second.map((s) => s.ogg)));
+      expect(stderr.trim()).toBe('');
+      expect(pcm.length / 48000).toBeGreaterThan(3);
+      expect(toneAdvantageDb(pcm, AGENT_HZ, CUSTOMER_HZ)).toBeGreaterThan(40);
+    } finally {
+      sender.stop();
+    }
+  }, 90_000);
 });

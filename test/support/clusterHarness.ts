@@ -37,6 +37,9 @@ export interface CephCluster {
   endpoint: string;
   accessKey: string;
   secretKey: string;
+  /** The audit principal: a second RGW user (it owns the object-locked audit bucket). */
+  auditAccessKey: string;
+  auditSecretKey: string;
   /** SIGKILL one daemon: `osd 1`, `rgw a`. */
   kill(kind: 'osd' | 'rgw' | 'mon', id: string): Promise<void>;
   /** Resolves when exactly `n` OSDs are up (a killed one has been marked down). */
@@ -64,6 +67,8 @@ export async function startCephCluster(): Promise<CephCluster> {
     endpoint: balancer.url(),
     accessKey: env.OPTIN_S3_ACCESS_KEY!,
     secretKey: env.OPTIN_S3_SECRET_KEY!,
+    auditAccessKey: env.OPTIN_S3_AUDIT_ACCESS_KEY!,
+    auditSecretKey: env.OPTIN_S3_AUDIT_SECRET_KEY!,
     kill: async (kind, id) => void (await sh(CEPH, ['kill', kind, id], 30_000)),
     waitOsdsUp: async (n) => void (await sh(CEPH, ['wait-osds', String(n)], 120_000)),
     waitIo: async () => void (await sh(CEPH, ['wait-io'], 180_000)),

@@ -4,10 +4,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Client } from 'minio';
-import { signJoinToken } from '../../src/callcontrol/joinToken.ts';
+import { signCallToken } from '../../src/callcontrol/callToken.ts';
 import { sendRtp, type FfmpegRun } from '../../src/media/ffmpeg.ts';
 import type { TrackSegment } from '../../src/storage/types.ts';
 import { fixturePath } from './fixtures.ts';
+import { freeUdpPortPair } from './udpPorts.ts';
 import { spawnRecorder, type WorkerProcess } from './workerProcess.ts';
 
 /**
@@ -24,6 +25,8 @@ export interface ClusterRecorderOptions {
   s3: { endpoint: string; accessKey: string; secretKey: string };
   bucketPrefix: string;
   keyring: { activeKeyId: string; keys: Record<string, string> };
+  /** The audit trail's HMAC key (hex) and its own store principal. */
+  audit: { hmacKey: string; accessKey: string; secretKey: string };
   callSecret: string;
   segmentSeconds: number;
   /** Reused by a restart: the spool a killed recorder left is what its successor uploads. */
@@ -60,9 +63,12 @@ export class ClusterRecorder {
       OPTIN_S3_SECRET_KEY: o.s3.secretKey,
       OPTIN_S3_BUCKET_PREFIX: o.bucketPrefix,
       OPTIN_KEYRING: JSON.stringify(o.keyring),
+      OPTIN_AUDIT_HMAC_KEY: o.audit.hmacKey,
+      OPTIN_S3_AUDIT_ACCESS_KEY: o.audit.accessKey,
+      OPTIN_S3_AUDIT_SECRET_KEY: o.audit.secretKey,
       OPTIN_CONTROL_URL: o.controlUrl,
       OPTIN_CONTROL_SECRET: o.controlSecret,
-      OPTIN_CALL_CONTROL_SECRET: o.callSecret,
+      OPTIN_SIP_LEG_SECRET: o.callSecret,
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: this.spoolDir,
       OPTIN_SEGMENT_SECONDS: String(o.segmentSeconds),
@@ -122,15 +128,30 @@ export class ClusterRecorder {
     const senders: FfmpegRun[] = [];
     for (const leg of legs) {
       const ssrc = randomInt(1, 0x7fffffff);
-      const token = signJoinToken(this.#options.callSecret, { callId, participantId: leg.participantId, exp: Math.floor(Date.now() / 1000) + 600 });
+      // A single-use sip-leg token, and the leg pinned to the address the gateway sends from.
+      const token = signCallToken(this.#options.callSecret, { aud: 'sip-leg', callId, participantId: leg.participantId, lifetimeSeconds: 60 });
+      const from = await freeUdpPortPair();
       const res = await fetch(`${this.url}/calls/${callId}/plain-legs`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ participantId: leg.participantId, codec: leg.codec, ssrc }),
+        body: JSON.stringify({ participantId: leg.participantId, codec: leg.codec, ssrc, remote: { ip: '127.0.0.1', rtpPort: from.rtpPort, rtcpPort: from.rtcpPort } }),
       });
       if (res.status !== 201) throw new Error(`plain leg ${leg.participantId} of ${callId} on ${this.workerId}: HTTP ${res.status} ${await res.text()}`);
       const answer = (await res.json()) as { ip: string; rtpPort: number; rtcpPort: number };
-      senders.push(sendRtp({ file: fixturePath(leg.file), codec: leg.codec, ip: answer.ip, rtpPort: answer.rtpPort, rtcpPort: answer.rtcpPort, ssrc, seconds, loop: true }));
+      senders.push(
+        sendRtp({
+          file: fixturePath(leg.file),
+          codec: leg.codec,
+          ip: answer.ip,
+          rtpPort: answer.rtpPort,
+          rtcpPort: answer.rtcpPort,
+          ssrc,
+          seconds,
+          loop: true,
+          localRtpPort: from.rtpPort,
+          localRtcpPort: from.rtcpPort,
+        }),
+      );
     }
     return senders;
   }

@@ -4,6 +4,7 @@ import { loadControlPlaneConfig } from '../../src/controlplane/config.ts';
 import { createToken, upsertIntegration, type Scope } from '../../src/facts/integrations.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { createControlPlaneMetrics } from '../../src/metrics/controlPlaneMetrics.ts';
+import { TEST_AUDIT_KEY_HEX } from './auditKey.ts';
 
 /**
  * A control plane for a test: in this process, on loopback, on the database the test made
@@ -51,7 +52,16 @@ export async function startTestControlPlane(options: {
   createTokens?: boolean;
 }): Promise<TestControlPlane> {
   const secret = options.secret ?? TEST_SECRET;
-  const env: NodeJS.ProcessEnv = { OPTIN_CONTROL_SECRET: secret, OPTIN_CONTROL_PORT: '0', OPTIN_LOG_LEVEL: process.env.OPTIN_TEST_LOG_LEVEL ?? 'warn' };
+  // The audit key the file's other writers use (needed when the overrides configure the store).
+  const env: NodeJS.ProcessEnv = {
+    OPTIN_CONTROL_SECRET: secret,
+    OPTIN_CONTROL_PORT: '0',
+    OPTIN_LOG_LEVEL: process.env.OPTIN_TEST_LOG_LEVEL ?? 'warn',
+    OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+    // Test audit buckets must be removable after the file: GOVERNANCE retention (bypassable), one day.
+    OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
+    OPTIN_AUDIT_LOCK_DAYS: '1',
+  };
   if (options.databaseUrl !== undefined) env.OPTIN_DATABASE_URL = options.databaseUrl;
   const config = loadControlPlaneConfig(env, { 'ledger.graceMs': 200, 'ledger.sweepIntervalMs': 100, 'stream.heartbeatMs': 100, ...(options.overrides ?? {}) });
   const cp = await ControlPlane.start(config, {

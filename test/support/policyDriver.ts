@@ -175,8 +175,9 @@ export class Lane {
     this.client.on('stale', (reason) => note(`stale:${reason}`));
     this.client.on('auth-failed', (reason) => note(`auth-failed:${reason}`));
     this.relay.on('connection', () => note('relay:upstream-open'));
-    this.client.on('stale', () => {
-      this.events.push('stale');
+    this.client.on('stale', (reason) => {
+      // The reason tells a heartbeat timeout of the loaded machine from a stale the worker chose.
+      this.events.push(reason === 'heartbeat-missed' ? 'stale' : `stale:${reason}`);
       this.epoch++;
       poke();
     });
@@ -225,6 +226,9 @@ export class Lane {
     this.client.fresh &&
     this.client.lastSeq >= this.postedSeq &&
     ![...this.recorder.calls.values()].some((c) => c.phase.name === 'admitting' || c.phase.name === 'cap-unknown');
+
+  /** No call waits for the worker's answer that ends an opening's fence (CallRecorder.fenced). */
+  fencesDown = (): boolean => [...this.recorder.calls.values()].every((c) => !c.fenced);
 
   nextPacketId(): number {
     return this.#nextPacketId++;
@@ -437,6 +441,11 @@ export class GateRun {
     }
     if (process.env.DEBUG_SETTLE) console.log(`SETTLE ${new Date().toISOString()} ${where} last=${lane.client.lastSeq} posted=${lane.postedSeq} phases=${[...lane.recorder.calls.values()].map((c) => c.phase.name).join(',')}`);
     await settleTurns(2);
+    // An opening is applied once its fence is down (one round trip to the mediasoup worker).
+    if (!(await lane.waiter.until(lane.fencesDown, lane.options.settleTimeoutMs))) {
+      this.fail(`${where}: a gate fence stayed up`);
+      return false;
+    }
     return true;
   }
 

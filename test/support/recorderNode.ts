@@ -14,6 +14,7 @@ import type { CallRoom } from '../../src/sfu/CallRoom.ts';
 import { PacedSender, RtpLeg } from './gateHarness.ts';
 import type { PolicyFacts } from './policyFacts.ts';
 import { s3Config } from './s3.ts';
+import { TEST_AUDIT_KEY_HEX } from './auditKey.ts';
 
 /**
  * A recorder worker (RecorderApp, in this process) against a control plane the test runs
@@ -54,7 +55,11 @@ export async function startRecorderNode(o: {
       'control.url': o.controlUrl,
       'control.secret': o.secret,
       'control.heartbeatTimeoutMs': o.heartbeatTimeoutMs ?? 300,
-      'http.callControlSecret': randomBytes(32).toString('base64url'),
+      'callControl.joinSecret': randomBytes(32).toString('base64url'),
+      'callControl.sipLegSecret': randomBytes(32).toString('base64url'),
+      'audit.hmacKey': TEST_AUDIT_KEY_HEX,
+      'audit.lockMode': 'GOVERNANCE',
+      'audit.lockDays': 1,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,
       segmentSeconds: 1,

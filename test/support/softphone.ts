@@ -1,15 +1,17 @@
 import type { Page } from 'playwright-core';
 import { startRecorderHttp, type RecorderHttp } from '../../src/app/recorderHttp.ts';
-import { signJoinToken } from '../../src/callcontrol/joinToken.ts';
+import { signCallToken } from '../../src/callcontrol/callToken.ts';
 import type { Stack } from './stack.ts';
 import { launchChromium } from './browser.ts';
 import { useForFile } from './lifecycle.ts';
 
 export interface SoftphoneHost {
   http: RecorderHttp;
+  /** The softphone-join secret (callControl.joinSecret). */
   secret: string;
   /** Opens a headless Chromium whose microphone plays `wav`, on the softphone page of one participant. */
   openPhone(callId: string, participantId: string, wav: string): Promise<{ page: Page; close(): Promise<void> }>;
+  /** A fresh single-use softphone-join token. */
   joinToken(callId: string, participantId: string): string;
   close(): Promise<void>;
 }
@@ -19,7 +21,7 @@ export interface SoftphoneHost {
  * stack, on a free port. DTMF "1" from a page stands for the IVR: it grants consent (R3).
  */
 export async function startSoftphoneHost(stack: Stack): Promise<SoftphoneHost> {
-  const secret = stack.config.http.callControlSecret!;
+  const secret = stack.config.callControl.joinSecret!;
   const http = await startRecorderHttp(stack.app, {
     host: '127.0.0.1',
     port: 0,
@@ -29,7 +31,7 @@ export async function startSoftphoneHost(stack: Stack): Promise<SoftphoneHost> {
     },
   });
   const browsers: { close(): Promise<void> }[] = [];
-  const joinToken = (callId: string, participantId: string) => signJoinToken(secret, { callId, participantId, exp: Math.floor(Date.now() / 1000) + 600 });
+  const joinToken = (callId: string, participantId: string) => signCallToken(secret, { aud: 'softphone-join', callId, participantId, lifetimeSeconds: 120 });
   return {
     http,
     secret,
@@ -38,7 +40,8 @@ export async function startSoftphoneHost(stack: Stack): Promise<SoftphoneHost> {
       const browser = await launchChromium(wav);
       browsers.push(browser);
       const page = await browser.context.newPage();
-      await page.goto(`${http.url}/softphone/?token=${encodeURIComponent(joinToken(callId, participantId))}&name=${participantId}`);
+      // The token in the fragment: never sent to the server in a URL (docs/call-control.md).
+      await page.goto(`${http.url}/softphone/#token=${encodeURIComponent(joinToken(callId, participantId))}&name=${participantId}`);
       return { page, close: () => browser.close() };
     },
     async close() {

@@ -12,6 +12,7 @@ import { useForFile } from './lifecycle.ts';
 import { createTestDatabase, type TestDatabase } from './pg.ts';
 import { PolicyFacts, openSchedule as openScheduleOf } from './policyFacts.ts';
 import { s3Config } from './s3.ts';
+import { TEST_AUDIT_KEY_HEX } from './auditKey.ts';
 import { StreamRelay } from './streamRelay.ts';
 
 export interface Stack {
@@ -76,7 +77,12 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       's3.secretKey': s3.secretKey,
       'control.url': relay.url,
       'control.secret': control.secret,
-      'http.callControlSecret': randomBytes(32).toString('base64url'),
+      'callControl.joinSecret': randomBytes(32).toString('base64url'),
+      'callControl.sipLegSecret': randomBytes(32).toString('base64url'),
+      'audit.hmacKey': TEST_AUDIT_KEY_HEX,
+      // Test buckets must be removable after the file: GOVERNANCE (removable with bypass), short.
+      'audit.lockMode': 'GOVERNANCE',
+      'audit.lockDays': 1,
       'http.jwtSecret': randomBytes(32).toString('base64url'),
       'control.heartbeatTimeoutMs': heartbeatMs * 3,
       'spool.dir': spoolDir,

@@ -2,8 +2,12 @@
 // and shows whether the call is being recorded right now (R7), from the worker's own report.
 /* global mediasoupClient */
 (() => {
-  const params = new URLSearchParams(location.search);
+  // The join token comes in the URL fragment (#token=...), which browsers never send to a server
+  // nor put in Referer; it is wiped from the address bar at once and travels only in the first
+  // WebSocket message. It is single use: a reload needs a fresh link from the voice platform.
+  const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get('token');
+  history.replaceState(null, '', location.pathname + location.search);
   const stateEl = document.getElementById('recording-state');
   const logEl = document.getElementById('log');
   const log = (m) => { logEl.textContent += `${new Date().toISOString().slice(11, 23)} ${m}\n`; };

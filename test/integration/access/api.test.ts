@@ -20,6 +20,7 @@ import { storeSynthRecording } from '../../support/synthRecording.ts';
 import { extraRouteGroups } from '../../../src/app/routes.ts';
 import { playFixtureCall, type FixtureCallResult } from '../../../workers/fixtureCall.ts';
 import { AuditTrail, type AuditEntry } from '../../../src/audit/AuditTrail.ts';
+import { TEST_AUDIT_KEY } from '../../support/auditKey.ts';
 import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpServer.ts';
 import { decodeToPcm, FFPROBE, runFfmpeg } from '../../../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
@@ -486,7 +487,7 @@ describe('audit trail for the DPO (R11)', () => {
     const edited = Buffer.from(JSON.stringify({ ...entry, purpose: 'edited-later' }));
     await client.putObject(bucket, key, edited, edited.length);
     // Delete entry 2 of a second writer's stream.
-    const other = await AuditTrail.open({ client, bucket, writerId: 'tamper-del' });
+    const other = await AuditTrail.open({ client, bucket, writerId: 'tamper-del', hmacKey: TEST_AUDIT_KEY });
     for (let i = 0; i < 4; i++) await other.append({ type: 'test.filler', actor: 'system', role: 'system', purpose: 'test' });
     await client.removeObject(bucket, 'streams/tamper-del/audit/000000000002.json');
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { AuditSpool } from '../../../src/audit/AuditSpool.ts';
+import { TEST_AUDIT_KEY, TEST_RETENTION } from '../../support/auditKey.ts';
 import { createS3Client } from '../../../src/storage/s3Endpoint.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { s3Config } from '../../support/s3.ts';
@@ -31,7 +32,7 @@ describe('audit spool', () => {
   it('keeps entries through an outage and a restart, then chains them in order', async () => {
     const s3 = s3Config();
     const client = createS3Client({ ...s3, endpoint: proxy.endpointFor(s3.endpoint) });
-    const trail = await AuditTrail.open({ client, bucket, writerId: 'w-spool', createBucket: true });
+    const trail = await AuditTrail.open({ client, bucket, writerId: 'w-spool', createBucket: true, hmacKey: TEST_AUDIT_KEY, retention: TEST_RETENTION });
     const spool = new AuditSpool(trail, dir);
     await spool.append({ type: 'gate.transition', actor: 'system', role: 'recorder', purpose: 'training-recording-gate', refs: { callId: 'c1' }, details: { n: 1 } });
     expect(await spool.flushed(10_000)).toBe(true);
@@ -45,7 +46,7 @@ describe('audit spool', () => {
     await spool.close(); // the process "dies" during the outage
 
     proxy.up();
-    const trail2 = await AuditTrail.open({ client, bucket, writerId: 'w-spool' });
+    const trail2 = await AuditTrail.open({ client, bucket, writerId: 'w-spool', hmacKey: TEST_AUDIT_KEY, retention: TEST_RETENTION });
     const spool2 = new AuditSpool(trail2, dir); // a new process finds the pending entries
     expect(await spool2.flushed(20_000)).toBe(true);
     await spool2.close();

@@ -19,6 +19,7 @@ import { useBuckets } from '../../support/buckets.ts';
 import { s3Config } from '../../support/s3.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
+import { TEST_AUDIT_KEY_HEX } from '../../support/auditKey.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/optin.mjs', import.meta.url));
 const keyringConfig = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
@@ -87,6 +88,10 @@ beforeAll(async () => {
     OPTIN_KEYRING: JSON.stringify(keyringConfig),
     OPTIN_OPERATOR_ID: 'xop-cli',
     OPTIN_WORKER_ID: 'cli-test',
+    // The audit key every writer and the verifier share; a removable test bucket (GOVERNANCE).
+    OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+    OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
+    OPTIN_AUDIT_LOCK_DAYS: '1',
   };
 }, 120_000);
 
@@ -140,7 +145,8 @@ describe('optin extract', () => {
 
 describe('optin audit verify', () => {
   it('verifies the trail the extracts were written to', async () => {
-    const r = await optin(['audit', 'verify']);
+    // No control plane in this test: the bucket alone, said explicitly.
+    const r = await optin(['audit', 'verify', '--bucket-only']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('VERIFIED');
     expect(r.stdout).toContain('cli-cli-test');

@@ -79,6 +79,13 @@ const bucket = `cluster-${randomBytes(4).toString('hex')}`;
 const recorderPrefix = `rec${randomBytes(3).toString('hex')}-`;
 const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
 const callSecret = randomBytes(32).toString('base64url');
+const auditHmacKey = randomBytes(32).toString('hex');
+/** The audit trail's settings, as every writer (recorders, control planes, the CLI) gets them. */
+const auditEnv = (): Record<string, string> => ({
+  OPTIN_AUDIT_HMAC_KEY: auditHmacKey,
+  OPTIN_S3_AUDIT_ACCESS_KEY: ceph.auditAccessKey,
+  OPTIN_S3_AUDIT_SECRET_KEY: ceph.auditSecretKey,
+});
 
 beforeAll(async () => {
   mark('starting Ceph (1 mon, 3 OSDs, 2 gateways) and PostgreSQL (primary + synchronous standby)');
@@ -110,6 +117,7 @@ beforeAll(async () => {
       OPTIN_S3_SECRET_KEY: ceph.secretKey,
       OPTIN_S3_BUCKET_PREFIX: recorderPrefix,
       OPTIN_KEYRING: JSON.stringify(keyring),
+      ...auditEnv(),
       OPTIN_CONTROL_SWEEP_INTERVAL_MS: '200',
     });
     replicas.push({ proc, port });
@@ -129,6 +137,7 @@ beforeAll(async () => {
       s3: { endpoint: ceph.endpoint, accessKey: ceph.accessKey, secretKey: ceph.secretKey },
       bucketPrefix: recorderPrefix,
       keyring,
+      audit: { hmacKey: auditHmacKey, accessKey: ceph.auditAccessKey, secretKey: ceph.auditSecretKey },
       callSecret,
       segmentSeconds: SEGMENT_SECONDS,
     });
@@ -554,6 +563,7 @@ describe('the cluster keeps working while its parts are killed', () => {
           OPTIN_S3_SECRET_KEY: ceph.secretKey,
           OPTIN_S3_BUCKET_PREFIX: recorderPrefix,
           OPTIN_KEYRING: JSON.stringify(keyring),
+          ...auditEnv(),
         },
         timeout: 60_000,
       });

@@ -14,13 +14,14 @@ import { issueToken } from '../../../src/access/auth.ts';
 import { rolesForAuditType } from '../../../src/access/policy.ts';
 import { storeSynthRecording, type SynthParticipant } from '../../support/synthRecording.ts';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
+import { TEST_AUDIT_KEY, TEST_RETENTION } from '../../support/auditKey.ts';
 import { complianceReport, type ComplianceReport } from '../../../src/compliance/report.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpServer.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { manifestObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
-import type { RecordingManifest } from '../../../src/storage/manifest.ts';
+import { sealManifest, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 
@@ -76,13 +77,17 @@ async function record(
   });
 }
 
-/** Rewrites a manifest object in place (what the store itself refuses to write). */
-async function patchManifest(id: string, patch: (m: RecordingManifest) => void): Promise<void> {
+/**
+ * Rewrites a manifest object in place (what the store itself refuses to write). `resign`: as an
+ * insider holding the keyring would (the manifest then opens, and the rules judge its content);
+ * otherwise as someone with only the store's credentials (its MAC then fails).
+ */
+async function patchManifest(id: string, patch: (m: RecordingManifest) => void, resign = true): Promise<void> {
   const key = manifestObjectKey(id);
-  const m = JSON.parse(Buffer.concat(await (await client.getObject(buckets.keys, key)).toArray()).toString()) as RecordingManifest;
+  const m = JSON.parse(Buffer.concat(await (await client.getObject(buckets.keys, key)).toArray()).toString()) as RecordingManifest & { mac?: unknown };
   patch(m);
   m.revision += 1;
-  const body = Buffer.from(JSON.stringify(m));
+  const body = resign ? sealManifest(m, keyring) : Buffer.from(JSON.stringify(m));
   await client.putObject(buckets.keys, key, body, body.length);
 }
 
@@ -97,7 +102,7 @@ beforeAll(async () => {
   store = await openStore();
   // A store whose clock is 40 days back: its recordings are past their 30-day expiry today.
   pastStore = await openStore(() => Date.now() - 40 * DAY);
-  audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: 'compliance-test', createBucket: true });
+  audit = await AuditTrail.open({ client, bucket: buckets.audit, writerId: 'compliance-test', createBucket: true, hmacKey: TEST_AUDIT_KEY, retention: TEST_RETENTION });
 
   await record(store, 'r_clean');
   await record(store, 'r_consent_late', { consentAt: T + 1500 }); // the first packet at T, consent 1.5 s later
@@ -112,6 +117,12 @@ beforeAll(async () => {
     m.expiresAtMs = m.startedAtMs + 31 * DAY;
     m.expiresAt = new Date(m.expiresAtMs).toISOString();
   });
+  // Someone with the store's credentials but not the keyring makes a stranger this agent's team
+  // lead (R10 decides access by it): the manifest no longer matches its MAC.
+  await record(store, 'r_tampered');
+  await patchManifest('r_tampered', (m) => {
+    m.participants.find((p) => p.role === 'agent')!.teamLeadId = 'lead-stranger';
+  }, false);
   const past = Date.now() - 40 * DAY;
   await record(pastStore, 'r_expired_left', { startedAtMs: past - 60_000, consentAt: past - 61_000, policy: { agentWindows: [{ start: past - 120_000, end: past + 60_000 }], monthlyCap: 5 } });
   // Media of a recording whose manifest is gone, tagged as expired yesterday.
@@ -192,8 +203,14 @@ describe('compliance report', () => {
     expect(roleViolations[0]!.evidence).toMatchObject({ stream: 'compliance-test', seq: 3 });
   });
 
+  it('a manifest changed outside optin is refused and reported, not trusted (R10/R11)', () => {
+    expect(violationsOf('r_tampered')).toEqual(['manifest-authentic']);
+    const v = report.violations.find((x) => x.recordingId === 'r_tampered')!;
+    expect(v.message).toMatch(/does not match its MAC/);
+  });
+
   it('nothing else: every violation is one of the planted ones', () => {
-    const planted = new Set(['r_consent_late', 'r_no_consent', 'r_outside', 'r_cap_3', 'r_long_retention', 'r_expired_left', 'r_orphan', 'r_clean']);
+    const planted = new Set(['r_consent_late', 'r_no_consent', 'r_outside', 'r_cap_3', 'r_long_retention', 'r_expired_left', 'r_orphan', 'r_clean', 'r_tampered']);
     expect(report.violations.filter((v) => !planted.has(v.recordingId ?? 'r_clean'))).toEqual([]);
     expect(report.ok).toBe(false);
     expect(report.rules.every((r) => r.violations > 0)).toBe(true);

@@ -48,7 +48,9 @@ describe('closing-fact latency through the control plane', () => {
     await db?.drop();
   });
 
-  it(`measures p50/p99 over ${EVENTS} pause facts: POST -> gate closed at the worker`, async () => {
+  // Measures the machine (loopback latency on two shared cores), not a rule: one retry allowed,
+  // counted on the closing line (test/support/summaryReporter.ts).
+  it(`measures p50/p99 over ${EVENTS} pause facts: POST -> gate closed at the worker`, { retry: 1, timeout: 180_000 }, async () => {
     const whole: number[] = [];
     const afterAnswer: number[] = [];
     const changeOnce = (): Promise<number> => new Promise((resolve) => client.once('change', () => resolve(performance.now())));
@@ -78,5 +80,5 @@ describe('closing-fact latency through the control plane', () => {
     expect(client.fresh).toBe(true);
     // Loose bound for shared CI machines; the printed figures are the measurement.
     expect(q(whole, 0.5)).toBeLessThan(100);
-  }, 180_000);
+  });
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signJoinToken } from '../../../src/callcontrol/joinToken.ts';
+import { signCallToken } from '../../../src/callcontrol/callToken.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { sendRtp, type FfmpegRun } from '../../../src/media/ffmpeg.ts';
 import { bucketNames, dataKeyPrefix, manifestObjectKey, mediaPrefix, type BucketNames } from '../../../src/storage/layout.ts';
@@ -18,6 +18,8 @@ import { until } from '../../support/recorderNode.ts';
 import { listNames, makeMinioClient, s3Config } from '../../support/s3.ts';
 import { StreamRelay } from '../../support/streamRelay.ts';
 import { spawnRecorder, type WorkerProcess } from '../../support/workerProcess.ts';
+import { freeUdpPortPair } from '../../support/udpPorts.ts';
+import { TEST_AUDIT_KEY_HEX } from '../../support/auditKey.ts';
 
 /**
  * Two recorder processes (workers/recorder.ts) on one store, and a deletion (issue 13, "must
@@ -77,7 +79,11 @@ beforeAll(async () => {
       OPTIN_CONTROL_URL: relays[k].url,
       OPTIN_CONTROL_SECRET: control.secret,
       OPTIN_CONTROL_HEARTBEAT_TIMEOUT_MS: '300',
-      OPTIN_CALL_CONTROL_SECRET: callSecret,
+      OPTIN_SIP_LEG_SECRET: callSecret,
+      OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+      // Test buckets must be removable after the file: GOVERNANCE retention, one day.
+      OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
+      OPTIN_AUDIT_LOCK_DAYS: '1',
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: spool,
       OPTIN_SEGMENT_SECONDS: '1',
@@ -116,15 +122,17 @@ async function recordedCall(k: 'a' | 'b', callId: string): Promise<string> {
     [`${callId}-c`, 'pcmu', 'customer-tone.wav'],
   ] as const) {
     ssrc++;
-    const token = signJoinToken(callSecret, { callId, participantId, exp: Math.floor(Date.now() / 1000) + 300 });
+    // A single-use sip-leg token, and the leg pinned to the address the gateway sends from.
+    const token = signCallToken(callSecret, { aud: 'sip-leg', callId, participantId, lifetimeSeconds: 60 });
+    const from = await freeUdpPortPair();
     const res = await fetch(`${workers[k].url}/calls/${callId}/plain-legs`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ participantId, codec, ssrc }),
+      body: JSON.stringify({ participantId, codec, ssrc, remote: { ip: '127.0.0.1', rtpPort: from.rtpPort, rtcpPort: from.rtcpPort } }),
     });
     expect(res.status).toBe(201);
     const leg = (await res.json()) as { ip: string; rtpPort: number; rtcpPort: number };
-    senders.push(sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 40 }));
+    senders.push(sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 40, localRtpPort: from.rtpPort, localRtcpPort: from.rtcpPort }));
   }
   await sleep(500);
   await policy.grantConsent(callId, `${callId}-c`, { method: 'dtmf', at: Date.now(), infoVersion: 'notice-v1' });

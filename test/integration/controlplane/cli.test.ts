@@ -12,6 +12,7 @@ import { createLogger } from '../../../src/log/logger.ts';
 import { bucketNames, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import { callBody, dtmfEvidence, startTestControlPlane, type TestControlPlane } from '../../support/controlPlane.ts';
+import { TEST_AUDIT_KEY_HEX } from '../../support/auditKey.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
 import { freshBucketPrefix, makeMinioClient, removeBucketDeep, s3Config } from '../../support/s3.ts';
 import { fakeOgg, segMeta } from '../../support/storageFixtures.ts';
@@ -151,6 +152,9 @@ describe('optin catalogue rebuild', () => {
       OPTIN_S3_REGION: s3.region,
       OPTIN_S3_BUCKET_PREFIX: `${prefix}-`,
       OPTIN_KEYRING: JSON.stringify(keyring),
+      // The store the rebuild opens writes the audit trail: the key, and a removable test lock.
+      OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+      OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
     };
     const dry = capture();
     expect(await main(['catalogue', 'rebuild', '--dry-run', '--json'], env, dry)).toBe(0);

@@ -182,11 +182,13 @@ describe('the compiled workers under plain node, production dependencies only', 
       const secrets = path.join(app, 'secrets-recorder');
       mkdirSync(secrets, { mode: 0o700 });
       const put = (name: string, value: string): string => {
-        writeFileSync(path.join(secrets, name), `${value}\n`);
+        writeFileSync(path.join(secrets, name), `${value}\n`, { mode: 0o600 });
         return path.join(secrets, name);
       };
       const port = await freePort();
       const rec = spawnNode(['--enable-source-maps', 'dist/workers/recorder.js'], {
+        // The audit trail's key, from an owner-only file (its reader refuses any other).
+        OPTIN_AUDIT_HMAC_KEY_FILE: put('audit_hmac_key', randomBytes(32).toString('hex')),
         OPTIN_S3_ENDPOINT: s3.endpoint,
         OPTIN_S3_ACCESS_KEY: s3.accessKey,
         OPTIN_S3_SECRET_KEY_FILE: put('s3_secret_key', s3.secretKey),
@@ -194,7 +196,8 @@ describe('the compiled workers under plain node, production dependencies only', 
         OPTIN_KEYRING_FILE: put('keyring', JSON.stringify({ activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } })),
         OPTIN_CONTROL_URL: control.cp.streamUrl,
         OPTIN_CONTROL_SECRET_FILE: put('control_secret', control.secret),
-        OPTIN_CALL_CONTROL_SECRET_FILE: put('call_control_secret', randomBytes(32).toString('base64url')),
+        OPTIN_SOFTPHONE_JOIN_SECRET_FILE: put('softphone_join_secret', randomBytes(32).toString('base64url')),
+        OPTIN_SIP_LEG_SECRET_FILE: put('sip_leg_secret', randomBytes(32).toString('base64url')),
         OPTIN_MEDIASOUP_WORKER_BIN: resolveWorkerBin(),
         OPTIN_MEDIASOUP_WORKERS: '1',
         OPTIN_HTTP_PORT: String(port),

@@ -9,9 +9,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { requireAuditKey } from '../../../src/audit/auditKey.ts';
+import { loadConfig } from '../../../src/config/config.ts';
+import { auditStoreSettings, loadControlPlaneConfig, storeConfigured } from '../../../src/controlplane/config.ts';
 
 interface Service {
   image?: string;
@@ -185,6 +188,33 @@ describe('docker/compose.yaml', () => {
     for (const svc of ['recorder-1', 'recorder-2']) for (const name of Object.keys(env(svc)).filter((n) => n.startsWith('OPTIN_'))) check(name, recorderKnown, svc);
     // The image's defaults serve both workers (OPTIN_CACHE_DIR is the worker build script's).
     for (const m of dockerfile.matchAll(/\b(OPTIN_[A-Z0-9_]+)=/g)) if (m[1] !== 'OPTIN_CACHE_DIR') check(m[1]!, recorderKnown + controlKnown, 'Dockerfile');
+  });
+
+  it('every writer starts on this configuration, with the audit HMAC key (owner-only file) and its own audit principal', () => {
+    // A service's environment as its process sees it: /run/secrets/<name> is the made file.
+    const resolved = (svc: string): NodeJS.ProcessEnv =>
+      Object.fromEntries(Object.entries(env(svc)).map(([k, v]) => [k, v.replace(/^\/run\/secrets\//, `${secretsDir}/`)]));
+    for (const svc of ['recorder-1', 'recorder-2']) {
+      const config = loadConfig(resolved(svc));
+      expect(requireAuditKey(config.audit), svc).toHaveLength(32);
+      expect(config.audit.accessKey, svc).toBeDefined();
+      expect(config.audit.accessKey, `${svc}: the audit principal is not the store user`).not.toBe(config.s3.accessKey);
+    }
+    for (const svc of ['control-1', 'control-2']) {
+      const config = loadControlPlaneConfig(resolved(svc));
+      expect(storeConfigured(config), svc).toBe(true);
+      const audit = auditStoreSettings(config);
+      expect(audit.hmacKey, svc).toHaveLength(32);
+      expect(audit.accessKey, `${svc}: the audit principal is not the store user`).not.toBe(config.s3.accessKey);
+    }
+    // The key file is refused when others can read it (src/audit/auditKey.ts): made 0600.
+    expect(statSync(path.join(secretsDir, 'audit_hmac_key')).mode & 0o777).toBe(0o600);
+    // Ceph makes the audit principal a user of its own, which owns the object-locked audit bucket.
+    expect(env('ceph-setup')).toMatchObject({ S3_AUDIT_ACCESS_KEY_FILE: '/run/secrets/s3_audit_access_key', S3_AUDIT_SECRET_KEY_FILE: '/run/secrets/s3_audit_secret_key' });
+    expect(readFileSync('docker/ceph/ceph-node.sh', 'utf8')).toContain('user create --uid optin-audit');
+    // .env.example is configuration only: no secret, placeholder or real, is ever set there.
+    const example = readFileSync('docker/.env.example', 'utf8').split('\n').filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => l.slice(0, l.indexOf('=')));
+    expect(example.filter((n) => !n.endsWith('_DIR') && /SECRET|PASSWORD|KEYRING|_KEY$|TOKEN|DATABASE_URL/.test(n))).toEqual([]);
   });
 });
 

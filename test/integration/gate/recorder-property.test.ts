@@ -24,7 +24,9 @@
  * the server's facts, the worker's freshness and the cap bookkeeping, and only then is a batch
  * of tagged packets sent (each packet carries a unique id in its Opus payload). A batch during
  * which the worker's freshness changed on its own (a spurious heartbeat timeout on a loaded
- * machine) is "ambiguous" and excluded from the exact checks (counted and printed).
+ * machine) is "ambiguous" and excluded from the exact checks (counted and printed). The exclusion
+ * is bounded: if more than MAX_AMBIGUOUS_FRACTION of the packets (or of the steps) are ambiguous,
+ * the property has not been shown and the test fails, whatever else held.
  *
  * Properties:
  *  - every packet id found in any segment the store received arrived while the model said open
@@ -58,12 +60,21 @@ const CALLS_PER_RUN = Number(process.env.GATE_PROPERTY_CALLS ?? 8);
 const TARGET_INTERLEAVINGS = Number(process.env.GATE_PROPERTY_INTERLEAVINGS ?? 10_000);
 const RUNS_PER_LANE = Math.ceil(TARGET_INTERLEAVINGS / (LANES * CALLS_PER_RUN));
 // The control plane sends a heartbeat only after a successful database read (protocol v2), so on
-// two loaded cores a 50 ms period (150 ms timeout) flaps the stream without any fault injected:
-// 100 ms keeps spurious stale periods rare and the faults' detection still quick.
-const HEARTBEAT_MS = Number(process.env.GATE_PROPERTY_HEARTBEAT_MS ?? 100);
+// two loaded cores a 50 ms period (150 ms timeout) flaps the stream without any fault injected,
+// and 100 ms (300 ms timeout) still did at load average 10-18 (a run that never settles: cap
+// questions are re-asked after every stale period). 250 ms (750 ms timeout) keeps the faults'
+// detection quick enough for the step budget.
+const HEARTBEAT_MS = Number(process.env.GATE_PROPERTY_HEARTBEAT_MS ?? 250);
 const AGENTS_PER_RUN = 3;
 // Long enough for a cap decision slowed by a loaded database (2 s timeout, a 1 s retry, again).
 const SETTLE_TIMEOUT_MS = 10_000;
+/**
+ * The most of the packets (and of the steps) that may be excluded as ambiguous: 2%. A run on the
+ * two-core test machine excluded 54 of 57,995 packets (0.09%) and 13 of 20,817 steps; beyond 2%
+ * the exact checks would rest on too small a part of what was drawn, or the machine is too loaded
+ * for the property to mean anything (GATE_PROPERTY_MAX_AMBIGUOUS overrides, for a diagnosis).
+ */
+const MAX_AMBIGUOUS_FRACTION = Number(process.env.GATE_PROPERTY_MAX_AMBIGUOUS ?? 0.02);
 
 const logger = createLogger(process.env.OPTIN_TEST_LOG_LEVEL ?? 'silent');
 
@@ -159,8 +170,9 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
       if (!(await lane.waiter.until(() => lane.events.length > eventsBefore, SETTLE_TIMEOUT_MS))) fail(`${where}: no reply to the injected frame`);
       await settleTurns(2);
       const seen = lane.events.slice(eventsBefore);
-      if (seen[0] === 'stale') {
-        // A heartbeat timeout of the loaded machine beat the reply: not this frame's doing.
+      if (seen[0] === 'stale' || (seen[0]?.startsWith('error:') === true && seen.includes('stale') && !seen.some((e) => e.startsWith('stale:')))) {
+        // A heartbeat timeout of the loaded machine (before or after the reply): not this frame's
+        // doing. A stale for any other reason (`stale:<reason>`) is the frame's, and fails below.
         lane.stats.ambiguousSteps++;
       } else {
         if (seen[0] !== `error:${expectCode}`) fail(`${where}: the worker answered ${seen.join(' ') || 'nothing'}, expected error:${expectCode} and no change`);
@@ -275,6 +287,9 @@ describe('gate + recorder over the real control stream and mediasoup', () => {
       expect(total.interleavings).toBeGreaterThanOrEqual(TARGET_INTERLEAVINGS);
       expect(total.packetsClosed).toBeGreaterThan(0);
       expect(total.packetsOpen).toBeGreaterThan(0);
+      // Exclusions are bounded: the checks above must cover nearly everything that was drawn.
+      expect(total.packetsAmbiguous / total.packets, `${total.packetsAmbiguous} of ${total.packets} packets ambiguous`).toBeLessThanOrEqual(MAX_AMBIGUOUS_FRACTION);
+      expect(total.ambiguousSteps / total.steps, `${total.ambiguousSteps} of ${total.steps} steps ambiguous`).toBeLessThanOrEqual(MAX_AMBIGUOUS_FRACTION);
     },
     600_000,
   );

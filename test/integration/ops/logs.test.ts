@@ -9,10 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { createLogger } from '../../../src/log/logger.ts';
+import { sendRtp } from '../../../src/media/ffmpeg.ts';
 import { playFixtureCall } from '../../../workers/fixtureCall.ts';
 import { startStack, openSchedule, type Stack } from '../../support/stack.ts';
 import { fixturePath } from '../../support/fixtures.ts';
-import { s3Config } from '../../support/s3.ts';
+import { listNames, s3Config } from '../../support/s3.ts';
+import { mediaPrefix } from '../../../src/storage/layout.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'optin-logs-'));
 const logFile = path.join(dir, 'run.log');
@@ -29,7 +31,7 @@ describe('logs carry no personal data, keys or secrets', () => {
     const dest = pino.destination({ dest: logFile, sync: true });
     stack = await startStack({}, { logger: createLogger('trace', dest) });
     const c = stack.config;
-    const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.http.callControlSecret!, c.http.jwtSecret!, s3Config().secretKey];
+    const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.callControl.joinSecret!, c.callControl.sipLegSecret!, c.audit.hmacKey!, c.http.jwtSecret!, s3Config().secretKey];
     await openSchedule(stack.policy, 'agent-secretive-7');
     const result = await playFixtureCall(stack.app, stack.policy, {
       callId: 'call-logs',
@@ -40,15 +42,42 @@ describe('logs carry no personal data, keys or secrets', () => {
         { participantId: 'l-cust', subjectId: 'cust-secretive-9', role: 'customer', file: fixturePath('customer-speech.wav'), codec: 'pcmu' },
       ],
     });
-    expect(result.recordingId).toBeDefined();
-    // A second call, withdrawn with erase, and a control link loss while it runs.
+    expect(result.recordingId).toMatch(/^r_/);
+    // A second call, really recorded (media, consent, segments stored), then withdrawn with erase,
+    // and a control link loss while it runs.
     await stack.policy.startCall('call-logs2', [
       { participantId: 'l2-agent', role: 'agent', subjectId: 'agent-secretive-7', teamLeadId: 'lead-secretive-3' },
       { participantId: 'l2-cust', role: 'customer', subjectId: 'cust-secretive-10' },
     ]);
-    await stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
-    await stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
-    stack.relay.dropConnections();
+    const room = await stack.app.openCall('call-logs2');
+    const senders = [];
+    for (const [participantId, codec, file, ssrc] of [['l2-agent', 'opus', 'agent-speech.wav', 0x4401], ['l2-cust', 'pcmu', 'customer-speech.wav', 0x4402]] as const) {
+      const leg = await room.addPlainLeg(participantId, codec, ssrc);
+      senders.push(sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 8 }));
+    }
+    try {
+      const call = () => stack!.app.recorder.calls.get('call-logs2');
+      await expect.poll(() => [...(call()?.tracks.values() ?? [])].every((t) => t.counters.received > 0), { timeout: 10_000 }).toBe(true);
+      await stack.policy.grantConsent('call-logs2', 'l2-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
+      // Recorded: a segment of the customer's track is stored before the withdrawal.
+      await expect.poll(() => [...(call()?.tracks.values() ?? [])].find((t) => t.participantId === 'l2-cust')?.counters.written ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
+      const recordingId = call()!.recordingId!;
+      await expect.poll(async () => (await stack!.app.store.getManifest(recordingId).catch(() => null))?.segments.some((g) => g.participantId === 'l2-cust') ?? false, { timeout: 15_000 }).toBe(true);
+      await stack.policy.withdrawConsent('call-logs2', 'l2-cust', { erase: true, evidence: { method: 'dtmf', at: Date.now() + 1, infoVersion: 'v1' } });
+      stack.relay.dropConnections();
+      // The erase really happened: no object of the customer's track is left in the media bucket
+      // (and the manifest, if the recording still exists, lists none of it).
+      // The deletion removes keys, then media, then rewrites the manifest: wait for all of it.
+      const customerLeft = async (): Promise<{ objects: string[]; listed: boolean }> => ({
+        objects: await listNames(stack!.app.s3, stack!.app.store.buckets.media, mediaPrefix(recordingId, 'l2-cust')),
+        listed: (await stack!.app.store.getManifest(recordingId).catch(() => null))?.segments.some((g) => g.participantId === 'l2-cust') ?? false,
+      });
+      await expect.poll(customerLeft, { timeout: 20_000 }).toEqual({ objects: [], listed: false });
+    } finally {
+      for (const sender of senders) sender.stop();
+      await stack.policy.endCall('call-logs2');
+      room.close();
+    }
     await stack.app.control.waitFresh(10_000);
     await stack.app.store.drained(20_000);
     await stack.close();

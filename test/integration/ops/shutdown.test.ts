@@ -11,8 +11,10 @@ import path from 'node:path';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import { bucketNames } from '../../../src/storage/layout.ts';
-import { signJoinToken } from '../../../src/callcontrol/joinToken.ts';
+import { signCallToken } from '../../../src/callcontrol/callToken.ts';
 import { sendRtp } from '../../../src/media/ffmpeg.ts';
+import { freeUdpPortPair } from '../../support/udpPorts.ts';
+import { TEST_AUDIT_KEY_HEX } from '../../support/auditKey.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { s3Config, makeMinioClient } from '../../support/s3.ts';
@@ -54,7 +56,10 @@ describe('SIGTERM mid-call', () => {
       OPTIN_KEYRING: JSON.stringify(keyring),
       OPTIN_CONTROL_URL: control.cp.streamUrl,
       OPTIN_CONTROL_SECRET: control.secret,
-      OPTIN_CALL_CONTROL_SECRET: callSecret,
+      OPTIN_SIP_LEG_SECRET: callSecret,
+      OPTIN_AUDIT_HMAC_KEY: TEST_AUDIT_KEY_HEX,
+      OPTIN_AUDIT_LOCK_MODE: 'GOVERNANCE',
+      OPTIN_AUDIT_LOCK_DAYS: '1',
       OPTIN_HTTP_PORT: '0',
       OPTIN_SPOOL_DIR: spool,
       OPTIN_SEGMENT_SECONDS: '2',
@@ -78,15 +83,18 @@ describe('SIGTERM mid-call', () => {
         ['g-agent', 'opus', 0x3001, 'agent-tone.wav'],
         ['g-cust', 'pcmu', 0x3002, 'customer-tone.wav'],
       ] as const) {
-        const token = signJoinToken(callSecret, { callId: 'call-term', participantId, exp: Math.floor(Date.now() / 1000) + 60 });
+        const token = signCallToken(callSecret, { aud: 'sip-leg', callId: 'call-term', participantId, lifetimeSeconds: 60 });
+        const from = await freeUdpPortPair();
         const res = await fetch(`${url}/calls/call-term/plain-legs`, {
           method: 'POST',
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ participantId, codec, ssrc }),
+          body: JSON.stringify({ participantId, codec, ssrc, remote: { ip: '127.0.0.1', rtpPort: from.rtpPort, rtcpPort: from.rtcpPort } }),
         });
         expect(res.status).toBe(201);
         const leg = (await res.json()) as { ip: string; rtpPort: number; rtcpPort: number };
-        senders.push(sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 20 }));
+        senders.push(
+          sendRtp({ file: fixturePath(file), codec, ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, ssrc, seconds: 20, localRtpPort: from.rtpPort, localRtcpPort: from.rtcpPort }),
+        );
       }
       await new Promise((r) => setTimeout(r, 1500));
       const consentAt = Date.now();

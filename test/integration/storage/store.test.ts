@@ -6,12 +6,14 @@ import { inspect } from 'node:util';
 import type { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
+import { TEST_AUDIT_KEY, TEST_RETENTION } from '../../support/auditKey.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import type { RecordingStoreOptions } from '../../../src/storage/types.ts';
+import { sealManifest, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { expectCode } from '../../support/optinErrors.ts';
 import { listNames } from '../../support/s3.ts';
@@ -184,16 +186,21 @@ describe('RecordingStore against S3', () => {
     let msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED');
     expect(msg).toMatch(/digest/);
 
-    // 2. An attacker who can also rewrite the manifest digests: the AAD still refuses a segment
-    //    moved from the customer's track into the agent's.
-    const patchManifest = async (objectKey: string, body: Buffer): Promise<void> => {
-      const m = JSON.parse(manifestOrig.toString()) as { segments: Array<{ objectKey: string; sha256: string; sealedBytes: number }> };
+    // 2. Someone with the store's credentials rewrites the manifest digests to match: the
+    //    manifest's MAC refuses it before anything is decrypted.
+    const patchManifest = async (objectKey: string, body: Buffer, resign = true): Promise<void> => {
+      const m = JSON.parse(manifestOrig.toString()) as RecordingManifest;
       const s = m.segments.find((x) => x.objectKey === objectKey)!;
       s.sha256 = createHash('sha256').update(body).digest('hex');
       s.sealedBytes = body.length;
-      await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify(m)));
+      await putRaw(buckets.keys, manifestObjectKey(rid), resign ? sealManifest(m, ring1) : Buffer.from(JSON.stringify(m)));
     };
     await putRaw(buckets.media, keyA0, origC0);
+    await patchManifest(keyA0, origC0, false);
+    msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'MANIFEST_TAMPERED');
+    expect(msg).toMatch(/does not match its MAC/);
+    //    An insider who also holds the keyring re-signs it: the AAD still refuses a segment moved
+    //    from the customer's track into the agent's.
     await patchManifest(keyA0, origC0);
     msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'authentication');
     expect(msg).toMatch(/moved|altered/);
@@ -221,9 +228,9 @@ describe('RecordingStore against S3', () => {
     expect(await readTrackOgg(store, rid, 'pa')).toHaveLength(2);
     expect(await readTrackOgg(store, rid, 'pc')).toHaveLength(2);
 
-    // 5. Wrong KEK material under the right id, and a ring without the KEK.
+    // 5. Wrong KEK material under the right id (the manifest's MAC already fails), and a ring without the KEK.
     const wrong = await openStore({ keyring: Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1: k2 } }), sweep: false });
-    msg = await expectCode(readTrackOgg(wrong, rid, 'pa'), 'KEY_UNWRAP_FAILED');
+    msg = await expectCode(readTrackOgg(wrong, rid, 'pa'), 'MANIFEST_TAMPERED');
     expect(msg).not.toContain(k1);
     const missing = await openStore({ keyring: Keyring.fromConfig({ activeKeyId: 'k2', keys: { k2 } }), sweep: false });
     msg = await expectCode(readTrackOgg(missing, rid, 'pa'), 'KEK_UNKNOWN');
@@ -359,7 +366,7 @@ describe('RecordingStore against S3', () => {
   });
 
   it('deletion and expiry receipts land in the real hash-chained audit trail', async () => {
-    const trail = await AuditTrail.open({ client, bucket: buckets.audit, writerId: 'storage-test', createBucket: true });
+    const trail = await AuditTrail.open({ client, bucket: buckets.audit, writerId: 'storage-test', createBucket: true, hmacKey: TEST_AUDIT_KEY, retention: TEST_RETENTION });
     const store = await openStore({ audit: trail, retentionSeconds: 2 });
     const rid = await begin(store);
     await store.putSegment(segMeta(rid, 'pc', 0), fakeOgg(rid, 'pc', 0));

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { loadControlPlaneConfig, storeConfigured } from '../../../src/controlplane/config.ts';
 import { isOptinError } from '../../../src/errors/OptinError.ts';
 
-const SECRET = 'x'.repeat(40);
+// A real-looking secret: placeholders and uniform strings are refused (src/crypto/secrets.ts).
+const SECRET = randomBytes(30).toString('base64url');
 
 function fails(env: NodeJS.ProcessEnv, pattern: RegExp): void {
   let err: unknown;

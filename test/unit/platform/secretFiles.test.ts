@@ -2,9 +2,11 @@
  * `<NAME>_FILE` secrets (src/config/secretFiles.ts) through both configuration loaders.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { requireAuditKey } from '../../../src/audit/auditKey.ts';
 import { loadConfig } from '../../../src/config/config.ts';
 import { withSecretFiles } from '../../../src/config/secretFiles.ts';
 import { loadControlPlaneConfig } from '../../../src/controlplane/config.ts';
@@ -30,8 +32,9 @@ function errorOf(fn: () => unknown): { code: string; message: string } {
 }
 
 describe('*_FILE secrets', () => {
-  const controlSecret = 'c'.repeat(40);
-  const keyring = { activeKeyId: 'k1', keys: { k1: Buffer.alloc(32, 7).toString('base64') } };
+  // Random: the configuration refuses placeholders and uniform values.
+  const controlSecret = randomBytes(30).toString('base64url');
+  const keyring = { activeKeyId: 'k1', keys: { k1: randomBytes(32).toString('base64') } };
 
   it('the recorder reads any of its variables from a file, trailing line breaks dropped', () => {
     const config = loadConfig({
@@ -69,5 +72,13 @@ describe('*_FILE secrets', () => {
     expect(out).toEqual({ OPTIN_X: 'x', OTHER_FILE: '/nonexistent' });
     expect(env.OPTIN_X_FILE).toBeDefined();
     expect(withSecretFiles(env, [])).toBe(env);
+  });
+  it('a setting with a file variable of its own keeps its reader: OPTIN_AUDIT_HMAC_KEY_FILE is still refused when others can read it', () => {
+    const key = randomBytes(32).toString('hex');
+    const open = path.join(dir, 'audit-open');
+    writeFileSync(open, `${key}\n`, { mode: 0o644 });
+    expect(errorOf(() => requireAuditKey(loadConfig({ OPTIN_AUDIT_HMAC_KEY_FILE: open }).audit)).message).toContain('readable by others');
+    expect(requireAuditKey(loadConfig({ OPTIN_AUDIT_HMAC_KEY_FILE: secretFile('audit', `${key}\n`) }).audit).toString('hex')).toBe(key);
+    expect(requireAuditKey(loadControlPlaneConfig({ OPTIN_AUDIT_HMAC_KEY_FILE: secretFile('audit-cp', key) }).audit).toString('hex')).toBe(key);
   });
 });

@@ -58,4 +58,46 @@ describe('TrackRecorder runs', () => {
     expect(totalMs).toBeGreaterThan(5 * 3800 - 5 * 60);
     expect(totalMs).toBeLessThan(5 * 3800 + 5 * 60);
   }, 30_000);
+
+  it('a reconnecting speaker: a new run inside the track, then another codec continuing the numbering in a new TrackRecorder', async () => {
+    const stored: SegmentInput[] = [];
+    const base = { callId: 'c2', participantId: 'p2', segmentSamples: 48000, sink: { putSegment: async (meta: SegmentInput) => void stored.push(meta) }, encoder: pool, logger: createLogger('silent'), onStoreError: () => undefined };
+    const opus = new TrackRecorder({ ...base, codec: 'opus' });
+    const opusPayload = Buffer.from([0xf8, 0xff, 0xfe]); // a 20 ms Opus packet (CELT, silence)
+    let now = 2_000_000;
+    const talk = (track: TrackRecorder, ssrc: number, pt: number, payload: Buffer, step: number, packets: number) => {
+      let seq = ssrc & 0xffff;
+      let ts = ssrc * 3;
+      for (let i = 0; i < packets; i++) {
+        track.onRtp(buildRtp({ payloadType: pt, sequenceNumber: seq++ & 0xffff, timestamp: ts >>> 0, ssrc, payload }), now, true);
+        ts += step;
+        now += 20;
+        track.tick(now);
+      }
+    };
+    opus.startRun('r_0000000000000002', 0);
+    talk(opus, 0x1111, 100, opusPayload, 960, 75); // 1.5 s
+    // The producer changed (new SSRC, new RTP clock): the same track, a new run.
+    const ended = opus.restartRun(now, 1);
+    expect(opus.recording).toBe(true);
+    talk(opus, 0x2222, 100, opusPayload, 960, 75);
+    await ended;
+    // Reconnected with G.711: the numbering carries over into a new TrackRecorder.
+    const closing = opus.endRun(now + 200);
+    const pcmu = new TrackRecorder({ ...base, codec: 'pcmu', continueFrom: opus.continuation });
+    await closing;
+    pcmu.startRun('r_0000000000000002', 2);
+    talk(pcmu, 0x3333, 0, Buffer.alloc(160, 0xff), 160, 75);
+    await pcmu.close(now + 200);
+    await opus.close(now + 200);
+    await opus.settled();
+    const runs = stored.map((m) => `${m.run}:${m.segment}`);
+    expect(new Set(stored.map((m) => m.segment)).size, runs.join(' ')).toBe(stored.length);
+    // Runs in order, segment numbers growing across them.
+    const sorted = [...stored].sort((a, b) => a.segment - b.segment);
+    expect(sorted.map((m) => m.run)).toEqual([...sorted.map((m) => m.run)].sort((a, b) => a - b));
+    expect(new Set(stored.map((m) => m.run))).toEqual(new Set([0, 1, 2]));
+    const totalMs = stored.reduce((a, m) => a + m.durationMs, 0);
+    expect(totalMs).toBeGreaterThan(3 * 1500 - 3 * 80);
+  }, 30_000);
 });
