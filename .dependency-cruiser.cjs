@@ -19,7 +19,10 @@ const LAYERS = [
   // Adapters: each wraps one outside system (S3, mediasoup, the control WebSocket, HTTP).
   ['adapters', ['storage', 'audit', 'sfu', 'control', 'http', 'db', 'sip']],
   // Services: use cases built from adapters and domain.
-  ['services', ['recorder', 'compliance', 'access', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream', 'siprec']],
+  // access (the people's side) sits after the control plane's services it reads (catalogue,
+  // erasure ledger); identity (sign-in, sessions, service tokens) and web (pages, client code)
+  // build on it.
+  ['services', ['recorder', 'compliance', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream', 'siprec', 'access', 'identity', 'web']],
   // Composition: configuration and the roots that assemble a process.
   ['composition', ['config', 'api', 'controlplane', 'app', 'cli']],
 ];
@@ -87,10 +90,10 @@ module.exports = {
     },
     {
       name: 'workers-import-src-only',
-      comment: 'workers/ ships in the image without bench/ and test/ (the demo may start the development S3 server from scripts/s3/).',
+      comment: 'workers/ ships in the image without bench/ and test/ (the demo may start the development S3 server from scripts/s3/ and the local OpenID provider from scripts/devIdp/).',
       severity: 'error',
       from: { path: '^workers/' },
-      to: { path: '^(bench|test)/|^scripts/(?!s3/devServer\\.ts$)' },
+      to: { path: '^(bench|test)/|^scripts/(?!s3/devServer\\.ts$|devIdp/devIdp\\.ts$)' },
     },
   ],
   options: {

@@ -8,7 +8,7 @@
 #
 # Files: control_secret (policy-stream MAC key, control plane and recorders), keyring (the
 # recordings' key-encryption keys), s3_access_key / s3_secret_key (the optin user of Ceph RGW),
-# jwt_secret, softphone_join_secret and sip_leg_secret (recorder API: softphone joins, SIP-gateway legs), pg_password / pg_replication_password and
+# softphone_join_secret and sip_leg_secret (recorder call control: softphone joins, SIP-gateway legs), pg_password / pg_replication_password and
 # database_url (PostgreSQL), integrations (the control plane's bootstrap credentials: hashes only)
 # with integration-tokens.txt beside it (the tokens to hand to the IVR, WFM and HR systems: not
 # mounted anywhere), ca_cert / ca_key (a private CA), tls_cert / tls_key / tls_bundle (the control
@@ -37,7 +37,6 @@ put control_secret "$(rand)"
 put keyring "{\"activeKeyId\":\"k1\",\"keys\":{\"k1\":\"$(openssl rand -base64 32)\"}}"
 put s3_access_key "optin-$(openssl rand -hex 6)"
 put s3_secret_key "$(rand)"
-put jwt_secret "$(rand)"
 put softphone_join_secret "$(rand)"
 put sip_leg_secret "$(rand)"
 put pg_password "$(openssl rand -hex 24)"

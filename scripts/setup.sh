@@ -55,7 +55,12 @@ fi
 export MEDIASOUP_WORKER_BIN="${MEDIASOUP_WORKER_BIN:-/nonexistent/built-by-optin-setup}"
 stamp=node_modules/.optin-lock-sha
 lock_sha="$(sha256sum package-lock.json | cut -c1-16)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sha" ]; then
+if [ -L node_modules ]; then
+  # A git worktree sharing another checkout's node_modules through a symlink: `npm ci` would empty
+  # the shared directory (it follows the link) and install here instead, breaking every checkout
+  # that shares it. The owner of the shared checkout installs; here we only use it.
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sha" ] || log "node_modules is a shared symlink: not installing (run npm ci in $(readlink -f node_modules)/.. if it is out of date)"
+elif [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sha" ]; then
   log "installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$lock_sha" > "$stamp"

@@ -15,9 +15,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildBrowserBundle, type BrowserBundleSpec } from '../../src/http/browserBundle.ts';
 import { MEDIASOUP_CLIENT_BUNDLE } from '../../src/softphone/softphoneRoutes.ts';
+import { WEB_APP_BUNDLE } from '../../src/web/assets.ts';
 
 /** Every browser bundle a server serves. A page that adds one lists its spec here. */
-export const BROWSER_BUNDLES: readonly BrowserBundleSpec[] = [MEDIASOUP_CLIENT_BUNDLE];
+export const BROWSER_BUNDLES: readonly BrowserBundleSpec[] = [MEDIASOUP_CLIENT_BUNDLE, WEB_APP_BUNDLE];
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 

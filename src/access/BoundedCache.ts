@@ -53,7 +53,7 @@ export class BoundedCache<V extends CacheEntryValue> {
   }
 
   /** The cached value, or the one `compute` produces (shared by concurrent callers of the same key). */
-  async getOrCompute(key: string, compute: () => Promise<V>): Promise<V> {
+  async getOrCompute(key: string, compute: () => Promise<V>, notAfterMs?: number): Promise<V> {
     const hit = this.get(key);
     if (hit !== undefined) return hit;
     const running = this.#inflight.get(key);
@@ -62,7 +62,7 @@ export class BoundedCache<V extends CacheEntryValue> {
     const p = compute().then(
       (value) => {
         this.#inflight.delete(key);
-        if (!this.#evictedSince(key, startedAt)) this.set(key, value);
+        if (!this.#evictedSince(key, startedAt)) this.set(key, value, notAfterMs);
         return value;
       },
       (err: unknown) => {
@@ -74,15 +74,20 @@ export class BoundedCache<V extends CacheEntryValue> {
     return p;
   }
 
-  /** Stores a value; one larger than the whole bound is not kept (the caller still has it). */
-  set(key: string, value: V): void {
+  /**
+   * Stores a value; one larger than the whole bound is not kept (the caller still has it).
+   * `notAfterMs` caps the entry's life below the TTL (a recording's expiry instant: R8).
+   */
+  set(key: string, value: V, notAfterMs?: number): void {
     this.#remove(key);
     if (value.bytes.length > this.maxBytes) return;
     this.#purgeExpired();
     while (this.#bytes + value.bytes.length > this.maxBytes && this.#entries.size > 0) {
       this.#remove(this.#entries.keys().next().value as string);
     }
-    this.#entries.set(key, { value, expiresAtMs: this.#now() + this.ttlMs });
+    const expiresAtMs = Math.min(this.#now() + this.ttlMs, notAfterMs ?? Number.POSITIVE_INFINITY);
+    if (expiresAtMs <= this.#now()) return;
+    this.#entries.set(key, { value, expiresAtMs });
     this.#bytes += value.bytes.length;
   }
 
@@ -102,6 +107,16 @@ export class BoundedCache<V extends CacheEntryValue> {
   clear(): void {
     this.#entries.clear();
     this.#bytes = 0;
+  }
+
+  /** Keys held now (tests and metrics). */
+  keys(): string[] {
+    return [...this.#entries.keys()];
+  }
+
+  /** Drops expired entries now (a periodic sweep: expired audio must not stay in memory). */
+  purgeExpired(): void {
+    this.#purgeExpired();
   }
 
   #purgeExpired(): void {

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { OptinError } from '../errors/OptinError.ts';
 import { readOggOpus, joinOggOpus } from '../media/OggOpusReader.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import { renderStereo, type StereoInput } from '../media/ffmpeg.ts';
+import { renderStereo, type FfmpegRunner, type StereoInput } from '../media/ffmpeg.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSource, TrackSegment } from '../storage/types.ts';
 import { toWav } from './wav.ts';
@@ -82,8 +82,8 @@ export function alignTrack(segments: readonly Pick<TrackSegment, 'ogg' | 'meta'>
 }
 
 /** The time axis of a recording: from the first recorded sample of anyone to the last. */
-export function renderSpan(m: Pick<RecordingManifest, 'segments' | 'participants'>): { originMs: number; endMs: number; samples: number } | null {
-  const live = new Set(m.participants.filter((p) => p.erased === undefined).map((p) => p.participantId));
+export function renderSpan(m: Pick<RecordingManifest, 'segments' | 'participants'>, excluded?: ReadonlySet<string>): { originMs: number; endMs: number; samples: number } | null {
+  const live = new Set(m.participants.filter((p) => p.erased === undefined && !(excluded?.has(p.participantId) ?? false)).map((p) => p.participantId));
   const segs = m.segments.filter((s) => live.has(s.participantId));
   if (segs.length === 0) return null;
   const originMs = Math.min(...segs.map((s) => s.startWallClockMs));
@@ -105,13 +105,21 @@ export interface RenderedPlayback {
 
 export type TrackSource = Pick<RecordingSource, 'openTrack'>;
 
+export interface RenderOptions {
+  /** Where ffmpeg runs (the access API's bounded pool). */
+  runner?: FfmpegRunner;
+  /** Participants left out besides the erased ones (an erasure requested but not yet carried out: R9). */
+  excluded?: ReadonlySet<string>;
+}
+
 /**
  * Renders the coaching file of a recording: agents LEFT, customers RIGHT. Erased participants
- * are left out (their side is silence). `maxBytes` bounds the result (memory: the render is
- * cached whole so players can seek).
+ * (and `excluded` ones) are left out (their side is silence). `maxBytes` bounds the result
+ * (memory: the render is cached whole so players can seek).
  */
-export async function renderCoaching(store: TrackSource, m: RecordingManifest, format: RenderFormat, maxBytes: number): Promise<RenderedPlayback> {
-  const span = renderSpan(m);
+export async function renderCoaching(store: TrackSource, m: RecordingManifest, format: RenderFormat, maxBytes: number, options: RenderOptions = {}): Promise<RenderedPlayback> {
+  const excluded = options.excluded;
+  const span = renderSpan(m, excluded);
   if (span === null) throw new OptinError('RECORDING_EMPTY', `recording ${m.recordingId} holds no audio to play`);
   if (estimateRenderBytes(span.samples, format) > maxBytes) {
     throw new OptinError('RENDER_TOO_LARGE', `the ${format} render of ${m.recordingId} would exceed ${maxBytes} bytes; ask for format=ogg or raise the render cache size`);
@@ -119,14 +127,14 @@ export async function renderCoaching(store: TrackSource, m: RecordingManifest, f
   const left: StereoInput[] = [];
   const right: StereoInput[] = [];
   for (const p of m.participants) {
-    if (p.erased !== undefined || !m.segments.some((s) => s.participantId === p.participantId)) continue;
+    if (p.erased !== undefined || (excluded?.has(p.participantId) ?? false) || !m.segments.some((s) => s.participantId === p.participantId)) continue;
     const segs: TrackSegment[] = [];
     for await (const s of store.openTrack(m.recordingId, p.participantId)) segs.push(s);
     const aligned = alignTrack(segs, span.originMs);
     if (aligned === null) continue;
     (p.role === 'agent' ? left : right).push({ ogg: aligned.ogg, delaySamples: aligned.leadSamples });
   }
-  const out = await renderStereo({ left, right, samples: span.samples, format: format === 'wav' ? 's16le' : 'ogg' });
+  const out = await renderStereo({ left, right, samples: span.samples, format: format === 'wav' ? 's16le' : 'ogg', ...(options.runner ? { runner: options.runner } : {}) });
   const bytes = format === 'wav' ? toWav(out, 2, SAMPLE_RATE) : out;
   return { bytes, contentType: format === 'wav' ? 'audio/wav' : 'audio/ogg; codecs=opus', durationMs: Math.round(span.samples / SAMPLES_PER_MS) };
 }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { AuditEntry, AuditInput, AuditListQuery } from '../audit/AuditTrail.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { joinOggOpus, readOggOpus } from '../media/OggOpusReader.ts';
-import { decodeToS16 } from '../media/ffmpeg.ts';
+import { decodeToS16, type FfmpegRunner } from '../media/ffmpeg.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import type { RecordingSource } from '../storage/types.ts';
 import { buildExtractManifest, type ExtractItem, type ExtractManifest } from './extractManifest.ts';
@@ -37,6 +37,8 @@ export interface ExtractPackage {
   manifest: ExtractManifest;
   /** Audio files, then `manifest.json`. */
   files: ExtractFile[];
+  /** Which track each audio file holds (what a deletion or an erasure withdraws), and until when it may be kept. */
+  items: Array<{ recordingId: string; participantId: string; file: string; expiresAtMs: number }>;
   totalBytes: number;
 }
 
@@ -68,6 +70,19 @@ export interface ExtractHooks {
   /** Refuse (EXTRACT_TOO_LARGE) past this many bytes of files. */
   maxBytes?: number;
   now?: () => number;
+  /**
+   * The recordings to look at (the control plane's catalogue knows the subject's recordings);
+   * without it every manifest in the store is read (the CLI).
+   */
+  candidates?: readonly string[];
+  /** Leaves out a participant's track (an erasure requested and not yet carried out: R9). */
+  skip?: (recordingId: string, participantId: string) => boolean;
+  /** Where ffmpeg runs (WAV): the access API's bounded pool. */
+  runner?: FfmpegRunner;
+  /** Stops the work between segments (the extract was withdrawn: a recording deleted meanwhile). */
+  signal?: AbortSignal;
+  /** The extract id to use (the job's id); default a fresh one. */
+  extractId?: string;
 }
 
 export const MANIFEST_FILE = 'manifest.json';
@@ -126,21 +141,28 @@ export async function createExtract(
   if (!ID_PATTERN.test(request.actor)) throw new OptinError('INVALID_INPUT', 'actor must be a pseudonymous id');
   const now = hooks.now ?? Date.now;
   const createdAtMs = now();
-  const extractId = `x_${randomBytes(8).toString('hex')}`;
+  const extractId = hooks.extractId ?? `x_${randomBytes(8).toString('hex')}`;
+  const aborted = (): void => {
+    if (hooks.signal?.aborted) throw new OptinError('EXTRACT_WITHDRAWN', 'the extract was withdrawn: one of its recordings was deleted or its subject erased meanwhile');
+  };
 
-  // Which recordings: the summaries name each participant's subject id.
-  const summaries = (await deps.store.listRecordings()).filter((r) => r.participants.some((p) => p.subjectId === subjectId && !p.erased));
+  // Which recordings: the catalogue's candidates, or the summaries, which name each participant's subject id.
+  const ids =
+    hooks.candidates ??
+    (await deps.store.listRecordings()).filter((r) => r.participants.some((p) => p.subjectId === subjectId && !p.erased)).map((r) => r.recordingId);
   const plan: Array<{ manifest: RecordingManifest; participantId: string; segments: number }> = [];
-  for (const s of summaries) {
+  for (const recordingId of ids) {
+    aborted();
     let m: RecordingManifest;
     try {
-      m = await deps.store.getManifest(s.recordingId);
+      m = await deps.store.getManifest(recordingId);
     } catch (err) {
       if (isOptinError(err, 'RECORDING_NOT_FOUND')) continue; // deleted or expired meanwhile
       throw err;
     }
     if (m.expiresAtMs <= createdAtMs) continue; // legally gone, even if the sweeper has not run yet
     for (const participantId of subjectParticipants(m, subjectId)) {
+      if (hooks.skip?.(m.recordingId, participantId) ?? false) continue;
       plan.push({ manifest: m, participantId, segments: m.segments.filter((x) => x.participantId === participantId).length });
     }
   }
@@ -155,11 +177,13 @@ export async function createExtract(
   let totalBytes = 0;
   for (const p of plan) {
     const rid = p.manifest.recordingId;
+    aborted();
     const track = await readJoinedTrack(deps.store, rid, p.participantId, () => {
+      aborted();
       done += 1;
       hooks.onProgress?.({ done, total, recordingId: rid });
     });
-    const bytes = format === 'wav' ? toWav(await decodeToS16(track.ogg, { rate: 48_000, channels: 1 }), 1, 48_000) : track.ogg;
+    const bytes = format === 'wav' ? toWav(await decodeToS16(track.ogg, { rate: 48_000, channels: 1, ...(hooks.runner ? { runner: hooks.runner } : {}) }), 1, 48_000) : track.ogg;
     let name = `${rid}.${format}`;
     for (let n = 2; usedNames.has(name); n++) name = `${rid}-${n}.${format}`;
     usedNames.add(name);
@@ -187,6 +211,7 @@ export async function createExtract(
   files.push({ name: MANIFEST_FILE, contentType: 'application/json', bytes: manifestBytes, sha256: sha256(manifestBytes) });
   totalBytes += manifestBytes.length;
 
+  aborted();
   await deps.audit?.append({
     type: 'extract',
     actor: request.actor,
@@ -202,5 +227,14 @@ export async function createExtract(
       bytes: totalBytes,
     },
   });
-  return { extractId, caseRef, subjectId, createdAtMs, manifest, files, totalBytes };
+  return {
+    extractId,
+    caseRef,
+    subjectId,
+    createdAtMs,
+    manifest,
+    files,
+    items: items.map((i) => ({ recordingId: i.manifest.recordingId, participantId: i.participantId, file: i.file.name, expiresAtMs: i.manifest.expiresAtMs })),
+    totalBytes,
+  };
 }

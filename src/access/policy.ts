@@ -1,5 +1,5 @@
 import type { RecordingManifest } from '../storage/manifest.ts';
-import type { Principal, Role } from './auth.ts';
+import type { Principal, Role } from './roles.ts';
 
 /**
  * Who may do what (R1, R10, R12 in docs/rules.md; docs/architecture.md §6). Pure: facts in, decision out, no I/O, so the whole
@@ -28,9 +28,12 @@ export type Action =
   | 'deletion.list'
   | 'extract.create'
   | 'extract.read'
+  | 'extract.list'
+  | 'deletion.receipt'
   | 'audit.read'
   | 'audit.verify'
-  | 'compliance.read';
+  | 'compliance.read'
+  | 'spotcheck.read';
 
 /** Roles that may use each action at all (before looking at any recording). */
 export const ACTION_ROLES: Readonly<Record<Action, readonly Role[]>> = Object.freeze({
@@ -44,9 +47,15 @@ export const ACTION_ROLES: Readonly<Record<Action, readonly Role[]>> = Object.fr
   'deletion.list': ['agent', 'team-lead', 'dpo'],
   'extract.create': ['extract-operator'],
   'extract.read': ['extract-operator'],
+  // Their own jobs only (the API filters by owner).
+  'extract.list': ['extract-operator'],
+  // The receipt of a deletion: the team lead who carried it out, and the DPO.
+  'deletion.receipt': ['team-lead', 'dpo'],
   'audit.read': ['dpo'],
   'audit.verify': ['dpo'],
   'compliance.read': ['dpo'],
+  // A random sample of recordings' lawfulness facts (consent, window, cap, expiry): never audio.
+  'spotcheck.read': ['dpo'],
 });
 
 /** Actions on one recording, where the caller's relation to it matters. */
@@ -67,8 +76,19 @@ export type DenyReason =
   | 'not-own-recording' // an agent's request on a recording where they are not the agent
   | 'not-team-recording'; // a team lead's request on a recording outside their team
 
-/** Reads the access facts from a manifest. Erased agents no longer link to anyone (R9). */
-export function recordingFacts(m: Pick<RecordingManifest, 'participants'>): RecordingFacts {
+/** The participant fields access control reads: a manifest's participants and a catalogue row's both have them. */
+export interface ParticipantFacts {
+  role: 'agent' | 'customer';
+  subjectId?: string;
+  teamLeadId?: string;
+  erased?: unknown;
+}
+
+/**
+ * Reads the access facts from a manifest or a catalogue row. Erased agents no longer link to
+ * anyone (R9): the manifest marks them `erased`, the catalogue drops their ids.
+ */
+export function recordingFacts(m: { participants: readonly ParticipantFacts[] }): RecordingFacts {
   const agents: RecordingFacts['agents'] = [];
   for (const p of m.participants) {
     if (p.role !== 'agent' || p.subjectId === undefined || p.erased !== undefined) continue;
@@ -228,10 +248,73 @@ export const ACCESS_AUDIT_TYPES: Readonly<Record<string, Action>> = Object.freez
   'access.audit': 'audit.read',
   'access.audit-verify': 'audit.verify',
   'access.compliance': 'compliance.read',
+  'access.spot-check': 'spotcheck.read',
+  'access.extract-jobs': 'extract.list',
+  'access.deletion-receipt': 'deletion.receipt',
 });
 
 /** Roles allowed to have produced an access entry of `type` (undefined: not an access type). */
 export function rolesForAuditType(type: string): readonly Role[] | undefined {
   const action = ACCESS_AUDIT_TYPES[type];
   return action === undefined ? undefined : ACTION_ROLES[action];
+}
+
+// ---- what each role sees of a catalogue row (lists) ----
+
+export interface ListEntryParticipant {
+  role: 'agent' | 'customer';
+  /** Same rule as ParticipantView: an agent's id for the DPO, that agent and their lead; a customer's for the DPO only. */
+  subjectId?: string;
+  teamLeadId?: string;
+  erased: boolean;
+}
+
+export interface ListEntryView {
+  recordingId: string;
+  state: string;
+  startedAt: number;
+  endedAt: number | null;
+  expiresAt: number;
+  participants: ListEntryParticipant[];
+  /** DPO only. */
+  callId?: string;
+}
+
+/** The fields of a catalogue row a list shows, as the caller may see them. */
+export function listEntryView(
+  principal: Principal,
+  row: {
+    recordingId: string;
+    callId: string;
+    state: string;
+    startedAt: number;
+    endedAt: number | null;
+    expiresAt: number;
+    participants: ReadonlyArray<{ participantId: string; role: 'agent' | 'customer'; subjectId?: string; teamLeadId?: string }>;
+  },
+): ListEntryView {
+  const dpo = principal.role === 'dpo';
+  const participants = row.participants.map((p): ListEntryParticipant => {
+    const related =
+      p.role === 'agent' &&
+      p.subjectId !== undefined &&
+      (dpo || (principal.role === 'agent' && p.subjectId === principal.sub) || (principal.role === 'team-lead' && p.teamLeadId === principal.sub));
+    const show = p.role === 'customer' ? dpo : related;
+    return {
+      role: p.role,
+      ...(show && p.subjectId !== undefined ? { subjectId: p.subjectId } : {}),
+      ...(show && p.teamLeadId !== undefined ? { teamLeadId: p.teamLeadId } : {}),
+      // The catalogue drops an erased participant's ids (R9).
+      erased: p.subjectId === undefined,
+    };
+  });
+  return {
+    recordingId: row.recordingId,
+    state: row.state,
+    startedAt: row.startedAt,
+    endedAt: row.endedAt,
+    expiresAt: row.expiresAt,
+    participants,
+    ...(dpo ? { callId: row.callId } : {}),
+  };
 }

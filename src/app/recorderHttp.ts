@@ -7,7 +7,6 @@ import { callControlRoutes } from '../callcontrol/callControlRoutes.ts';
 import { SignallingServer } from '../callcontrol/SignallingServer.ts';
 import { RoomDirectory } from '../callcontrol/RoomDirectory.ts';
 import { CallTokenVerifier, type TokenAudience } from '../callcontrol/callToken.ts';
-import { extraRouteGroups } from './routes.ts';
 
 export interface RecorderHttp extends HttpServerHandle {
   rooms: RoomDirectory;
@@ -15,9 +14,10 @@ export interface RecorderHttp extends HttpServerHandle {
 }
 
 /**
- * Everything the recorder serves over HTTP: health and metrics, the live dashboard, the access
- * API, softphone signalling (when callControl.joinSecret is set) and SIP-leg call control (when
- * callControl.sipLegSecret is set). The worker entry point, the demo and the tests all mount the same set.
+ * Everything the recorder serves over HTTP: health and metrics, the live dashboard, softphone
+ * signalling (when callControl.joinSecret is set) and SIP-leg call control (when
+ * callControl.sipLegSecret is set). The access API is the control plane's (issue 14): recorders
+ * do media only. The worker entry point, the demo and the tests all mount the same set.
  */
 export async function startRecorderHttp(
   app: RecorderApp,
@@ -29,7 +29,7 @@ export async function startRecorderHttp(
     secret === undefined ? undefined : new CallTokenVerifier({ secret, audience, maxLifetimeSeconds: cc.maxTokenLifetimeSeconds });
   const joinTokens = verifier(cc.joinSecret, 'softphone-join');
   const legTokens = verifier(cc.sipLegSecret, 'sip-leg');
-  const groups: RouteGroup[] = [healthRoutes(app), dashboardRoutes(app), ...(await extraRouteGroups(app))];
+  const groups: RouteGroup[] = [healthRoutes(app), dashboardRoutes(app)];
   if (joinTokens) groups.push(softphoneRoutes());
   if (legTokens) groups.push(callControlRoutes(rooms, legTokens));
   const http = await startHttpServer({

@@ -278,3 +278,47 @@ export async function markExpired(db: Queryable, nowMs: number): Promise<number>
   );
   return res.rowCount;
 }
+
+// -- reads for people (issue 14: the access API and the web app) ------------------------------
+
+/** Every recording, newest first, keyset-paginated (the DPO's list: metadata only). */
+export async function listAllRecordings(db: Queryable, q: { limit: number; cursor?: string; states?: readonly CatalogueState[] }): Promise<ListPage> {
+  const limit = Math.min(Math.max(1, q.limit), 500);
+  const states = [...(q.states ?? LIVE_STATES)];
+  const c = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+  const { rows } =
+    c === undefined
+      ? await db.query<DbRow>(`SELECT ${COLUMNS} FROM recordings r WHERE r.state = ANY($1) ORDER BY r.started_at_ms DESC, r.recording_id DESC LIMIT $2`, [states, limit + 1])
+      : await db.query<DbRow>(
+          `SELECT ${COLUMNS} FROM recordings r WHERE r.state = ANY($1) AND (r.started_at_ms, r.recording_id) < ($2, $3::text COLLATE "C")
+            ORDER BY r.started_at_ms DESC, r.recording_id DESC LIMIT $4`,
+          [states, c.startedAt, c.recordingId, limit + 1],
+        );
+  const page = rows.slice(0, limit).map(toRow);
+  const last = page.at(-1);
+  return rows.length > limit && last !== undefined ? { recordings: page, nextCursor: encodeCursor(last.startedAt, last.recordingId) } : { recordings: page };
+}
+
+/** Live recordings in which `subjectId` is a (not erased) participant, oldest first: what an extract covers. */
+export async function recordingsOfSubject(db: Queryable, subjectId: string): Promise<CatalogueRow[]> {
+  const { rows } = await db.query<DbRow>(
+    `SELECT ${COLUMNS} FROM recordings r WHERE r.participants @> $1::jsonb AND r.state = ANY($2) ORDER BY r.started_at_ms, r.recording_id`,
+    [JSON.stringify([{ subjectId }]), [...LIVE_STATES]],
+  );
+  return rows.map(toRow);
+}
+
+/** A uniform random sample of live recordings (the DPO's spot check). */
+export async function sampleRecordings(db: Queryable, n: number): Promise<CatalogueRow[]> {
+  const { rows } = await db.query<DbRow>(`SELECT ${COLUMNS} FROM recordings r WHERE r.state = ANY($1) ORDER BY random() LIMIT $2`, [[...LIVE_STATES], Math.min(Math.max(1, n), 200)]);
+  return rows.map(toRow);
+}
+
+/** How many recordings of an agent started in [fromMs, toMs) (any state: the cap counts admissions, not survivors). */
+export async function countAgentRecordings(db: Queryable, agentId: string, fromMs: number, toMs: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM recording_index WHERE kind = 'agent' AND key = $1 AND started_at_ms >= $2 AND started_at_ms < $3",
+    [agentId, fromMs, toMs],
+  );
+  return rows[0]?.n ?? 0;
+}

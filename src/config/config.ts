@@ -84,7 +84,6 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       host: z.string().default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(7800),
-      jwtSecret: secret.optional(),
     })
     .prefault({}),
   /** The audit trail (R11, docs/rules.md): its key, its own store principal, its object lock. */
@@ -161,7 +160,6 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json' | 'list']> = {
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],
-  OPTIN_JWT_SECRET: ['http.jwtSecret', 'string'],
   OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],
   OPTIN_AUDIT_HMAC_KEY_FILE: ['audit.hmacKeyFile', 'string'],
   OPTIN_S3_AUDIT_ACCESS_KEY: ['audit.accessKey', 'string'],
@@ -185,11 +183,12 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json' | 'list']> = {
 
 /** Variables that no longer exist: setting one is an error that names the replacement. */
 const RETIRED_ENV: Record<string, string> = {
+  OPTIN_JWT_SECRET: 'removed: recorders serve no access API and hold no key that can mint tokens; people sign in to the control plane with OpenID Connect and services present JWTs from the identity provider (docs/web-app.md)',
   OPTIN_CALL_CONTROL_SECRET: 'replaced by OPTIN_SOFTPHONE_JOIN_SECRET (softphone joins) and OPTIN_SIP_LEG_SECRET (SIP-gateway legs), two different secrets',
 };
 
 /** Names of settings that hold secrets: never echoed back in errors or logs. */
-const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'http.jwtSecret', 'audit.hmacKey', 'audit.secretKey', 'callControl.joinSecret', 'callControl.sipLegSecret']);
+const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'audit.hmacKey', 'audit.secretKey', 'callControl.joinSecret', 'callControl.sipLegSecret']);
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');

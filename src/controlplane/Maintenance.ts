@@ -11,7 +11,9 @@ import type { ControlPlaneMetrics } from '../metrics/controlPlaneMetrics.ts';
  * - cap counters and admissions: after their month ended plus the retention period;
  * - ended calls and their consents, completed erasures and deletions, R7 states: after retention;
  * - catalogue rows: marked expired at their expiry, removed a day after they expired or were deleted;
- * - the stream log: after factsRetentionHours; idempotency keys after 24 h.
+ * - the stream log: after factsRetentionHours; idempotency keys after 24 h;
+ * - `extra` passes: the people's side (ended sessions, abandoned sign-ins, closed deletion
+ *   requests, finished extract jobs).
  */
 export class Maintenance {
   readonly #db: Database;
@@ -20,10 +22,12 @@ export class Maintenance {
   readonly #logger: Logger;
   readonly #metrics: ControlPlaneMetrics | undefined;
   readonly #now: () => number;
+  readonly #extra: ReadonlyArray<() => Promise<void>>;
   #timer: NodeJS.Timeout | undefined;
   #running = false;
 
-  constructor(options: { db: Database; retentionSeconds: number; factsRetentionHours: number; logger: Logger; metrics?: ControlPlaneMetrics; now?: () => number }) {
+  constructor(options: { db: Database; retentionSeconds: number; factsRetentionHours: number; logger: Logger; metrics?: ControlPlaneMetrics; now?: () => number; extra?: ReadonlyArray<() => Promise<void>> }) {
+    this.#extra = options.extra ?? [];
     this.#db = options.db;
     this.#retentionMs = options.retentionSeconds * 1000;
     this.#factsRetentionMs = options.factsRetentionHours * 3600_000;
@@ -71,6 +75,7 @@ export class Maintenance {
     counts.expired = await markExpired(this.#db, now);
     await run('recordings', "DELETE FROM recordings WHERE state IN ('deleted', 'expired') AND updated_at_ms < $1", [now - day]);
     await run('stream_sessions', 'DELETE FROM stream_sessions WHERE last_seen_ms < $1', [now - 3600_000]);
+    for (const pass of this.#extra) await pass();
     return counts;
   }
 }

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { IdSchema } from '../ids/ids.ts';
+import { ROLES } from '../access/roles.ts';
 import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
 import { requireAuditKey } from '../audit/auditKey.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
@@ -85,6 +86,42 @@ export const ControlPlaneConfigSchema = z.strictObject({
     })
     .prefault({}),
   keyring: z.strictObject({ activeKeyId: IdSchema, keys: z.record(IdSchema, z.string()) }).optional(),
+  /** The people's side (issue 14): the web app and the access API, sign-in, sessions, renders and extracts. */
+  access: z
+    .strictObject({
+      /** The URL people reach the control plane at (sign-in redirects). Default: http(s)://<http.host>:<http.port>. */
+      publicUrl: z.string().url().optional(),
+      oidc: z
+        .strictObject({
+          /** The contact centre's OpenID provider. Unset: no sign-in (the web app and the access API answer 503). */
+          issuer: z.string().url().optional(),
+          clientId: z.string().min(1).optional(),
+          /** Confidential client; without it a public client (PKCE alone). */
+          clientSecret: z.string().min(16, 'must be at least 16 characters').optional(),
+          scopes: z.string().default('openid profile'),
+          /** Dotted path of the claim that names the role (e.g. realm_access.roles). */
+          roleClaim: z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/).default('optin_roles'),
+          subjectClaim: z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/).default('sub'),
+          /** The provider's group names -> optin roles. */
+          roleMap: z.record(z.string().min(1).max(200), z.enum(ROLES)).default({}),
+        })
+        .prefault({}),
+      /** `aud` of the JWT access tokens services present (the extract service's client credentials). */
+      apiAudience: z.string().min(1).default('optin-api'),
+      /** A service token older than this (its `iat`) is refused, whatever its `exp`. */
+      maxTokenAgeSeconds: z.int().min(30).max(24 * 3600).default(600),
+      sessionIdleMinutes: z.int().min(1).max(24 * 60).default(30),
+      sessionMaxHours: z.int().min(1).max(24 * 7).default(8),
+      renderCacheMb: z.int().min(1).max(16 * 1024).default(128),
+      renderCacheMinutes: z.int().min(1).max(24 * 60).default(10),
+      extractMb: z.int().min(1).max(16 * 1024).default(256),
+      extractHoldMinutes: z.int().min(1).max(24 * 60).default(15),
+      /** ffmpeg processes at once for renders and extracts; beyond it (and the queue) 503 + Retry-After. */
+      ffmpegConcurrency: z.int().min(1).max(64).default(2),
+      ffmpegQueue: z.int().min(0).max(1000).default(2),
+      ffmpegTimeoutSeconds: z.int().min(1).max(3600).default(120),
+    })
+    .prefault({}),
   /** The audit trail: this replica writes deletion receipts to it and anchors every stream's head (docs/rules.md "Audit"). */
   audit: z
     .strictObject({
@@ -134,6 +171,24 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_S3_REGION: ['s3.region', 'string'],
   OPTIN_S3_BUCKET_PREFIX: ['s3.bucketPrefix', 'string'],
   OPTIN_KEYRING: ['keyring', 'json'],
+  OPTIN_PUBLIC_URL: ['access.publicUrl', 'string'],
+  OPTIN_OIDC_ISSUER: ['access.oidc.issuer', 'string'],
+  OPTIN_OIDC_CLIENT_ID: ['access.oidc.clientId', 'string'],
+  OPTIN_OIDC_CLIENT_SECRET: ['access.oidc.clientSecret', 'string'],
+  OPTIN_OIDC_SCOPES: ['access.oidc.scopes', 'string'],
+  OPTIN_OIDC_ROLE_CLAIM: ['access.oidc.roleClaim', 'string'],
+  OPTIN_OIDC_SUBJECT_CLAIM: ['access.oidc.subjectClaim', 'string'],
+  OPTIN_OIDC_ROLE_MAP: ['access.oidc.roleMap', 'json'],
+  OPTIN_API_AUDIENCE: ['access.apiAudience', 'string'],
+  OPTIN_TOKEN_MAX_AGE_SECONDS: ['access.maxTokenAgeSeconds', 'number'],
+  OPTIN_SESSION_IDLE_MINUTES: ['access.sessionIdleMinutes', 'number'],
+  OPTIN_SESSION_MAX_HOURS: ['access.sessionMaxHours', 'number'],
+  OPTIN_RENDER_CACHE_MB: ['access.renderCacheMb', 'number'],
+  OPTIN_EXTRACT_MB: ['access.extractMb', 'number'],
+  OPTIN_EXTRACT_HOLD_MINUTES: ['access.extractHoldMinutes', 'number'],
+  OPTIN_FFMPEG_CONCURRENCY: ['access.ffmpegConcurrency', 'number'],
+  OPTIN_FFMPEG_QUEUE: ['access.ffmpegQueue', 'number'],
+  OPTIN_FFMPEG_TIMEOUT_SECONDS: ['access.ffmpegTimeoutSeconds', 'number'],
   OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],
   OPTIN_AUDIT_HMAC_KEY_FILE: ['audit.hmacKeyFile', 'string'],
   OPTIN_S3_AUDIT_ACCESS_KEY: ['audit.accessKey', 'string'],
@@ -143,7 +198,7 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
   OPTIN_AUDIT_ANCHOR_INTERVAL_MS: ['audit.anchorIntervalMs', 'number'],
 };
 
-const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'audit.hmacKey', 'audit.secretKey'];
+const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'access.oidc.clientSecret', 'audit.hmacKey', 'audit.secretKey'];
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');
@@ -219,6 +274,18 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, ove
   }
   if (config.http.clientCaFile !== undefined && !tls) {
     throw new OptinError('CONFIG_INVALID', 'OPTIN_CONTROL_CLIENT_CA_FILE (mutual TLS) needs TLS: set OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY');
+  }
+  const { issuer, clientId } = config.access.oidc;
+  if ((issuer === undefined) !== (clientId === undefined)) {
+    throw new OptinError('CONFIG_INVALID', 'set OPTIN_OIDC_ISSUER and OPTIN_OIDC_CLIENT_ID together (or neither: no sign-in)');
+  }
+  // Sign-in and tokens over cleartext only to a provider on this machine.
+  if (issuer !== undefined && new URL(issuer).protocol === 'http:' && !isLoopback(new URL(issuer).hostname)) {
+    throw new OptinError('CONFIG_INVALID', `OPTIN_OIDC_ISSUER ${issuer} is http:// on another host: the identity provider must be reached over https`);
+  }
+  const pub = config.access.publicUrl;
+  if (pub !== undefined && new URL(pub).protocol === 'http:' && !isLoopback(new URL(pub).hostname)) {
+    throw new OptinError('CONFIG_INVALID', `OPTIN_PUBLIC_URL ${pub} is http:// on another host: people sign in over https (session cookies are Secure)`);
   }
   for (const [kid, value] of Object.entries(config.keyring?.keys ?? {})) {
     const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));

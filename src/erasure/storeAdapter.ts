@@ -7,7 +7,9 @@ import { summarizeReceipt } from '../control/storeReceipt.ts';
 import { Keyring } from '../crypto/Keyring.ts';
 import type { Logger } from '../log/logger.ts';
 import { RecordingStore } from '../storage/RecordingStore.ts';
-import { bucketNames } from '../storage/layout.ts';
+import { bucketNames, type BucketNames } from '../storage/layout.ts';
+import type { RecordingSource } from '../storage/types.ts';
+import type { Client } from 'minio';
 import { createS3Client, type S3Config } from '../storage/s3Endpoint.ts';
 
 /**
@@ -18,6 +20,15 @@ import { createS3Client, type S3Config } from '../storage/s3Endpoint.ts';
  */
 
 export interface ControlPlaneStore {
+  /**
+   * The read side for the access API (issue 14): manifests and tracks through the storage
+   * reader, the audit trail (access entries are appended to it directly: R11 wants them before
+   * the data leaves), and the S3 client and bucket names the compliance report lists.
+   */
+  readonly reader?: RecordingSource;
+  readonly trail?: AuditTrail;
+  readonly s3?: Client;
+  readonly buckets?: Readonly<BucketNames>;
   /** Deletes a recording or one participant's part; idempotent (a second call: nothingLeft). */
   deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<StoreReceipt>;
   /** Every recording's manifest, as catalogue entries. */
@@ -79,6 +90,10 @@ export async function openControlPlaneStore(settings: StoreSettings): Promise<Co
     sweep: false,
   });
   return {
+    reader: store,
+    trail: audit,
+    s3: client,
+    buckets,
     audit,
     async deleteRecording(recordingId, options) {
       return summarizeReceipt(await store.deleteRecording(recordingId, options));

@@ -182,6 +182,15 @@ export const ERROR_TABLE = {
   MEDIA_PORTS_EXHAUSTED: row('unavailable', 'ours', true),
   MEDIA_PLANE_CLOSED: row('conflict', 'caller'),
   SRTP_INVALID_KEY: row('invalid-input', 'caller'),
+  // -- the people's side: access API, web app, sign-in (src/access, src/identity, src/api) ----------
+  FFMPEG_BUSY: row('unavailable', 'ours', true),
+  FFMPEG_TIMEOUT: row('timeout', 'ours', true),
+  SIGN_IN_NOT_CONFIGURED: row('unavailable', 'config'),
+  SIGN_IN_FAILED: row('unauthenticated', 'caller'),
+  IDP_UNAVAILABLE: row('unavailable', 'dependency', true),
+  CSRF_REJECTED: row('forbidden', 'caller'),
+  EXTRACT_NOT_FOUND: row('not-found', 'caller'),
+  EXTRACT_WITHDRAWN: row('gone', 'caller'),
   // -- anything else ----------------------------------------------------------------------------
   INTERNAL: row('internal', 'ours'),
 } as const satisfies Record<string, ErrorRow>;

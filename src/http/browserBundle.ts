@@ -21,6 +21,10 @@ export interface BrowserBundleSpec {
   readonly source: string;
   /** Default: an IIFE for `<script src>`. */
   readonly format?: 'iife' | 'esm';
+  /** esbuild targets (default `es2020`). */
+  readonly target?: readonly string[];
+  /** Where license comments go (default: dropped). */
+  readonly legalComments?: 'none' | 'eof';
 }
 
 /** True when this module runs compiled (dist/src/http/browserBundle.js), false under tsx or vitest. */
@@ -54,9 +58,9 @@ export function buildBrowserBundle(spec: BrowserBundleSpec): string {
     write: false,
     format: spec.format ?? 'iife',
     platform: 'browser',
-    target: 'es2020',
+    target: spec.target ? [...spec.target] : 'es2020',
     minify: true,
-    legalComments: 'none',
+    legalComments: spec.legalComments ?? 'none',
     logLevel: 'silent',
   });
   return result.outputFiles[0]!.text;

@@ -78,6 +78,154 @@ export function runFfmpeg(
   };
 }
 
+export interface FfmpegJobOptions {
+  input?: Buffer;
+  extraInputs?: readonly Buffer[];
+}
+
+/** Runs one ffmpeg job to completion: stdout, or a rejection. `runFfmpegJob` runs it at once; FfmpegPool bounds it. */
+export type FfmpegRunner = (args: readonly string[], opts: FfmpegJobOptions) => Promise<Buffer>;
+
+export const runFfmpegJob: FfmpegRunner = (args, opts) => runFfmpeg(args, opts).done;
+
+export interface FfmpegPoolOptions {
+  /** ffmpeg processes at once (default 2: these hosts are shared, the control plane serves people too). */
+  concurrency?: number;
+  /** Jobs that may wait for a slot (default: concurrency). Beyond that a job is refused at once (FFMPEG_BUSY). */
+  queue?: number;
+  /** A process is killed after this long (default 60 s): a stuck decoder must not hold a slot. */
+  timeoutMs?: number;
+  /** A queued job gives up after waiting this long for a slot (default: timeoutMs). */
+  maxWaitMs?: number;
+}
+
+interface Waiting {
+  start: () => void;
+  fail: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * A bounded pool for the ffmpeg work people trigger (coaching renders, WAV extracts): at most
+ * `concurrency` processes, a short queue, a timeout per process, and refusal at admission when
+ * both are full (FFMPEG_BUSY: an API answers 503 with Retry-After). Overload is refused, never
+ * queued without bound (STYLE §9): the host may also carry live media.
+ */
+export class FfmpegPool {
+  readonly concurrency: number;
+  readonly queueLimit: number;
+  readonly timeoutMs: number;
+  readonly maxWaitMs: number;
+  #running = 0;
+  readonly #waiting: Waiting[] = [];
+  readonly #children = new Set<FfmpegRun>();
+  /** Recent job durations (ms), for the Retry-After estimate. */
+  readonly #recent: number[] = [];
+  #closed = false;
+
+  constructor(options: FfmpegPoolOptions = {}) {
+    this.concurrency = options.concurrency ?? 2;
+    this.queueLimit = options.queue ?? this.concurrency;
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+    this.maxWaitMs = options.maxWaitMs ?? this.timeoutMs;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new OptinError('INVALID_INPUT', 'FfmpegPool: concurrency must be a positive integer');
+    if (!Number.isInteger(this.queueLimit) || this.queueLimit < 0) throw new OptinError('INVALID_INPUT', 'FfmpegPool: queue must be a whole number');
+  }
+
+  get running(): number {
+    return this.#running;
+  }
+
+  get queued(): number {
+    return this.#waiting.length;
+  }
+
+  /** Seconds after which a refused caller may reasonably try again (the typical job length, at least 1). */
+  retryAfterSeconds(): number {
+    if (this.#recent.length === 0) return 5;
+    const sorted = [...this.#recent].sort((a, b) => a - b);
+    return Math.max(1, Math.ceil(sorted[Math.floor(sorted.length / 2)]! / 1000));
+  }
+
+  /** The runner to hand to renderStereo / decodeToS16. */
+  readonly run: FfmpegRunner = async (args, opts) => {
+    await this.#admit();
+    const started = performance.now();
+    try {
+      return await this.#runWithTimeout(args, opts);
+    } finally {
+      this.#recent.push(performance.now() - started);
+      if (this.#recent.length > 32) this.#recent.shift();
+      this.#release();
+    }
+  };
+
+  /** Kills the running processes and refuses the waiting and future jobs. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    for (const w of this.#waiting.splice(0)) {
+      clearTimeout(w.timer);
+      w.fail(new OptinError('FFMPEG_BUSY', 'the ffmpeg pool is closing; retry on another replica', { retryable: true }));
+    }
+    for (const c of this.#children) c.stop();
+  }
+
+  #admit(): Promise<void> {
+    if (this.#closed) return Promise.reject(new OptinError('FFMPEG_BUSY', 'the ffmpeg pool is closed', { retryable: true }));
+    if (this.#running < this.concurrency) {
+      this.#running += 1;
+      return Promise.resolve();
+    }
+    if (this.#waiting.length >= this.queueLimit) {
+      return Promise.reject(new OptinError('FFMPEG_BUSY', `all ${this.concurrency} audio workers are busy and ${this.queueLimit} jobs wait; retry in a few seconds`, { retryable: true }));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiting = {
+        start: () => {
+          clearTimeout(w.timer);
+          resolve();
+        },
+        fail: reject,
+        timer: setTimeout(() => {
+          const i = this.#waiting.indexOf(w);
+          if (i >= 0) this.#waiting.splice(i, 1);
+          reject(new OptinError('FFMPEG_BUSY', `no audio worker became free within ${this.maxWaitMs} ms; retry shortly`, { retryable: true }));
+        }, this.maxWaitMs),
+      };
+      this.#waiting.push(w);
+    });
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next.start(); // the slot passes straight to the next job
+    else this.#running -= 1;
+  }
+
+  async #runWithTimeout(args: readonly string[], opts: FfmpegJobOptions): Promise<Buffer> {
+    const run = runFfmpeg(args, opts);
+    this.#children.add(run);
+    // Admitted just before close(): stopped like the others.
+    if (this.#closed) run.stop();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      run.child.kill('SIGKILL');
+    }, this.timeoutMs);
+    try {
+      const out = await run.done.catch((err: unknown) => {
+        if (timedOut) throw new OptinError('FFMPEG_TIMEOUT', `ffmpeg did not finish within ${this.timeoutMs} ms and was stopped; retry, or ask for a shorter piece`);
+        throw err;
+      });
+      if (timedOut) throw new OptinError('FFMPEG_TIMEOUT', `ffmpeg did not finish within ${this.timeoutMs} ms and was stopped; retry, or ask for a shorter piece`);
+      return out;
+    } finally {
+      clearTimeout(timer);
+      this.#children.delete(run);
+    }
+  }
+}
+
 /** Media duration in seconds as ffprobe reads it (from the container's last granule for Ogg). */
 export async function probeDurationSeconds(file: string): Promise<number> {
   const out = await runFfmpeg(['-v', 'error', '-show_entries', 'format=duration', '-of', 'default=nw=1:nk=1', file], { bin: FFPROBE }).done;
@@ -151,6 +299,8 @@ export interface StereoRenderOptions {
   format: 'ogg' | 's16le';
   /** Opus bitrate of the stereo render (default 64k). */
   bitrate?: string;
+  /** Where the ffmpeg process runs (default: at once; the access API passes its FfmpegPool). */
+  runner?: FfmpegRunner;
 }
 
 /**
@@ -186,11 +336,11 @@ export async function renderStereo(o: StereoRenderOptions): Promise<Buffer> {
   args.push('-filter_complex', filters.join(';'), '-map', '[out]', '-map_metadata', '-1', '-ac', '2', '-ar', '48000');
   if (o.format === 'ogg') args.push('-c:a', 'libopus', '-b:a', o.bitrate ?? '64k', '-application', 'audio', '-f', 'ogg', 'pipe:1');
   else args.push('-c:a', 'pcm_s16le', '-f', 's16le', 'pipe:1');
-  return runFfmpeg(args, { extraInputs: inputs.map((x) => x.ogg) }).done;
+  return (o.runner ?? runFfmpegJob)(args, { extraInputs: inputs.map((x) => x.ogg) });
 }
 
 /** Decodes any input ffmpeg reads to interleaved 16-bit PCM at `rate` with `channels` (for WAV files). */
-export async function decodeToS16(input: Buffer, opts: { rate?: number; channels?: number } = {}): Promise<Buffer> {
+export async function decodeToS16(input: Buffer, opts: { rate?: number; channels?: number; runner?: FfmpegRunner } = {}): Promise<Buffer> {
   const args = ['-v', 'error', '-i', 'pipe:0', '-map_metadata', '-1', '-ac', String(opts.channels ?? 1), '-ar', String(opts.rate ?? 48000), '-c:a', 'pcm_s16le', '-f', 's16le', 'pipe:1'];
-  return runFfmpeg(args, { input }).done;
+  return (opts.runner ?? runFfmpegJob)(args, { input });
 }

@@ -47,5 +47,9 @@ describe('npm run demo', () => {
       expect(Number(m[4])).toBeGreaterThan(0);
     }
     expect(out).toContain('audit chain: verified unbroken');
+    // The people's side (issue 14): the recorder listed the recording, and the demo says where to sign in as each role.
+    expect(out).toContain('catalogue: the recorder reported the recording');
+    expect(out).toMatch(/web app: http:\/\/localhost:\d+\/ {2}\(open it as localhost; the OpenID provider runs at http:\/\/localhost:\d+\)/);
+    for (const login of ['agent', 'lead', 'dpo', 'extract']) expect(out).toMatch(new RegExp(`\\[demo\\] {3}${login} +`));
   });
 });

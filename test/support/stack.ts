@@ -83,7 +83,6 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       // Test buckets must be removable after the file: GOVERNANCE (removable with bypass), short.
       'audit.lockMode': 'GOVERNANCE',
       'audit.lockDays': 1,
-      'http.jwtSecret': randomBytes(32).toString('base64url'),
       'control.heartbeatTimeoutMs': heartbeatMs * 3,
       'spool.dir': spoolDir,
       'mediasoup.workers': 1,

@@ -9,15 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'minio';
-import { accessRoutes } from '../../../src/access/routes.ts';
-import { issueToken } from '../../../src/access/auth.ts';
 import { rolesForAuditType } from '../../../src/access/policy.ts';
 import { storeSynthRecording, type SynthParticipant } from '../../support/synthRecording.ts';
 import { AuditTrail } from '../../../src/audit/AuditTrail.ts';
 import { TEST_AUDIT_KEY, TEST_RETENTION } from '../../support/auditKey.ts';
 import { complianceReport, type ComplianceReport } from '../../../src/compliance/report.ts';
+import { reportByRule } from '../../../src/compliance/byRule.ts';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
-import { startHttpServer, type HttpServerHandle } from '../../../src/http/HttpServer.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { manifestObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
@@ -26,7 +24,6 @@ import { useBuckets } from '../../support/buckets.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 
 const DAY = 86_400_000;
-const SECRET = 'compliance-test-secret-0123456789abcdefghij';
 const logger = createLogger('silent');
 const keyring = Keyring.fromConfig({ activeKeyId: 'c1', keys: { c1: Keyring.generateKeyBase64() } });
 
@@ -216,22 +213,15 @@ describe('compliance report', () => {
     expect(report.rules.every((r) => r.violations > 0)).toBe(true);
   });
 
-  it('samples N recordings on request, and is served to the DPO over HTTP', async () => {
+  it('samples N recordings on request, and arranges the findings per rule R3-R11 for the DPO\'s page', async () => {
     const sampled = await complianceReport({ store, s3: client, audit, rolesForAuditType }, { sample: 3 });
     expect(sampled.scope).toMatchObject({ recordings: 10, checked: 3, sample: 3 });
-
-    const routes = accessRoutes({ store, audit, s3: client, jwtSecret: SECRET, logger });
-    const http: HttpServerHandle = await startHttpServer({ host: '127.0.0.1', port: 0, groups: [routes.group], logger });
-    try {
-      const dpo = await issueToken(SECRET, { sub: 'dpo-1', role: 'dpo' });
-      const res = await fetch(`${http.url}/api/compliance?sample=2`, { headers: { authorization: `Bearer ${dpo}` } });
-      expect(res.status).toBe(200);
-      expect(((await res.json()) as ComplianceReport).scope.checked).toBe(2);
-      const agent = await issueToken(SECRET, { sub: 'agent-clean', role: 'agent' });
-      expect((await fetch(`${http.url}/api/compliance`, { headers: { authorization: `Bearer ${agent}` } })).status).toBe(403);
-      expect((await fetch(`${http.url}/api/compliance?sample=0`, { headers: { authorization: `Bearer ${dpo}` } })).status).toBe(400);
-    } finally {
-      await http.close();
-    }
+    // The page (and GET /api/compliance on the control plane, test/integration/access) shows one section per rule.
+    const sections = reportByRule(report);
+    const by = Object.fromEntries(sections.map((x) => [x.rule, x]));
+    for (const rule of ['R3', 'R4', 'R6', 'R8', 'R9', 'R10', 'R11']) expect(by[rule]!.status, rule).toBe('violated');
+    expect(by.R3!.checks[0]!.violations.map((v) => v.recordingId).sort()).toEqual(['r_consent_late', 'r_no_consent']);
+    expect(by.R5!.status).toBe('not-checked');
+    expect(by.R7!.status).toBe('not-checked');
   });
 });

@@ -102,12 +102,13 @@ describe('strict configuration: typos, placeholders and short keys are refused',
 
   it('a retired variable is refused, naming its replacement', () => {
     expect(message(() => loadConfig({ OPTIN_CALL_CONTROL_SECRET: randomBytes(32).toString('base64url') }))).toMatch(/OPTIN_SOFTPHONE_JOIN_SECRET.*OPTIN_SIP_LEG_SECRET/);
+    // Issue 14: recorders hold no key that can mint access tokens.
+    expect(message(() => loadConfig({ OPTIN_JWT_SECRET: randomBytes(32).toString('base64url') }))).toMatch(/OPTIN_JWT_SECRET is no longer read.*OpenID Connect/);
   });
 
   it('placeholder secrets from docker/.env.example and the docs, short and uniform secrets are refused, never echoed', () => {
     const placeholders: Array<[Record<string, string>, RegExp]> = [
       [{ OPTIN_CONTROL_SECRET: 'change-me-at-least-32-characters-long-secret' }, /control\.secret \(from OPTIN_CONTROL_SECRET\): is a placeholder/],
-      [{ OPTIN_JWT_SECRET: 'change-me-at-least-32-characters-long-jwt-secret' }, /http\.jwtSecret.*placeholder/],
       [{ OPTIN_S3_SECRET_KEY: 'change-me-recorder-secret' }, /s3\.secretKey.*placeholder/],
       [{ OPTIN_SOFTPHONE_JOIN_SECRET: 'ab'.repeat(20) }, /callControl\.joinSecret.*too uniform/],
       [{ OPTIN_SIP_LEG_SECRET: 'short-secret' }, /callControl\.sipLegSecret.*at least 32/],

@@ -31,7 +31,7 @@ describe('logs carry no personal data, keys or secrets', () => {
     const dest = pino.destination({ dest: logFile, sync: true });
     stack = await startStack({}, { logger: createLogger('trace', dest) });
     const c = stack.config;
-    const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.callControl.joinSecret!, c.callControl.sipLegSecret!, c.audit.hmacKey!, c.http.jwtSecret!, s3Config().secretKey];
+    const secrets = [...Object.values(c.keyring!.keys), c.control.secret!, c.callControl.joinSecret!, c.callControl.sipLegSecret!, c.audit.hmacKey!, s3Config().secretKey];
     await openSchedule(stack.policy, 'agent-secretive-7');
     const result = await playFixtureCall(stack.app, stack.policy, {
       callId: 'call-logs',

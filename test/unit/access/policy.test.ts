@@ -5,11 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { SignJWT, UnsecuredJWT } from 'jose';
-import { issueToken, verifyToken, ROLES, type Principal, type Role } from '../../../src/access/auth.ts';
+import { SignJWT, UnsecuredJWT, createLocalJWKSet, exportJWK, generateKeyPair } from 'jose';
+import { ROLES, type Principal, type Role } from '../../../src/access/roles.ts';
+import { principalFromClaims, rolesFromClaim } from '../../../src/identity/claims.ts';
+import { ServiceTokenVerifier } from '../../../src/identity/serviceTokens.ts';
 import { ACTION_ROLES, authorize, recordingFacts, recordingView, rolesForAuditType, type Action } from '../../../src/access/policy.ts';
 import { parseRange } from '../../../src/access/range.ts';
-import { ACCESS_ROUTES } from '../../../src/access/routes.ts';
+import { openApiDocument } from '../../../src/controlplane/openapi.ts';
 import { BoundedCache } from '../../../src/access/BoundedCache.ts';
 import { buildExtractManifest } from '../../../src/access/extractManifest.ts';
 import { alignTrack, renderCoaching } from '../../../src/access/coaching.ts';
@@ -20,8 +22,6 @@ import type { AuditEntry } from '../../../src/audit/AuditTrail.ts';
 import type { RecordingManifest } from '../../../src/storage/manifest.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { rmsDb, toneAdvantageDb } from '../../support/audio.ts';
-
-const SECRET = 'unit-test-secret-0123456789abcdef0123456789';
 
 function manifest(over: Partial<RecordingManifest> = {}): RecordingManifest {
   const start = Date.parse('2025-03-10T09:00:00Z');
@@ -52,42 +52,69 @@ function manifest(over: Partial<RecordingManifest> = {}): RecordingManifest {
   };
 }
 
-describe('auth: signed JWTs', () => {
-  it('issues and verifies a token for every role', async () => {
-    for (const role of ROLES) {
-      const token = await issueToken(SECRET, { sub: 'subj-1', role });
-      await expect(verifyToken(token, { secret: SECRET })).resolves.toEqual({ sub: 'subj-1', role });
-    }
+describe('service tokens: JWT access tokens verified against the provider\'s JWKS', () => {
+  const ISSUER = 'https://idp.example';
+  const AUD = 'optin-api';
+  const mapping = { roleClaim: 'optin_roles', subjectClaim: 'sub', roleMap: {} };
+
+  async function setup(now?: () => number) {
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' };
+    const verifier = new ServiceTokenVerifier({ issuer: ISSUER, audience: AUD, jwks: createLocalJWKSet({ keys: [jwk] }), maxTokenAgeSeconds: 600, claims: mapping, ...(now ? { now } : {}) });
+    const sign = (claims: Record<string, unknown>, o: { typ?: string; iat?: number; exp?: string | number; aud?: string; iss?: string; sub?: string } = {}) => {
+      const j = new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: o.typ ?? 'at+jwt' }).setIssuer(o.iss ?? ISSUER).setAudience(o.aud ?? AUD).setSubject(o.sub ?? 'extract-service');
+      j.setIssuedAt(o.iat ?? Math.floor(Date.now() / 1000));
+      j.setExpirationTime(o.exp ?? '5m');
+      return j.sign(privateKey);
+    };
+    return { verifier, sign };
+  }
+
+  it('accepts an asymmetric at+jwt with one optin role', async () => {
+    const { verifier, sign } = await setup();
+    await expect(verifier.verify(await sign({ optin_roles: ['extract-operator'] }))).resolves.toEqual({ sub: 'extract-service', role: 'extract-operator' });
   });
 
-  it('refuses expired, forged, foreign, unsigned and malformed tokens with a reason', async () => {
-    const past = Date.now() - 3_600_000;
-    const expired = await issueToken(SECRET, { sub: 's', role: 'agent', ttlSeconds: 60 }, { nowMs: past });
-    await expect(verifyToken(expired, { secret: SECRET })).rejects.toMatchObject({ reason: 'expired-token' });
-    const forged = await issueToken('another-secret-0123456789abcdef0123456', { sub: 's', role: 'dpo' });
-    await expect(verifyToken(forged, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-signature' });
-    const otherAud = await issueToken(SECRET, { sub: 's', role: 'dpo' }, { audience: 'billing' });
-    await expect(verifyToken(otherAud, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-claims' });
-    const otherIss = await issueToken(SECRET, { sub: 's', role: 'dpo' }, { issuer: 'evil' });
-    await expect(verifyToken(otherIss, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-claims' });
-    const none = new UnsecuredJWT({ role: 'dpo' }).setSubject('s').setIssuer('optin').setAudience('optin-api').setExpirationTime('1h').encode();
-    await expect(verifyToken(none, { secret: SECRET })).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
-    await expect(verifyToken('not a token', { secret: SECRET })).rejects.toMatchObject({ reason: 'malformed-token' });
+  it('refuses HS256 (a shared secret could mint tokens), alg none, and foreign keys', async () => {
+    const { verifier } = await setup();
+    const hs = await new SignJWT({ optin_roles: ['dpo'] }).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).setIssuer(ISSUER).setAudience(AUD).setSubject('s').setIssuedAt().setExpirationTime('5m').sign(new TextEncoder().encode('x'.repeat(40)));
+    await expect(verifier.verify(hs)).rejects.toMatchObject({ reason: 'invalid-signature' });
+    const none = new UnsecuredJWT({ optin_roles: ['dpo'] }).setIssuer(ISSUER).setAudience(AUD).setSubject('s').setIssuedAt().setExpirationTime('5m').encode();
+    await expect(verifier.verify(none)).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+    const other = await setup();
+    await expect(verifier.verify(await other.sign({ optin_roles: ['dpo'] }))).rejects.toMatchObject({ reason: 'invalid-signature' });
+    await expect(verifier.verify('not a token')).rejects.toMatchObject({ reason: 'malformed-token' });
   });
 
-  it('requires exp, a pseudonymous sub and a known role', async () => {
-    const key = new TextEncoder().encode(SECRET);
-    const base = () => new SignJWT({ role: 'dpo' }).setProtectedHeader({ alg: 'HS256' }).setIssuer('optin').setAudience('optin-api');
-    const noExp = await base().setSubject('s').sign(key);
-    await expect(verifyToken(noExp, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-claims' });
-    const badSub = await base().setSubject('has space').setExpirationTime('1h').sign(key);
-    await expect(verifyToken(badSub, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-claims' });
-    const badRole = await new SignJWT({ role: 'admin' }).setProtectedHeader({ alg: 'HS256' }).setIssuer('optin').setAudience('optin-api').setSubject('s').setExpirationTime('1h').sign(key);
-    await expect(verifyToken(badRole, { secret: SECRET })).rejects.toMatchObject({ reason: 'invalid-claims' });
+  it('refuses expired tokens, tokens older than the maximum age whatever their exp, other audiences and issuers, and ID tokens', async () => {
+    const { verifier, sign } = await setup();
+    const past = Math.floor(Date.now() / 1000) - 3600;
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { iat: past - 60, exp: past }))).rejects.toMatchObject({ reason: 'expired-token' });
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { iat: past, exp: '2h' }))).rejects.toMatchObject({ reason: 'too-old' });
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { aud: 'billing' }))).rejects.toMatchObject({ reason: 'invalid-claims' });
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { iss: 'https://evil.example' }))).rejects.toMatchObject({ reason: 'invalid-claims' });
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { typ: 'JWT' }))).rejects.toMatchObject({ reason: 'invalid-claims' });
   });
 
-  it('refuses a short secret at configuration time', async () => {
-    await expect(issueToken('short', { sub: 's', role: 'agent' })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  it('needs a pseudonymous sub and exactly one known role', async () => {
+    const { verifier, sign } = await setup();
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo'] }, { sub: 'has space' }))).rejects.toMatchObject({ reason: 'invalid-claims' });
+    await expect(verifier.verify(await sign({ optin_roles: ['admin'] }))).rejects.toMatchObject({ reason: 'invalid-claims' });
+    await expect(verifier.verify(await sign({ optin_roles: ['dpo', 'agent'] }))).rejects.toMatchObject({ reason: 'invalid-claims' });
+    await expect(verifier.verify(await sign({}))).rejects.toMatchObject({ reason: 'invalid-claims' });
+  });
+});
+
+describe('claims: roles from a configurable claim', () => {
+  it('reads a dotted claim path, a string or an array, and maps the provider\'s names', () => {
+    expect(principalFromClaims({ sub: 'lead-1', realm_access: { roles: ['cc-lead', 'offline_access'] } }, { roleClaim: 'realm_access.roles', subjectClaim: 'sub', roleMap: { 'cc-lead': 'team-lead' } })).toEqual({ ok: true, principal: { sub: 'lead-1', role: 'team-lead' } });
+    expect(principalFromClaims({ sub: 'a', optin_roles: 'agent' })).toEqual({ ok: true, principal: { sub: 'a', role: 'agent' } });
+    expect(principalFromClaims({ sub: 'a', optin_roles: 'agent dpo' })).toMatchObject({ ok: false, reason: 'several-roles' });
+    expect(principalFromClaims({ sub: 'a' })).toMatchObject({ ok: false, reason: 'no-role' });
+    expect(principalFromClaims({ optin_roles: ['dpo'] })).toMatchObject({ ok: false, reason: 'no-subject' });
+    expect(principalFromClaims({ sub: 'a@b', optin_roles: ['dpo'] })).toMatchObject({ ok: false, reason: 'bad-subject' });
+    expect(principalFromClaims({ employee: 'e-1', optin_roles: ['dpo'] }, { roleClaim: 'optin_roles', subjectClaim: 'employee', roleMap: {} })).toEqual({ ok: true, principal: { sub: 'e-1', role: 'dpo' } });
+    expect(rolesFromClaim(['agent', 'agent', 'nonsense'], {})).toEqual(['agent']);
   });
 });
 
@@ -129,6 +156,10 @@ describe('policy: the authorization matrix (R10)', () => {
       ['audit.read', ['dpo']],
       ['audit.verify', ['dpo']],
       ['compliance.read', ['dpo']],
+      ['spotcheck.read', ['dpo']],
+      ['extract.list', ['extract-operator']],
+      ['deletion.receipt', ['team-lead', 'dpo']],
+      ['deletion.list', ['agent', 'team-lead', 'dpo']],
     ];
     for (const [action, roles] of only) {
       for (const role of ROLES) expect(authorize({ sub: 'x', role }, action).allow, `${role} ${action}`).toBe(roles.includes(role));
@@ -324,23 +355,36 @@ describe('coaching render', () => {
   });
 });
 
-describe('docs/openapi.yaml', () => {
-  it('documents every route of the API, with its method and the errors of the policy', () => {
-    const text = readFileSync(new URL('../../../docs/openapi.yaml', import.meta.url), 'utf8');
-    const lines = text.split('\n');
-    expect(lines[0]).toBe('openapi: 3.1.0');
-    for (const r of ACCESS_ROUTES) {
-      const [method, path] = r.template.split(' ') as [string, string];
-      const at = lines.indexOf(`  ${path}:`);
-      expect(at, `${path} is documented`).toBeGreaterThan(0);
-      let end = at + 1;
-      while (end < lines.length && !/^ {2}\S/.test(lines[end]!) && !/^\S/.test(lines[end]!)) end++;
-      const block = lines.slice(at, end).join('\n');
-      expect(block, r.template).toContain(`    ${method.toLowerCase()}:`);
-      for (const status of ['401', '403']) expect(block, `${r.template} ${status}`).toContain(`'${status}'`);
-      for (const p of path.match(/\{(\w+)\}/g) ?? []) {
-        expect(block.includes(`name: ${p.slice(1, -1)}`) || block.includes('RecordingId'), `${r.template} documents ${p}`).toBe(true);
-      }
+describe('the generated OpenAPI document (GET /v1/openapi.json)', () => {
+  it('documents every route of the access API with its method, parameters and the errors of the policy', async () => {
+    const doc = (await openApiDocument()) as { paths: Record<string, Record<string, { responses?: Record<string, unknown>; parameters?: Array<{ name: string; in: string }>; security?: unknown[] }>> };
+    const routes: Array<[string, string]> = [
+      ['get', '/api/recordings'],
+      ['get', '/api/recordings/{recordingId}'],
+      ['delete', '/api/recordings/{recordingId}'],
+      ['get', '/api/recordings/{recordingId}/play'],
+      ['post', '/api/recordings/{recordingId}/deletion-requests'],
+      ['get', '/api/deletion-requests'],
+      ['get', '/api/deletions/{deletionId}'],
+      ['post', '/api/extracts'],
+      ['get', '/api/extracts'],
+      ['get', '/api/extracts/{extractId}'],
+      ['get', '/api/extracts/{extractId}/files/{name}'],
+      ['get', '/api/audit'],
+      ['get', '/api/audit/verify'],
+      ['get', '/api/recordings/{recordingId}/access-log'],
+      ['get', '/api/compliance'],
+      ['get', '/api/spot-check'],
+    ];
+    for (const [method, path] of routes) {
+      const op = doc.paths[path]?.[method];
+      expect(op, `${method} ${path}`).toBeDefined();
+      for (const status of ['401', '403']) expect(Object.keys(op!.responses ?? {}), `${method} ${path} ${status}`).toContain(status);
+      expect(op!.security, `${method} ${path} security`).toEqual([{ session: [] }, { oauth2: [] }]);
+      for (const p of path.match(/\{(\w+)\}/g) ?? []) expect(op!.parameters?.some((x) => x.in === 'path' && x.name === p.slice(1, -1)), `${method} ${path} ${p}`).toBe(true);
     }
+    expect(doc.paths['/api/recordings/{recordingId}/play']!.get!.parameters!.map((p) => p.name)).toEqual(expect.arrayContaining(['purpose', 'format']));
+    // Pages are views, not API: they stay out of the document.
+    expect(Object.keys(doc.paths).filter((p) => !p.startsWith('/api/') && !p.startsWith('/v1/') && !['/healthz', '/readyz'].includes(p))).toEqual([]);
   });
 });

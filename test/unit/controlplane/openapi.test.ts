@@ -10,10 +10,17 @@ describe('control-plane OpenAPI document', () => {
     expect(readFileSync(OPENAPI_DOC_PATH, 'utf8')).toBe(generated);
   });
 
-  it('documents every write with a bearer token and a required Idempotency-Key', async () => {
+  // The integrations' API (/v1/): bearer integration tokens and Idempotency-Key. The people's
+  // access API (/api/, issue 14) is the session (with CSRF) or a service's JWT: checked below.
+  it('documents every write of the integrations API with a bearer token and a required Idempotency-Key', async () => {
     const doc = (await openApiDocument()) as { paths: Record<string, Record<string, Op>> };
-    const writes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).filter(([m]) => m === 'post' || m === 'put').map(([m, op]) => ({ path, m, op })));
+    const allWrites = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).filter(([m]) => m === 'post' || m === 'put').map(([m, op]) => ({ path, m, op })));
+    const writes = allWrites.filter((w) => w.path.startsWith('/v1/'));
     expect(writes.length).toBeGreaterThanOrEqual(9);
+    for (const { path, m, op } of allWrites.filter((w) => !w.path.startsWith('/v1/'))) {
+      expect(path, `${m} ${path}`).toMatch(/^\/api\//);
+      expect(op.security, `${m} ${path}`).toEqual([{ session: [] }, { oauth2: [] }]);
+    }
     for (const { path, m, op } of writes) {
       expect(op.security, `${m} ${path}`).toEqual([{ bearer: [] }]);
       expect(op.parameters?.find((p) => p.in === 'header' && p.name === 'idempotency-key')?.required, `${m} ${path}`).toBe(true);
