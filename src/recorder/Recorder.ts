@@ -30,6 +30,8 @@ export interface AuditAppender {
   }): Promise<unknown>;
   /** True while the appender refuses entries (a bounded queue at its bound): gates close. */
   readonly full?: boolean;
+  /** Resolves when every entry taken so far is in the trail (a spool in front of it: AuditSpool). */
+  flushed?(timeoutMs?: number): Promise<boolean>;
 }
 
 /** What the recorder needs of its store beyond a call's writes (RecordingStore satisfies it). */
@@ -285,8 +287,14 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   }
 
   /** Resolves when pending audit entries are written (tests and shutdown). */
-  async flushAudit(): Promise<void> {
+  /**
+   * Resolves once the entries handed over so far are in the trail: the recorder's own appends,
+   * then, when the audit target is a spool, its delivery (deletion receipts and gate transitions
+   * of a keyed trail take a head write each, so they can land well after the act).
+   */
+  async flushAudit(timeoutMs = 30_000): Promise<void> {
     await Promise.allSettled([...this.#pendingAudit]);
+    await this.#o.audit?.flushed?.(timeoutMs);
   }
 
   #recorderReasons(callId: string): RecorderReason[] {
