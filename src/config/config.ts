@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
+import { withSecretFiles } from './secretFiles.ts';
 import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
 import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
 
@@ -204,6 +205,10 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
  * OptinError naming each bad field and the variable that set it, never its secret value.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): OptinConfig {
+  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
+  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
+  // A retired variable given as a file is refused like the variable itself (below), not ignored.
+  env = withSecretFiles(env, [...Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)), ...Object.keys(RETIRED_ENV)]);
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONFIG) {
     try {

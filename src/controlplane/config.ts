@@ -9,6 +9,7 @@ import { ROLES } from '../access/roles.ts';
 import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
 import { requireAuditKey } from '../audit/auditKey.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
+import { withSecretFiles } from '../config/secretFiles.ts';
 
 /**
  * Every setting of the control plane (`npm run control`), with its default, in one place
@@ -218,6 +219,9 @@ export function isLoopback(host: string): boolean {
 
 /** Validated configuration; one OptinError naming every bad field and where it came from (never a secret's value). */
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): ControlPlaneConfig {
+  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
+  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
+  env = withSecretFiles(env, Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)));
   let raw: Record<string, unknown> = {};
   if (env.OPTIN_CONTROL_CONFIG) {
     try {

@@ -95,6 +95,18 @@ export class PgDatabase implements Database {
         throw wrap(err);
       }
       let broken = false;
+      // A checked-out connection has no pool listener: an 'error' the server sends while no
+      // query is running (57P01 from a crashed primary's backends, a reset socket) would be an
+      // uncaught exception and end the process. It breaks this transaction instead.
+      const onError = (err: Error): void => {
+        broken = true;
+        this.#options.logger?.warn({ err: err.message }, 'db: connection lost during a transaction');
+      };
+      client.on('error', onError);
+      const release = (destroy: boolean): void => {
+        client.off('error', onError);
+        client.release(destroy ? true : undefined);
+      };
       const observe = this.#options.onQuery;
       const tx: Tx = {
         async exec(script: string): Promise<void> {
@@ -123,7 +135,7 @@ export class PgDatabase implements Database {
         await client.query(beginStatement(options));
         const result = await fn(tx);
         await client.query('COMMIT');
-        client.release();
+        release(broken);
         return result;
       } catch (err) {
         try {
@@ -132,7 +144,7 @@ export class PgDatabase implements Database {
           broken = true;
         }
         // A connection that failed mid-transaction is destroyed, not returned to the pool.
-        client.release(broken ? true : undefined);
+        release(broken);
         const state = sqlState((err as { cause?: unknown }).cause ?? err) ?? sqlState(err);
         if (state !== undefined && RETRYABLE_SQLSTATES.has(state) && attempt < attempts) {
           await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));

@@ -57,6 +57,8 @@ export const ERROR_TABLE = {
   KEK_UNKNOWN: row('config', 'config'),
   KEYRING_INVALID: row('config', 'config'),
   WORKER_BIN_MISSING: row('config', 'config'),
+  BUNDLE_MISSING: row('config', 'config'),
+  SECRET_FILE_UNREADABLE: row('config', 'config'),
   WORKER_START_FAILED: row('unavailable', 'dependency'),
   WRAP_ALG_UNSUPPORTED: row('unsupported', 'config'),
   RETENTION_INVALID: row('invalid-input', 'caller'),

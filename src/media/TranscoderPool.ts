@@ -329,11 +329,13 @@ export class TranscoderPool {
  * does NOT work: tsx only self-registers on the main thread there (it checks
  * `isMainThread`), and the worker fails with ERR_UNKNOWN_FILE_EXTENSION. So
  * a two-line bootstrap registers tsx's ESM hooks explicitly through its API,
- * then imports the thread module. A compiled .js build needs none of this.
+ * then imports the thread module. The compiled build (dist/) needs none of this.
  */
 function threadEntry(): [string | URL, { eval?: boolean }] {
+  // Compiled (dist/, `npm run build`): the thread is plain JavaScript beside this file. The test is
+  // on this module's own URL: a `new URL('./x.ts')` string is not rewritten by the compiler.
+  if (import.meta.url.endsWith('.js')) return [new URL('./transcoderThread.js', import.meta.url), {}];
   const url = new URL('./transcoderThread.ts', import.meta.url);
-  if (!url.pathname.endsWith('.ts')) return [new URL('./transcoderThread.js', import.meta.url), {}];
   const api = tsxEsmApiUrl();
   const code =
     `import(${JSON.stringify(api)})` +

@@ -251,6 +251,8 @@ export interface RtpSenderOptions {
   ssrc: number;
   /** Seconds of the file to send (default: all of it). */
   seconds?: number;
+  /** Play the file again and again (until `seconds`, or stop()): calls longer than a fixture. */
+  loop?: boolean;
   /** Send from these local ports (a plain leg accepts only the address its gateway declared). */
   localRtpPort?: number;
   localRtcpPort?: number;
@@ -269,6 +271,7 @@ export function sendRtp(o: RtpSenderOptions): FfmpegRun {
   const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}${local}`;
   return runFfmpeg([
     '-v', 'error', '-re',
+    ...(o.loop ? ['-stream_loop', '-1'] : []),
     ...(o.seconds ? ['-t', String(o.seconds)] : []),
     '-i', o.file,
     ...codecArgs,

@@ -2,7 +2,8 @@ import { existsSync, readFileSync, accessSync, constants } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { OptinError } from '../errors/OptinError.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+// The package root: src/sfu/ is two levels below it, dist/src/sfu/ (compiled) three.
+const ROOT = fileURLToPath(new URL(import.meta.url.endsWith('.js') ? '../../../' : '../../', import.meta.url));
 
 /**
  * Where the mediasoup worker binary is. mediasoup's own install would download it from

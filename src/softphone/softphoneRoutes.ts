@@ -1,28 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
-import { buildSync } from 'esbuild';
+import { loadBrowserBundle, type BrowserBundleSpec } from '../http/browserBundle.ts';
 import type { RouteGroup } from '../http/HttpServer.ts';
 
 const PUBLIC = fileURLToPath(new URL('./public/', import.meta.url));
 
+/** mediasoup-client for the page, as `window.mediasoupClient` (built by `npm run build`). */
+export const MEDIASOUP_CLIENT_BUNDLE: BrowserBundleSpec = {
+  name: 'mediasoup-client.js',
+  source: "import * as m from 'mediasoup-client'; window.mediasoupClient = m;",
+};
+
 /**
- * Serves the softphone page under /softphone/ with mediasoup-client bundled for the browser
- * once at startup (esbuild, a few hundred ms).
+ * Serves the softphone page under /softphone/ with mediasoup-client bundled for the browser: the
+ * prebuilt bundle from dist/ when running compiled, else built once (src/http/browserBundle.ts).
  */
 export function softphoneRoutes(): RouteGroup {
-  const require = createRequire(import.meta.url);
-  const clientEntry = require.resolve('mediasoup-client');
-  const bundle = buildSync({
-    stdin: { contents: `import * as m from ${JSON.stringify(clientEntry)}; window.mediasoupClient = m;`, resolveDir: PUBLIC },
-    bundle: true,
-    write: false,
-    format: 'iife',
-    platform: 'browser',
-    target: 'es2020',
-    minify: true,
-    logLevel: 'silent',
-  }).outputFiles[0]!.text;
+  const bundle = loadBrowserBundle(MEDIASOUP_CLIENT_BUNDLE);
   const files: Record<string, [string, string]> = {
     '/softphone/': ['text/html; charset=utf-8', readFileSync(`${PUBLIC}index.html`, 'utf8')],
     '/softphone/softphone.js': ['text/javascript; charset=utf-8', readFileSync(`${PUBLIC}softphone.js`, 'utf8')],

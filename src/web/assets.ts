@@ -1,17 +1,28 @@
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
-import { OptinError } from '../errors/OptinError.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
+import { loadBrowserBundle, type BrowserBundleSpec } from '../http/browserBundle.ts';
 
 /**
  * The browser code of the web app: src/web/client/app.ts bundled with its libraries
- * (wavesurfer.js) into one ES module, in memory, once per process start (about 0.2 s), served
- * under a content-hashed name with a year of caching (a new build gets a new name). Stylesheets
- * are plain files in src/web/public/, served as they are (@fastify/static).
+ * (wavesurfer.js) into one ES module, served under a content-hashed name with a year of caching
+ * (a new build gets a new name). Like every browser bundle (src/http/browserBundle.ts) it is built
+ * by `npm run build` into dist/bundles/, so the production image runs without esbuild; from
+ * source it is bundled in memory once per process start (about 0.2 s). Stylesheets are plain
+ * files in src/web/public/ (copied beside the compiled code by the build), served as they are
+ * (@fastify/static).
  */
 
 export const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
-const ENTRY = fileURLToPath(new URL('./client/app.ts', import.meta.url));
+
+/** The web app's script, for scripts/build/build.ts and loadBrowserBundle. */
+export const WEB_APP_BUNDLE: BrowserBundleSpec = {
+  name: 'web-app.js',
+  source: "import './src/web/client/app.ts';",
+  format: 'esm',
+  target: ['es2022', 'chrome110', 'firefox115', 'safari16'],
+  legalComments: 'eof',
+};
 
 export interface Asset {
   name: string;
@@ -29,20 +40,9 @@ export interface WebAssets {
 export async function buildWebAssets(): Promise<WebAssets> {
   let js: Buffer;
   try {
-    const out = await build({
-      entryPoints: [ENTRY],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      target: ['es2022', 'chrome110', 'firefox115', 'safari16'],
-      minify: true,
-      sourcemap: false,
-      write: false,
-      logLevel: 'silent',
-      legalComments: 'eof',
-    });
-    js = Buffer.from(out.outputFiles[0]!.contents);
+    js = Buffer.from(loadBrowserBundle(WEB_APP_BUNDLE));
   } catch (err) {
+    if (isOptinError(err)) throw err; // BUNDLE_MISSING names its fix
     throw new OptinError('INTERNAL', `the web app's script could not be bundled: ${(err as Error).message}`);
   }
   const hash = createHash('sha256').update(js).digest('hex').slice(0, 16);
