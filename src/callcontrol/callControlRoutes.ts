@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import type { RouteGroup } from '../http/HttpServer.ts';
@@ -47,6 +47,11 @@ async function readJson(req: IncomingMessage, max = 16 * 1024): Promise<unknown>
  */
 export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifier): RouteGroup {
   return async (req, res, url) => {
+    const del = /^\/calls\/([^/]{1,128})\/plain-legs\/([^/]{1,128})$/.exec(url.pathname);
+    if (del && req.method === 'DELETE') {
+      await teardownLeg(rooms, tokens, req, res, decodeURIComponent(del[1]!), decodeURIComponent(del[2]!));
+      return true;
+    }
     const m = /^\/calls\/([^/]{1,128})\/plain-legs$/.exec(url.pathname);
     if (!m || req.method !== 'POST') return false;
     const callId = decodeURIComponent(m[1]!);
@@ -56,11 +61,8 @@ export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifie
       return true;
     }
     // Authentication first: an unauthenticated caller learns nothing about the body rules.
-    const auth = req.headers.authorization ?? '';
-    if (!/^Bearer [^\s]+$/.test(auth)) {
-      sendJson(res, 401, { error: 'unauthorized', reason: 'malformed', message: 'send Authorization: Bearer <sip-leg token>' }, { 'www-authenticate': 'Bearer realm="optin-call-control"' });
-      return true;
-    }
+    const auth = bearerOf(req, res);
+    if (auth === undefined) return true;
     let body: z.infer<typeof PlainLegSchema>;
     try {
       const parsed = PlainLegSchema.safeParse(await readJson(req));
@@ -74,10 +76,9 @@ export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifie
       return true;
     }
     try {
-      tokens.verify(auth.slice('Bearer '.length), { callId, participantId: body.participantId });
+      tokens.verify(auth, { callId, participantId: body.participantId });
     } catch (err) {
-      if (!(err instanceof TokenRefused)) throw err;
-      sendJson(res, 401, { error: 'unauthorized', reason: err.reason, message: err.message }, { 'www-authenticate': 'Bearer realm="optin-call-control", error="invalid_token"' });
+      refuseToken(res, err);
       return true;
     }
     try {
@@ -90,4 +91,49 @@ export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifie
     }
     return true;
   };
+}
+
+/** The token of `Authorization: Bearer <token>`, or undefined after answering 401. */
+function bearerOf(req: IncomingMessage, res: ServerResponse): string | undefined {
+  const auth = req.headers.authorization ?? '';
+  if (/^Bearer [^\s]+$/.test(auth)) return auth.slice('Bearer '.length);
+  sendJson(res, 401, { error: 'unauthorized', reason: 'malformed', message: 'send Authorization: Bearer <sip-leg token>' }, { 'www-authenticate': 'Bearer realm="optin-call-control"' });
+  return undefined;
+}
+
+function refuseToken(res: ServerResponse, err: unknown): void {
+  if (!(err instanceof TokenRefused)) throw err;
+  sendJson(res, 401, { error: 'unauthorized', reason: err.reason, message: err.message }, { 'www-authenticate': 'Bearer realm="optin-call-control", error="invalid_token"' });
+}
+
+/**
+ * `DELETE /calls/{callId}/plain-legs/{participantId}`: the gateway hung the leg up. Authorised
+ * like the create route (a single-use `sip-leg` token for that call and participant). The leg's
+ * transport closes; when it was the call's last leg (no softphone page and no other leg left)
+ * the call ends as on `call.ended`: recording finalised, admission freed. 200 `{ callEnded }`
+ * once done; 404 when the call or the leg is not here.
+ */
+async function teardownLeg(rooms: RoomDirectory, tokens: CallTokenVerifier, req: IncomingMessage, res: ServerResponse, callId: string, participantId: string): Promise<void> {
+  for (const [name, value] of [['callId', callId], ['participantId', participantId]] as const) {
+    const problem = idProblem(value);
+    if (problem !== undefined) {
+      sendJson(res, 400, { error: 'bad-request', message: `${name} ${problem}` });
+      return;
+    }
+  }
+  const auth = bearerOf(req, res);
+  if (auth === undefined) return;
+  try {
+    tokens.verify(auth, { callId, participantId });
+  } catch (err) {
+    refuseToken(res, err);
+    return;
+  }
+  const room = rooms.find(callId);
+  if (room === undefined || !room.removePlainLeg(participantId)) {
+    sendJson(res, 404, { error: 'not-found', message: `call ${callId} has no plain leg for that participant on this recorder` });
+    return;
+  }
+  const callEnded = await rooms.endIfIdle(room);
+  sendJson(res, 200, { callEnded });
 }

@@ -114,6 +114,8 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       // Before the gates are re-decided: what was erased or deleted while we were away stops first.
       this.#reconcileLedger();
       this.evaluateAll();
+      // Calls that ended while the stream was away end here too (the snapshot says so).
+      for (const callId of [...this.#calls.keys()]) if (opts.state.call(callId)?.ended === true) void this.endCall(callId);
     });
     c.on('fact', (fact) => this.#onFact(fact));
     opts.store.on?.('spoolchange', () => this.evaluateAll());
@@ -224,10 +226,31 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     return call;
   }
 
+  /**
+   * The call ended (the `call.ended` fact, or its last leg went): its room closes with every leg
+   * in it, the recording is finalised (open segments sealed, state complete with an end time) and
+   * the call stops counting against the admission ceiling. Resolves when the manifest is final.
+   */
+  async endCall(callId: string): Promise<void> {
+    const room = this.#calls.get(callId)?.room;
+    if (room && !room.closed) room.close(); // its 'close' detaches the call
+    await this.detachCall(callId);
+  }
+
+  readonly #detaching = new Map<string, Promise<void>>();
+
   /** The call's media ended: seal its open segments and forget it. */
   async detachCall(callId: string): Promise<void> {
+    const pending = this.#detaching.get(callId);
+    if (pending) return pending;
     const call = this.#calls.get(callId);
     if (!call) return;
+    const done = this.#detach(callId, call).finally(() => this.#detaching.delete(callId));
+    this.#detaching.set(callId, done);
+    return done;
+  }
+
+  async #detach(callId: string, call: CallRecorder): Promise<void> {
     this.#calls.delete(callId);
     this.#overloaded.delete(callId);
     this.#expected.delete(callId);
@@ -315,6 +338,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   #onFact(fact: Fact): void {
     if (fact.type === 'erasure.requested') void this.#carryOutErasure(fact);
     else if (fact.type === 'recording.deleted') void this.#carryOutDeletion(fact);
+    else if (fact.type === 'call.ended') {
+      this.endCall(fact.callId).catch((err: Error) => this.#o.logger.error({ callId: fact.callId, err: err.message }, 'call not ended cleanly'));
+    }
   }
 
   /**
