@@ -232,6 +232,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
    * the call stops counting against the admission ceiling. Resolves when the manifest is final.
    */
   async endCall(callId: string): Promise<void> {
+    // Decided first: the gate closes with the policy's reason (`call-ended`), reported (R7) to
+    // the control plane and the call's pages before the call is forgotten.
+    this.evaluate(callId);
     const room = this.#calls.get(callId)?.room;
     if (room && !room.closed) room.close(); // its 'close' detaches the call
     await this.detachCall(callId);
