@@ -11,22 +11,39 @@ import { IdSchema, idProblem } from '../ids/ids.ts';
 
 const port = z.int().min(1024).max(65535);
 
-const PlainLegSchema = z.strictObject({
-  participantId: IdSchema,
-  codec: z.enum(['opus', 'pcmu', 'pcma']),
-  ssrc: z.int().min(1).max(0xffffffff),
-  /**
-   * Where the gateway sends from (and receives RTCP): the leg accepts RTP from this address and
-   * port only. Declared up front, never learnt from the first packet (no comedia), so a stranger
-   * who reaches the port first cannot take the leg.
-   */
-  remote: z.strictObject({
-    ip: z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address'),
-    rtpPort: port,
-    /** Default rtpPort + 1 (RFC 3550 §11). */
-    rtcpPort: port.optional(),
-  }),
-});
+const PlainLegSchema = z
+  .strictObject({
+    participantId: IdSchema,
+    codec: z.enum(['opus', 'pcmu', 'pcma']),
+    ssrc: z.int().min(1).max(0xffffffff),
+    /**
+     * The RTP payload type the gateway sends (what its SDP negotiated): Opus on a dynamic type
+     * (96-127, RFC 3551 §6; 111 is common), G.711 on its static one (PCMU 0, PCMA 8, RFC 3551
+     * Table 4). Default: 100 for Opus, 0 / 8 for G.711. Packets of any other type are dropped by
+     * the SFU, so a wrong value records nothing: hence the check here.
+     */
+    payloadType: z.int().min(0).max(127).optional(),
+    /**
+     * Where the gateway sends from (and receives RTCP): the leg accepts RTP from this address and
+     * port only. Declared up front, never learnt from the first packet (no comedia), so a stranger
+     * who reaches the port first cannot take the leg.
+     */
+    remote: z.strictObject({
+      ip: z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address'),
+      rtpPort: port,
+      /** Default rtpPort + 1 (RFC 3550 §11). */
+      rtcpPort: port.optional(),
+    }),
+  })
+  .refine((b) => b.payloadType === undefined || payloadTypeFits(b.codec, b.payloadType), {
+    path: ['payloadType'],
+    message: 'must be a dynamic payload type (96-127) for opus, 0 for pcmu, 8 for pcma',
+  });
+
+function payloadTypeFits(codec: 'opus' | 'pcmu' | 'pcma', pt: number): boolean {
+  if (codec === 'opus') return pt >= 96 && pt <= 127;
+  return pt === (codec === 'pcmu' ? 0 : 8);
+}
 
 async function readJson(req: IncomingMessage, max = 16 * 1024): Promise<unknown> {
   let size = 0;
@@ -84,8 +101,8 @@ export function callControlRoutes(rooms: RoomDirectory, tokens: CallTokenVerifie
     try {
       const room = await rooms.get(callId);
       const remote = { ip: body.remote.ip, rtpPort: body.remote.rtpPort, rtcpPort: body.remote.rtcpPort ?? body.remote.rtpPort + 1 };
-      const leg = await room.addPlainLeg(body.participantId, body.codec, body.ssrc, undefined, remote);
-      sendJson(res, 201, { ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, rtcpMux: false, comedia: false, remote });
+      const leg = await room.addPlainLeg(body.participantId, body.codec, body.ssrc, body.payloadType, remote);
+      sendJson(res, 201, { ip: leg.ip, rtpPort: leg.rtpPort, rtcpPort: leg.rtcpPort, rtcpMux: false, comedia: false, remote, payloadType: leg.producer.rtpParameters.codecs[0]!.payloadType });
     } catch (err) {
       sendJson(res, isOptinError(err, 'LEG_EXISTS') ? 409 : 500, { error: isOptinError(err) ? err.code : 'failed', message: (err as Error).message });
     }
