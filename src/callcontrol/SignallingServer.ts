@@ -68,6 +68,9 @@ export interface SignallingOptions {
   limits?: Partial<SignallingLimits>;
 }
 
+/** The WebSocket upgrade this server takes (docs/openapi.yaml; protocol in docs/call-control.md). */
+export const SIGNAL_ROUTES = ['GET /signal'] as const;
+
 /** WebSocket close codes (4000-4999: application), documented in docs/call-control.md. */
 export const SIGNAL_CLOSE = { joinTimeout: 4408 } as const;
 

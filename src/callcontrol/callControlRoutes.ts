@@ -9,6 +9,9 @@ import { TokenRefused } from './callToken.ts';
 import { isOptinError } from '../errors/OptinError.ts';
 import { IdSchema, idProblem } from '../ids/ids.ts';
 
+/** The routes this group serves (docs/openapi.yaml documents each). */
+export const CALL_CONTROL_ROUTES = ['POST /calls/{callId}/plain-legs', 'DELETE /calls/{callId}/plain-legs/{participantId}'] as const;
+
 const port = z.int().min(1024).max(65535);
 
 const PlainLegSchema = z

@@ -10,6 +10,9 @@ const PUBLIC = fileURLToPath(new URL('./public/', import.meta.url));
  * Serves the softphone page under /softphone/ with mediasoup-client bundled for the browser
  * once at startup (esbuild, a few hundred ms).
  */
+/** The routes this group serves (docs/openapi.yaml documents each; `/softphone` is `/softphone/`). */
+export const SOFTPHONE_ROUTES = ['GET /softphone/', 'GET /softphone/softphone.js', 'GET /softphone/mediasoup-client.js'] as const;
+
 export function softphoneRoutes(): RouteGroup {
   const require = createRequire(import.meta.url);
   const clientEntry = require.resolve('mediasoup-client');
