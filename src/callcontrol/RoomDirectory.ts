@@ -15,6 +15,22 @@ export class RoomDirectory {
     this.#open = open;
   }
 
+  /** The call's open room, without opening one. */
+  find(callId: string): CallRoom | undefined {
+    const room = this.#recorder.calls.get(callId)?.room;
+    return room && !room.closed ? room : undefined;
+  }
+
+  /**
+   * Closes the room if no page and no leg is left in it, and resolves once its recording is
+   * finalised. True if the call ended.
+   */
+  async endIfIdle(room: CallRoom): Promise<boolean> {
+    if (!room.closeIfIdle()) return false;
+    await this.#recorder.detachCall(room.callId);
+    return true;
+  }
+
   async get(callId: string): Promise<CallRoom> {
     const existing = this.#recorder.calls.get(callId)?.room;
     if (existing && !existing.closed) return existing;

@@ -46,12 +46,6 @@ export interface SignallingLimits {
   maxConsumersPerPeer: number;
   /** Origins allowed besides the page's own (same host as the request). */
   allowedOrigins: readonly string[];
-  /**
-   * When the last page of a call leaves while other legs (a gateway's plain legs) are still in
-   * it, the room stays open this long for a page that reloads or reconnects: the speaker comes
-   * back into the same recording (a new run), not into a new call.
-   */
-  reconnectGraceMs: number;
 }
 
 export const DEFAULT_SIGNALLING_LIMITS: SignallingLimits = {
@@ -60,7 +54,6 @@ export const DEFAULT_SIGNALLING_LIMITS: SignallingLimits = {
   maxProducersPerPeer: 2,
   maxConsumersPerPeer: 32,
   allowedOrigins: [],
-  reconnectGraceMs: 15_000,
 };
 
 export interface SignallingOptions {
@@ -74,6 +67,9 @@ export interface SignallingOptions {
   logger: Logger;
   limits?: Partial<SignallingLimits>;
 }
+
+/** The WebSocket upgrade this server takes (docs/openapi.yaml; protocol in docs/call-control.md). */
+export const SIGNAL_ROUTES = ['GET /signal'] as const;
 
 /** WebSocket close codes (4000-4999: application), documented in docs/call-control.md. */
 export const SIGNAL_CLOSE = { joinTimeout: 4408 } as const;
@@ -94,8 +90,6 @@ export class SignallingServer {
   readonly #allowed: Set<string>;
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
   readonly #peers = new Set<Peer>();
-  /** Rooms with no page left but other legs, waiting `reconnectGraceMs` for a page to return. */
-  readonly #grace = new Map<CallRoom, NodeJS.Timeout>();
 
   constructor(opts: SignallingOptions) {
     this.#o = opts;
@@ -126,8 +120,6 @@ export class SignallingServer {
   }
 
   close(): void {
-    for (const t of this.#grace.values()) clearTimeout(t);
-    this.#grace.clear();
     for (const p of this.#peers) p.ws.close();
     for (const ws of this.#wss.clients) ws.close();
     this.#wss.close();
@@ -177,29 +169,15 @@ export class SignallingServer {
     });
   }
 
+  /**
+   * A page left: its transports (and its legs with them) close; the room closes only when no page
+   * and no leg of either kind is left in it (CallRoom.closeIfIdle): a SIP leg still up keeps the
+   * call and its recording, and a page that reloads comes back into the same recording (a new run).
+   */
   #leave(peer: Peer): void {
     this.#peers.delete(peer);
     for (const t of peer.transports.values()) t.close();
-    this.#closeIfAbandoned(peer.room);
-  }
-
-  /**
-   * Closes a room no page is in any more. If other legs are still in it (the closed transports
-   * took this page's legs with them), the room waits `reconnectGraceMs` first: a page reload
-   * must not end a call the customer is still on, nor its recording.
-   */
-  #closeIfAbandoned(room: CallRoom): void {
-    if (room.closed || [...this.#peers].some((p) => p.room === room) || this.#grace.has(room)) return;
-    if (room.legs.length === 0) {
-      room.close();
-      return;
-    }
-    const timer = setTimeout(() => {
-      this.#grace.delete(room);
-      if (![...this.#peers].some((p) => p.room === room)) room.close();
-    }, this.#limits.reconnectGraceMs);
-    timer.unref();
-    this.#grace.set(room, timer);
+    peer.room.leavePage();
   }
 
   async #handle(ws: WebSocket, conn: Connection, msg: z.infer<typeof RequestSchema>): Promise<unknown> {
@@ -217,7 +195,7 @@ export class SignallingServer {
       }
       // The socket may have closed (or timed out) while the room opened: join nobody then.
       if (conn.state !== 'joining') {
-        if (![...this.#peers].some((p) => p.callId === claims.callId) && room.legs.length === 0) room.close();
+        room.closeIfIdle();
         throw new OptinError('JOIN_DENIED', 'the socket closed during the join');
       }
       const peer: Peer = { ws, callId: claims.callId, participantId: claims.participantId, room, transports: new Map(), producers: 0, consumers: 0 };
@@ -225,11 +203,7 @@ export class SignallingServer {
       conn.peer = peer;
       clearTimeout(conn.timer);
       this.#peers.add(peer);
-      const waiting = this.#grace.get(room);
-      if (waiting !== undefined) {
-        clearTimeout(waiting);
-        this.#grace.delete(room);
-      }
+      room.enterPage();
       const others = room.legs.filter((l) => l.participantId !== claims.participantId).map((l) => ({ producerId: l.producer.id, participantId: l.participantId }));
       return { routerRtpCapabilities: room.router.rtpCapabilities, producers: others, recordingState: this.#o.recorder.lastState(claims.callId) ?? null };
     }

@@ -11,6 +11,9 @@ const PAGE = readFileSync(fileURLToPath(new URL('./dashboard.html', import.meta.
  * second to every open page (one shared timer, however many pages); /dashboard/snapshot: JSON.
  * Operators' network only: it shows no audio and no identifiers, so it carries no login here.
  */
+/** The routes this group serves (docs/openapi.yaml documents each; `/dashboard/` is `/dashboard`). */
+export const DASHBOARD_ROUTES = ['GET /dashboard', 'GET /dashboard/snapshot', 'GET /dashboard/events'] as const;
+
 export function dashboardRoutes(app: DashboardSources, opts: { intervalMs?: number } = {}): RouteGroup {
   const model = new DashboardModel(app);
   const clients = new Set<import('node:http').ServerResponse>();

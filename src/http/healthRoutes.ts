@@ -21,6 +21,9 @@ export interface HealthSources {
  * control stream is fresh, the store is reachable or the spool has room, and every mediasoup
  * worker is alive. /metrics: Prometheus text (no per-call labels).
  */
+/** The routes this group serves (docs/openapi.yaml documents each). */
+export const HEALTH_ROUTES = ['GET /healthz', 'GET /readyz', 'GET /metrics'] as const;
+
 export function healthRoutes(app: HealthSources): RouteGroup {
   return async (req, res, url) => {
     if (req.method !== 'GET') return false;

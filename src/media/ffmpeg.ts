@@ -249,6 +249,8 @@ export interface RtpSenderOptions {
   rtpPort: number;
   rtcpPort: number;
   ssrc: number;
+  /** RTP payload type on the wire (default: 100 for Opus, 0 / 8 for G.711). */
+  payloadType?: number;
   /** Seconds of the file to send (default: all of it). */
   seconds?: number;
   /** Play the file again and again (until `seconds`, or stop()): calls longer than a fixture. */
@@ -265,7 +267,7 @@ export interface RtpSenderOptions {
 export function sendRtp(o: RtpSenderOptions): FfmpegRun {
   const codecArgs =
     o.codec === 'opus'
-      ? ['-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip', '-ac', '1', '-ar', '48000', '-payload_type', '100']
+      ? ['-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip', '-ac', '1', '-ar', '48000', '-payload_type', String(o.payloadType ?? 100)]
       : ['-c:a', o.codec === 'pcmu' ? 'pcm_mulaw' : 'pcm_alaw', '-ac', '1', '-ar', '8000', '-payload_type', o.codec === 'pcmu' ? '0' : '8'];
   const local = `${o.localRtpPort === undefined ? '' : `&localrtpport=${o.localRtpPort}`}${o.localRtcpPort === undefined ? '' : `&localrtcpport=${o.localRtcpPort}`}`;
   const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}${local}`;

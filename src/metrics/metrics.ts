@@ -51,6 +51,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     mediaWorkerMaxRssBytes: new Gauge({ name: 'optin_mediasoup_worker_max_rss_bytes', help: 'Peak RSS of each mediasoup worker', labelNames: ['worker'], registers: r }),
     mediaWorkerDeaths: new Counter({ name: 'optin_mediasoup_worker_deaths_total', help: 'mediasoup workers that died and were replaced', registers: r }),
     admissionRejections: new Counter({ name: 'optin_admission_rejections_total', help: 'Calls not recorded because of load', labelNames: ['limit'], registers: r }),
+    admissionReadmissions: new Counter({ name: 'optin_admission_readmissions_total', help: 'Calls refused as overloaded and admitted once the load fell', registers: r }),
     erasures: new Counter({ name: 'optin_erasures_total', help: 'Recordings or parts erased on request or withdrawal', labelNames: ['cause'], registers: r }),
   };
 }

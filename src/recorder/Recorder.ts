@@ -84,7 +84,8 @@ export type RecorderEvents = {
 export class Recorder extends TypedEmitter<RecorderEvents> {
   readonly #o: RecorderOptions;
   readonly #calls = new Map<string, CallRecorder>();
-  readonly #overloaded = new Set<string>();
+  /** Calls refused as `overloaded`, with the streams they asked for: decided again as load falls. */
+  readonly #overloaded = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
   readonly #loopDelay: ReturnType<typeof monitorEventLoopDelay>;
   readonly #now: () => number;
@@ -116,6 +117,8 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       // Before the gates are re-decided: what was erased or deleted while we were away stops first.
       this.#reconcileLedger();
       this.evaluateAll();
+      // Calls that ended while the stream was away end here too (the snapshot says so).
+      for (const callId of [...this.#calls.keys()]) if (opts.state.call(callId)?.ended === true) void this.endCall(callId);
     });
     c.on('fact', (fact) => this.#onFact(fact));
     opts.store.on?.('spoolchange', () => this.evaluateAll());
@@ -127,6 +130,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       this.#loopDelay.reset();
       opts.metrics?.eventLoopLagSeconds.set(this.#lagP99Ms / 1000);
       for (const call of this.#calls.values()) call.flushMetrics();
+      this.#readmit();
       // The audit spool's bound is read at decision time; a change of it re-decides every call.
       const auditFull = opts.audit?.full === true;
       if (auditFull !== this.#auditFull) {
@@ -162,9 +166,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   }
 
   /**
-   * Puts a call under the recorder. Admission control runs here, once per call: a call admitted
-   * keeps recording; a call arriving above the ceiling is never recorded (reason `overloaded`),
-   * so overload never degrades recordings already running.
+   * Puts a call under the recorder. Admission control runs here: a call admitted keeps
+   * recording; a call arriving above the ceiling is not recorded (reason `overloaded`) until the
+   * load falls (decided again once a second), so overload never degrades recordings already running.
    */
   async attachCall(room: CallRoom, expectedStreams = 2): Promise<CallRecorder> {
     const call = this.#newCall(room.callId, room, expectedStreams);
@@ -195,10 +199,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   #newCall(callId: string, room: CallRoom | undefined, expectedStreams: number): CallRecorder {
     if (this.#draining) throw new OptinError('RECORDER_DRAINING', 'the recorder is shutting down and admits no new calls', { retryable: true });
     if (this.#calls.has(callId)) throw new OptinError('CALL_EXISTS', `call ${callId} is already attached`);
-    const limit =
-      this.streams + expectedStreams > this.#o.maxStreams ? 'streams' : this.#lagP99Ms > this.#o.maxEventLoopLagMs ? 'event-loop-lag' : undefined;
+    const limit = this.#overLimit(this.streams, expectedStreams);
     if (limit) {
-      this.#overloaded.add(callId);
+      this.#overloaded.set(callId, expectedStreams);
       this.#o.metrics?.admissionRejections.inc({ limit });
       this.#o.logger.warn({ callId, limit }, 'call not recorded: over capacity');
     }
@@ -226,10 +229,67 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     return call;
   }
 
+  /**
+   * The call ended (the `call.ended` fact, or its last leg went): its room closes with every leg
+   * in it, the recording is finalised (open segments sealed, state complete with an end time) and
+   * the call stops counting against the admission ceiling. Resolves when the manifest is final.
+   */
+  async endCall(callId: string): Promise<void> {
+    // Decided first: the gate closes with the policy's reason (`call-ended`), reported (R7) to
+    // the control plane and the call's pages before the call is forgotten.
+    this.evaluate(callId);
+    const room = this.#calls.get(callId)?.room;
+    if (room && !room.closed) room.close(); // its 'close' detaches the call
+    await this.detachCall(callId);
+  }
+
+  readonly #detaching = new Map<string, Promise<void>>();
+
+  /** Which ceiling `more` streams on top of `streams` would break (DESIGN §7), if any. */
+  #overLimit(streams: number, more: number): 'streams' | 'event-loop-lag' | undefined {
+    if (streams + more > this.#o.maxStreams) return 'streams';
+    if (this.#lagP99Ms > this.#o.maxEventLoopLagMs) return 'event-loop-lag';
+    return undefined;
+  }
+
+  /**
+   * Calls refused as `overloaded` are decided again once a second, oldest first: when load fell
+   * (the lag figure back under its ceiling, room for the call's streams) the call is admitted and
+   * its gate re-decided, so R7 reports the refusal and then the recording. A refusal at a startup
+   * stall therefore lasts a second or two, not the whole call. Calls already recording are never
+   * touched (overload does not degrade running recordings).
+   */
+  #readmit(): void {
+    if (this.#draining) return;
+    for (const [callId, asked] of [...this.#overloaded]) {
+      const call = this.#calls.get(callId);
+      if (call === undefined) {
+        this.#overloaded.delete(callId);
+        continue;
+      }
+      // This call's taps are in `streams` already; it asks for at least as many as it has.
+      const want = Math.max(asked, call.tracks.size);
+      if (this.#overLimit(this.streams - call.tracks.size, want) !== undefined) return; // no overtaking
+      this.#overloaded.delete(callId);
+      this.#expected.set(callId, want);
+      this.#o.metrics?.admissionReadmissions.inc();
+      this.#o.logger.info({ callId }, 'call admitted: load fell under the ceiling');
+      this.evaluate(callId);
+    }
+  }
+
   /** The call's media ended: seal its open segments and forget it. */
   async detachCall(callId: string): Promise<void> {
+    const pending = this.#detaching.get(callId);
+    if (pending) return pending;
     const call = this.#calls.get(callId);
     if (!call) return;
+    const done = this.#detach(callId, call).finally(() => this.#detaching.delete(callId));
+    this.#detaching.set(callId, done);
+    return done;
+  }
+
+  async #detach(callId: string, call: CallRecorder): Promise<void> {
     this.#calls.delete(callId);
     this.#overloaded.delete(callId);
     this.#expected.delete(callId);
@@ -323,6 +383,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   #onFact(fact: Fact): void {
     if (fact.type === 'erasure.requested') void this.#carryOutErasure(fact);
     else if (fact.type === 'recording.deleted') void this.#carryOutDeletion(fact);
+    else if (fact.type === 'call.ended') {
+      this.endCall(fact.callId).catch((err: Error) => this.#o.logger.error({ callId: fact.callId, err: err.message }, 'call not ended cleanly'));
+    }
   }
 
   /**

@@ -38,6 +38,10 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   readonly #announcedAddress: string | undefined;
   readonly #legs = new Map<string, AudioLeg>();
   readonly #transports = new Set<types.Transport>();
+  /** Plain (SIP/PSTN) legs' transports by participant: the leg-teardown route closes one. */
+  readonly #plain = new Map<string, types.PlainTransport>();
+  /** Softphone pages in the room (joined, whether or not they produce yet). */
+  #pages = 0;
   #closed = false;
 
   private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string) {
@@ -97,6 +101,11 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
       comedia: remote === undefined,
     });
     this.#transports.add(transport);
+    this.#plain.set(participantId, transport);
+    transport.observer.once('close', () => {
+      this.#transports.delete(transport);
+      if (this.#plain.get(participantId) === transport) this.#plain.delete(participantId);
+    });
     if (remote !== undefined) await transport.connect({ ip: remote.ip, port: remote.rtpPort, rtcpPort: remote.rtcpPort });
     const producer = await transport.produce({
       kind: 'audio',
@@ -130,6 +139,38 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     const codec = audioCodecOf(producer.rtpParameters.codecs[0]?.mimeType ?? '');
     if (!codec) throw new OptinError('CODEC_UNSUPPORTED', `unsupported audio codec ${producer.rtpParameters.codecs[0]?.mimeType}`);
     this.#addLeg({ participantId, producer, codec });
+  }
+
+  /**
+   * Ends one plain leg (the gateway hung it up): its transport and producer close, the recorder's
+   * tap of it ends its track. False when the participant has no plain leg here.
+   */
+  removePlainLeg(participantId: string): boolean {
+    const transport = this.#plain.get(participantId);
+    if (transport === undefined) return false;
+    transport.close();
+    return true;
+  }
+
+  /** A softphone page joined: the room lives while any page or any leg does. */
+  enterPage(): void {
+    this.#pages++;
+  }
+
+  /** A page left (its transports closed before): the room closes if nothing else is in it. */
+  leavePage(): void {
+    this.#pages = Math.max(0, this.#pages - 1);
+    this.closeIfIdle();
+  }
+
+  /**
+   * Closes the room when no page and no leg of either kind is left in it: a call lives while any
+   * of its legs does (a SIP leg keeps recording after the last softphone left). True if closed.
+   */
+  closeIfIdle(): boolean {
+    if (this.#closed || this.#pages > 0 || this.#legs.size > 0 || this.#plain.size > 0) return false;
+    this.close();
+    return true;
   }
 
   close(): void {

@@ -15,6 +15,9 @@ export const MEDIASOUP_CLIENT_BUNDLE: BrowserBundleSpec = {
  * Serves the softphone page under /softphone/ with mediasoup-client bundled for the browser: the
  * prebuilt bundle from dist/ when running compiled, else built once (src/http/browserBundle.ts).
  */
+/** The routes this group serves (docs/openapi.yaml documents each; `/softphone` is `/softphone/`). */
+export const SOFTPHONE_ROUTES = ['GET /softphone/', 'GET /softphone/softphone.js', 'GET /softphone/mediasoup-client.js'] as const;
+
 export function softphoneRoutes(): RouteGroup {
   const bundle = loadBrowserBundle(MEDIASOUP_CLIENT_BUNDLE);
   const files: Record<string, [string, string]> = {
