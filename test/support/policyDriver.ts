@@ -16,7 +16,7 @@ import { PolicyState } from '../../src/gate/PolicyState.ts';
 import type { Logger } from '../../src/log/logger.ts';
 import type { CallRecorder } from '../../src/recorder/CallRecorder.ts';
 import { ControlAdmitter } from '../../src/recorder/ControlAdmitter.ts';
-import { Recorder } from '../../src/recorder/Recorder.ts';
+import { Recorder, type RecordingStateEvent } from '../../src/recorder/Recorder.ts';
 import { CallRoom } from '../../src/sfu/CallRoom.ts';
 import type { WorkerPool } from '../../src/sfu/WorkerPool.ts';
 import { startTestControlPlane, type TestControlPlane } from './controlPlane.ts';
@@ -101,6 +101,7 @@ export class Lane {
   client!: ControlClient;
   state!: PolicyState;
   recorder!: Recorder;
+  readonly reported = new Map<string, RecordingStateEvent>();
   readonly store = new MemoryStore();
   readonly waiter = new Waiter(5);
   readonly stats = newStats();
@@ -165,6 +166,9 @@ export class Lane {
       maxStreams: 1_000_000,
       maxEventLoopLagMs: 1e9, // overload admission is not the subject here
     });
+    // What each call reported last (R7), kept after the recorder forgets an ended call (call.ended
+    // detaches it at once, and with it the recorder's own last state).
+    this.recorder.on('state', (callId, state) => this.reported.set(callId, state));
     // Every poke waits for the end of the turn: conditions are judged once the client's listeners
     // (the recorder's among them: it re-decides, asks for admissions, reports) have all run.
     const poke = (): void => queueMicrotask(this.waiter.poke);

@@ -101,7 +101,7 @@ async function runScenario(lane: Lane, sc: Scenario): Promise<void> {
       }
       if (c.wasOpen && !open) lane.stats.closings++;
       c.wasOpen = open;
-      const last = lane.recorder.lastState(c.callId);
+      const last = lane.recorder.lastState(c.callId) ?? lane.reported.get(c.callId);
       const reasons = model.reasons(c, fresh);
       if (reasons.includes('cap-reached')) lane.stats.capBlocked++;
       const want = open ? [] : reasons.length > 0 ? reasons : c.erased ? ['consent-withdrawn'] : undefined;
