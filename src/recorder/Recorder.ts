@@ -81,6 +81,9 @@ export type RecorderEvents = {
   state: [callId: string, state: RecordingStateEvent];
 };
 
+/** Ended calls remembered for erasures that arrive after the hang-up (CallRecorder objects without media). */
+const ENDED_CALLS_KEPT = 2000;
+
 export class Recorder extends TypedEmitter<RecorderEvents> {
   readonly #o: RecorderOptions;
   readonly #calls = new Map<string, CallRecorder>();
@@ -98,6 +101,8 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
   readonly #catalogue: CatalogueReporter;
   /** Erasures and deletions carried out here (their receipts, to confirm again after a reconnect) or in progress. */
   readonly #ledgerDone = new Map<string, StoreReceipt[]>();
+  /** Calls ended on this worker, newest last (erasures after the hang-up). */
+  readonly #ended = new Map<string, CallRecorder>();
   readonly #ledgerRunning = new Set<string>();
 
   constructor(opts: RecorderOptions) {
@@ -291,6 +296,13 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
 
   async #detach(callId: string, call: CallRecorder): Promise<void> {
     this.#calls.delete(callId);
+    // An erase often comes after the hang-up (the customer withdraws on the IVR's last menu): the
+    // worker that recorded the call still carries it out, keys and spool copies included, even
+    // though the call is gone from its media plane. Bounded: the control plane's erasure ledger
+    // carries out what falls out of this memory (from the store's manifests).
+    // (Calls that never recorded too: the erasure then marks them erased, R7 says so, no admission follows.)
+    this.#ended.set(callId, call);
+    while (this.#ended.size > ENDED_CALLS_KEPT) this.#ended.delete(this.#ended.keys().next().value as string);
     this.#overloaded.delete(callId);
     this.#expected.delete(callId);
     this.#lastStates.delete(callId);
@@ -432,7 +444,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       const receipts = await this.#runLedger(`erasure:${e.erasureId}`, async () => {
         const out: DeletionReceipt[] = [];
         const held = new Set<string>();
-        const call = this.#calls.get(e.callId);
+        const call = this.#calls.get(e.callId) ?? this.#ended.get(e.callId);
         if (call !== undefined) {
           if (call.recordingId !== undefined) {
             held.add(call.recordingId);

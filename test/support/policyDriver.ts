@@ -391,6 +391,8 @@ export class GateRun {
     const ids: number[] = [];
     for (const [ci, li] of batch) {
       const c = this.calls[ci % this.calls.length]!;
+      // call.ended closes the call's room and legs in the recorder: nothing can reach it any more.
+      if (!lane.recorder.calls.has(c.callId)) continue;
       const leg = c.legs[li % c.legs.length]!;
       const id = lane.nextPacketId();
       lane.packets.set(id, { id, run: this.run, call: c.index, pid: leg.participantId, expectedOpen: expected[c.index]!, ambiguous: false, arrived: false, writable: undefined });
