@@ -112,33 +112,42 @@ export async function requestDeletion(
   return { deletionId, seq: seq!, created: true };
 }
 
-/** Records a worker's confirmation (erasure.done). Unknown or already completed ids: false. */
-export async function confirmErasure(db: Queryable, erasureId: string, workerId: string, receipts: StoreReceipt[], nowMs: number): Promise<'recorded' | 'unknown' | 'done'> {
-  const entry = JSON.stringify([{ workerId, at: nowMs, receipts } satisfies WorkerReceipt]);
-  const { rows } = await db.query<{ state: string }>(
-    `UPDATE erasures
+/**
+ * A worker's confirmation of one ledger entry, with its receipts: the same update for erasures and
+ * deletions (the table is one of two fixed statements, never text from input).
+ */
+const CONFIRM_SQL = {
+  erasures: `UPDATE erasures
         SET confirmed_by = CASE WHEN $2 = ANY(confirmed_by) THEN confirmed_by ELSE array_append(confirmed_by, $2) END,
             worker_receipts = worker_receipts || $3::jsonb
       WHERE id = $1
       RETURNING state`,
-    [erasureId, workerId, entry],
-  );
+  deletions: `UPDATE deletions
+        SET confirmed_by = CASE WHEN $2 = ANY(confirmed_by) THEN confirmed_by ELSE array_append(confirmed_by, $2) END,
+            worker_receipts = worker_receipts || $3::jsonb
+      WHERE id = $1
+      RETURNING state`,
+} as const;
+
+async function recordConfirmation(
+  db: Queryable,
+  table: keyof typeof CONFIRM_SQL,
+  id: string,
+  receipt: WorkerReceipt,
+): Promise<'recorded' | 'unknown' | 'done'> {
+  const { rows } = await db.query<{ state: string }>(CONFIRM_SQL[table], [id, receipt.workerId, JSON.stringify([receipt])]);
   if (rows[0] === undefined) return 'unknown';
   return rows[0].state === 'done' ? 'done' : 'recorded';
 }
 
-export async function confirmDeletion(db: Queryable, deletionId: string, workerId: string, receipt: StoreReceipt, nowMs: number): Promise<'recorded' | 'unknown' | 'done'> {
-  const entry = JSON.stringify([{ workerId, at: nowMs, receipts: [receipt] } satisfies WorkerReceipt]);
-  const { rows } = await db.query<{ state: string }>(
-    `UPDATE deletions
-        SET confirmed_by = CASE WHEN $2 = ANY(confirmed_by) THEN confirmed_by ELSE array_append(confirmed_by, $2) END,
-            worker_receipts = worker_receipts || $3::jsonb
-      WHERE id = $1
-      RETURNING state`,
-    [deletionId, workerId, entry],
-  );
-  if (rows[0] === undefined) return 'unknown';
-  return rows[0].state === 'done' ? 'done' : 'recorded';
+/** Records a worker's confirmation (erasure.done). Unknown or already completed ids: false. */
+export function confirmErasure(db: Queryable, erasureId: string, workerId: string, receipts: StoreReceipt[], nowMs: number): Promise<'recorded' | 'unknown' | 'done'> {
+  return recordConfirmation(db, 'erasures', erasureId, { workerId, at: nowMs, receipts });
+}
+
+/** Records a worker's confirmation of a deletion, with the store's receipt. */
+export function confirmDeletion(db: Queryable, deletionId: string, workerId: string, receipt: StoreReceipt, nowMs: number): Promise<'recorded' | 'unknown' | 'done'> {
+  return recordConfirmation(db, 'deletions', deletionId, { workerId, at: nowMs, receipts: [receipt] });
 }
 
 export async function pendingErasures(db: Queryable): Promise<PendingErasure[]> {
