@@ -43,8 +43,12 @@ interface Plane {
   t: TestControlPlane;
   policy: PolicyFacts;
   relay: StreamRelay;
-  /** The control plane's stream head (the seq of its last fact). */
-  seq(): number;
+  /**
+   * The control plane's stream head (the seq of its last committed fact). The replica's follower
+   * reads it first: it learns of new facts from a NOTIFY, so its head may trail a fact whose API
+   * call has answered, while a snapshot (read from the database) already holds it.
+   */
+  seq(): Promise<number>;
 }
 
 /** A control plane of its own (own database), with a relay in front of its stream. */
@@ -55,7 +59,10 @@ async function plane(overrides: Record<string, unknown> = {}): Promise<Plane> {
   cleanups.push(() => t.close());
   const relay = await StreamRelay.start({ target: t.cp.streamUrl, secret: t.secret });
   cleanups.push(() => relay.close());
-  return { t, relay, policy: new PolicyFacts({ url: t.cp.url, tokens: t.tokens }), seq: () => t.cp.stream.follower.head };
+  return { t, relay, policy: new PolicyFacts({ url: t.cp.url, tokens: t.tokens }), seq: async () => {
+    await t.cp.stream.follower.poll();
+    return t.cp.stream.follower.head;
+  } };
 }
 
 function startClient(url: string, secret: string, options: Partial<ControlClientOptions> = {}): ControlClient {
@@ -120,7 +127,7 @@ describe('snapshot, deltas, heartbeats', () => {
     await p.policy.startCall('c1', participants('c1'));
     const client = startClient(p.relay.url, p.t.secret);
     await client.waitFresh();
-    expect(client.lastSeq).toBe(p.seq());
+    expect(client.lastSeq).toBe(await p.seq());
     expect(client.state.call('c1')?.participants.size).toBe(2);
     expect(decideGate(client.state, 'c1', Date.now()).reasons).toEqual(['no-consent']);
 
@@ -268,14 +275,15 @@ describe('bad frames get an error reply and change nothing', () => {
     await expectRejected(p, () => relay.inject(JSON.stringify({ v: 2, type: 'heartbeat', seq: 0, at: 0, pad: 'x'.repeat(MAX_MESSAGE_BYTES) })), 'too-large');
     await expectRejected(p, () => relay.inject(JSON.stringify({ v: 2, type: 'consent.assumed', seq: 9 })), 'unknown-type');
     await expectRejected(p, () => relay.inject(JSON.stringify({ v: 1, type: 'delta' })), 'bad-version');
-    await expectRejected(p, () => relay.inject(JSON.stringify({ ...d1, seq: p.seq() + 1, fact: { type: 'call.paused', callId: 'c 1' } })), 'invalid-message');
+    const head = await p.seq();
+    await expectRejected(p, () => relay.inject(JSON.stringify({ ...d1, seq: head + 1, fact: { type: 'call.paused', callId: 'c 1' } })), 'invalid-message');
     await expectRejected(p, () => relay.inject(JSON.stringify(d2)), 'duplicate');
     await expectRejected(p, () => relay.inject(JSON.stringify(d1)), 'duplicate'); // late: would re-pause
     expect(client.state.call('c1')?.paused).toBe(false);
     await expectRejected(p, () => relay.inject(JSON.stringify({ v: 2, type: 'hello', serverId: 'x', proof: 'A'.repeat(43), serverNonce: 'N'.repeat(32), heartbeatMs: 50 })), 'unexpected-message');
 
     // A well-formed, in-sequence fact that does not fit the state: refused, seq consumed, no gap.
-    const misfit = { v: 2, type: 'delta', seq: p.seq() + 1, at: Date.now(), fact: { type: 'call.paused', callId: 'ghost' } };
+    const misfit = { v: 2, type: 'delta', seq: (await p.seq()) + 1, at: Date.now(), fact: { type: 'call.paused', callId: 'ghost' } };
     const reply = workerError(relay, 'unknown-call');
     relay.inject(JSON.stringify(misfit));
     relay.skipSeq(); // keep the control plane's later seqs in step with what "it sent"
@@ -344,7 +352,7 @@ describe('fail closed', () => {
     await next(client, 'fresh');
     // The fact behind the gap arrives with the snapshot.
     expect(client.state.call('c1')?.paused).toBe(true);
-    expect(client.lastSeq).toBe(p.seq());
+    expect(client.lastSeq).toBe(await p.seq());
   });
 
   it('a lost trailing delta is revealed by the next heartbeat', async () => {
