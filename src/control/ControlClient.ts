@@ -19,6 +19,8 @@ import {
   errorV2,
   parseServerMessageV2,
   type CapDecision,
+  type DeletionDone,
+  type ErasureDone,
   type ErrorCodeV2,
   type ErrorV2,
   type RecordingReport,
@@ -27,6 +29,7 @@ import {
   type StoreReceipt,
   type WorkerMessageV2,
 } from './protocolV2.ts';
+import { UnavailableResender } from './UnavailableResender.ts';
 
 /**
  * The worker's end of the policy stream, version 2 (docs/control-protocol.md; the server is the
@@ -203,6 +206,8 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   readonly #reports = new Map<string, RecordingStateV2>();
   /** Last catalogue report per recording not yet sent in its final form; resent after a reconnect. */
   readonly #catalogue = new Map<string, RecordingReport>();
+  /** Catalogue reports and confirmations the control plane may answer `unavailable` for (its database down). */
+  readonly #resender = new UnavailableResender<RecordingReport | ErasureDone | DeletionDone>({ resend: (m) => this.#sendAgain(m), max: MAX_REPORTS });
 
   constructor(options: ControlClientOptions) {
     super();
@@ -306,6 +311,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     this.#catalogue.delete(msg.recordingId);
     if (this.#phase === 'live') {
       this.#send(msg);
+      this.#resender.sent(msg.recordingId, msg);
       if (final) return;
     }
     this.#catalogue.set(msg.recordingId, msg);
@@ -338,14 +344,18 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   /** `erasure.done`: this worker carried the erasure out (may list no receipt: it held nothing). Returns whether it was sent. */
   confirmErasure(erasureId: string, receipts: StoreReceipt[]): boolean {
     if (this.#phase !== 'live') return false;
-    this.#send({ v: PROTOCOL_VERSION_2, type: 'erasure.done', erasureId, receipts });
+    const msg: ErasureDone = { v: PROTOCOL_VERSION_2, type: 'erasure.done', erasureId, receipts };
+    this.#send(msg);
+    this.#resender.sent(erasureId, msg);
     return true;
   }
 
   /** `deletion.done`: this worker stopped, deleted and forgot the recording. Returns whether it was sent. */
   confirmDeletion(deletionId: string, receipt: StoreReceipt): boolean {
     if (this.#phase !== 'live') return false;
-    this.#send({ v: PROTOCOL_VERSION_2, type: 'deletion.done', deletionId, receipt });
+    const msg: DeletionDone = { v: PROTOCOL_VERSION_2, type: 'deletion.done', deletionId, receipt };
+    this.#send(msg);
+    this.#resender.sent(deletionId, msg);
     return true;
   }
 
@@ -354,6 +364,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     if (this.#phase === 'closed') return;
     this.#phase = 'closed';
     this.#clearTimers();
+    this.#resender.close();
     const ws = this.#ws;
     this.#ws = undefined;
     this.#failCaps();
@@ -650,6 +661,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     this.#heard();
     this.#logger?.warn({ code: msg.code, ref: msg.ref }, 'control: server reported an error');
     if (msg.code === 'unavailable' && msg.ref !== undefined) {
+      this.#resender.unavailable(msg.ref);
       const p = this.#caps.get(msg.ref);
       if (p !== undefined) {
         clearTimeout(p.timer);
@@ -739,6 +751,19 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   }
 
   /** Seals and sends one frame: the MAC counter advances with each, in send order. */
+  /**
+   * A frame the control plane failed (`unavailable`), once its backoff has passed. Off the live
+   * stream, a catalogue report waits for the next session (unless a newer one already does);
+   * a confirmation is given again after the next snapshot, which still lists its request.
+   */
+  #sendAgain(message: RecordingReport | ErasureDone | DeletionDone): void {
+    if (this.#phase === 'live') {
+      this.#send(message);
+      return;
+    }
+    if (message.type === 'recording.report' && !this.#catalogue.has(message.recordingId)) this.#catalogue.set(message.recordingId, message);
+  }
+
   #send(message: WorkerMessageV2): void {
     const ws = this.#ws;
     const sealer = this.#sealer;

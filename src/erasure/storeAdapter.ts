@@ -2,6 +2,7 @@ import path from 'node:path';
 import { AuditSpool } from '../audit/AuditSpool.ts';
 import { AuditTrail } from '../audit/AuditTrail.ts';
 import type { CatalogueEntry } from '../catalogue/Catalogue.ts';
+import { summarizeManifest } from '../storage/manifestSummary.ts';
 import type { StoreReceipt } from '../control/protocolV2.ts';
 import { summarizeReceipt } from '../control/storeReceipt.ts';
 import { Keyring } from '../crypto/Keyring.ts';
@@ -104,26 +105,8 @@ export async function openControlPlaneStore(settings: StoreSettings): Promise<Co
       for (const s of summaries) {
         const m = await store.getManifest(s.recordingId).catch(() => null);
         if (m === null) continue;
-        const withSegments = new Set(m.segments.map((seg) => seg.participantId));
-        const entry: CatalogueEntry = {
-          recordingId: m.recordingId,
-          callId: m.callId,
-          participants: m.participants.map((p) => {
-            const q: CatalogueEntry['participants'][number] = { participantId: p.participantId, role: p.role };
-            if (p.subjectId !== undefined) q.subjectId = p.subjectId;
-            if (p.teamLeadId !== undefined) q.teamLeadId = p.teamLeadId;
-            return q;
-          }),
-          startedAt: m.startedAtMs,
-          tracks: withSegments.size,
-          segments: m.segments.length,
-          bytes: m.segments.reduce((n, seg) => n + seg.sealedBytes, 0),
-          expiresAt: m.expiresAtMs,
-          state: m.state === 'ended' ? 'complete' : m.state,
-          workerId: m.nodeId,
-        };
-        if (m.endedAtMs !== undefined) entry.endedAt = m.endedAtMs;
-        out.push(entry);
+        const { nodeId, state, ...summary } = summarizeManifest(m);
+        out.push({ ...summary, state: state === 'ended' ? 'complete' : state, workerId: nodeId });
       }
       return out;
     },

@@ -1,4 +1,5 @@
 import type { CatalogueReport } from '../control/ControlClient.ts';
+import type { ManifestSummary } from '../storage/manifestSummary.ts';
 import type { RecordingEvent } from './CallRecorder.ts';
 
 /**
@@ -85,6 +86,17 @@ export class CatalogueReporter {
     }
   }
 
+  /**
+   * A manifest crash repair closed (or found closed): the report its writer could not send.
+   * Idempotent at the control plane (totals are monotonic, a final state stays final), so a
+   * report the catalogue already had changes nothing.
+   */
+  reportRepaired(summary: ManifestSummary): void {
+    if (this.#entries.has(summary.recordingId)) return; // still being written here: its own reports speak
+    const { nodeId: _writer, state, ...totals } = summary;
+    this.#emit({ ...totals, event: state === 'recording' ? 'segment' : state });
+  }
+
   /** The recording was erased or deleted: the control plane's ledger speaks for it now; no more reports. */
   forget(recordingId: string): void {
     this.#forget(recordingId);
@@ -101,19 +113,23 @@ export class CatalogueReporter {
   }
 
   #send(entry: Entry, event: CatalogueReport['event'], endedAt?: number): void {
+    this.#emit({
+      recordingId: entry.recordingId,
+      callId: entry.callId,
+      event,
+      participants: entry.participants,
+      startedAt: entry.startedAt,
+      ...(endedAt === undefined ? {} : { endedAt }),
+      tracks: entry.tracks.size,
+      segments: entry.segments,
+      bytes: entry.bytes,
+      expiresAt: entry.expiresAt,
+    });
+  }
+
+  #emit(report: CatalogueReport): void {
     try {
-      this.#sink.reportRecording({
-        recordingId: entry.recordingId,
-        callId: entry.callId,
-        event,
-        participants: entry.participants,
-        startedAt: entry.startedAt,
-        ...(endedAt === undefined ? {} : { endedAt }),
-        tracks: entry.tracks.size,
-        segments: entry.segments,
-        bytes: entry.bytes,
-        expiresAt: entry.expiresAt,
-      });
+      this.#sink.reportRecording(report);
     } catch (err) {
       this.#onError(err as Error);
     }

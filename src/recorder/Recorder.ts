@@ -12,6 +12,7 @@ import type { DeletionReceipt } from '../storage/types.ts';
 import type { CallRoom } from '../sfu/CallRoom.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import { CallRecorder, type Admitter, type CallStore, type DirectTrack } from './CallRecorder.ts';
+import type { ManifestSummary } from '../storage/manifestSummary.ts';
 import { CatalogueReporter } from './CatalogueReporter.ts';
 import type { OpusEncoderPool } from './TrackRecorder.ts';
 import type { Logger } from '../log/logger.ts';
@@ -38,6 +39,7 @@ export interface AuditAppender {
 export interface RecorderStore extends CallStore {
   isSpoolFull(): boolean;
   on?(event: 'spoolchange', fn: () => void): unknown;
+  on?(event: 'repaired', fn: (summary: ManifestSummary) => void): unknown;
   /** Whether this process holds something of a recording no call of it holds (spool copies after a restart). */
   holds?(recordingId: string): boolean;
   /** Recordings' retention (default 30 days): the catalogue's expiry when the store does not say. */
@@ -127,6 +129,9 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     });
     c.on('fact', (fact) => this.#onFact(fact));
     opts.store.on?.('spoolchange', () => this.evaluateAll());
+    // A recording a crash of this node left open, closed by crash repair: its closing report
+    // died with the crash. (The store queues repairs behind its first S3 round trip, after this.)
+    opts.store.on?.('repaired', (summary) => this.#catalogue.reportRepaired(summary));
     this.#timer = setInterval(() => this.#tick(), opts.tickMs ?? 20);
     // Lag is sampled once a second, not per packet.
     const lagTimer = setInterval(() => {

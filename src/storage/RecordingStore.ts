@@ -148,7 +148,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       inflightWaitMs: uploadTimeoutMs * 2,
       onDeleted: (receipt) => this.safeEmit('deleted', receipt),
     });
-    this.#recovery = new Recovery({ ...parts, nodeId: this.nodeId, isClosed: () => this.#closed });
+    this.#recovery = new Recovery({ ...parts, nodeId: this.nodeId, isClosed: () => this.#closed, onRepaired: (summary) => this.safeEmit('repaired', summary) });
     spool.on('change', (s) => this.safeEmit('spoolchange', s));
     spool.on('item', () => this.#uploader.wakeUp());
     this.#uploader.on('drained', () => this.safeEmit('drained'));

@@ -2,6 +2,7 @@ import type { Logger } from '../log/logger.ts';
 import { parseDataKeyDocument } from './dataKeys.ts';
 import { MANIFESTS_PREFIX, parseDataKeyObjectKey, parseManifestObjectKey, parseMediaObjectKey } from './layout.ts';
 import { SEGMENT_META_HEADER, decodeSegmentMeta, upsertSegment, type RecordingManifest } from './manifest.ts';
+import { summarizeManifest, type ManifestSummary } from './manifestSummary.ts';
 import type { RecordingReader } from './RecordingReader.ts';
 import type { RecordingRegistry } from './RecordingRegistry.ts';
 import type { S3Objects } from './S3Objects.ts';
@@ -32,6 +33,8 @@ export interface RecoveryOptions {
   /** This process's node id: only its own recordings are closed as interrupted. */
   nodeId: string;
   isClosed: () => boolean;
+  /** A manifest was repaired (or found already right): what it says now. */
+  onRepaired: (summary: ManifestSummary) => void;
 }
 
 export class Recovery {
@@ -113,6 +116,7 @@ export class Recovery {
         logger.info({ recordingId, segments: manifest.segments.length, state: manifest.state }, 'manifest repaired');
       }
       this.#o.sweeper.schedule(recordingId, manifest.expiresAtMs);
+      this.#o.onRepaired(summarizeManifest(manifest));
     });
   }
 

@@ -1,3 +1,4 @@
+import type { ManifestSummary } from './manifestSummary.ts';
 import type { Client } from 'minio';
 import type { WrapAlg, Keyring } from '../crypto/Keyring.ts';
 import type { Logger } from '../log/logger.ts';
@@ -228,4 +229,9 @@ export type RecordingStoreEvents = {
   drained: [];
   /** A deletion or expiry finished (locally, at least). */
   deleted: [DeletionReceipt];
+  /**
+   * Crash repair read (and, where needed, rewrote) a manifest a previous process of this node
+   * left: what it now says, for the catalogue (a closing report the crash prevented).
+   */
+  repaired: [ManifestSummary];
 };

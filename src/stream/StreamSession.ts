@@ -245,13 +245,28 @@ export class StreamSession {
         (err: unknown) => {
           this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'failed' });
           this.#deps.logger.warn({ workerId: this.workerId, type: message.type, err: (err as Error).message }, 'stream: handling a worker frame failed');
-          const ref = 'requestId' in message ? message.requestId : undefined;
-          this.sendError('unavailable', 'the control plane could not handle this frame now; retry', ref);
+          this.sendError('unavailable', 'the control plane could not handle this frame now; retry', frameRef(message));
         },
       ).finally(() => {
         this.#inboxDepth--;
         if (this.#inboxDepth === RESUME_INBOX && this.#ws.isPaused) this.#ws.resume();
       }),
     );
+  }
+}
+
+/** What names a worker frame in an `unavailable` answer, so the worker knows which one to send again. */
+function frameRef(message: WorkerMessageV2): string | undefined {
+  switch (message.type) {
+    case 'cap.request':
+      return message.requestId;
+    case 'recording.report':
+      return message.recordingId;
+    case 'erasure.done':
+      return message.erasureId;
+    case 'deletion.done':
+      return message.deletionId;
+    default:
+      return undefined;
   }
 }

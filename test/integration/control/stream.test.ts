@@ -463,6 +463,44 @@ describe('recording state (R7)', () => {
   });
 });
 
+describe('catalogue reports while the database is down', () => {
+  it('a report the control plane could not store is answered unavailable and sent again until it lands', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+    const target = new URL(db.url);
+    const dbProxy = await TamperProxy.start({ host: target.hostname, port: Number(target.port) });
+    cleanups.push(() => dbProxy.close());
+    const via = new URL(db.url);
+    via.port = String(dbProxy.port);
+    // Slow heartbeats: the session outlives the outage, so only the resend can deliver the report.
+    const t = await startTestControlPlane({ databaseUrl: via.toString(), overrides: { 'stream.heartbeatMs': 2000 } });
+    cleanups.push(() => t.close());
+    const client = startClient(t.cp.streamUrl, t.secret);
+    await client.waitFresh();
+
+    const report = {
+      recordingId: 'r_lost_report_01',
+      callId: 'call-lost-report',
+      participants: [{ participantId: 'pa', role: 'agent' as const, subjectId: 'agent-lost' }],
+      startedAt: Date.now() - 60_000,
+      endedAt: Date.now(),
+      tracks: 1,
+      segments: 3,
+      bytes: 3000,
+      expiresAt: Date.now() + 86_400_000,
+    };
+    dbProxy.down();
+    const refused = next(client, 'server-error', (e) => e.code === 'unavailable' && e.ref === report.recordingId, 10_000);
+    client.reportRecording({ ...report, event: 'ended' }); // final: without the resend it is never sent again
+    await refused;
+    dbProxy.up();
+    await until(async () => (await t.api('GET', `/v1/recordings/${report.recordingId}`, { token: t.tokens.ops })).status === 200, 15_000);
+    const row = (await t.api('GET', `/v1/recordings/${report.recordingId}`, { token: t.tokens.ops })).body;
+    expect(row).toMatchObject({ state: 'complete', segments: 3, bytes: 3000, tracks: 1, workerId: 'worker-1' });
+    expect(client.fresh).toBe(true);
+  });
+});
+
 describe('the monthly cap over the stream', () => {
   it('decided by the control plane, idempotent per recording; no answer in time: CONTROL_CAP_UNKNOWN; link lost first: CONTROL_NOT_FRESH', async () => {
     const p = await connected();
