@@ -6,6 +6,8 @@ import type { PolicyState } from '../gate/PolicyState.ts';
 import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { RecordingManifest } from '../storage/manifest.ts';
+import { summarizeManifest, type ManifestSummary } from '../storage/manifestSummary.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
@@ -31,7 +33,8 @@ export interface CallStore extends SegmentSink {
     consentEvidence: Record<string, string | number | boolean | null>[];
     policy?: { agentWindows: { start: number; end: number }[]; monthlyCap: number };
   }): Promise<{ expiresAtMs: number } | void>;
-  endRecording(recordingId: string): Promise<unknown>;
+  /** Resolves with the final manifest (a store that keeps none resolves with nothing). */
+  endRecording(recordingId: string): Promise<RecordingManifest | undefined>;
   /** Resolves with the store's receipt (RecordingStore), or nothing (stores that keep none). */
   deleteRecording(recordingId: string, options: { participantId?: string; reason: string; actor: string }): Promise<DeletionReceipt | void>;
 }
@@ -50,7 +53,7 @@ export interface Admitter {
 export type RecordingEvent =
   | { type: 'begun'; recordingId: string; startedAt: number; expiresAt: number | undefined; participants: { participantId: string; role: 'agent' | 'customer'; subjectId: string; teamLeadId?: string }[] }
   | { type: 'segment'; recordingId: string; participantId: string; sealedBytes: number }
-  | { type: 'ended' | 'interrupted'; recordingId: string; at: number };
+  | { type: 'ended' | 'interrupted'; recordingId: string; at: number; /** The final manifest's figures: the report says exactly what the store says. */ final?: ManifestSummary };
 
 /** How long a call waits before asking again for a cap the control plane did not decide in time. */
 export const CAP_RETRY_MS = 1000;
@@ -247,7 +250,7 @@ export class CallRecorder {
       const recordingId = ended.recordingId;
       await this.#begun?.catch(() => undefined);
       await this.#d.store.endRecording(recordingId).then(
-        () => this.#d.onRecording?.({ type: 'ended', recordingId, at: Date.now() }),
+        (manifest) => this.#d.onRecording?.({ type: 'ended', recordingId, at: Date.now(), ...(manifest === undefined ? {} : { final: summarizeManifest(manifest) }) }),
         (err: Error) => {
           if (isOptinError(err, 'RECORDING_DELETED')) return; // deleted elsewhere meanwhile: nothing to finalise
           this.#log.warn({ err: err.message }, 'manifest not finalised (the store repairs it on the next start)');

@@ -79,8 +79,11 @@ export class CatalogueReporter {
       case 'interrupted': {
         const entry = this.#entries.get(event.recordingId);
         if (entry === undefined) return;
-        this.#send(entry, event.type, event.at);
         this.#forget(event.recordingId);
+        // The final manifest's end and totals when there is one: `optin catalogue rebuild`
+        // compares the catalogue with the manifests, and they must agree.
+        if (event.final !== undefined) this.#emit(reportOfSummary(event.final, event.type));
+        else this.#send(entry, event.type, event.at);
         return;
       }
     }
@@ -93,8 +96,7 @@ export class CatalogueReporter {
    */
   reportRepaired(summary: ManifestSummary): void {
     if (this.#entries.has(summary.recordingId)) return; // still being written here: its own reports speak
-    const { nodeId: _writer, state, ...totals } = summary;
-    this.#emit({ ...totals, event: state === 'recording' ? 'segment' : state });
+    this.#emit(reportOfSummary(summary, summary.state === 'recording' ? 'segment' : summary.state));
   }
 
   /** The recording was erased or deleted: the control plane's ledger speaks for it now; no more reports. */
@@ -134,4 +136,9 @@ export class CatalogueReporter {
       this.#onError(err as Error);
     }
   }
+}
+
+function reportOfSummary(summary: ManifestSummary, event: CatalogueReport['event']): CatalogueReport {
+  const { nodeId: _writer, state: _state, ...figures } = summary;
+  return { ...figures, event };
 }

@@ -211,7 +211,7 @@ export class MemoryStore implements CallStore {
     return Promise.resolve({ stored: 'uploaded' });
   }
 
-  endRecording(recordingId: string): Promise<unknown> {
+  endRecording(recordingId: string): Promise<undefined> {
     this.ended.add(recordingId);
     return Promise.resolve(undefined);
   }

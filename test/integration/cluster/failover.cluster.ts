@@ -645,16 +645,11 @@ describe('the cluster keeps working while its parts are killed', () => {
     // The erasure: done, nothing of the customer's part left in the store.
     expect(erasure.state).toBe('done');
     expect(erasedLeft).toEqual([]);
-    // The catalogue. Before the rebuild it lags the store on the recordings' ends (listed in the
-    // report: a plain-leg call has no hang-up in call control, so a1 ends only with its
-    // recorder's graceful stop, whose last catalogue report does not reach the control plane; b1's
-    // end is written by the restarted recorder's recovery, which reports nothing). The store is
-    // the truth: no recording is missing from either side, and after `optin catalogue rebuild`
-    // nothing differs.
-    for (const d of catalogueBefore.differences) {
-      expect(d.kind, d.recordingId).toBe('changed');
-      expect(['state', 'endedAt', 'segments', 'bytes']).toEqual(expect.arrayContaining(d.fields ?? []));
-    }
+    // The catalogue agrees with the store at once, as an operator checks it after an incident:
+    // b1's end is written by the restarted recorder's crash repair, which reports it; reports the
+    // control plane could not store during the database failover were sent again.
+    expect(catalogueBefore.differences).toEqual([]);
+    expect(catalogueRebuilt.differences).toEqual([]);
     expect(catalogueAfter.differences).toEqual([]);
     expect(catalogueAfter.scanned).toBe(2); // a1 and b1: e1 was erased
   }, 400_000);
