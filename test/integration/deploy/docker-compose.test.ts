@@ -167,8 +167,21 @@ describe('docker/compose.yaml', () => {
     const scrape = readFileSync('docker/prometheus/prometheus.yml', 'utf8');
     for (const svc of ['recorder-1', 'recorder-2']) {
       const s = compose.services[svc]!;
-      expect(ports(svc).length).toBe(500);
-      expect(ports(svc).every((p) => p.protocol === 'udp'), `${svc}: only media is published`).toBe(true);
+      // Published: WebRTC/RTP media, the SIPREC server's SIP port (UDP and TCP) and its media
+      // range, each the same inside and out (what Via, Contact and SDP announce); nothing else.
+      const e = env(svc);
+      const range = (min: string | undefined, max: string | undefined): string[] =>
+        Array.from({ length: Number(max) - Number(min) + 1 }, (_, i) => `${Number(min) + i}/udp`);
+      const expected = [
+        ...range(e.OPTIN_RTC_MIN_PORT, e.OPTIN_RTC_MAX_PORT),
+        ...range(e.OPTIN_SIPREC_MEDIA_PORT_MIN, e.OPTIN_SIPREC_MEDIA_PORT_MAX),
+        `${e.OPTIN_SIPREC_UDP_PORT}/udp`,
+        `${e.OPTIN_SIPREC_TCP_PORT}/tcp`,
+      ].sort();
+      expect(ports(svc).filter((p) => String(p.published) !== String(p.target)), `${svc}: host port = container port`).toEqual([]);
+      expect(ports(svc).map((p) => `${p.target}/${p.protocol}`).sort(), `${svc}: only media and SIP are published`).toEqual(expected);
+      expect(e.OPTIN_SIPREC_ENABLED).toBe('true');
+      expect(e.OPTIN_SIPREC_ADVERTISED_HOST).toBe(ANNOUNCED);
       expect(env(svc).OPTIN_HTTP_HOST).toBe(s.networks!.ops!.ipv4_address);
       expect(scrape).toContain(`'${env(svc).OPTIN_HTTP_HOST}:7800'`);
       expect(env(svc).OPTIN_ANNOUNCED_ADDRESS).toBe(ANNOUNCED);
