@@ -574,6 +574,15 @@ describe('the cluster keeps working while its parts are killed', () => {
     const catalogueAfter = await optinCatalogue('--dry-run');
     const catalogue = { before: catalogueBefore, rebuilt: catalogueRebuilt.differences.length, after: catalogueAfter };
 
+    // The recorders' store user cannot touch the audit trail: another RGW user (the audit
+    // principal) owns its bucket, so a compromised recorder cannot forge or remove entries (R11).
+    const attempt = (p: Promise<unknown>): Promise<string> => p.then(() => 'allowed', (e: { code?: string }) => e.code ?? String(e));
+    const auditByRecorderUser = {
+      put: await attempt(s3.putObject(names.audit, 'audit/forged.json', Buffer.from('{}'))),
+      remove: await attempt(s3.removeObject(names.audit, 'audit/000000000001.json')),
+      lifecycle: await attempt(s3.setBucketLifecycle(names.audit, { Rule: [{ ID: 'wipe', Status: 'Enabled', Filter: { Prefix: '' }, Expiration: { Days: 1 } }] } as never)),
+    };
+
     const report = {
       seconds: Math.round(at() / 100) / 10,
       timeline,
@@ -606,6 +615,7 @@ describe('the cluster keeps working while its parts are killed', () => {
         stops,
       },
       catalogueRebuild: catalogue,
+      auditByRecorderUser,
       controlPlanesAlive: replicas.map((r) => r.proc.child.exitCode === null && r.proc.child.signalCode === null),
       controlBalancer: controlBalancer!.stats,
       gatewayBalancer: ceph.balancer.stats,
@@ -649,6 +659,7 @@ describe('the cluster keeps working while its parts are killed', () => {
     // b1's end is written by the restarted recorder's crash repair, which reports it; reports the
     // control plane could not store during the database failover were sent again.
     expect(catalogueBefore.differences).toEqual([]);
+    expect(auditByRecorderUser).toEqual({ put: 'AccessDenied', remove: 'AccessDenied', lifecycle: 'AccessDenied' });
     expect(catalogueRebuilt.differences).toEqual([]);
     expect(catalogueAfter.differences).toEqual([]);
     expect(catalogueAfter.scanned).toBe(2); // a1 and b1: e1 was erased
