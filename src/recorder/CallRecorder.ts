@@ -105,6 +105,7 @@ export class CallRecorder {
   /** The manifest write of the admitted recording (segments wait for it). */
   #begun: Promise<unknown> | undefined;
   #lastReport = '';
+  #lastReported: { recording: boolean; reasons: readonly RecordingReason[] } | undefined;
   readonly #ending = new Set<Promise<void>>();
   /**
    * Raised at every opening until the mediasoup worker answers a request sent at that instant:
@@ -237,11 +238,20 @@ export class CallRecorder {
     return receipt ?? undefined;
   }
 
-  /** Ends the call's recording: seals open segments and waits until each is stored or spooled. */
-  async close(nowMs: number): Promise<void> {
+  /**
+   * Ends the call's recording: seals open segments and waits until each is stored or spooled.
+   * `reportEnded`: the call's media ended, and R7 says so (`call-ended`) if nothing has yet.
+   */
+  async close(nowMs: number, options: { reportEnded?: boolean } = {}): Promise<void> {
     const phase = this.#phase;
     if (phase.name === 'ended') return;
     this.#enter({ name: 'ended', recordingId: recordingIdOf(phase), erased: phase.name === 'erased' }, nowMs, ['ended']);
+    // R7's last word on the call. A `call.ended` fact has said it already (the gate closed with
+    // `call-ended`); a call whose last leg went (the gateway hung up, the last page left) has not.
+    const last = this.#lastReported;
+    if (options.reportEnded === true && (last === undefined || last.recording || !last.reasons.includes('call-ended'))) {
+      this.#sendReport({ recording: false, reasons: ['call-ended'] });
+    }
     await Promise.allSettled([...this.#ending]);
     await Promise.allSettled([...this.tracks.values()].map((t) => t.close(nowMs)));
     // Read again: an erasure may have arrived while the runs were sealed.
@@ -569,11 +579,15 @@ export class CallRecorder {
 
   #report(): void {
     const report = reportOf(this.#phase, this.gate.reasons);
-    if (report === undefined) return;
+    if (report !== undefined) this.#sendReport(report);
+  }
+
+  #sendReport(report: { recording: boolean; reasons: RecordingReason[] }): void {
     const recordingId = this.recordingId;
     const key = `${report.recording}|${report.reasons.join(',')}|${recordingId ?? ''}`;
     if (key === this.#lastReport) return;
     this.#lastReport = key;
+    this.#lastReported = report;
     this.#d.onReport(this.callId, { ...report, ...(recordingId ? { recordingId } : {}) });
   }
 }

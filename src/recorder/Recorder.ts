@@ -288,18 +288,21 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     }
   }
 
-  /** The call's media ended: seal its open segments and forget it. */
-  async detachCall(callId: string): Promise<void> {
+  /**
+   * The call's media ended (or, `shutdown`, this worker stops): seal its open segments and forget
+   * it. When its media ended, R7 says `call-ended` unless the control plane's fact said it first.
+   */
+  async detachCall(callId: string, cause: 'media-ended' | 'shutdown' = 'media-ended'): Promise<void> {
     const pending = this.#detaching.get(callId);
     if (pending) return pending;
     const call = this.#calls.get(callId);
     if (!call) return;
-    const done = this.#detach(callId, call).finally(() => this.#detaching.delete(callId));
+    const done = this.#detach(callId, call, cause).finally(() => this.#detaching.delete(callId));
     this.#detaching.set(callId, done);
     return done;
   }
 
-  async #detach(callId: string, call: CallRecorder): Promise<void> {
+  async #detach(callId: string, call: CallRecorder, cause: 'media-ended' | 'shutdown'): Promise<void> {
     this.#calls.delete(callId);
     // An erase often comes after the hang-up (the customer withdraws on the IVR's last menu): the
     // worker that recorded the call still carries it out, keys and spool copies included, even
@@ -312,7 +315,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     this.#expected.delete(callId);
     this.#lastStates.delete(callId);
     this.#o.metrics?.callsActive.set(this.#calls.size);
-    await call.close(this.#now());
+    await call.close(this.#now(), { reportEnded: cause === 'media-ended' });
   }
 
   evaluate(callId: string): void {
@@ -358,7 +361,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
     clearInterval(this.#lagTimer);
     this.#loopDelay.disable();
     const calls = [...this.#calls.keys()];
-    await Promise.allSettled(calls.map((id) => this.detachCall(id)));
+    await Promise.allSettled(calls.map((id) => this.detachCall(id, 'shutdown')));
     await Promise.allSettled([...this.#pendingAudit]);
     this.#catalogue.close();
   }
@@ -532,7 +535,8 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
 
   #report(callId: string, report: { recording: boolean; reasons: RecordingReason[]; recordingId?: string }): void {
     const event = { ...report, at: this.#now() };
-    this.#lastStates.set(callId, event);
+    // A call's closing report comes after it was let go: nothing to remember it for.
+    if (this.#calls.has(callId)) this.#lastStates.set(callId, event);
     this.safeEmit('state', callId, event);
     try {
       this.#o.control.reportRecordingState({

@@ -62,6 +62,12 @@ async function recordedCall(callId: string): Promise<{ recordingId: string; send
   return { recordingId: call()!.recordingId!, senders };
 }
 
+/** The control plane's record of the call's last R7 report. */
+async function lastR7(callId: string): Promise<{ recording: boolean; reasons: string[] } | undefined> {
+  const { rows } = await stack.control.cp.db.query<{ recording: boolean; reasons: string[] }>('SELECT recording, reasons FROM call_recording_states WHERE call_id = $1', [callId]);
+  return rows[0];
+}
+
 async function expectFinalised(recordingId: string, endedBy: number): Promise<void> {
   // The call leaves the recorder's table first; its manifest is final a moment later.
   await expect.poll(async () => (await stack.app.store.getManifest(recordingId)).state, { timeout: 10_000 }).toBe('ended');
@@ -84,6 +90,7 @@ describe('a call ends', () => {
       await stack.app.store.drained(20_000);
       await expectFinalised(recordingId, endedAt);
       expect(stack.app.recorder.streams).toBe(0);
+      await expect.poll(() => lastR7(callId), { timeout: 10_000 }).toEqual({ recording: false, reasons: ['call-ended'] });
     } finally {
       for (const s of senders) s.stop();
     }
@@ -115,6 +122,8 @@ describe('a call ends', () => {
       expect(stack.app.recorder.calls.has(callId)).toBe(false);
       await stack.app.store.drained(20_000);
       await expectFinalised(recordingId, endedAt);
+      // R7's last word reaches the control plane, which had no call.ended fact for this call.
+      await expect.poll(() => lastR7(callId), { timeout: 10_000 }).toEqual({ recording: false, reasons: ['call-ended'] });
     } finally {
       for (const s of senders) s.stop();
     }
