@@ -1,19 +1,16 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
-import { withSecretFiles } from './secretFiles.ts';
-import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
+import { checkKeyringKeys, loadEnvConfig, secretSetting, storeSecretKeySetting, type EnvKind } from './envLoader.ts';
 import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
 
 export { MAX_RETENTION_SECONDS };
 
 const id = IdSchema;
 const port = z.number().int().min(1).max(65535);
-/** A shared secret: 32+ characters, not a placeholder from the examples, not uniform. */
-const secret = z.string().refine((v) => secretProblem(v) === undefined, { error: (i) => secretProblem(String(i.input)) ?? 'invalid' });
+const secret = secretSetting;
 
 /**
  * Every setting optin has, with its default, in one place (README "Configuration" lists them).
@@ -51,7 +48,7 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       endpoint: z.string().url().optional(),
       accessKey: z.string().optional(),
-      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      secretKey: storeSecretKeySetting.optional(),
       region: z.string().default('us-east-1'),
       bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
       mediaBucket: z.string().default('optin-media'),
@@ -95,7 +92,7 @@ export const ConfigSchema = z.strictObject({
       hmacKeyFile: z.string().min(1).optional(),
       /** The audit principal: may put and read audit objects, never delete (docker/minio/optin-audit-policy.json). Default: the s3 keys. */
       accessKey: z.string().optional(),
-      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      secretKey: storeSecretKeySetting.optional(),
       /** Object-lock retention of each entry where the bucket supports it (COMPLIANCE: nobody can shorten it). */
       lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
       lockDays: z.number().positive().max(3650).default(400),
@@ -129,7 +126,7 @@ export const ConfigSchema = z.strictObject({
 export type OptinConfig = z.infer<typeof ConfigSchema>;
 
 /** OPTIN_* environment variables and the config path each sets. */
-const ENV: Record<string, [string, 'string' | 'number' | 'json' | 'list']> = {
+const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_WORKER_ID: ['workerId', 'string'],
   OPTIN_LOG_LEVEL: ['logLevel', 'string'],
   OPTIN_MEDIASOUP_WORKERS: ['mediasoup.workers', 'number'],
@@ -188,84 +185,25 @@ const RETIRED_ENV: Record<string, string> = {
 };
 
 /** Names of settings that hold secrets: never echoed back in errors or logs. */
-const SECRET_PATHS = new Set(['control.secret', 's3.secretKey', 'keyring', 'audit.hmacKey', 'audit.secretKey', 'callControl.joinSecret', 'callControl.sipLegSecret']);
-
-function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
-  const parts = dotted.split('.');
-  let node = target;
-  for (const part of parts.slice(0, -1)) {
-    node[part] ??= {};
-    node = node[part] as Record<string, unknown>;
-  }
-  node[parts.at(-1)!] = value;
-}
+const SECRET_PATHS = ['control.secret', 's3.secretKey', 'keyring', 'audit.hmacKey', 'audit.secretKey', 'callControl.joinSecret', 'callControl.sipLegSecret'];
 
 /**
- * Builds the validated configuration. Invalid input fails here, at startup, with one
- * OptinError naming each bad field and the variable that set it, never its secret value.
+ * Builds the validated configuration (src/config/envLoader.ts: file, variables, overrides, one
+ * strict schema). Invalid input fails here, at startup, naming each bad field and the variable
+ * that set it, never its secret value.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): OptinConfig {
-  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
-  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
-  // A retired variable given as a file is refused like the variable itself (below), not ignored.
-  env = withSecretFiles(env, [...Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)), ...Object.keys(RETIRED_ENV)]);
-  let raw: Record<string, unknown> = {};
-  if (env.OPTIN_CONFIG) {
-    try {
-      raw = JSON.parse(readFileSync(env.OPTIN_CONFIG, 'utf8')) as Record<string, unknown>;
-    } catch (cause) {
-      throw new OptinError('CONFIG_INVALID', `OPTIN_CONFIG=${env.OPTIN_CONFIG}: cannot read it as JSON (${(cause as Error).message})`);
-    }
-  }
-  for (const [name, why] of Object.entries(RETIRED_ENV)) {
-    if (env[name] !== undefined && env[name] !== '') throw new OptinError('CONFIG_INVALID', `${name} is no longer read: ${why}`);
-  }
-  const origin = new Map<string, string>();
-  for (const [name, [dotted, kind]] of Object.entries(ENV)) {
-    const value = env[name];
-    if (value === undefined || value === '') continue;
-    origin.set(dotted, name);
-    let parsed: unknown = value;
-    if (kind === 'number') parsed = Number(value);
-    if (kind === 'list') parsed = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
-    if (kind === 'json') {
-      try {
-        parsed = JSON.parse(value);
-      } catch {
-        throw new OptinError('CONFIG_INVALID', `${name} is not valid JSON (value not shown: it holds secrets)`);
-      }
-    }
-    setPath(raw, dotted, parsed);
-  }
-  for (const [dotted, value] of Object.entries(overrides)) setPath(raw, dotted, value);
-
-  const result = ConfigSchema.safeParse(raw);
-  if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const path = issue.path.map(String);
-      // Strict: a key nobody reads (a typo such as "retentionSecond") is named, never ignored.
-      if (issue.code === 'unrecognized_keys') path.push(issue.keys.join(', '));
-      const dotted = path.join('.');
-      const via = origin.get(dotted) ?? [...origin.entries()].find(([p]) => dotted.startsWith(`${p}.`))?.[1];
-      const secret = [...SECRET_PATHS].some((p) => dotted === p || dotted.startsWith(`${p}.`));
-      const what = issue.code === 'unrecognized_keys' ? `unknown setting${issue.keys.length > 1 ? 's' : ''} (check the spelling; README "Configuration" lists every setting)` : issue.message;
-      return `${dotted || '(root)'}${via ? ` (from ${via})` : ''}: ${what}${secret ? ' (value not shown)' : ''}`;
-    });
-    throw new OptinError('CONFIG_INVALID', `invalid configuration:\n  ${lines.join('\n  ')}`);
-  }
-  if (result.data.mediasoup.rtcMinPort > result.data.mediasoup.rtcMaxPort) {
+  const title = 'configuration';
+  const { config, origin } = loadEnvConfig(
+    { schema: ConfigSchema, env: ENV, retired: RETIRED_ENV, secretPaths: SECRET_PATHS, fileVariable: 'OPTIN_CONFIG', title, listedIn: 'README "Configuration"' },
+    env,
+    overrides,
+  );
+  if (config.mediasoup.rtcMinPort > config.mediasoup.rtcMaxPort) {
     throw new OptinError('CONFIG_INVALID', 'invalid configuration: mediasoup.rtcMinPort must not exceed mediasoup.rtcMaxPort');
   }
-  checkKeyringKeys(result.data.keyring, origin.get('keyring'));
-  return result.data;
-}
-
-/** Each KEK: not a placeholder, not uniform (Keyring.fromConfig checks base64 and length). */
-function checkKeyringKeys(keyring: OptinConfig['keyring'], via: string | undefined): void {
-  for (const [kid, value] of Object.entries(keyring?.keys ?? {})) {
-    const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));
-    if (problem !== undefined) throw new OptinError('CONFIG_INVALID', `invalid configuration:\n  keyring.keys.${kid}${via ? ` (from ${via})` : ''}: ${problem} (value not shown)`);
-  }
+  checkKeyringKeys(config.keyring, title, origin.get('keyring'));
+  return config;
 }
 
 /** The store credentials the audit trail writes with: the audit principal's, else the store's. */

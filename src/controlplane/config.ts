@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -6,10 +5,9 @@ import { z } from 'zod';
 import { OptinError } from '../errors/OptinError.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { ROLES } from '../access/roles.ts';
-import { keyBytesProblem, secretProblem } from '../crypto/secrets.ts';
 import { requireAuditKey } from '../audit/auditKey.ts';
 import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
-import { withSecretFiles } from '../config/secretFiles.ts';
+import { checkKeyringKeys, loadEnvConfig, secretSetting, storeSecretKeySetting, type EnvKind } from '../config/envLoader.ts';
 
 /**
  * Every setting of the control plane (`npm run control`), with its default, in one place
@@ -19,8 +17,7 @@ import { withSecretFiles } from '../config/secretFiles.ts';
  */
 
 const port = z.int().min(0).max(65535);
-/** A shared secret: 32+ characters, not a placeholder from the examples, not uniform. */
-const secret = z.string().refine((v) => secretProblem(v) === undefined, { error: (i) => secretProblem(String(i.input)) ?? 'invalid' });
+const secret = secretSetting;
 
 export const ControlPlaneConfigSchema = z.strictObject({
   /** This replica's id: the stream's `serverId`, the sweeper's claims, the audit writer. */
@@ -77,7 +74,7 @@ export const ControlPlaneConfigSchema = z.strictObject({
     .strictObject({
       endpoint: z.string().url().optional(),
       accessKey: z.string().optional(),
-      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      secretKey: storeSecretKeySetting.optional(),
       region: z.string().default('us-east-1'),
       bucketPrefix: z.string().regex(/^[a-z0-9-]{0,20}$/).default(''),
       mediaBucket: z.string().default('optin-media'),
@@ -130,7 +127,7 @@ export const ControlPlaneConfigSchema = z.strictObject({
       hmacKeyFile: z.string().min(1).optional(),
       /** The audit principal (put and read, never delete); default the s3 keys. */
       accessKey: z.string().optional(),
-      secretKey: z.string().refine((v) => secretProblem(v, 8) === undefined, { error: (i) => secretProblem(String(i.input), 8) ?? 'invalid' }).optional(),
+      secretKey: storeSecretKeySetting.optional(),
       lockMode: z.enum(['COMPLIANCE', 'GOVERNANCE']).default('COMPLIANCE'),
       lockDays: z.number().positive().max(3650).default(400),
       /** How often every stream's head is read and anchored in the database. */
@@ -143,7 +140,7 @@ export const ControlPlaneConfigSchema = z.strictObject({
 
 export type ControlPlaneConfig = z.infer<typeof ControlPlaneConfigSchema>;
 
-const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
+const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_CONTROL_REPLICA_ID: ['replicaId', 'string'],
   OPTIN_LOG_LEVEL: ['logLevel', 'string'],
   OPTIN_DATA_DIR: ['dataDir', 'string'],
@@ -200,16 +197,6 @@ const ENV: Record<string, [string, 'string' | 'number' | 'json']> = {
 
 const SECRET_PATHS = ['stream.secret', 's3.secretKey', 'keyring', 'database.url', 'access.oidc.clientSecret', 'audit.hmacKey', 'audit.secretKey'];
 
-function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
-  const parts = dotted.split('.');
-  let node = target;
-  for (const part of parts.slice(0, -1)) {
-    if (typeof node[part] !== 'object' || node[part] === null) node[part] = {};
-    node = node[part] as Record<string, unknown>;
-  }
-  node[parts.at(-1)!] = value;
-}
-
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
@@ -219,48 +206,12 @@ export function isLoopback(host: string): boolean {
 
 /** Validated configuration; one OptinError naming every bad field and where it came from (never a secret's value). */
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): ControlPlaneConfig {
-  // OPTIN_X_FILE=path sets OPTIN_X (src/config/secretFiles.ts), but for a setting with a file
-  // variable of its own (OPTIN_AUDIT_HMAC_KEY_FILE: its reader checks the file's mode).
-  env = withSecretFiles(env, Object.keys(ENV).filter((name) => !(`${name}_FILE` in ENV)));
-  let raw: Record<string, unknown> = {};
-  if (env.OPTIN_CONTROL_CONFIG) {
-    try {
-      raw = JSON.parse(readFileSync(env.OPTIN_CONTROL_CONFIG, 'utf8')) as Record<string, unknown>;
-    } catch (cause) {
-      throw new OptinError('CONFIG_INVALID', `OPTIN_CONTROL_CONFIG=${env.OPTIN_CONTROL_CONFIG}: cannot read it as JSON (${(cause as Error).message})`);
-    }
-  }
-  const origin = new Map<string, string>();
-  for (const [name, [dotted, kind]] of Object.entries(ENV)) {
-    const value = env[name];
-    if (value === undefined || value === '') continue;
-    origin.set(dotted, name);
-    let parsed: unknown = value;
-    if (kind === 'number') parsed = Number(value);
-    if (kind === 'json') {
-      try {
-        parsed = JSON.parse(value);
-      } catch {
-        throw new OptinError('CONFIG_INVALID', `${name} is not valid JSON (value not shown: it holds secrets)`);
-      }
-    }
-    setPath(raw, dotted, parsed);
-  }
-  for (const [dotted, value] of Object.entries(overrides)) setPath(raw, dotted, value);
-  const result = ControlPlaneConfigSchema.safeParse(raw);
-  if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const path = issue.path.map(String);
-      if (issue.code === 'unrecognized_keys') path.push(issue.keys.join(', '));
-      const dotted = path.join('.');
-      const via = origin.get(dotted);
-      const secret = SECRET_PATHS.some((p) => dotted === p || dotted.startsWith(`${p}.`));
-      const what = issue.code === 'unrecognized_keys' ? 'unknown setting (check the spelling; see docs/control-plane.md)' : issue.message;
-      return `${dotted || '(root)'}${via ? ` (from ${via})` : ''}: ${what}${secret ? ' (value not shown)' : ''}`;
-    });
-    throw new OptinError('CONFIG_INVALID', `invalid control-plane configuration:\n  ${lines.join('\n  ')}`);
-  }
-  const config = result.data;
+  const title = 'control-plane configuration';
+  const { config } = loadEnvConfig(
+    { schema: ControlPlaneConfigSchema, env: ENV, secretPaths: SECRET_PATHS, fileVariable: 'OPTIN_CONTROL_CONFIG', title, listedIn: 'docs/control-plane.md' },
+    env,
+    overrides,
+  );
   const tls = config.http.tlsCertFile !== undefined || config.http.tlsKeyFile !== undefined;
   if (tls && (config.http.tlsCertFile === undefined || config.http.tlsKeyFile === undefined)) {
     throw new OptinError('CONFIG_INVALID', 'set both OPTIN_CONTROL_TLS_CERT and OPTIN_CONTROL_TLS_KEY, or neither');
@@ -287,10 +238,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv = process.env, ove
   if (pub !== undefined && new URL(pub).protocol === 'http:' && !isLoopback(new URL(pub).hostname)) {
     throw new OptinError('CONFIG_INVALID', `OPTIN_PUBLIC_URL ${pub} is http:// on another host: people sign in over https (session cookies are Secure)`);
   }
-  for (const [kid, value] of Object.entries(config.keyring?.keys ?? {})) {
-    const problem = secretProblem(value, 0) ?? keyBytesProblem(Buffer.from(value, 'base64'));
-    if (problem !== undefined) throw new OptinError('CONFIG_INVALID', `invalid control-plane configuration:\n  keyring.keys.${kid}: ${problem} (value not shown)`);
-  }
+  checkKeyringKeys(config.keyring, title, undefined);
   return config;
 }
 
