@@ -13,7 +13,7 @@ import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import type { RecordingStoreOptions } from '../../../src/storage/types.ts';
-import { sealManifest, type RecordingManifest } from '../../../src/storage/manifest.ts';
+import { SEALED_MANIFEST_FORMAT, plainManifestBytes, sealManifest, unsealManifestJson, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { expectCode } from '../../support/optinErrors.ts';
 import { listNames } from '../../support/s3.ts';
@@ -125,7 +125,11 @@ describe('RecordingStore against S3', () => {
     const keyDoc = JSON.parse((await getObject(buckets.keys, dataKeyObjectKey(rid, 'pa'))).toString()) as Record<string, string>;
     expect(keyDoc.kekId).toBe('k1');
     expect(keyDoc.alg).toBe('A256GCM');
-    const manifest = JSON.parse((await getObject(buckets.keys, manifestObjectKey(rid))).toString()) as { state: string; segments: unknown[] };
+    // The manifest is sealed (issue 19): only its format, recording id and KEK id are in clear.
+    const stored = await getObject(buckets.keys, manifestObjectKey(rid));
+    expect(Object.keys(JSON.parse(stored.toString()) as object).sort()).toEqual(['alg', 'ciphertext', 'format', 'kekId', 'nonce', 'recordingId']);
+    expect(stored.toString()).not.toContain(`s_pa_${rid.slice(2, 8)}`);
+    const manifest = JSON.parse(unsealManifestJson(stored, rid, ring1).toString()) as { state: string; segments: unknown[] };
     expect(manifest.state).toBe('ended');
     expect(manifest.segments).toHaveLength(6);
     expect(await listNames(client, buckets.media, 'keys/')).toEqual([]);
@@ -189,7 +193,7 @@ describe('RecordingStore against S3', () => {
     // 2. Someone with the store's credentials rewrites the manifest digests to match: the
     //    manifest's MAC refuses it before anything is decrypted.
     const patchManifest = async (objectKey: string, body: Buffer, resign = true): Promise<void> => {
-      const m = JSON.parse(manifestOrig.toString()) as RecordingManifest;
+      const m = JSON.parse(unsealManifestJson(manifestOrig, rid, ring1).toString()) as RecordingManifest;
       const s = m.segments.find((x) => x.objectKey === objectKey)!;
       s.sha256 = createHash('sha256').update(body).digest('hex');
       s.sealedBytes = body.length;
@@ -222,6 +226,18 @@ describe('RecordingStore against S3', () => {
     await patchManifest(keyA0, Buffer.concat([Buffer.from('XXXX'), origA0.subarray(4)]));
     await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'bad-magic');
 
+    // 4b. The sealed manifest itself (issue 19): a changed byte of its ciphertext, or the envelope
+    //     relabelled for another recording, does not open.
+    await putRaw(buckets.media, keyA0, origA0);
+    const envelope = JSON.parse(manifestOrig.toString()) as Record<string, string>;
+    const ct = Buffer.from(envelope.ciphertext!, 'base64');
+    ct[20]! ^= 0x01;
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify({ ...envelope, ciphertext: ct.toString('base64') })));
+    msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'MANIFEST_TAMPERED');
+    expect(msg).toMatch(/does not open/);
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify({ ...envelope, recordingId: 'r_0000000000000000' })));
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'MANIFEST_TAMPERED');
+
     // Restored, it opens again; the customer's track was never affected.
     await putRaw(buckets.media, keyA0, origA0);
     await putRaw(buckets.keys, manifestObjectKey(rid), manifestOrig);
@@ -245,6 +261,40 @@ describe('RecordingStore against S3', () => {
     await expectCode(readTrackOgg(store, rid, 'pc'), 'KEY_UNWRAP_FAILED');
     await putRaw(buckets.keys, dataKeyObjectKey(rid, 'pc'), keyDocC);
     expect(await readTrackOgg(store, rid, 'pc')).toHaveLength(2);
+  });
+
+  it('a plain manifest an older version wrote is read (listing, tracks, erasure) and the next write seals it', async () => {
+    const store = await openStore({ sweep: false });
+    const rid = await begin(store);
+    for (const p of ['pa', 'pc']) await store.putSegment(segMeta(rid, p, 0), fakeOgg(rid, p, 0));
+    const ended = await store.endRecording(rid);
+    await store.drained(30_000);
+    // What versions before issue 19 stored: the MAC'd manifest JSON, subject ids in clear.
+    await putRaw(buckets.keys, manifestObjectKey(rid), plainManifestBytes(ended, ring1));
+    const customer = `s_pc_${rid.slice(2, 8)}`;
+    expect((await getObject(buckets.keys, manifestObjectKey(rid))).toString()).toContain(customer);
+
+    const later = await openStore({ sweep: false });
+    const summary = (await later.listRecordings()).find((r) => r.recordingId === rid)!;
+    expect(summary.participants.map((p) => p.subjectId)).toEqual([`s_pa_${rid.slice(2, 8)}`, customer]);
+    expect(await readTrackOgg(later, rid, 'pc')).toHaveLength(1);
+    // A plain manifest without a valid MAC is still refused.
+    const altered = JSON.parse(plainManifestBytes(ended, ring1).toString()) as RecordingManifest;
+    altered.participants[0]!.teamLeadId = 'lead-x';
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify(altered)));
+    await expectCode(later.getManifest(rid), 'MANIFEST_TAMPERED');
+    await putRaw(buckets.keys, manifestObjectKey(rid), plainManifestBytes(ended, ring1));
+
+    // The customer's erasure rewrites the manifest: sealed now, and nothing in clear names either subject.
+    await later.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
+    const stored = await getObject(buckets.keys, manifestObjectKey(rid));
+    expect((JSON.parse(stored.toString()) as { format: string }).format).toBe(SEALED_MANIFEST_FORMAT);
+    expect(stored.toString()).not.toContain(customer);
+    expect(stored.toString()).not.toContain(`s_pa_${rid.slice(2, 8)}`);
+    const after = await later.getManifest(rid);
+    expect(after.participants.find((p) => p.participantId === 'pc')).toMatchObject({ erased: { reason: 'consent-withdrawn-erase' } });
+    expect(after.participants.find((p) => p.participantId === 'pc')!.subjectId).toBeUndefined();
+    expect(await readTrackOgg(later, rid, 'pa')).toHaveLength(1);
   });
 
   it('key rotation: recording continues across it, new recordings use the new KEK, old ones still open', async () => {
