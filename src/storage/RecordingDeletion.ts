@@ -68,9 +68,6 @@ export class RecordingDeletion {
 
     const rec = registry.get(recordingId);
     const manifest = rec?.manifest ?? (await this.#o.reader.loadManifest(recordingId).catch(() => null));
-    const subjectIds = (manifest?.participants ?? [])
-      .filter((p) => participantId === undefined || p.participantId === participantId)
-      .flatMap((p) => (p.subjectId === undefined ? [] : [p.subjectId]));
 
     // Preflight against the store: what exists, and would an object lock block us? Refuse before
     // destroying anything. If the store is unreachable we go on locally and leave a tombstone.
@@ -197,7 +194,7 @@ export class RecordingDeletion {
       { recordingId, participantId, kind, receiptId: receipt.receiptId, complete: receipt.complete, media: receipt.mediaObjects.count, nothingLeft: receipt.nothingLeft },
       kind === 'expiry' ? 'recording expired' : 'recording deleted',
     );
-    await this.#auditReceipt(kind === 'expiry' ? 'recording.expired' : 'recording.deleted', receipt, subjectIds);
+    await this.#auditReceipt(kind === 'expiry' ? 'recording.expired' : 'recording.deleted', receipt);
     this.#o.onDeleted(receipt);
     return receipt;
   }
@@ -217,7 +214,7 @@ export class RecordingDeletion {
         receipt.complete = false;
         receipt.completedAt = new Date(this.#o.now()).toISOString();
         await spool.removeTombstone(t.recordingId, t.participantId);
-        await this.#auditReceipt('recording.deletion-blocked', receipt, []);
+        await this.#auditReceipt('recording.deletion-blocked', receipt);
         return;
       }
       await objects.removeAll('keys', listing.keyObjects);
@@ -245,7 +242,7 @@ export class RecordingDeletion {
       receipt.completedAt = new Date(this.#o.now()).toISOString();
       await spool.removeTombstone(t.recordingId, t.participantId);
       logger.info({ recordingId: t.recordingId, participantId: t.participantId, receiptId: t.receiptId }, 'pending deletion completed');
-      await this.#auditReceipt('recording.deletion-completed', receipt, []);
+      await this.#auditReceipt('recording.deletion-completed', receipt);
     });
   }
 
@@ -262,7 +259,12 @@ export class RecordingDeletion {
     }
   }
 
-  async #auditReceipt(type: StorageAuditEntry['type'], receipt: DeletionReceipt, subjectIds: string[]): Promise<void> {
+  /**
+   * The receipt as an audit entry, naming the recording and participant only (pseudonymous ids the
+   * control plane resolves while it still may): never the subject ids, which the append-only trail
+   * would keep after the erasure it records (issue 19, docs/storage.md).
+   */
+  async #auditReceipt(type: StorageAuditEntry['type'], receipt: DeletionReceipt): Promise<void> {
     const audit = this.#o.audit;
     if (audit === undefined) return;
     try {
@@ -271,7 +273,7 @@ export class RecordingDeletion {
         actor: receipt.actor,
         role: receipt.kind === 'expiry' ? 'system' : 'operator',
         purpose: receipt.reason,
-        subjects: { recordingId: receipt.recordingId, ...(receipt.participantId ? { participantId: receipt.participantId } : {}), subjectIds },
+        subjects: { recordingId: receipt.recordingId, ...(receipt.participantId ? { participantId: receipt.participantId } : {}) },
         details: receipt,
       });
     } catch (err) {
