@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { isOptinError } from '../errors/OptinError.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
-import { parseDataKeyObjectKey } from './layout.ts';
+import { manifestObjectKey, parseDataKeyObjectKey } from './layout.ts';
 import { eraseParticipant, type RecordingManifest } from './manifest.ts';
 import type { RecordingReader } from './RecordingReader.ts';
 import { zeroKeys, type RecordingRegistry, type Scope } from './RecordingRegistry.ts';
@@ -169,6 +169,7 @@ export class RecordingDeletion {
         if (rec !== undefined && how !== 'deferred') rec.dirty = false;
         receipt.manifest = how === 'uploaded' ? 'updated' : 'pending';
         if (how !== 'uploaded') remoteOk = false;
+        else remoteOk = await this.#dropOlderManifests(recordingId);
       }
     } else if (!remoteOk) {
       receipt.manifest = 'pending';
@@ -236,6 +237,9 @@ export class RecordingDeletion {
           eraseParticipant(m, t.participantId, t.reason, this.#o.now());
           const how = await this.#o.uploader.sendManifest(m, true);
           if (rec !== undefined && how !== 'deferred') rec.dirty = false;
+          if (how === 'uploaded' && !(await this.#dropOlderManifests(t.recordingId))) {
+            throw new OptinError('STORAGE_UNAVAILABLE', `older manifest versions of ${t.recordingId} could not be removed; the pending erasure is retried`, { retryable: true });
+          }
           receipt.manifest = 'updated';
         }
       }
@@ -244,6 +248,26 @@ export class RecordingDeletion {
       logger.info({ recordingId: t.recordingId, participantId: t.participantId, receiptId: t.receiptId }, 'pending deletion completed');
       await this.#auditReceipt('recording.deletion-completed', receipt);
     });
+  }
+
+  /**
+   * After an erasure rewrote the manifest: the earlier versions a versioned store keeps still name
+   * the erased participant (sealed, but under the keyring), so they are removed too. False when the
+   * store failed meanwhile (the tombstone then finishes the job).
+   */
+  async #dropOlderManifests(recordingId: string): Promise<boolean> {
+    try {
+      await this.#o.objects.removeOlderVersions('keys', manifestObjectKey(recordingId));
+      return true;
+    } catch (err) {
+      if (isOptinError(err, 'OBJECT_LOCKED')) {
+        // Retrying cannot lift a lock (optin buckets must not have one): say so loudly, once.
+        this.#o.logger.error({ recordingId, err: err.message }, 'older manifest versions are locked and stay until the lock ends');
+        return true;
+      }
+      this.#o.logger.warn({ recordingId, err: describeS3Error(err) }, 'could not remove older manifest versions; retrying from the tombstone');
+      return false;
+    }
   }
 
   /** PUTs of a deleted scope still in flight after the bounded wait: delete each object if it lands. */

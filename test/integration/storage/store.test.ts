@@ -13,7 +13,7 @@ import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import type { RecordingStoreOptions } from '../../../src/storage/types.ts';
-import { SEALED_MANIFEST_FORMAT, plainManifestBytes, sealManifest, unsealManifestJson, type RecordingManifest } from '../../../src/storage/manifest.ts';
+import { SEALED_MANIFEST_FORMAT, openManifest, plainManifestBytes, sealManifest, unsealManifestJson, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { expectCode } from '../../support/optinErrors.ts';
 import { listNames } from '../../support/s3.ts';
@@ -66,6 +66,12 @@ async function begin(store: RecordingStore, recordingId = newRecordingId(), part
 async function getObject(bucket: string, key: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of await client.getObject(bucket, key)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function getObjectVersion(bucket: string, key: string, versionId: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await client.getObject(bucket, key, { versionId })) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
 
@@ -295,6 +301,37 @@ describe('RecordingStore against S3', () => {
     expect(after.participants.find((p) => p.participantId === 'pc')).toMatchObject({ erased: { reason: 'consent-withdrawn-erase' } });
     expect(after.participants.find((p) => p.participantId === 'pc')!.subjectId).toBeUndefined();
     expect(await readTrackOgg(later, rid, 'pa')).toHaveLength(1);
+  });
+
+  it('an erasure on a versioned keys bucket leaves one manifest version: the earlier ones named the erased participant', async () => {
+    const vb = s3Buckets.layout();
+    await client.makeBucket(vb.keys, 'us-east-1');
+    await client.setBucketVersioning(vb.keys, { Status: 'Enabled' });
+    const store = await openStore({ buckets: vb, sweep: false });
+    const rid = await begin(store);
+    for (const p of ['pa', 'pc']) await store.putSegment(segMeta(rid, p, 0), fakeOgg(rid, p, 0));
+    await store.endRecording(rid);
+    await store.drained(30_000);
+    const versions = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for await (const o of client.listObjects(vb.keys, manifestObjectKey(rid), true, { IncludeVersion: true }) as AsyncIterable<{ name?: string; versionId?: string }>) {
+        if (o.name === manifestObjectKey(rid)) out.push(String(o.versionId));
+      }
+      return out;
+    };
+    const before = await versions();
+    expect(before.length).toBeGreaterThanOrEqual(2);
+    const customer = `s_pc_${rid.slice(2, 8)}`;
+    const older = await getObjectVersion(vb.keys, manifestObjectKey(rid), before.at(-1)!);
+    expect(openManifest(older, rid, ring1).participants.some((p) => p.subjectId === customer)).toBe(true);
+
+    await store.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
+    const after = await versions();
+    console.log(`versioned keys bucket: ${before.length} manifest versions before the erasure, ${after.length} after`);
+    expect(after).toHaveLength(1);
+    const m = openManifest(await getObject(vb.keys, manifestObjectKey(rid)), rid, ring1);
+    expect(m.participants.some((p) => p.subjectId === customer)).toBe(false);
+    expect(m.participants.find((p) => p.participantId === 'pc')?.erased).toBeDefined();
   });
 
   it('key rotation: recording continues across it, new recordings use the new KEK, old ones still open', async () => {
