@@ -66,10 +66,65 @@ export interface ExtractRecording {
   recording: { startedAt: string; endedAt?: string; state: string };
   /** When your voice was recorded: one entry per stored segment of your track. */
   segments: Array<{ segment: number; run: number; start: string; end: string; durationMs: number }>;
+  /**
+   * The recording runs of your track, in audio order. A recording pauses (pause/resume, a consent
+   * given late, a control link lost for a moment) and each reopening starts a new run; the audio
+   * file joins the runs back to back, so a pause is not heard as silence. `audioOffsetMs` is where
+   * the run begins in the audio file, `start`/`end` when it was recorded, and `pauseBeforeMs` how
+   * long the recording was paused before it (absent for the first run).
+   */
+  runs: ExtractRun[];
   consentEvidence?: Array<{ method?: string; at?: string; infoVersion?: string; ref?: string }>;
   retention: { retentionSeconds: number; retentionClass: string; expiresAt: string; rule: string };
   accesses: ExtractAccess[];
   audio: ExtractAudioFile & { channels: 1; contains: string };
+}
+
+export interface ExtractRun {
+  run: number;
+  /** Where the run begins in the audio file, ms from its start (sum of the earlier segments' durations). */
+  audioOffsetMs: number;
+  durationMs: number;
+  /** Wall-clock time of the run's first sample and of the end of its last. */
+  start: string;
+  end: string;
+  /** Wall-clock gap since the previous run ended: a pause the audio file does not contain. */
+  pauseBeforeMs?: number;
+  /** The run's segment numbers (see `segments`). */
+  segments: number[];
+}
+
+/**
+ * The runs of one track, from its segment records in segment order (the order the audio file
+ * joins them in). Offsets are integer ms; the file's own duration can differ from the sum by a
+ * few ms (each run after the first opens with its encoder's pre-skip, about 6.5 ms).
+ */
+export function runsOf(segs: ReadonlyArray<{ segment: number; run: number; startWallClockMs: number; durationMs: number }>): ExtractRun[] {
+  const runs: Array<ExtractRun & { endMs: number; startMs: number }> = [];
+  let offset = 0;
+  for (const s of segs) {
+    let r = runs.at(-1);
+    if (r === undefined || r.run !== s.run) {
+      const prevEnd = r?.endMs;
+      r = {
+        run: s.run,
+        audioOffsetMs: Math.round(offset),
+        durationMs: 0,
+        start: iso(s.startWallClockMs),
+        end: '',
+        ...(prevEnd === undefined ? {} : { pauseBeforeMs: Math.max(0, Math.round(s.startWallClockMs - prevEnd)) }),
+        segments: [],
+        startMs: s.startWallClockMs,
+        endMs: s.startWallClockMs,
+      };
+      runs.push(r);
+    }
+    r.durationMs += s.durationMs;
+    r.endMs = s.startWallClockMs + s.durationMs;
+    r.segments.push(s.segment);
+    offset += s.durationMs;
+  }
+  return runs.map(({ endMs, startMs: _s, ...r }) => ({ ...r, durationMs: Math.round(r.durationMs), end: iso(endMs) }));
 }
 
 export interface ExtractManifest {
@@ -139,6 +194,9 @@ export function buildExtractManifest(input: {
     'Each audio file holds only your own voice: every speaker of a call is recorded as a separate, separately encrypted track, and only yours is included.',
     'People other than you appear by role and an alias used only in this document.',
   ];
+  notes.push(
+    'Each audio file joins the runs of its recording back to back: when the recording was paused, the pause is not in the audio. "runs" says where each run begins in the file (audioOffsetMs), when it was recorded, and how long the pause before it lasted (pauseBeforeMs).',
+  );
   if (input.auditUnavailable) notes.push('The access history could not be read when this extract was made; ask for it again.');
 
   const recordings = input.items.map(({ manifest: m, participantId, file }): ExtractRecording => {
@@ -173,6 +231,7 @@ export function buildExtractManifest(input: {
         end: iso(s.startWallClockMs + s.durationMs),
         durationMs: s.durationMs,
       })),
+      runs: runsOf(segs),
       ...(evidence === undefined ? {} : { consentEvidence: evidence }),
       retention: {
         retentionSeconds: m.retentionSeconds,

@@ -72,8 +72,8 @@ function strictBase64(value: string): Buffer | null {
 export class Keyring {
   readonly #activeKeyId: string;
   readonly #keys: ReadonlyMap<string, KeyObject>;
-  /** Derived MAC keys, by purpose and KEK id (HKDF once per pair). */
-  readonly #macKeys = new Map<string, KeyObject>();
+  /** Derived MAC and sealing keys, by use, purpose and KEK id (HKDF once per triple). */
+  readonly #derivedKeys = new Map<string, KeyObject>();
 
   private constructor(activeKeyId: string, keys: Map<string, KeyObject>) {
     this.#activeKeyId = activeKeyId;
@@ -228,15 +228,61 @@ export class Keyring {
     return got.length === want.length && timingSafeEqual(got, want);
   }
 
+  /**
+   * AES-256-GCM (random 96-bit nonce) under a key derived from the active KEK for `purpose`
+   * (HKDF-SHA256, RFC 5869, info `optin/seal/v1`, purpose and KEK id: never the MAC key, never a
+   * data key). For metadata that only keyring holders may read (manifests: they name subject ids).
+   * `aad` is authenticated, not stored: `open` needs the same (we bind the object's identity, so a
+   * sealed blob copied under another name fails to open).
+   */
+  seal(purpose: string, plaintext: Buffer, aad: string): SealedBlob {
+    const kekId = this.#activeKeyId;
+    const nonce = randomBytes(GCM_NONCE_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', this.#derivedKey('seal', purpose, kekId), nonce);
+    cipher.setAAD(sealAad(kekId, aad));
+    const ct = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+    return { kekId, alg: 'A256GCM', nonce: nonce.toString('base64'), ciphertext: ct.toString('base64') };
+  }
+
+  /**
+   * Opens what `seal` made (under any KEK still in the ring). KEK_UNKNOWN when that KEK left the
+   * ring; SEALED_AUTH_FAILED when the blob, its KEK id or the `aad` do not match.
+   */
+  open(purpose: string, blob: SealedBlob, aad: string): Buffer {
+    const { kekId } = blob ?? ({} as SealedBlob);
+    if (typeof kekId !== 'string' || !this.#keys.has(kekId)) {
+      throw new OptinError('KEK_UNKNOWN', `sealed under key-encryption key ${JSON.stringify(String(kekId))}, which is not in the keyring (ids: ${this.keyIds().join(', ')}); keep retired KEKs configured until their recordings expire`);
+    }
+    const nonce = typeof blob.nonce === 'string' ? strictBase64(blob.nonce) : null;
+    const ct = typeof blob.ciphertext === 'string' ? strictBase64(blob.ciphertext) : null;
+    if (blob.alg !== 'A256GCM' || nonce === null || nonce.length !== GCM_NONCE_BYTES || ct === null || ct.length < GCM_TAG_BYTES) {
+      throw new OptinError('SEALED_AUTH_FAILED', 'sealed data is malformed (expected A256GCM with a 12-byte nonce and a 16-byte tag)');
+    }
+    try {
+      const d = createDecipheriv('aes-256-gcm', this.#derivedKey('seal', purpose, kekId), nonce);
+      d.setAAD(sealAad(kekId, aad));
+      d.setAuthTag(ct.subarray(ct.length - GCM_TAG_BYTES));
+      return Buffer.concat([d.update(ct.subarray(0, ct.length - GCM_TAG_BYTES)), d.final()]);
+    } catch {
+      // OpenSSL's message says nothing useful; name the likely causes instead.
+      throw new OptinError('SEALED_AUTH_FAILED', `sealed data does not open under KEK ${JSON.stringify(kekId)}: altered, moved to another object, or other key material under that id`);
+    }
+  }
+
   #macKey(purpose: string, kekId: string): KeyObject {
-    if (!/^[a-z][a-z0-9-]{0,31}$/.test(purpose)) throw new OptinError('CONFIG_INVALID', 'Keyring.mac: purpose must be a short lowercase label');
+    return this.#derivedKey('mac', purpose, kekId);
+  }
+
+  #derivedKey(use: 'mac' | 'seal', purpose: string, kekId: string): KeyObject {
+    if (!/^[a-z][a-z0-9-]{0,31}$/.test(purpose)) throw new OptinError('CONFIG_INVALID', `Keyring.${use}: purpose must be a short lowercase label`);
     const id = `${purpose}\n${kekId}`;
-    let key = this.#macKeys.get(id);
+    const cacheKey = `${use}\n${id}`;
+    let key = this.#derivedKeys.get(cacheKey);
     if (key === undefined) {
-      const bytes = Buffer.from(hkdfSync('sha256', this.#kek(kekId), Buffer.alloc(0), `optin/mac/v1\n${id}`, 32));
+      const bytes = Buffer.from(hkdfSync('sha256', this.#kek(kekId), Buffer.alloc(0), `optin/${use}/v1\n${id}`, 32));
       key = createSecretKey(bytes);
       bytes.fill(0);
-      this.#macKeys.set(id, key);
+      this.#derivedKeys.set(cacheKey, key);
     }
     return key;
   }
@@ -258,6 +304,20 @@ export class Keyring {
   toString(): string {
     return this[inspect.custom]();
   }
+}
+
+/** What `Keyring.seal` returns: JSON-safe, never the key. */
+export interface SealedBlob {
+  kekId: string;
+  alg: 'A256GCM';
+  /** base64 of the 12-byte nonce. */
+  nonce: string;
+  /** base64 of ciphertext followed by the 16-byte GCM tag. */
+  ciphertext: string;
+}
+
+function sealAad(kekId: string, aad: string): Buffer {
+  return Buffer.from(`optin/seal/v1\n${kekId}\n${aad}`, 'utf8');
 }
 
 /** The KEK id is authenticated too, so a blob relabelled with another KEK id fails cleanly. */

@@ -100,6 +100,8 @@ export const ERROR_TABLE = {
   SEAL_INPUT_INVALID: row('invalid-input', 'ours'),
   SEAL_AAD_INVALID: row('invalid-input', 'ours'),
   SEGMENT_AUTH_FAILED: row('corrupt', 'dependency'),
+  /** Metadata sealed by the keyring (Keyring.seal) that does not open: altered, moved or other key material. */
+  SEALED_AUTH_FAILED: row('corrupt', 'dependency'),
   // -- audit ------------------------------------------------------------------------------------
   AUDIT_UNAVAILABLE: row('unavailable', 'dependency', true),
   AUDIT_SPOOL_FULL: row('unavailable', 'dependency', true),

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { isOptinError } from '../errors/OptinError.ts';
+import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import type { Logger } from '../log/logger.ts';
-import { parseDataKeyObjectKey } from './layout.ts';
+import { manifestObjectKey, parseDataKeyObjectKey } from './layout.ts';
 import { eraseParticipant, type RecordingManifest } from './manifest.ts';
 import type { RecordingReader } from './RecordingReader.ts';
 import { zeroKeys, type RecordingRegistry, type Scope } from './RecordingRegistry.ts';
@@ -68,9 +68,6 @@ export class RecordingDeletion {
 
     const rec = registry.get(recordingId);
     const manifest = rec?.manifest ?? (await this.#o.reader.loadManifest(recordingId).catch(() => null));
-    const subjectIds = (manifest?.participants ?? [])
-      .filter((p) => participantId === undefined || p.participantId === participantId)
-      .flatMap((p) => (p.subjectId === undefined ? [] : [p.subjectId]));
 
     // Preflight against the store: what exists, and would an object lock block us? Refuse before
     // destroying anything. If the store is unreachable we go on locally and leave a tombstone.
@@ -172,6 +169,7 @@ export class RecordingDeletion {
         if (rec !== undefined && how !== 'deferred') rec.dirty = false;
         receipt.manifest = how === 'uploaded' ? 'updated' : 'pending';
         if (how !== 'uploaded') remoteOk = false;
+        else remoteOk = await this.#dropOlderManifests(recordingId);
       }
     } else if (!remoteOk) {
       receipt.manifest = 'pending';
@@ -197,7 +195,7 @@ export class RecordingDeletion {
       { recordingId, participantId, kind, receiptId: receipt.receiptId, complete: receipt.complete, media: receipt.mediaObjects.count, nothingLeft: receipt.nothingLeft },
       kind === 'expiry' ? 'recording expired' : 'recording deleted',
     );
-    await this.#auditReceipt(kind === 'expiry' ? 'recording.expired' : 'recording.deleted', receipt, subjectIds);
+    await this.#auditReceipt(kind === 'expiry' ? 'recording.expired' : 'recording.deleted', receipt);
     this.#o.onDeleted(receipt);
     return receipt;
   }
@@ -217,7 +215,7 @@ export class RecordingDeletion {
         receipt.complete = false;
         receipt.completedAt = new Date(this.#o.now()).toISOString();
         await spool.removeTombstone(t.recordingId, t.participantId);
-        await this.#auditReceipt('recording.deletion-blocked', receipt, []);
+        await this.#auditReceipt('recording.deletion-blocked', receipt);
         return;
       }
       await objects.removeAll('keys', listing.keyObjects);
@@ -239,14 +237,37 @@ export class RecordingDeletion {
           eraseParticipant(m, t.participantId, t.reason, this.#o.now());
           const how = await this.#o.uploader.sendManifest(m, true);
           if (rec !== undefined && how !== 'deferred') rec.dirty = false;
+          if (how === 'uploaded' && !(await this.#dropOlderManifests(t.recordingId))) {
+            throw new OptinError('STORAGE_UNAVAILABLE', `older manifest versions of ${t.recordingId} could not be removed; the pending erasure is retried`, { retryable: true });
+          }
           receipt.manifest = 'updated';
         }
       }
       receipt.completedAt = new Date(this.#o.now()).toISOString();
       await spool.removeTombstone(t.recordingId, t.participantId);
       logger.info({ recordingId: t.recordingId, participantId: t.participantId, receiptId: t.receiptId }, 'pending deletion completed');
-      await this.#auditReceipt('recording.deletion-completed', receipt, []);
+      await this.#auditReceipt('recording.deletion-completed', receipt);
     });
+  }
+
+  /**
+   * After an erasure rewrote the manifest: the earlier versions a versioned store keeps still name
+   * the erased participant (sealed, but under the keyring), so they are removed too. False when the
+   * store failed meanwhile (the tombstone then finishes the job).
+   */
+  async #dropOlderManifests(recordingId: string): Promise<boolean> {
+    try {
+      await this.#o.objects.removeOlderVersions('keys', manifestObjectKey(recordingId));
+      return true;
+    } catch (err) {
+      if (isOptinError(err, 'OBJECT_LOCKED')) {
+        // Retrying cannot lift a lock (optin buckets must not have one): say so loudly, once.
+        this.#o.logger.error({ recordingId, err: err.message }, 'older manifest versions are locked and stay until the lock ends');
+        return true;
+      }
+      this.#o.logger.warn({ recordingId, err: describeS3Error(err) }, 'could not remove older manifest versions; retrying from the tombstone');
+      return false;
+    }
   }
 
   /** PUTs of a deleted scope still in flight after the bounded wait: delete each object if it lands. */
@@ -262,7 +283,12 @@ export class RecordingDeletion {
     }
   }
 
-  async #auditReceipt(type: StorageAuditEntry['type'], receipt: DeletionReceipt, subjectIds: string[]): Promise<void> {
+  /**
+   * The receipt as an audit entry, naming the recording and participant only (pseudonymous ids the
+   * control plane resolves while it still may): never the subject ids, which the append-only trail
+   * would keep after the erasure it records (issue 19, docs/storage.md).
+   */
+  async #auditReceipt(type: StorageAuditEntry['type'], receipt: DeletionReceipt): Promise<void> {
     const audit = this.#o.audit;
     if (audit === undefined) return;
     try {
@@ -271,7 +297,7 @@ export class RecordingDeletion {
         actor: receipt.actor,
         role: receipt.kind === 'expiry' ? 'system' : 'operator',
         purpose: receipt.reason,
-        subjects: { recordingId: receipt.recordingId, ...(receipt.participantId ? { participantId: receipt.participantId } : {}), subjectIds },
+        subjects: { recordingId: receipt.recordingId, ...(receipt.participantId ? { participantId: receipt.participantId } : {}) },
         details: receipt,
       });
     } catch (err) {

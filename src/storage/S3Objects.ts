@@ -306,6 +306,24 @@ export class S3Objects {
     }
   }
 
+  /**
+   * Removes every version of `objectKey` but the current one (nothing on an unversioned bucket).
+   * An erasure rewrites the manifest; on a versioned store the versions before it still name the
+   * erased person, so they go too (R9: every copy). Returns how many were removed.
+   */
+  async removeOlderVersions(role: BucketRole, objectKey: string): Promise<number> {
+    const bucket = this.buckets[role];
+    const stream = this.#client.listObjects(bucket, objectKey, true, { IncludeVersion: true });
+    const older: RemoteObject[] = [];
+    for await (const raw of stream as AsyncIterable<{ name?: string; versionId?: string | null; isLatest?: boolean | string }>) {
+      if (raw.name !== objectKey || !raw.versionId || raw.versionId === 'null') continue;
+      if (raw.isLatest === true || raw.isLatest === 'true') continue;
+      older.push({ name: raw.name, versionId: raw.versionId });
+    }
+    await this.removeAll(role, older);
+    return older.length;
+  }
+
   /** Removes one object (the version a late PUT created, when the bucket is versioned). */
   async removeOne(bucket: string, objectKey: string, versionId?: string): Promise<void> {
     await this.#client.removeObject(bucket, objectKey, versionId ? { versionId } : undefined);

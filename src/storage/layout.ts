@@ -9,8 +9,11 @@ export { assertId } from '../ids/ids.ts';
  *
  *   media bucket  rec/<recordingId>/<participantId>/<segment:6>.ogg.sealed   sealed Ogg Opus
  *   keys bucket   keys/<recordingId>/<participantId>.json                    wrapped data key
- *                 manifests/<recordingId>.json                               recording metadata
+ *                 manifests/<recordingId>.json                               sealed recording metadata
  *   audit bucket  (owned by src/audit)
+ *
+ * The full table (what each object holds, sealed or not, tags, lifetimes) is docs/storage.md,
+ * "Object layout"; keep it in step with this file.
  */
 
 /** Six digits in the object key, so lexical order is segment order. */

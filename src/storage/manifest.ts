@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import { canonicalJson } from '../crypto/canonicalJson.ts';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
+import type { SealedBlob } from '../crypto/Keyring.ts';
 import { IdSchema } from '../ids/ids.ts';
 
 /**
  * The manifest: everything about a recording except audio and keys (kept in the keys bucket, never
  * beside the media). It is what the API lists, what the read path verifies digests against, and
- * what the sweeper reads expiries from. Subject ids are pseudonymous (contracts: Ids).
+ * what the sweeper reads expiries from. Subject ids are pseudonymous (contracts: Ids), and still
+ * personal: the stored form is sealed (AES-256-GCM under a keyring-derived key, see
+ * `sealManifest`), so no plaintext object in any bucket names a subject (docs/storage.md).
  */
 
 export const MANIFEST_FORMAT = 'optin-manifest/1';
@@ -146,14 +149,49 @@ interface ManifestMac {
   value: string;
 }
 
+/** The format name of a sealed manifest object (what `sealManifest` writes since issue 19). */
+export const SEALED_MANIFEST_FORMAT = 'optin-manifest-sealed/1';
+/** The Keyring sealing purpose of manifests (its own derived key: not the MAC key, not a data key). */
+export const MANIFEST_SEAL_PURPOSE = 'manifest';
+
 /**
- * Reads a stored manifest and checks its MAC (R10, DESIGN §5): the manifest decides who may play
- * a recording (`teamLeadId`) and what the compliance report trusts (segment times, consent
- * evidence), so one changed by anyone without the keyring, or without a MAC at all, is refused
- * loudly with MANIFEST_TAMPERED rather than used.
+ * A stored manifest: the MAC'd manifest JSON, AES-256-GCM sealed. Only the recording id (already
+ * the object's name) and the KEK id are in clear; the AAD binds both, so a sealed manifest copied
+ * under another recording's name does not open.
+ */
+export interface SealedManifestEnvelope extends SealedBlob {
+  format: typeof SEALED_MANIFEST_FORMAT;
+  recordingId: string;
+}
+
+/** What signs, seals and checks manifests: the keyring (src/crypto/Keyring.ts) satisfies it. */
+export interface ManifestAuthenticator {
+  mac(purpose: string, data: string, kekId?: string): { kekId: string; mac: string };
+  verifyMac(purpose: string, data: string, kekId: string, mac: string): boolean;
+  seal(purpose: string, plaintext: Buffer, aad: string): SealedBlob;
+  open(purpose: string, blob: SealedBlob, aad: string): Buffer;
+}
+
+function sealAadOf(recordingId: string): string {
+  return `optin/manifest/v1\n${recordingId}`;
+}
+
+/**
+ * Reads a stored manifest, unseals it and checks its MAC (R10, DESIGN §5): the manifest decides
+ * who may play a recording (`teamLeadId`) and what the compliance report trusts (segment times,
+ * consent evidence), so one changed by anyone without the keyring, or without a MAC at all, is
+ * refused loudly with MANIFEST_TAMPERED rather than used.
+ *
+ * Two stored forms are read: the sealed envelope (written since issue 19) and, for manifests an
+ * older version wrote, the plain MAC'd JSON. The plain form is never written again: the next write
+ * of that recording (a segment, its end, crash repair, an erasure) replaces it with the sealed one,
+ * and lifecycle expiry removes the rest within the retention (R8, at most 30 days).
  */
 export function openManifest(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): RecordingManifest {
   const raw = parseJson(bytes, where);
+  if (typeof raw === 'object' && raw !== null && (raw as { format?: unknown }).format === SEALED_MANIFEST_FORMAT) {
+    return openManifest(unsealEnvelope(raw as Partial<SealedManifestEnvelope>, where, auth), where, auth);
+  }
   const { mac, ...body } = (raw ?? {}) as { mac?: Partial<ManifestMac> };
   if (mac === undefined || typeof mac !== 'object' || mac === null || mac.alg !== 'HMAC-SHA256' || typeof mac.kekId !== 'string' || typeof mac.value !== 'string') {
     throw new OptinError('MANIFEST_TAMPERED', `manifest ${where} carries no valid MAC: it was not written by optin (or was altered); refusing to use it`);
@@ -175,12 +213,62 @@ export function openManifest(bytes: Buffer | string, where: string, auth: Manife
   return validateManifest(body, where);
 }
 
-/** The stored form of a manifest: JSON with its MAC under the keyring's active KEK. */
+/** The MAC'd manifest JSON inside a sealed envelope (which must name the manifest's own recording). */
+function unsealEnvelope(env: Partial<SealedManifestEnvelope>, where: string, auth: ManifestAuthenticator): Buffer {
+  const recordingId = typeof env.recordingId === 'string' ? env.recordingId : '';
+  let inner: Buffer;
+  try {
+    inner = auth.open(MANIFEST_SEAL_PURPOSE, env as SealedBlob, sealAadOf(recordingId));
+  } catch (err) {
+    if (isOptinError(err, 'KEK_UNKNOWN')) throw new OptinError('KEK_UNKNOWN', `manifest ${where} is sealed under key-encryption key ${JSON.stringify(String(env.kekId))}, which is not in the keyring: keep retired KEKs configured until their recordings expire`);
+    if (isOptinError(err, 'SEALED_AUTH_FAILED')) {
+      throw new OptinError('MANIFEST_TAMPERED', `manifest ${where} does not open: it was changed or moved outside optin, or the keyring holds other material under ${JSON.stringify(String(env.kekId))}; refusing to use it`);
+    }
+    throw err;
+  }
+  const innerId = (parseJson(inner, where) as { recordingId?: unknown } | null)?.recordingId;
+  if (innerId !== recordingId) throw new OptinError('MANIFEST_TAMPERED', `manifest ${where}: the sealed manifest belongs to another recording; refusing to use it`);
+  return inner;
+}
+
+/**
+ * The stored form of a manifest: its JSON with a MAC under the keyring's active KEK, sealed with
+ * AES-256-GCM under the keyring's manifest key (derived from the same KEK), in an envelope that
+ * shows only the recording id and KEK id. Subject and team-lead ids are thereby never in clear in
+ * the keys bucket or the spool; whoever holds the keyring (recorders, control plane, CLI) reads it.
+ */
 export function sealManifest(m: RecordingManifest, auth: ManifestAuthenticator): Buffer {
+  const plain = plainManifestBytes(m, auth);
+  const envelope: SealedManifestEnvelope = {
+    format: SEALED_MANIFEST_FORMAT,
+    recordingId: m.recordingId,
+    ...auth.seal(MANIFEST_SEAL_PURPOSE, plain, sealAadOf(m.recordingId)),
+  };
+  plain.fill(0);
+  return Buffer.from(JSON.stringify(envelope));
+}
+
+/**
+ * The MAC'd plain JSON form: what versions before issue 19 stored, and what `sealManifest` seals.
+ * Exported for tests of the migration path; never written to a bucket or the spool.
+ */
+export function plainManifestBytes(m: RecordingManifest, auth: Pick<ManifestAuthenticator, 'mac'>): Buffer {
   const { mac: _drop, ...body } = m as RecordingManifest & { mac?: unknown };
   const { kekId, mac } = auth.mac(MANIFEST_MAC_PURPOSE, canonicalJson(body));
   const sealed: ManifestMac = { alg: 'HMAC-SHA256', kekId, value: mac };
   return Buffer.from(JSON.stringify({ ...body, mac: sealed }));
+}
+
+/**
+ * The MAC'd JSON inside a stored manifest (sealed or plain), WITHOUT checking the MAC: for tests
+ * and tools that must look at or alter the stored bytes (a tamper test re-seals what it changed).
+ */
+export function unsealManifestJson(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): Buffer {
+  const raw = parseJson(bytes, where);
+  if (typeof raw === 'object' && raw !== null && (raw as { format?: unknown }).format === SEALED_MANIFEST_FORMAT) {
+    return unsealEnvelope(raw as Partial<SealedManifestEnvelope>, where, auth);
+  }
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes);
 }
 
 function parseJson(bytes: Buffer | string, where: string): unknown {

@@ -30,8 +30,12 @@ export interface StorageAuditEntry {
   actor: string;
   role: string;
   purpose: string;
-  /** Pseudonymous references only. */
-  subjects: { recordingId: string; participantId?: string; subjectIds: string[] };
+  /**
+   * The recording and (for an erasure) the participant: pseudonymous, resolvable by the control
+   * plane. Never subject ids: the trail is append-only and object-locked, so a subject id written
+   * here would name the person long after the erasure it records (docs/storage.md).
+   */
+  subjects: { recordingId: string; participantId?: string };
   details: DeletionReceipt;
 }
 

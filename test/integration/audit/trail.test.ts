@@ -233,7 +233,7 @@ describe('AuditTrail', () => {
       actor: 'tl_1',
       role: 'operator',
       purpose: 'agent-request',
-      subjects: { recordingId: 'r_0123456789abcdef', subjectIds: ['s_b', 's_a'] },
+      subjects: { recordingId: 'r_0123456789abcdef', participantId: 'p_1' },
       details: {
         receiptId: 'd_1', kind: 'deletion', recordingId: 'r_0123456789abcdef', scope: 'recording', reason: 'agent-request', actor: 'tl_1',
         requestedAt: new Date().toISOString(), completedAt: new Date().toISOString(), complete: true, nothingLeft: false,
@@ -241,9 +241,13 @@ describe('AuditTrail', () => {
         spool: { itemsRemoved: 0, bytes: 0 }, manifest: 'deleted',
       },
     });
-    const [entry] = await trail.list();
-    expect(entry?.refs).toEqual({ recordingId: 'r_0123456789abcdef', subjectIds: ['s_a', 's_b'] });
+    // Other writers may still name several subjects (sorted, deduplicated); the store no longer
+    // does (issue 19: its receipts name the recording and participant only).
+    await trail.append({ type: 'access.metadata', actor: 'dpo_1', role: 'dpo', purpose: 'audit', subjects: { recordingId: 'r_0123456789abcdef', subjectIds: ['s_b', 's_a', 's_b'] }, details: {} });
+    const [entry, second] = await trail.list();
+    expect(entry?.refs).toEqual({ recordingId: 'r_0123456789abcdef', participantId: 'p_1' });
     expect(entry?.details.kind).toBe('deletion');
+    expect(second?.refs).toEqual({ recordingId: 'r_0123456789abcdef', subjectIds: ['s_a', 's_b'] });
   });
 
   it('locks entries with a retention when the bucket has object lock', async () => {

@@ -19,7 +19,7 @@ import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import { manifestObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
-import { sealManifest, type RecordingManifest } from '../../../src/storage/manifest.ts';
+import { sealManifest, unsealManifestJson, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 
@@ -81,7 +81,8 @@ async function record(
  */
 async function patchManifest(id: string, patch: (m: RecordingManifest) => void, resign = true): Promise<void> {
   const key = manifestObjectKey(id);
-  const m = JSON.parse(Buffer.concat(await (await client.getObject(buckets.keys, key)).toArray()).toString()) as RecordingManifest & { mac?: unknown };
+  const stored = Buffer.concat(await (await client.getObject(buckets.keys, key)).toArray());
+  const m = JSON.parse(unsealManifestJson(stored, id, keyring).toString()) as RecordingManifest & { mac?: unknown };
   patch(m);
   m.revision += 1;
   const body = resign ? sealManifest(m, keyring) : Buffer.from(JSON.stringify(m));

@@ -7,6 +7,8 @@ import type { Client } from 'minio';
 import { bucketNames, dataKeyObjectKey, manifestObjectKey, mediaPrefix, type BucketNames } from '../../../src/storage/layout.ts';
 import { listNames, makeMinioClient } from '../../support/s3.ts';
 import { useStack } from '../../support/stack.ts';
+import { Keyring } from '../../../src/crypto/Keyring.ts';
+import { openManifest } from '../../../src/storage/manifest.ts';
 import { startLiveCall, startRecorderNode, until, waitState, type RecorderNode } from '../../support/recorderNode.ts';
 
 /**
@@ -66,9 +68,8 @@ async function customerGone(recordingId: string, customer: string): Promise<void
   expect(await listNames(direct, buckets.keys, dataKeyObjectKey(recordingId, customer))).toEqual([]);
   const manifests = await listNames(direct, buckets.keys, manifestObjectKey(recordingId));
   if (manifests.length > 0) {
-    const m = JSON.parse((await direct.getObject(buckets.keys, manifestObjectKey(recordingId)).then((s) => s.toArray())).map((b: Buffer) => b.toString()).join('')) as {
-      participants: { participantId: string; erased?: unknown }[];
-    };
+    // Stored sealed (issue 19): opened with the stack's keyring.
+    const m = openManifest(Buffer.concat(await direct.getObject(buckets.keys, manifestObjectKey(recordingId)).then((s) => s.toArray())), recordingId, Keyring.fromConfig(stack.config.keyring));
     expect(m.participants.find((p) => p.participantId === customer)?.erased).toBeDefined();
   }
 }

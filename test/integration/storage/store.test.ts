@@ -13,7 +13,7 @@ import { OggOpusWriter } from '../../../src/media/OggOpusWriter.ts';
 import { dataKeyObjectKey, manifestObjectKey, mediaObjectKey, type BucketNames } from '../../../src/storage/layout.ts';
 import { RecordingStore } from '../../../src/storage/RecordingStore.ts';
 import type { RecordingStoreOptions } from '../../../src/storage/types.ts';
-import { sealManifest, type RecordingManifest } from '../../../src/storage/manifest.ts';
+import { SEALED_MANIFEST_FORMAT, openManifest, plainManifestBytes, sealManifest, unsealManifestJson, type RecordingManifest } from '../../../src/storage/manifest.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { expectCode } from '../../support/optinErrors.ts';
 import { listNames } from '../../support/s3.ts';
@@ -66,6 +66,12 @@ async function begin(store: RecordingStore, recordingId = newRecordingId(), part
 async function getObject(bucket: string, key: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of await client.getObject(bucket, key)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function getObjectVersion(bucket: string, key: string, versionId: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await client.getObject(bucket, key, { versionId })) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
 
@@ -125,7 +131,11 @@ describe('RecordingStore against S3', () => {
     const keyDoc = JSON.parse((await getObject(buckets.keys, dataKeyObjectKey(rid, 'pa'))).toString()) as Record<string, string>;
     expect(keyDoc.kekId).toBe('k1');
     expect(keyDoc.alg).toBe('A256GCM');
-    const manifest = JSON.parse((await getObject(buckets.keys, manifestObjectKey(rid))).toString()) as { state: string; segments: unknown[] };
+    // The manifest is sealed (issue 19): only its format, recording id and KEK id are in clear.
+    const stored = await getObject(buckets.keys, manifestObjectKey(rid));
+    expect(Object.keys(JSON.parse(stored.toString()) as object).sort()).toEqual(['alg', 'ciphertext', 'format', 'kekId', 'nonce', 'recordingId']);
+    expect(stored.toString()).not.toContain(`s_pa_${rid.slice(2, 8)}`);
+    const manifest = JSON.parse(unsealManifestJson(stored, rid, ring1).toString()) as { state: string; segments: unknown[] };
     expect(manifest.state).toBe('ended');
     expect(manifest.segments).toHaveLength(6);
     expect(await listNames(client, buckets.media, 'keys/')).toEqual([]);
@@ -189,7 +199,7 @@ describe('RecordingStore against S3', () => {
     // 2. Someone with the store's credentials rewrites the manifest digests to match: the
     //    manifest's MAC refuses it before anything is decrypted.
     const patchManifest = async (objectKey: string, body: Buffer, resign = true): Promise<void> => {
-      const m = JSON.parse(manifestOrig.toString()) as RecordingManifest;
+      const m = JSON.parse(unsealManifestJson(manifestOrig, rid, ring1).toString()) as RecordingManifest;
       const s = m.segments.find((x) => x.objectKey === objectKey)!;
       s.sha256 = createHash('sha256').update(body).digest('hex');
       s.sealedBytes = body.length;
@@ -222,6 +232,18 @@ describe('RecordingStore against S3', () => {
     await patchManifest(keyA0, Buffer.concat([Buffer.from('XXXX'), origA0.subarray(4)]));
     await expectCode(readTrackOgg(store, rid, 'pa'), 'SEGMENT_AUTH_FAILED', 'bad-magic');
 
+    // 4b. The sealed manifest itself (issue 19): a changed byte of its ciphertext, or the envelope
+    //     relabelled for another recording, does not open.
+    await putRaw(buckets.media, keyA0, origA0);
+    const envelope = JSON.parse(manifestOrig.toString()) as Record<string, string>;
+    const ct = Buffer.from(envelope.ciphertext!, 'base64');
+    ct[20]! ^= 0x01;
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify({ ...envelope, ciphertext: ct.toString('base64') })));
+    msg = await expectCode(readTrackOgg(store, rid, 'pa'), 'MANIFEST_TAMPERED');
+    expect(msg).toMatch(/does not open/);
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify({ ...envelope, recordingId: 'r_0000000000000000' })));
+    await expectCode(readTrackOgg(store, rid, 'pa'), 'MANIFEST_TAMPERED');
+
     // Restored, it opens again; the customer's track was never affected.
     await putRaw(buckets.media, keyA0, origA0);
     await putRaw(buckets.keys, manifestObjectKey(rid), manifestOrig);
@@ -245,6 +267,71 @@ describe('RecordingStore against S3', () => {
     await expectCode(readTrackOgg(store, rid, 'pc'), 'KEY_UNWRAP_FAILED');
     await putRaw(buckets.keys, dataKeyObjectKey(rid, 'pc'), keyDocC);
     expect(await readTrackOgg(store, rid, 'pc')).toHaveLength(2);
+  });
+
+  it('a plain manifest an older version wrote is read (listing, tracks, erasure) and the next write seals it', async () => {
+    const store = await openStore({ sweep: false });
+    const rid = await begin(store);
+    for (const p of ['pa', 'pc']) await store.putSegment(segMeta(rid, p, 0), fakeOgg(rid, p, 0));
+    const ended = await store.endRecording(rid);
+    await store.drained(30_000);
+    // What versions before issue 19 stored: the MAC'd manifest JSON, subject ids in clear.
+    await putRaw(buckets.keys, manifestObjectKey(rid), plainManifestBytes(ended, ring1));
+    const customer = `s_pc_${rid.slice(2, 8)}`;
+    expect((await getObject(buckets.keys, manifestObjectKey(rid))).toString()).toContain(customer);
+
+    const later = await openStore({ sweep: false });
+    const summary = (await later.listRecordings()).find((r) => r.recordingId === rid)!;
+    expect(summary.participants.map((p) => p.subjectId)).toEqual([`s_pa_${rid.slice(2, 8)}`, customer]);
+    expect(await readTrackOgg(later, rid, 'pc')).toHaveLength(1);
+    // A plain manifest without a valid MAC is still refused.
+    const altered = JSON.parse(plainManifestBytes(ended, ring1).toString()) as RecordingManifest;
+    altered.participants[0]!.teamLeadId = 'lead-x';
+    await putRaw(buckets.keys, manifestObjectKey(rid), Buffer.from(JSON.stringify(altered)));
+    await expectCode(later.getManifest(rid), 'MANIFEST_TAMPERED');
+    await putRaw(buckets.keys, manifestObjectKey(rid), plainManifestBytes(ended, ring1));
+
+    // The customer's erasure rewrites the manifest: sealed now, and nothing in clear names either subject.
+    await later.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
+    const stored = await getObject(buckets.keys, manifestObjectKey(rid));
+    expect((JSON.parse(stored.toString()) as { format: string }).format).toBe(SEALED_MANIFEST_FORMAT);
+    expect(stored.toString()).not.toContain(customer);
+    expect(stored.toString()).not.toContain(`s_pa_${rid.slice(2, 8)}`);
+    const after = await later.getManifest(rid);
+    expect(after.participants.find((p) => p.participantId === 'pc')).toMatchObject({ erased: { reason: 'consent-withdrawn-erase' } });
+    expect(after.participants.find((p) => p.participantId === 'pc')!.subjectId).toBeUndefined();
+    expect(await readTrackOgg(later, rid, 'pa')).toHaveLength(1);
+  });
+
+  it('an erasure on a versioned keys bucket leaves one manifest version: the earlier ones named the erased participant', async () => {
+    const vb = s3Buckets.layout();
+    await client.makeBucket(vb.keys, 'us-east-1');
+    await client.setBucketVersioning(vb.keys, { Status: 'Enabled' });
+    const store = await openStore({ buckets: vb, sweep: false });
+    const rid = await begin(store);
+    for (const p of ['pa', 'pc']) await store.putSegment(segMeta(rid, p, 0), fakeOgg(rid, p, 0));
+    await store.endRecording(rid);
+    await store.drained(30_000);
+    const versions = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for await (const o of client.listObjects(vb.keys, manifestObjectKey(rid), true, { IncludeVersion: true }) as AsyncIterable<{ name?: string; versionId?: string }>) {
+        if (o.name === manifestObjectKey(rid)) out.push(String(o.versionId));
+      }
+      return out;
+    };
+    const before = await versions();
+    expect(before.length).toBeGreaterThanOrEqual(2);
+    const customer = `s_pc_${rid.slice(2, 8)}`;
+    const older = await getObjectVersion(vb.keys, manifestObjectKey(rid), before.at(-1)!);
+    expect(openManifest(older, rid, ring1).participants.some((p) => p.subjectId === customer)).toBe(true);
+
+    await store.deleteRecording(rid, { participantId: 'pc', reason: 'consent-withdrawn-erase', actor: 'system' });
+    const after = await versions();
+    console.log(`versioned keys bucket: ${before.length} manifest versions before the erasure, ${after.length} after`);
+    expect(after).toHaveLength(1);
+    const m = openManifest(await getObject(vb.keys, manifestObjectKey(rid)), rid, ring1);
+    expect(m.participants.some((p) => p.subjectId === customer)).toBe(false);
+    expect(m.participants.find((p) => p.participantId === 'pc')?.erased).toBeDefined();
   });
 
   it('key rotation: recording continues across it, new recordings use the new KEK, old ones still open', async () => {
@@ -355,7 +442,9 @@ describe('RecordingStore against S3', () => {
     expect((await other.deleteRecording(rid, { reason: 'again', actor: 'tl_42' })).nothingLeft).toBe(true);
 
     expect(audit.entries.map((e) => e.type)).toEqual(['recording.deleted', 'recording.deleted', 'recording.deleted']);
-    expect(audit.entries[0]!.subjects).toEqual({ recordingId: rid, participantId: 'pc', subjectIds: [`s_pc_${rid.slice(2, 8)}`] });
+    // Pseudonymous refs only, and no subject id (issue 19: the trail outlives the erasure it records).
+    expect(audit.entries[0]!.subjects).toEqual({ recordingId: rid, participantId: 'pc' });
+    expect(JSON.stringify(audit.entries)).not.toContain(`s_pc_${rid.slice(2, 8)}`);
     expect(audit.entries[1]!.actor).toBe('tl_42');
     const wrapped = (JSON.parse(keyDocC) as { wrapped: string }).wrapped;
     for (const r of [r1, r2, r3, ...audit.entries]) {

@@ -93,3 +93,24 @@ describe('Keyring wrap/unwrap', () => {
     expect(optinErrorOf(() => both.unwrap({ ...w, wrapped: '***' })).code).toBe('KEY_UNWRAP_FAILED');
   });
 });
+
+describe('Keyring seal/open (metadata sealed by the keyring: manifests)', () => {
+  const k1 = Keyring.generateKeyBase64();
+  const k2 = Keyring.generateKeyBase64();
+
+  it('round-trips under the active KEK, opens under a retired one, and binds purpose, AAD and KEK id', () => {
+    const a = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1 } });
+    const blob = a.seal('manifest', Buffer.from('{"subjectId":"cust-9"}'), 'optin/manifest/v1\nr_1');
+    expect(blob).toMatchObject({ kekId: 'k1', alg: 'A256GCM' });
+    expect(JSON.stringify(blob)).not.toContain('cust-9');
+    expect(a.open('manifest', blob, 'optin/manifest/v1\nr_1').toString()).toBe('{"subjectId":"cust-9"}');
+    const rotated = Keyring.fromConfig({ activeKeyId: 'k2', keys: { k1, k2 } });
+    expect(rotated.open('manifest', blob, 'optin/manifest/v1\nr_1').toString()).toContain('cust-9');
+    expect(optinErrorOf(() => a.open('manifest', blob, 'optin/manifest/v1\nr_2')).code).toBe('SEALED_AUTH_FAILED');
+    expect(optinErrorOf(() => a.open('other', blob, 'optin/manifest/v1\nr_1')).code).toBe('SEALED_AUTH_FAILED');
+    const twin = Keyring.fromConfig({ activeKeyId: 'k1', keys: { k1, k2: k1 } });
+    expect(optinErrorOf(() => twin.open('manifest', { ...blob, kekId: 'k2' }, 'optin/manifest/v1\nr_1')).code).toBe('SEALED_AUTH_FAILED');
+    expect(optinErrorOf(() => a.open('manifest', { ...blob, nonce: 'AAAA' }, 'optin/manifest/v1\nr_1')).code).toBe('SEALED_AUTH_FAILED');
+    expect(optinErrorOf(() => Keyring.fromConfig({ activeKeyId: 'k2', keys: { k2 } }).open('manifest', blob, 'x')).code).toBe('KEK_UNKNOWN');
+  });
+});
