@@ -75,10 +75,13 @@ export class SiprecMediaBridge implements MediaSink {
         this.#close(event.callId, event.participantId);
         this.#endCallIfLast(event.callId);
         break;
-      case 'held':
       case 'resumed':
-        // A hold is silence of its wall-clock length: the jitter buffer re-anchors on the arrival
-        // clock when packets resume, so nothing is compressed.
+        // A hold is silence of its wall-clock length: the first packet after the resume is placed
+        // by the arrival clock (SBCs often resume the RTP timestamps where they stopped).
+        this.#calls.get(event.callId)?.get(event.participantId)?.track.resumed(event.atMs);
+        break;
+      case 'held':
+        // Nothing arrives while held (the media plane drops it); the resume places what follows.
         break;
     }
   }

@@ -16,6 +16,8 @@ import type { Metrics } from '../metrics/metrics.ts';
 export interface DirectTrack {
   /** One RTP packet at its arrival time; the per-packet gate decides whether it is kept. */
   push(packet: Buffer, arrivalMs: number): void;
+  /** The stream was held and resumes now: the hold is silence of its wall-clock length, never compressed. */
+  resumed(atMs: number): void;
   /** The stream ended or now carries someone else: ends its run (the segment is sealed). */
   close(): Promise<void>;
 }
@@ -521,6 +523,9 @@ export class CallRecorder {
     return {
       push: (packet, arrivalMs) => {
         t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && state.call(callId)?.participants.has(participantId) === true);
+      },
+      resumed: (atMs) => {
+        if (open) t.resumedAt(atMs);
       },
       close: async () => {
         if (!open) return;
