@@ -56,6 +56,8 @@ export function decideGate(state: PolicyState, callId: string, nowMs: number): G
   let customers = 0;
   const agents: string[] = [];
   for (const p of call.participants.values()) {
+    // Who left (a transfer) no longer counts: the gate follows the agents and customers in the call now.
+    if (call.left.has(p.participantId)) continue;
     if (p.role === 'agent') {
       agents.push(p.subjectId);
       continue;

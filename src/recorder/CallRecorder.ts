@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { GateMachine, type GateTransition } from '../gate/GateMachine.ts';
-import type { PolicyState } from '../gate/PolicyState.ts';
+import type { CallState, PolicyState } from '../gate/PolicyState.ts';
 import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
@@ -103,6 +103,9 @@ export class CallRecorder {
   #phase: RecordingPhase = { name: 'closed' };
   /** The manifest write of the admitted recording (segments wait for it). */
   #begun: Promise<unknown> | undefined;
+  /** The recording's start and the participants its manifest lists (set by `#begin`). */
+  #startedAtMs = 0;
+  #inManifest = new Set<string>();
   #lastReport = '';
   readonly #ending = new Set<Promise<void>>();
   /**
@@ -402,6 +405,8 @@ export class CallRecorder {
       subjectId: p.subjectId,
       ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}),
     }));
+    this.#startedAtMs = nowMs;
+    for (const p of stored) this.#inManifest.add(p.participantId);
     return this.#d.store
       .beginRecording({
         recordingId,
@@ -522,7 +527,7 @@ export class CallRecorder {
     let open = true;
     return {
       push: (packet, arrivalMs) => {
-        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && state.call(callId)?.participants.has(participantId) === true);
+        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && isPresent(state.call(callId), participantId));
       },
       resumed: (atMs) => {
         if (open) t.resumedAt(atMs);
@@ -540,6 +545,7 @@ export class CallRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
+        if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
         const result = await this.#d.store.putSegment(meta, ogg);
         const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
         this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
@@ -563,6 +569,18 @@ export class CallRecorder {
     return track;
   }
 
+  /**
+   * A participant who joined after the recording began (a transfer to another agent) is listed in
+   * its manifest before their first segment is stored: the store's begin is idempotent and adds
+   * who joined (and the catalogue then lists the recording for the new agent and their team lead,
+   * R10). Only someone with a segment to store is added: an agent the gate never recorded is not.
+   */
+  async #listJoined(recordingId: string): Promise<void> {
+    const again = this.#begin(recordingId, this.#startedAtMs);
+    this.#begun = again;
+    await again;
+  }
+
   /** A run (or a retired track) still handing segments over: close and erase wait for it. */
   #trackEnding(p: Promise<void>): void {
     this.#ending.add(p);
@@ -578,4 +596,9 @@ export class CallRecorder {
     this.#lastReport = key;
     this.#d.onReport(this.callId, { ...report, ...(recordingId ? { recordingId } : {}) });
   }
+}
+
+/** In the call now, as the control plane knows it: listed, and not left (a transfer away). */
+function isPresent(call: CallState | undefined, participantId: string): boolean {
+  return call !== undefined && call.participants.has(participantId) && !call.left.has(participantId);
 }

@@ -16,6 +16,8 @@ import { SipUac } from '../../support/sipUac.ts';
 import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody } from '../../support/siprecFixtures.ts';
 import { paceTone } from '../../support/rtpTone.ts';
 import { rmsDb, toneAdvantageDb } from '../../support/audio.ts';
+import { mediaPrefix } from '../../../src/storage/layout.ts';
+import { readTrack } from '../../support/storageFixtures.ts';
 import { answerPorts, decodeTrack, expectRecordingEnded, pid, reportsOf, sleep, wallRange } from '../../support/siprecRecording.ts';
 
 const AGENT = { id: 'cGFydGljaXBhbnQx', aor: 'sip:4001@pbx.example.com' };
@@ -146,5 +148,160 @@ describe('SIPREC hold by re-INVITE, recorded', () => {
     } finally {
       await uac.close();
     }
+  }, 60_000);
+});
+
+const AGENT_B = { id: 'cGFydGljaXBhbnQz', aor: 'sip:4002@pbx.example.com' };
+
+/**
+ * A transfer as an SBC and the IVR report it: the control plane hears that agent B joined and
+ * agent A left (one `participants.changed` fact), and the SBC sends a metadata re-INVITE that ends
+ * A's stream (port 0, `disassociate-time`) and adds B's (a third m-line, label 3). Tones: customer
+ * 660 Hz from the start, A 440 Hz until the transfer, B 523 Hz after it.
+ */
+async function transferredCall(agentB: { subjectId: string }): Promise<{
+  callId: string;
+  ids: { agentA: string; customer: string; agentB: string };
+  openedAt: number;
+  transferAt: number;
+  endAt: number;
+  recordingId: string;
+  reports: ReturnType<typeof reportsOf>;
+  bReceived: number;
+}> {
+  const siprec = stack.app.siprec!;
+  const callId = `tr-${Math.random().toString(36).slice(2, 10)}`;
+  const ids = { agentA: pid(AGENT.aor), customer: pid(CUSTOMER.aor), agentB: pid(AGENT_B.aor) };
+  await stack.policy.startCall(callId, [
+    { participantId: ids.agentA, role: 'agent', subjectId: 'agent-th1', teamLeadId: 'lead-th1' },
+    { participantId: ids.customer, role: 'customer', subjectId: 'cust-th2' },
+  ]);
+  await stack.policy.grantConsent(callId, ids.customer, { ...EVIDENCE, at: Date.now() });
+  const reports = reportsOf(stack, callId);
+  const uac = await SipUac.open('udp', { host: '127.0.0.1', port: siprec.server.ports().udp! });
+  try {
+    const offer = twoStreamOffer(1);
+    const { response, dialog } = await uac.invite({ ...offer, headers: [...SIPREC_HEADERS, ['X-Optin-Call-Id', callId]] });
+    expect(response.status).toBe(200);
+    const [customerPort, agentPort] = answerPorts(response.body.toString());
+    const customer = paceTone({ port: customerPort!, freq: 660 });
+    const agentA = paceTone({ port: agentPort!, freq: 440 });
+    const opened = await waitFor('the gate opens', () => reports.find((r) => r.recording));
+    await sleep(2000);
+
+    const transferAt = Date.now();
+    await agentA.stop();
+    await stack.policy.changeParticipants(callId, {
+      joined: [{ participantId: ids.agentB, role: 'agent', subjectId: agentB.subjectId, teamLeadId: 'lead-th2' }],
+      left: [ids.agentA],
+    });
+    const md = rsMetadata({
+      dataMode: 'partial',
+      participants: [
+        { ...AGENT, left: true },
+        { ...AGENT_B, sends: ['c3RyZWFtMw=='], recvs: ['c3RyZWFtMQ=='] },
+      ],
+      streams: [{ id: 'c3RyZWFtMw==', label: '3' }],
+    });
+    const sdp = sdpOffer([{ port: 40002, label: '1' }, { port: 0, label: '2' }, { port: 40006, label: '3' }], { version: 2 });
+    const body = siprecBody(sdp, md);
+    const res = await dialog!.reinvite(body.body, body.contentType);
+    expect(res.status).toBe(200);
+    const ports = answerPorts(res.body.toString());
+    expect(ports[0]).toBe(customerPort);
+    expect(ports[1]).toBe(0);
+    const agentBTone = paceTone({ port: ports[2]!, freq: 523 });
+    await sleep(2500);
+    const bReceived = stack.app.recorder.calls.get(callId)?.tracks.get(ids.agentB)?.counters.received ?? 0;
+    const endAt = Date.now();
+    const bye = await dialog!.bye();
+    expect(bye.status).toBe(200);
+    await customer.stop();
+    await agentBTone.stop();
+    const recordingId = opened.recordingId!;
+    await expectRecordingEnded(stack, recordingId);
+    await stack.app.store.drained(30_000);
+    return { callId, ids, openedAt: opened.at, transferAt, endAt, recordingId, reports, bReceived };
+  } finally {
+    await uac.close();
+  }
+}
+
+/** Seconds of a track and where it ends on the wall clock. */
+const spanOf = (t: { pcm: Float32Array; startWallClockMs: number }): { seconds: number; endWallClockMs: number } => ({
+  seconds: t.pcm.length / 48000,
+  endWallClockMs: t.startWallClockMs + (t.pcm.length / 48000) * 1000,
+});
+
+describe('SIPREC transfer to a second agent, recorded (the gate follows the agents in the call now)', () => {
+  it('the new agent inside a training window: a third track with their own voice; the customer recorded throughout, the first agent until they left', async () => {
+    await stack.policy.setSchedule('agent-th2', [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 50);
+    const r = await transferredCall({ subjectId: 'agent-th2' });
+    // One recording, never interrupted: B's window holds as A's did.
+    expect(r.reports.filter((x) => x.recording).map((x) => x.recordingId)).toEqual([r.recordingId]);
+    expect(r.reports.some((x) => !x.recording && x.at > r.openedAt)).toBe(false);
+    const customer = await decodeTrack(stack, r.recordingId, r.ids.customer);
+    const agentA = await decodeTrack(stack, r.recordingId, r.ids.agentA);
+    const agentB = await decodeTrack(stack, r.recordingId, r.ids.agentB);
+    const m = {
+      gateOpenToByeMs: r.endAt - r.openedAt,
+      gateOpenToTransferMs: r.transferAt - r.openedAt,
+      customer: { ...spanOf(customer), own: toneAdvantageDb(customer.pcm.subarray(4800), 660, 440), vsB: toneAdvantageDb(customer.pcm.subarray(4800), 660, 523) },
+      agentA: { ...spanOf(agentA), own: toneAdvantageDb(agentA.pcm.subarray(4800), 440, 660), vsB: toneAdvantageDb(agentA.pcm.subarray(4800), 440, 523) },
+      agentB: { ...spanOf(agentB), startAfterTransferMs: agentB.startWallClockMs - r.transferAt, own: toneAdvantageDb(agentB.pcm.subarray(4800), 523, 660), vsA: toneAdvantageDb(agentB.pcm.subarray(4800), 523, 440) },
+    };
+    const why = JSON.stringify(m);
+    console.log(`transfer inside a window measured: ${why}`);
+    expect(Math.abs(m.customer.seconds - m.gateOpenToByeMs / 1000), why).toBeLessThan(0.3);
+    expect(Math.abs(m.agentA.seconds - m.gateOpenToTransferMs / 1000), why).toBeLessThan(0.3);
+    expect(m.agentB.startAfterTransferMs, why).toBeGreaterThanOrEqual(-20);
+    expect(Math.abs(m.agentB.endWallClockMs - r.endAt), why).toBeLessThan(300);
+    expect(m.agentB.seconds, why).toBeGreaterThan(2);
+    for (const [own, other] of [
+      [m.customer.own, m.customer.vsB],
+      [m.agentA.own, m.agentA.vsB],
+      [m.agentB.own, m.agentB.vsA],
+    ]) {
+      expect(own, why).toBeGreaterThan(40);
+      expect(other, why).toBeGreaterThan(40);
+    }
+    // Listed in the catalogue for the new agent (and so for their team lead, R10).
+    const listed = await stack.policy.recording(r.recordingId);
+    expect(JSON.stringify(listed.body)).toContain('agent-th2');
+  }, 60_000);
+
+  it('the new agent outside every window: the gate closes for the whole call at the transfer (decideGate is per call); nothing of the new agent is stored', async () => {
+    // A window later today: a schedule, but not now.
+    await stack.policy.setSchedule('agent-th3', [{ start: Date.now() + 3_600_000, end: Date.now() + 7_200_000 }], 50);
+    const r = await transferredCall({ subjectId: 'agent-th3' });
+    const closed = r.reports.find((x) => !x.recording && x.at > r.openedAt);
+    expect(closed?.reasons).toEqual(['outside-window']);
+    expect(closed!.at).toBeGreaterThanOrEqual(r.transferAt);
+    // B's stream was received (and dropped), not missing.
+    expect(r.bReceived).toBeGreaterThan(50);
+    const customer = await decodeTrack(stack, r.recordingId, r.ids.customer);
+    const agentA = await decodeTrack(stack, r.recordingId, r.ids.agentA);
+    const m = {
+      gateOpenToTransferMs: r.transferAt - r.openedAt,
+      gateOpenToCloseMs: closed!.at - r.openedAt,
+      customer: { ...spanOf(customer), endAfterCloseMs: spanOf(customer).endWallClockMs - closed!.at, own: toneAdvantageDb(customer.pcm.subarray(4800), 660, 440) },
+      agentA: { ...spanOf(agentA), endAfterCloseMs: spanOf(agentA).endWallClockMs - closed!.at, own: toneAdvantageDb(agentA.pcm.subarray(4800), 440, 660) },
+    };
+    const why = JSON.stringify(m);
+    console.log(`transfer outside a window measured: ${why}`);
+    // The customer's track follows the gate: recorded until the worker closed it, nothing after.
+    expect(Math.abs(m.customer.seconds - m.gateOpenToCloseMs / 1000), why).toBeLessThan(0.3);
+    expect(m.customer.endAfterCloseMs, why).toBeLessThan(100);
+    // The first agent's until they left (their stream ended at the transfer, before the close).
+    expect(Math.abs(m.agentA.seconds - m.gateOpenToTransferMs / 1000), why).toBeLessThan(0.3);
+    expect(m.agentA.endAfterCloseMs, why).toBeLessThan(100);
+    expect(m.customer.own, why).toBeGreaterThan(40);
+    expect(m.agentA.own, why).toBeGreaterThan(40);
+    // Nothing of B: not in the manifest, no object in the media bucket.
+    await expect(readTrack(stack.app.store, r.recordingId, r.ids.agentB)).rejects.toThrow(/has no participant/);
+    const bucket = `${stack.config.s3.bucketPrefix}${stack.config.s3.mediaBucket}`;
+    const objects: string[] = [];
+    for await (const o of stack.app.s3.listObjectsV2(bucket, mediaPrefix(r.recordingId), true)) objects.push((o as { name: string }).name);
+    expect(objects.some((o) => o.includes(r.ids.agentB)), JSON.stringify(objects)).toBe(false);
   }, 60_000);
 });
