@@ -12,9 +12,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { useStack } from '../../support/stack.ts';
-import { SipUac } from '../../support/sipUac.ts';
-import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody } from '../../support/siprecFixtures.ts';
-import { paceTone } from '../../support/rtpTone.ts';
+import { SipUac, type UacDialog } from '../../support/sipUac.ts';
+import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody, transferBody } from '../../support/siprecFixtures.ts';
+import { paceTone, type PacedTone } from '../../support/rtpTone.ts';
 import { rmsDb, toneAdvantageDb } from '../../support/audio.ts';
 import { mediaPrefix } from '../../../src/storage/layout.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
@@ -22,6 +22,7 @@ import { answerPorts, decodeTrack, expectRecordingEnded, pid, reportsOf, sleep, 
 
 const AGENT = { id: 'cGFydGljaXBhbnQx', aor: 'sip:4001@pbx.example.com' };
 const CUSTOMER = { id: 'cGFydGljaXBhbnQy', aor: 'sip:+46701234567@sbc.example.com' };
+const AGENT_B = { id: 'cGFydGljaXBhbnQz', aor: 'sip:4002@pbx.example.com' };
 
 const mediaBase = 43000 + Math.floor(Math.random() * 100) * 20;
 const stack = useStack(
@@ -69,53 +70,75 @@ async function waitFor<T>(what: string, get: () => T | undefined, timeoutMs = 10
   }
 }
 
+/**
+ * A consented two-stream SIPREC call being recorded: the control plane knows agent A and the
+ * customer (who has consented), the SBC's INVITE is answered and both tones flow (customer 660 Hz,
+ * A 440 Hz) until the gate has opened. The caller closes `uac`.
+ */
+async function recordedCall(prefix: string): Promise<{
+  callId: string;
+  ids: { agentA: string; customer: string; agentB: string };
+  reports: ReturnType<typeof reportsOf>;
+  uac: SipUac;
+  dialog: UacDialog;
+  ports: { customer: number; agentA: number };
+  tones: { customer: PacedTone; agentA: PacedTone };
+  opened: { at: number; recordingId: string };
+}> {
+  const callId = `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+  const ids = { agentA: pid(AGENT.aor), customer: pid(CUSTOMER.aor), agentB: pid(AGENT_B.aor) };
+  await stack.policy.startCall(callId, [
+    { participantId: ids.agentA, role: 'agent', subjectId: 'agent-th1', teamLeadId: 'lead-th1' },
+    { participantId: ids.customer, role: 'customer', subjectId: `cust-${prefix}` },
+  ]);
+  await stack.policy.grantConsent(callId, ids.customer, { ...EVIDENCE, at: Date.now() });
+  const reports = reportsOf(stack, callId);
+  const uac = await SipUac.open('udp', { host: '127.0.0.1', port: stack.app.siprec!.server.ports().udp! });
+  try {
+    const { response, dialog } = await uac.invite({ ...twoStreamOffer(1), headers: [...SIPREC_HEADERS, ['X-Optin-Call-Id', callId]] });
+    expect(response.status).toBe(200);
+    const [customer, agentA] = answerPorts(response.body.toString()) as [number, number];
+    const tones = { customer: paceTone({ port: customer, freq: 660 }), agentA: paceTone({ port: agentA, freq: 440 }) };
+    const opened = await waitFor('the gate opens', () => reports.find((r) => r.recording));
+    return { callId, ids, reports, uac, dialog: dialog!, ports: { customer, agentA }, tones, opened: { at: opened.at, recordingId: opened.recordingId! } };
+  } catch (err) {
+    await uac.close();
+    throw err;
+  }
+}
+
 describe('SIPREC hold by re-INVITE, recorded', () => {
   it('a hold is silence of its wall-clock length in every track: the tone stops for the hold and comes back, the track as long as gate-open to BYE', async () => {
-    const siprec = stack.app.siprec!;
-    const callId = `th-${Math.random().toString(36).slice(2, 10)}`;
-    const agentId = pid(AGENT.aor);
-    const customerId = pid(CUSTOMER.aor);
-    await stack.policy.startCall(callId, [
-      { participantId: agentId, role: 'agent', subjectId: 'agent-th1', teamLeadId: 'lead-th1' },
-      { participantId: customerId, role: 'customer', subjectId: 'cust-th1' },
-    ]);
-    await stack.policy.grantConsent(callId, customerId, { ...EVIDENCE, at: Date.now() });
-    const reports = reportsOf(stack, callId);
-    const uac = await SipUac.open('udp', { host: '127.0.0.1', port: siprec.server.ports().udp! });
+    const { ids, uac, dialog, ports, tones, opened } = await recordedCall('th');
+    const senders = [tones.customer, tones.agentA];
     try {
-      const offer = twoStreamOffer(1);
-      const { response, dialog } = await uac.invite({ ...offer, headers: [...SIPREC_HEADERS, ['X-Optin-Call-Id', callId]] });
-      expect(response.status).toBe(200);
-      const [customerPort, agentPort] = answerPorts(response.body.toString());
-      const senders = [paceTone({ port: customerPort!, freq: 660 }), paceTone({ port: agentPort!, freq: 440 })];
-      const opened = await waitFor('the gate opens', () => reports.find((r) => r.recording));
       await sleep(2000);
 
       // Hold: the SBC stops forwarding and says so by re-INVITE (RFC 3264 §8.4: inactive).
       const holdAt = Date.now();
       for (const s of senders) s.pause();
-      const hold = await dialog!.reinvite(twoStreamOffer(2, 'inactive').body, twoStreamOffer(2).contentType);
+      const hold = await dialog.reinvite(twoStreamOffer(2, 'inactive').body, twoStreamOffer(2).contentType);
       expect(hold.status).toBe(200);
       expect(hold.body.toString().match(/a=inactive/g)).toHaveLength(2);
       await sleep(3000);
-      const resume = await dialog!.reinvite(twoStreamOffer(3).body, twoStreamOffer(3).contentType);
+      const resume = await dialog.reinvite(twoStreamOffer(3).body, twoStreamOffer(3).contentType);
       expect(resume.status).toBe(200);
-      expect(answerPorts(resume.body.toString())).toEqual([customerPort, agentPort]);
+      expect(answerPorts(resume.body.toString())).toEqual([ports.customer, ports.agentA]);
       const resumeAt = Date.now();
       for (const s of senders) s.resume();
       await sleep(2000);
       const endAt = Date.now();
-      const bye = await dialog!.bye();
+      const bye = await dialog.bye();
       expect(bye.status).toBe(200);
       for (const s of senders) await s.stop();
 
-      const recordingId = opened.recordingId!;
+      const recordingId = opened.recordingId;
       await expectRecordingEnded(stack, recordingId);
       await stack.app.store.drained(30_000);
       const measured: Record<string, unknown> = { gateOpenToByeMs: endAt - opened.at, holdMs: resumeAt - holdAt };
       for (const [participantId, own, other] of [
-        [agentId, 440, 660],
-        [customerId, 660, 440],
+        [ids.agentA, 440, 660],
+        [ids.customer, 660, 440],
       ] as const) {
         const track = await decodeTrack(stack, recordingId, participantId);
         const seconds = track.pcm.length / 48000;
@@ -151,7 +174,6 @@ describe('SIPREC hold by re-INVITE, recorded', () => {
   }, 60_000);
 });
 
-const AGENT_B = { id: 'cGFydGljaXBhbnQz', aor: 'sip:4002@pbx.example.com' };
 
 /**
  * A transfer as an SBC and the IVR report it: the control plane hears that agent B joined and
@@ -169,56 +191,31 @@ async function transferredCall(agentB: { subjectId: string }): Promise<{
   reports: ReturnType<typeof reportsOf>;
   bReceived: number;
 }> {
-  const siprec = stack.app.siprec!;
-  const callId = `tr-${Math.random().toString(36).slice(2, 10)}`;
-  const ids = { agentA: pid(AGENT.aor), customer: pid(CUSTOMER.aor), agentB: pid(AGENT_B.aor) };
-  await stack.policy.startCall(callId, [
-    { participantId: ids.agentA, role: 'agent', subjectId: 'agent-th1', teamLeadId: 'lead-th1' },
-    { participantId: ids.customer, role: 'customer', subjectId: 'cust-th2' },
-  ]);
-  await stack.policy.grantConsent(callId, ids.customer, { ...EVIDENCE, at: Date.now() });
-  const reports = reportsOf(stack, callId);
-  const uac = await SipUac.open('udp', { host: '127.0.0.1', port: siprec.server.ports().udp! });
+  const { callId, ids, reports, uac, dialog, ports, tones, opened } = await recordedCall('tr');
   try {
-    const offer = twoStreamOffer(1);
-    const { response, dialog } = await uac.invite({ ...offer, headers: [...SIPREC_HEADERS, ['X-Optin-Call-Id', callId]] });
-    expect(response.status).toBe(200);
-    const [customerPort, agentPort] = answerPorts(response.body.toString());
-    const customer = paceTone({ port: customerPort!, freq: 660 });
-    const agentA = paceTone({ port: agentPort!, freq: 440 });
-    const opened = await waitFor('the gate opens', () => reports.find((r) => r.recording));
     await sleep(2000);
 
     const transferAt = Date.now();
-    await agentA.stop();
+    await tones.agentA.stop();
     await stack.policy.changeParticipants(callId, {
       joined: [{ participantId: ids.agentB, role: 'agent', subjectId: agentB.subjectId, teamLeadId: 'lead-th2' }],
       left: [ids.agentA],
     });
-    const md = rsMetadata({
-      dataMode: 'partial',
-      participants: [
-        { ...AGENT, left: true },
-        { ...AGENT_B, sends: ['c3RyZWFtMw=='], recvs: ['c3RyZWFtMQ=='] },
-      ],
-      streams: [{ id: 'c3RyZWFtMw==', label: '3' }],
-    });
-    const sdp = sdpOffer([{ port: 40002, label: '1' }, { port: 0, label: '2' }, { port: 40006, label: '3' }], { version: 2 });
-    const body = siprecBody(sdp, md);
-    const res = await dialog!.reinvite(body.body, body.contentType);
+    const body = transferBody(AGENT, AGENT_B);
+    const res = await dialog.reinvite(body.body, body.contentType);
     expect(res.status).toBe(200);
-    const ports = answerPorts(res.body.toString());
-    expect(ports[0]).toBe(customerPort);
-    expect(ports[1]).toBe(0);
-    const agentBTone = paceTone({ port: ports[2]!, freq: 523 });
+    const after = answerPorts(res.body.toString());
+    expect(after[0]).toBe(ports.customer);
+    expect(after[1]).toBe(0);
+    const agentBTone = paceTone({ port: after[2]!, freq: 523 });
     await sleep(2500);
     const bReceived = stack.app.recorder.calls.get(callId)?.tracks.get(ids.agentB)?.counters.received ?? 0;
     const endAt = Date.now();
-    const bye = await dialog!.bye();
+    const bye = await dialog.bye();
     expect(bye.status).toBe(200);
-    await customer.stop();
+    await tones.customer.stop();
     await agentBTone.stop();
-    const recordingId = opened.recordingId!;
+    const recordingId = opened.recordingId;
     await expectRecordingEnded(stack, recordingId);
     await stack.app.store.drained(30_000);
     return { callId, ids, openedAt: opened.at, transferAt, endAt, recordingId, reports, bReceived };
