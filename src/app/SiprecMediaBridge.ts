@@ -76,8 +76,10 @@ export class SiprecMediaBridge implements MediaSink {
         this.#endCallIfLast(event.callId);
         break;
       case 'resumed':
-        // A hold is silence of its wall-clock length: the first packet after the resume is placed
-        // by the arrival clock (SBCs often resume the RTP timestamps where they stopped).
+      case 'renegotiated':
+        // A hold is silence of its wall-clock length: the first packet after the resume (or after
+        // an offer that ends a hold signalled only by silence) is placed by the arrival clock (SBCs
+        // often resume the RTP timestamps where they stopped).
         this.#calls.get(event.callId)?.get(event.participantId)?.track.resumed(event.atMs);
         break;
       case 'held':

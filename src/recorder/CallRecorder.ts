@@ -16,7 +16,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 export interface DirectTrack {
   /** One RTP packet at its arrival time; the per-packet gate decides whether it is kept. */
   push(packet: Buffer, arrivalMs: number): void;
-  /** The stream was held and resumes now: the hold is silence of its wall-clock length, never compressed. */
+  /** The stream was (or may have been) held and resumes now: the hold is silence of its wall-clock length, never compressed. */
   resumed(atMs: number): void;
   /** The stream ended or now carries someone else: ends its run (the segment is sealed). */
   close(): Promise<void>;

@@ -1,9 +1,9 @@
 /**
  * SIPREC through the recorder, the two mid-call changes an SBC sends by re-INVITE (issue 15):
  *
- * - hold: a re-INVITE marks the streams inactive and the SBC forwards nothing, then a re-INVITE
- *   resumes them and the RTP continues where it stopped (sequence and timestamp right after the
- *   last packet, as if no time had passed). The stored tracks must hold silence of the hold's
+ * - hold: a re-INVITE marks the streams inactive (or re-offers them sendonly) and the SBC forwards
+ *   nothing, then a re-INVITE resumes them and the RTP continues where it stopped (sequence and
+ *   timestamp right after the last packet, as if no time had passed). The stored tracks must hold silence of the hold's
  *   wall-clock length, never time compression;
  * - a transfer to a second agent (below).
  *
@@ -108,7 +108,9 @@ async function recordedCall(prefix: string): Promise<{
 }
 
 describe('SIPREC hold by re-INVITE, recorded', () => {
-  it('a hold is silence of its wall-clock length in every track: the tone stops for the hold and comes back, the track as long as gate-open to BYE', async () => {
+  // `inactive`: the hold as RFC 3264 §8.4 says it; `sendonly`: an SRC that re-offers the streams
+  // unchanged and simply stops forwarding (its direction towards the SRS is always sendonly).
+  it.each(['inactive', 'sendonly'] as const)('hold offered %s: silence of its wall-clock length in every track, the tone gone during the hold and back after it, the track as long as gate-open to BYE', async (holdDirection) => {
     const { ids, uac, dialog, ports, tones, opened } = await recordedCall('th');
     const senders = [tones.customer, tones.agentA];
     try {
@@ -117,9 +119,9 @@ describe('SIPREC hold by re-INVITE, recorded', () => {
       // Hold: the SBC stops forwarding and says so by re-INVITE (RFC 3264 §8.4: inactive).
       const holdAt = Date.now();
       for (const s of senders) s.pause();
-      const hold = await dialog.reinvite(twoStreamOffer(2, 'inactive').body, twoStreamOffer(2).contentType);
+      const hold = await dialog.reinvite(twoStreamOffer(2, holdDirection).body, twoStreamOffer(2).contentType);
       expect(hold.status).toBe(200);
-      expect(hold.body.toString().match(/a=inactive/g)).toHaveLength(2);
+      expect(hold.body.toString().match(holdDirection === 'inactive' ? /a=inactive/g : /a=recvonly/g)).toHaveLength(2);
       await sleep(3000);
       const resume = await dialog.reinvite(twoStreamOffer(3).body, twoStreamOffer(3).contentType);
       expect(resume.status).toBe(200);
@@ -167,7 +169,7 @@ describe('SIPREC hold by re-INVITE, recorded', () => {
         expect(m.beforeAdvantageDb, why).toBeGreaterThan(40);
         expect(m.afterAdvantageDb, why).toBeGreaterThan(40);
       }
-      console.log(`hold measured: ${JSON.stringify(measured)}`);
+      console.log(`hold (${holdDirection}) measured: ${JSON.stringify(measured)}`);
     } finally {
       await uac.close();
     }
