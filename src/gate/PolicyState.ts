@@ -378,8 +378,10 @@ export class PolicyState {
    */
   markAdmitting(callId: string, recordingId: string, atMs: number): void {
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
-    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId) });
+    if (call === undefined || call.ended) return;
+    // An admitted call asks again only for agents who joined since (a transfer): only they count.
+    const covered = this.#admissions.get(callId)?.agentIds ?? [];
+    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !covered.includes(a)) });
   }
 
   /** The admission got no answer (timeout, control plane unavailable, stream lost): it counts no more. */
@@ -394,19 +396,24 @@ export class PolicyState {
   markAdmitted(callId: string, recordingId: string, atMs: number): void {
     this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
-    const agentIds = this.agentsOf(callId).map((a) => a.subjectId);
-    this.#admissions.set(callId, { recordingId, atMs, agentIds });
+    if (call === undefined || call.ended) return;
+    const previous = this.#admissions.get(callId);
+    if (previous !== undefined && previous.recordingId !== recordingId) return;
+    // Agents who joined after an admission (a transfer) are added to it, each counted once.
+    const fresh = this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !previous?.agentIds.includes(a));
+    if (previous !== undefined && fresh.length === 0) return;
+    this.#admissions.set(callId, { recordingId, atMs: previous?.atMs ?? atMs, agentIds: [...(previous?.agentIds ?? []), ...new Set(fresh)] });
     this.#capRefused.delete(callId);
     const month = monthKey(atMs);
-    for (const agentId of new Set(agentIds)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);
+    for (const agentId of new Set(fresh)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);
   }
 
   /** The control plane refused: the call stays closed with `cap-reached` until it ends. */
   markCapRefused(callId: string): void {
     this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
+    if (call === undefined || call.ended) return;
+    // Also for an admitted call whose new agent (a transfer) is over their cap: it closes for good.
     this.#capRefused.add(callId);
   }
 

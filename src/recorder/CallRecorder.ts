@@ -103,6 +103,9 @@ export class CallRecorder {
   #phase: RecordingPhase = { name: 'closed' };
   /** The manifest write of the admitted recording (segments wait for it). */
   #begun: Promise<unknown> | undefined;
+  /** An admission of agents who joined the admitted call is in flight / may be asked again from. */
+  #joinAdmitting = false;
+  #joinRetryAtMs = 0;
   /** The recording's start and the participants its manifest lists (set by `#begin`). */
   #startedAtMs = 0;
   #inManifest = new Set<string>();
@@ -143,7 +146,15 @@ export class CallRecorder {
 
   /** True while packets arriving now are kept. */
   get writing(): boolean {
-    return this.#phase.name === 'recording' && this.#fence === undefined;
+    return this.#keeping();
+  }
+
+  /**
+   * Hot path: recording, no fence up, and no agent in the call still to be admitted under their
+   * cap (a transfer into a recording call: nothing is kept until the new agent is admitted).
+   */
+  #keeping(): boolean {
+    return this.#phase.name === 'recording' && this.#fence === undefined && this.gate.decision?.needsAdmission !== true;
   }
 
   /** True from an opening until the worker confirmed the packets before it were delivered (see `#raiseFence`). */
@@ -174,10 +185,12 @@ export class CallRecorder {
         if (open && this.gate.decision?.needsAdmission && nowMs >= phase.retryAtMs) this.#admit(nowMs, phase.candidateId);
         break;
       case 'admitted':
-        if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
+        if (open && this.gate.decision?.needsAdmission) this.#admitJoined(nowMs, phase.recordingId);
+        else if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
         break;
       case 'recording':
         if (!open) this.#enter({ name: 'admitted', recordingId: phase.recordingId }, nowMs, this.gate.reasons);
+        else if (this.gate.decision?.needsAdmission) this.#admitJoined(nowMs, phase.recordingId);
         break;
       default:
         // admitting: waits for the ledger; refused and erased never record again in this call.
@@ -389,6 +402,35 @@ export class CallRecorder {
     );
   }
 
+  /**
+   * An agent joined the admitted call (a transfer): the same recording is admitted for them under
+   * their own monthly cap (R6; the control plane counts only the agents not yet admitted for it).
+   * Until the answer nothing is kept (`#keeping`: packets are dropped at arrival and an open run
+   * fills them as silence); a refusal closes the gate for the call (`cap-reached`); a question
+   * left unanswered is asked again after CAP_RETRY_MS.
+   */
+  #admitJoined(nowMs: number, recordingId: string): void {
+    if (this.#joinAdmitting || nowMs < this.#joinRetryAtMs) return;
+    this.#joinAdmitting = true;
+    this.#d.admitter
+      .admitCall(this.#d.state, this.callId, recordingId, nowMs)
+      .then(
+        (ok) => {
+          this.#log.info({ recordingId, admitted: ok }, 'agent who joined the call admitted under their cap');
+          if (!ok) this.#d.onAudit({ type: 'recording.refused', callId: this.callId, recordingId, details: { reasons: ['cap-reached'], joined: true, at: new Date(nowMs).toISOString() } });
+        },
+        (err: Error) => {
+          this.#joinRetryAtMs = nowMs + CAP_RETRY_MS;
+          setTimeout(() => this.#d.requestEvaluate(this.callId), CAP_RETRY_MS).unref();
+          this.#log.warn({ err: err.message }, 'cap admission of the agent who joined not decided; nothing kept meanwhile');
+        },
+      )
+      .finally(() => {
+        this.#joinAdmitting = false;
+        this.#d.requestEvaluate(this.callId);
+      });
+  }
+
   async #begin(recordingId: string, nowMs: number): Promise<{ expiresAtMs: number } | void> {
     const call = this.#d.state.call(this.callId);
     const participants = call ? [...call.participants.values()] : [];
@@ -495,7 +537,7 @@ export class CallRecorder {
     tap.live = true;
     // Hot path: the gate is read at arrival; a closed gate drops the packet here.
     consumer.on('rtp', (packet) => {
-      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording' && this.#fence === undefined);
+      if (tap.live) current.onRtp(packet, Date.now(), this.#keeping());
     });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
@@ -527,7 +569,7 @@ export class CallRecorder {
     let open = true;
     return {
       push: (packet, arrivalMs) => {
-        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && isPresent(state.call(callId), participantId));
+        t.onRtp(packet, arrivalMs, open && this.#keeping() && isPresent(state.call(callId), participantId));
       },
       resumed: (atMs) => {
         if (open) t.resumedAt(atMs);

@@ -264,9 +264,25 @@ describe('SIPREC transfer to a second agent, recorded (the gate follows the agen
       expect(own, why).toBeGreaterThan(40);
       expect(other, why).toBeGreaterThan(40);
     }
+    // R6: the same recording admitted for B under B's own monthly cap, A counted once.
+    const { rows } = await stack.control.cp.db.query<{ agent_id: string }>('SELECT agent_id FROM cap_admissions WHERE recording_id = $1 ORDER BY agent_id', [r.recordingId]);
+    expect(rows.map((x) => x.agent_id)).toEqual(['agent-th1', 'agent-th2']);
     // Listed in the catalogue for the new agent (and so for their team lead, R10).
     const listed = await stack.policy.recording(r.recordingId);
     expect(JSON.stringify(listed.body)).toContain('agent-th2');
+  }, 60_000);
+
+  it('the new agent inside a window but at their monthly cap: the gate closes for the whole call at the transfer (cap-reached); nothing of the new agent is stored', async () => {
+    await stack.policy.setSchedule('agent-th4', [{ start: Date.now() - 60_000, end: Date.now() + 3_600_000 }], 0);
+    const r = await transferredCall({ subjectId: 'agent-th4' });
+    const closed = r.reports.find((x) => !x.recording && x.at > r.openedAt);
+    expect(closed?.reasons).toEqual(['cap-reached']);
+    expect(closed!.at).toBeGreaterThanOrEqual(r.transferAt);
+    const customer = await decodeTrack(stack, r.recordingId, r.ids.customer);
+    expect(Math.abs(customer.pcm.length / 48000 - (closed!.at - r.openedAt) / 1000)).toBeLessThan(0.3);
+    await expect(readTrack(stack.app.store, r.recordingId, r.ids.agentB)).rejects.toThrow(/has no participant/);
+    const { rows } = await stack.control.cp.db.query<{ agent_id: string }>('SELECT agent_id FROM cap_admissions WHERE recording_id = $1', [r.recordingId]);
+    expect(rows.map((x) => x.agent_id)).toEqual(['agent-th1']);
   }, 60_000);
 
   it('the new agent outside every window: the gate closes for the whole call at the transfer (decideGate is per call); nothing of the new agent is stored', async () => {

@@ -226,6 +226,40 @@ describe('decideGate after a transfer (participants.changed)', () => {
     expect(decideGate(s, 'c1', T0).open).toBe(true);
   });
 
+  it('an agent who joins an admitted call needs their own cap admission for the same recording; at their cap, the call closes', () => {
+    const s = openState();
+    s.applySnapshot(
+      [{ callId: 'c1', participants: [agent, cust], consents: [{ participantId: 'p-cust', status: 'granted', evidence: ev() }], paused: false }],
+      [
+        { agentId: 'agent-1', windows: [WINDOW], monthlyCap: 3 },
+        { agentId: 'agent-2', windows: [WINDOW], monthlyCap: 1 },
+      ],
+    );
+    s.markAdmitted('c1', 'r_0000000000000001', T0);
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: false });
+    apply(s, { type: 'participants.changed', callId: 'c1', joined: [agentB], left: ['p-agent'] });
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: true });
+    // Admitted for B: the same recording, B counted once, A not again.
+    s.markAdmitting('c1', 'r_0000000000000001', T0);
+    s.markAdmitted('c1', 'r_0000000000000001', T0);
+    expect(s.admission('c1')?.agentIds).toEqual(['agent-1', 'agent-2']);
+    expect(s.monthlyCount('agent-1', monthKey(T0))).toBe(1);
+    expect(s.monthlyCount('agent-2', monthKey(T0))).toBe(1);
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: false });
+
+    // Another call transferred to B, now at their cap of 1: closed before anything is asked.
+    apply(s, { type: 'call.started', callId: 'c2', participants: [{ ...agent, participantId: 'p2-agent' }, { ...cust, participantId: 'p2-cust' }] });
+    apply(s, { type: 'consent.granted', callId: 'c2', participantId: 'p2-cust', evidence: ev() });
+    s.markAdmitted('c2', 'r_0000000000000002', T0);
+    apply(s, { type: 'participants.changed', callId: 'c2', joined: [{ ...agentB, participantId: 'p2-agent-b' }], left: [] });
+    expect(decideGate(s, 'c2', T0).reasons).toEqual(['cap-reached']);
+    // The control plane refusing (another worker used the slot) closes it too, for good.
+    s.setMonthlyCount('agent-2', monthKey(T0), 0);
+    expect(decideGate(s, 'c2', T0).needsAdmission).toBe(true);
+    s.markCapRefused('c2');
+    expect(decideGate(s, 'c2', T0).reasons).toEqual(['cap-reached']);
+  });
+
   it('refuses a joined id already used in the call and a left id not in it, changing nothing; a snapshot carries who left', () => {
     const s = openState();
     expect(s.applyFact({ type: 'participants.changed', callId: 'c1', joined: [agent], left: [] })).toMatchObject({ ok: false, code: 'duplicate-participant' });
