@@ -66,8 +66,9 @@ export class SiprecMediaBridge implements MediaSink {
         break;
       }
       case 'codec':
-        // One track holds one codec: the recorder refuses a change mid-call and says so (the
-        // stream's packets are then dropped, never decoded as the wrong codec).
+        // Another codec or payload type by re-INVITE: the participant's track goes on in a new run
+        // with the new decoder (CallRecorder.openDirectTrack); packets of the old payload type
+        // still in flight are dropped here, never decoded as the wrong codec.
         this.#close(event.callId, event.participantId);
         this.#open(event.callId, event.participantId, event.codec);
         break;

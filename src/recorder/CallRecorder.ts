@@ -549,20 +549,29 @@ export class CallRecorder {
    * leg, plus one check a tap does not need: the speaker must be a participant of the call as the
    * control plane knows it, since the SRC names speakers itself (a stream for a stranger is never
    * kept). `close` ends the stream's run (the call's recording goes on for the others); the same
-   * participant's stream may open again later (a transfer back) and continues the same track.
+   * participant's stream may open again later (a transfer back, a new payload type, another
+   * codec by re-INVITE) and continues the same track in a new run: in another codec, a new
+   * TrackRecorder (decoder, transcoder stream) takes over with the segment numbering and position
+   * carried on, as for a tapped speaker who reconnects with another codec.
    */
   openDirectTrack(participantId: string, codec: AudioCodec): DirectTrack {
     if (this.#phase.name === 'ended') throw new OptinError('CALL_CLOSED', `call ${this.callId} has ended; open a new call for new media`);
-    let track = this.tracks.get(participantId);
-    if (track && track.codec !== codec) {
-      throw new OptinError('CODEC_UNSUPPORTED', `participant ${participantId} already has a ${track.codec} track in this call; a codec change mid-call is not recorded`);
+    const nowMs = Date.now();
+    const previous = this.tracks.get(participantId);
+    let track = previous;
+    if (previous && previous.codec !== codec) {
+      const ending = previous.endRun(nowMs);
+      const continueFrom = previous.continuation;
+      this.#trackEnding(ending.then(() => previous.close(nowMs)));
+      track = this.#newTrack(participantId, codec, continueFrom);
+      this.#log.info({ participantId, codec, from: previous.codec }, 'codec changed mid-call: the track continues in a new run');
     }
-    if (!track) {
-      track = this.#newTrack(participantId, codec);
-      this.#d.metrics?.tracksActive.inc({ codec });
-    }
+    track ??= this.#newTrack(participantId, codec);
+    this.#d.metrics?.tracksActive.inc({ codec });
     const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    // A reopened track takes a run index of its own: its previous run may still be flushing (its
+    // transcoder stream is named by the run).
+    if (phase.name === 'recording') track.startRun(phase.recordingId, previous ? this.gate.reserveRun() : phase.run);
     const t = track;
     const state = this.#d.state;
     const callId = this.callId;

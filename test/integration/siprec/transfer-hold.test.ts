@@ -5,7 +5,8 @@
  *   nothing, then a re-INVITE resumes them and the RTP continues where it stopped (sequence and
  *   timestamp right after the last packet, as if no time had passed). The stored tracks must hold silence of the hold's
  *   wall-clock length, never time compression;
- * - a transfer to a second agent (below).
+ * - a transfer to a second agent (below);
+ * - a codec change of one stream by re-INVITE (PCMU -> PCMA): the track goes on in the new codec.
  *
  * Real control plane on PostgreSQL, real S3 store; the stored tracks are read back, decrypted,
  * decoded and judged by their tones (agent 440 Hz, customer 660 Hz, second agent 523 Hz).
@@ -37,7 +38,7 @@ const stack = useStack(
 
 const EVIDENCE = { method: 'dtmf' as const, infoVersion: 'training-notice-v1' };
 
-function twoStreamOffer(version: number, direction: 'sendonly' | 'inactive' = 'sendonly'): { body: string; contentType: string } {
+function twoStreamOffer(version: number, direction: 'sendonly' | 'inactive' = 'sendonly', customerPayloads: readonly number[] = [0]): { body: string; contentType: string } {
   const md = rsMetadata({
     participants: [
       { ...CUSTOMER, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
@@ -51,7 +52,7 @@ function twoStreamOffer(version: number, direction: 'sendonly' | 'inactive' = 's
   return siprecBody(
     sdpOffer(
       [
-        { port: 40002, label: '1', direction },
+        { port: 40002, label: '1', direction, payloads: customerPayloads },
         { port: 40004, label: '2', direction },
       ],
       { version },
@@ -318,5 +319,52 @@ describe('SIPREC transfer to a second agent, recorded (the gate follows the agen
     const objects: string[] = [];
     for await (const o of stack.app.s3.listObjectsV2(bucket, mediaPrefix(r.recordingId), true)) objects.push((o as { name: string }).name);
     expect(objects.some((o) => o.includes(r.ids.agentB)), JSON.stringify(objects)).toBe(false);
+  }, 60_000);
+});
+
+describe('SIPREC re-INVITE changing a stream\'s codec, recorded', () => {
+  it('PCMU -> PCMA on the customer\'s stream: the customer\'s track goes on in the new codec (a new run, the same track), its tone on both sides of the switch', async () => {
+    const { ids, uac, dialog, ports, tones, opened } = await recordedCall('cc');
+    try {
+      await sleep(2000);
+      const switchAt = Date.now();
+      await tones.customer.stop();
+      const res = await dialog.reinvite(twoStreamOffer(2, 'sendonly', [8]).body, twoStreamOffer(2).contentType);
+      expect(res.status).toBe(200);
+      const answer = res.body.toString();
+      expect(answer).toContain('a=rtpmap:8 PCMA/8000');
+      expect(answerPorts(answer)).toEqual([ports.customer, ports.agentA]);
+      const pcma = paceTone({ port: ports.customer, freq: 660, pt: 8 });
+      const resumedAt = Date.now();
+      await sleep(2000);
+      const endAt = Date.now();
+      expect((await dialog.bye()).status).toBe(200);
+      await pcma.stop();
+      await tones.agentA.stop();
+      await expectRecordingEnded(stack, opened.recordingId);
+      await stack.app.store.drained(30_000);
+      const customer = await decodeTrack(stack, opened.recordingId, ids.customer);
+      const before = wallRange(customer, opened.at + 200, switchAt - 200);
+      const after = wallRange(customer, resumedAt + 300, endAt - 300);
+      const m = {
+        gateOpenToByeMs: endAt - opened.at,
+        switchMs: resumedAt - switchAt,
+        seconds: customer.pcm.length / 48000,
+        segments: customer.segments,
+        beforeDb: toneAdvantageDb(customer.pcm, 660, 440, 48000, ...before),
+        afterDb: toneAdvantageDb(customer.pcm, 660, 440, 48000, ...after),
+        afterLevelDb: rmsDb(customer.pcm, ...after),
+      };
+      const why = JSON.stringify(m);
+      console.log(`codec change measured: ${why}`);
+      // The whole call, less at most the switch itself (the new codec's run starts at its first packet).
+      expect(Math.abs(m.seconds - m.gateOpenToByeMs / 1000), why).toBeLessThan(0.3);
+      expect(m.segments, why).toBeGreaterThanOrEqual(2);
+      expect(m.beforeDb, why).toBeGreaterThan(40);
+      expect(m.afterDb, why).toBeGreaterThan(40);
+      expect(m.afterLevelDb, why).toBeGreaterThan(-20);
+    } finally {
+      await uac.close();
+    }
   }, 60_000);
 });
