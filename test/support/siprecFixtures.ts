@@ -129,6 +129,20 @@ export function siprecBody(sdp: string, metadata: string, opts: { metadataFirst?
   return multipart(opts.metadataFirst ? [mdPart, sdpPart] : [sdpPart, mdPart]);
 }
 
+/** The metadata of a two-stream session: the customer sends label 1 (c3RyZWFtMQ==), the agent label 2 (c3RyZWFtMg==). */
+export function twoPartyMetadata(customer: MdParticipant, agent: MdParticipant): string {
+  return rsMetadata({
+    participants: [
+      { ...customer, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
+      { ...agent, sends: ['c3RyZWFtMg=='], recvs: ['c3RyZWFtMQ=='] },
+    ],
+    streams: [
+      { id: 'c3RyZWFtMQ==', label: '1' },
+      { id: 'c3RyZWFtMg==', label: '2' },
+    ],
+  });
+}
+
 /**
  * The metadata re-INVITE of a transfer as SRCs send it, after a two-stream session (customer on
  * label 1 / stream c3RyZWFtMQ==, agent `from` on label 2): `from` leaves (`disassociate-time`, its

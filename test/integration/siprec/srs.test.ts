@@ -20,6 +20,7 @@ import {
   testSiprecConfig,
   toneAdvantage8k,
   transferBody,
+  twoPartyMetadata,
 } from '../../support/siprecFixtures.ts';
 import { toId } from '../../../src/siprec/mapping.ts';
 import { createLogger } from '../../../src/log/logger.ts';
@@ -72,16 +73,7 @@ function server(transport: UacTransport) {
 }
 
 function twoStreamOffer(headers: readonly (readonly [string, string])[] = []) {
-  const md = rsMetadata({
-    participants: [
-      { ...CUSTOMER, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
-      { ...AGENT, sends: ['c3RyZWFtMg=='], recvs: ['c3RyZWFtMQ=='] },
-    ],
-    streams: [
-      { id: 'c3RyZWFtMQ==', label: '1' },
-      { id: 'c3RyZWFtMg==', label: '2' },
-    ],
-  });
+  const md = twoPartyMetadata(CUSTOMER, AGENT);
   const sdp = sdpOffer([
     { port: 40002, label: '1' },
     { port: 40004, label: '2' },

@@ -14,7 +14,7 @@
 import { describe, expect, it } from 'vitest';
 import { useStack } from '../../support/stack.ts';
 import { SipUac, type UacDialog } from '../../support/sipUac.ts';
-import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody, transferBody } from '../../support/siprecFixtures.ts';
+import { SIPREC_HEADERS, sdpOffer, siprecBody, transferBody, twoPartyMetadata } from '../../support/siprecFixtures.ts';
 import { paceTone, type PacedTone } from '../../support/rtpTone.ts';
 import { rmsDb, toneAdvantageDb } from '../../support/audio.ts';
 import { mediaPrefix } from '../../../src/storage/layout.ts';
@@ -39,16 +39,7 @@ const stack = useStack(
 const EVIDENCE = { method: 'dtmf' as const, infoVersion: 'training-notice-v1' };
 
 function twoStreamOffer(version: number, direction: 'sendonly' | 'inactive' = 'sendonly', customerPayloads: readonly number[] = [0]): { body: string; contentType: string } {
-  const md = rsMetadata({
-    participants: [
-      { ...CUSTOMER, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
-      { ...AGENT, sends: ['c3RyZWFtMg=='], recvs: ['c3RyZWFtMQ=='] },
-    ],
-    streams: [
-      { id: 'c3RyZWFtMQ==', label: '1' },
-      { id: 'c3RyZWFtMg==', label: '2' },
-    ],
-  });
+  const md = twoPartyMetadata(CUSTOMER, AGENT);
   return siprecBody(
     sdpOffer(
       [
