@@ -7,9 +7,11 @@ import { docSchema, zodSchema } from './zodSchema.ts';
 import {
   ConsentBody,
   MonthlyCapBody,
+  ParticipantsBody,
   ScheduleBody,
   StartCallBody,
   TeamLeadBody,
+  changeParticipants,
   endCall,
   recordConsent,
   setMonthlyCap,
@@ -18,6 +20,7 @@ import {
   setTeamLead,
   startCall,
   type ConsentInput,
+  type ParticipantsInput,
   type ScheduleInput,
   type StartCallInput,
 } from '../facts/ingest.ts';
@@ -80,6 +83,26 @@ export async function factRoutes(app: FastifyInstance, ctx: ApiContext): Promise
       },
     },
     (req, reply) => write(ctx, req, reply, (tx, ic) => endCall(tx, (req.params as { callId: string }).callId, ic)),
+  );
+
+  app.post(
+    '/v1/calls/:callId/participants',
+    {
+      config: { scopes: ['ivr'], operation: 'participants.changed' },
+      schema: {
+        tags: ['calls'],
+        summary: 'Who is in the call changed: a transfer to another agent (joined and left in one request), a party joining or leaving',
+        description:
+          'The gate follows the participants in the call now: every agent present must be inside a window, every customer present must have consented. ' +
+          'Joined ids must be new to the call; left ids must be in it.',
+        security: BEARER,
+        headers: WRITE_HEADERS,
+        params: zodSchema(CallParams),
+        body: zodSchema(ParticipantsBody),
+        response: { 200: Accepted, ...errors(400, 401, 403, 404, 409, 413, 422, 429) },
+      },
+    },
+    (req, reply) => write(ctx, req, reply, (tx, ic) => changeParticipants(tx, (req.params as { callId: string }).callId, req.body as ParticipantsInput, ic)),
   );
 
   for (const [suffix, paused] of [['pause', true], ['resume', false]] as const) {

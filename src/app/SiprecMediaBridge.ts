@@ -66,8 +66,9 @@ export class SiprecMediaBridge implements MediaSink {
         break;
       }
       case 'codec':
-        // One track holds one codec: the recorder refuses a change mid-call and says so (the
-        // stream's packets are then dropped, never decoded as the wrong codec).
+        // Another codec or payload type by re-INVITE: the participant's track goes on in a new run
+        // with the new decoder (CallRecorder.openDirectTrack); packets of the old payload type
+        // still in flight are dropped here, never decoded as the wrong codec.
         this.#close(event.callId, event.participantId);
         this.#open(event.callId, event.participantId, event.codec);
         break;
@@ -75,10 +76,15 @@ export class SiprecMediaBridge implements MediaSink {
         this.#close(event.callId, event.participantId);
         this.#endCallIfLast(event.callId);
         break;
-      case 'held':
       case 'resumed':
-        // A hold is silence of its wall-clock length: the jitter buffer re-anchors on the arrival
-        // clock when packets resume, so nothing is compressed.
+      case 'renegotiated':
+        // A hold is silence of its wall-clock length: the first packet after the resume (or after
+        // an offer that ends a hold signalled only by silence) is placed by the arrival clock (SBCs
+        // often resume the RTP timestamps where they stopped).
+        this.#calls.get(event.callId)?.get(event.participantId)?.track.resumed(event.atMs);
+        break;
+      case 'held':
+        // Nothing arrives while held (the media plane drops it); the resume places what follows.
         break;
     }
   }

@@ -49,6 +49,10 @@ export function routeOf(fact: Record<string, unknown>): Route {
       return { method: 'POST', path: '/v1/calls', body: rest };
     case 'call.ended':
       return { method: 'POST', path: `/v1/calls/${str(fact, 'callId')}/end` };
+    case 'participants.changed': {
+      const { callId: _callId, ...body } = rest;
+      return { method: 'POST', path: `/v1/calls/${str(fact, 'callId')}/participants`, body };
+    }
     case 'call.paused':
       return { method: 'POST', path: `/v1/calls/${str(fact, 'callId')}/pause` };
     case 'call.resumed':

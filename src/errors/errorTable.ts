@@ -163,6 +163,7 @@ export const ERROR_TABLE = {
   FACT_UNKNOWN_CALL: row('not-found', 'caller'),
   FACT_UNKNOWN_PARTICIPANT: row('not-found', 'caller'),
   FACT_DUPLICATE_CALL: row('conflict', 'caller'),
+  FACT_DUPLICATE_PARTICIPANT: row('conflict', 'caller'),
   FACT_CALL_ENDED: row('conflict', 'caller'),
   FACT_NOT_A_CUSTOMER: row('unprocessable', 'caller'),
   FACT_STALE_EVIDENCE: row('conflict', 'caller'),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CallStartedSchema, ConsentEvidenceSchema, MAX_MONTHLY_CAP, MAX_WINDOWS, WindowSchema, type ConsentEvidence, type Participant, type Window } from '../gate/facts.ts';
+import { CallStartedSchema, ConsentEvidenceSchema, MAX_MONTHLY_CAP, MAX_PARTICIPANTS, MAX_WINDOWS, ParticipantSchema, ParticipantsChangedSchema, WindowSchema, type ConsentEvidence, type Participant, type Window } from '../gate/facts.ts';
 import type { FactV2 } from '../control/protocolV2.ts';
 import type { Tx } from '../db/Database.ts';
 import { requestErasure } from '../erasure/ledger.ts';
@@ -20,6 +20,11 @@ import { FactRefused } from './FactRefused.ts';
 // -- request bodies -------------------------------------------------------------------------------
 
 export const StartCallBody = CallStartedSchema.omit({ type: true });
+/** `participants.changed` without what the URL says; the fact's own rules are checked in changeParticipants. */
+export const ParticipantsBody = z.strictObject({
+  joined: z.array(ParticipantSchema).max(MAX_PARTICIPANTS).optional(),
+  left: z.array(IdSchema).max(MAX_PARTICIPANTS).optional(),
+});
 export const CONSENT_DECISIONS = ['granted', 'declined', 'withdrawn'] as const;
 export const ConsentBody = z
   .strictObject({
@@ -39,6 +44,7 @@ export const TeamLeadBody = z.strictObject({ teamLeadId: IdSchema });
 
 export type StartCallInput = z.infer<typeof StartCallBody>;
 export type ConsentInput = z.infer<typeof ConsentBody>;
+export type ParticipantsInput = z.infer<typeof ParticipantsBody>;
 export type ScheduleInput = z.infer<typeof ScheduleBody>;
 
 /** What an accepted write answers (stored for idempotent replay). */
@@ -58,8 +64,11 @@ export interface IngestContext {
 
 // -- calls ----------------------------------------------------------------------------------------
 
+/** A participant as the calls table keeps it: `leftAtMs` once they left the call (`participants.changed`). */
+export type StoredParticipant = Participant & { leftAtMs?: number };
+
 interface CallRow {
-  participants: Participant[];
+  participants: StoredParticipant[];
   state: 'active' | 'ended';
   paused: boolean;
 }
@@ -79,14 +88,7 @@ function callEnded(callId: string): FactRefused {
 
 export async function startCall(tx: Tx, input: StartCallInput, ctx: IngestContext): Promise<Answer> {
   // Team leads come from HR (PUT /v1/agents/{id}/team-lead) when the IVR does not know them.
-  const agentIds = input.participants.filter((p) => p.role === 'agent').map((p) => p.subjectId);
-  const { rows: teams } = await tx.query<{ agent_id: string; team_lead_id: string }>('SELECT agent_id, team_lead_id FROM teams WHERE agent_id = ANY($1)', [agentIds]);
-  const leadOf = new Map(teams.map((t) => [t.agent_id, t.team_lead_id]));
-  const participants: Participant[] = input.participants.map((p) => {
-    if (p.role !== 'agent' || p.teamLeadId !== undefined) return p;
-    const lead = leadOf.get(p.subjectId);
-    return lead === undefined ? p : { ...p, teamLeadId: lead };
-  });
+  const participants = await withTeamLeads(tx, input.participants);
   const inserted = await tx.query(
     "INSERT INTO calls (call_id, participants, paused, state, started_at_ms) VALUES ($1, $2::jsonb, false, 'active', $3) ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
     [input.callId, JSON.stringify(participants), ctx.nowMs],
@@ -96,6 +98,54 @@ export async function startCall(tx: Tx, input: StartCallInput, ctx: IngestContex
   }
   const [seq] = await appendFacts(tx, [{ type: 'call.started', callId: input.callId, participants }], ctx.nowMs, ctx.integrationId);
   return { status: 201, body: { callId: input.callId, seq } };
+}
+
+/** Agents without a teamLeadId get the one HR set (PUT /v1/agents/{id}/team-lead), if any. */
+async function withTeamLeads(tx: Tx, participants: readonly Participant[]): Promise<Participant[]> {
+  const agentIds = participants.filter((p) => p.role === 'agent' && p.teamLeadId === undefined).map((p) => p.subjectId);
+  if (agentIds.length === 0) return [...participants];
+  const { rows: teams } = await tx.query<{ agent_id: string; team_lead_id: string }>('SELECT agent_id, team_lead_id FROM teams WHERE agent_id = ANY($1)', [agentIds]);
+  const leadOf = new Map(teams.map((t) => [t.agent_id, t.team_lead_id]));
+  return participants.map((p) => {
+    if (p.role !== 'agent' || p.teamLeadId !== undefined) return p;
+    const lead = leadOf.get(p.subjectId);
+    return lead === undefined ? p : { ...p, teamLeadId: lead };
+  });
+}
+
+/**
+ * Who is in the call changed (a transfer: the new agent joins, the first one leaves, in one
+ * fact). Joined ids must be new to the call (a participant who comes back gets a new id: their
+ * earlier part of a recording stays theirs); left ids must be in it now.
+ */
+export async function changeParticipants(tx: Tx, callId: string, input: ParticipantsInput, ctx: IngestContext): Promise<Answer> {
+  const joinedIn = input.joined ?? [];
+  const left = input.left ?? [];
+  const check = ParticipantsChangedSchema.safeParse({ type: 'participants.changed', callId, joined: joinedIn, left });
+  if (!check.success) throw new FactRefused('FACT_INVALID', 'invalid-input', check.error.issues[0]?.message ?? 'invalid participants change', { field: 'joined' });
+  const call = await lockCall(tx, callId);
+  if (call === undefined) throw unknownCall(callId);
+  if (call.state === 'ended') throw callEnded(callId);
+  for (const p of joinedIn) {
+    if (call.participants.some((q) => q.participantId === p.participantId)) {
+      throw new FactRefused('FACT_DUPLICATE_PARTICIPANT', 'duplicate-participant', `participant ${p.participantId} was already in call ${callId}; a participant who comes back needs a new id`, { field: 'joined' });
+    }
+  }
+  for (const id of left) {
+    const p = call.participants.find((q) => q.participantId === id);
+    if (p === undefined || p.leftAtMs !== undefined) {
+      throw new FactRefused('FACT_UNKNOWN_PARTICIPANT', 'unknown-participant', `participant ${id} is not in call ${callId} (never joined, or already left)`, { field: 'left' });
+    }
+  }
+  if (call.participants.length + joinedIn.length > MAX_PARTICIPANTS) {
+    throw new FactRefused('FACT_INVALID', 'invalid-input', `call ${callId} would have more than ${MAX_PARTICIPANTS} participants over its life`, { field: 'joined' });
+  }
+  const joined = await withTeamLeads(tx, joinedIn);
+  const leaving = new Set(left);
+  const stored: StoredParticipant[] = [...call.participants.map((p) => (leaving.has(p.participantId) ? { ...p, leftAtMs: ctx.nowMs } : p)), ...joined];
+  await tx.query('UPDATE calls SET participants = $2::jsonb WHERE call_id = $1', [callId, JSON.stringify(stored)]);
+  const [seq] = await appendFacts(tx, [{ type: 'participants.changed', callId, joined, left }], ctx.nowMs, ctx.integrationId);
+  return { status: 200, body: { callId, seq } };
 }
 
 export async function endCall(tx: Tx, callId: string, ctx: IngestContext): Promise<Answer> {

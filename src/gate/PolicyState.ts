@@ -1,4 +1,4 @@
-import type { AgentParticipant, ConsentEvidence, Fact, Participant, Window } from './facts.ts';
+import { MAX_PARTICIPANTS, type AgentParticipant, type ConsentEvidence, type Fact, type Participant, type Window } from './facts.ts';
 import type { AgentSchedule, CallSnapshot, ConsentStatus, LedgerSnapshot, PendingDeletion, PendingErasure } from './policySnapshot.ts';
 import type { FactRejection } from './reasons.ts';
 import { monthKey } from './month.ts';
@@ -28,8 +28,10 @@ export interface ConsentRecord {
 
 export interface CallState {
   readonly callId: string;
-  /** By participantId, in the order the server listed them. */
+  /** By participantId, in the order the server listed them; everyone who was ever in the call. */
   readonly participants: ReadonlyMap<string, Participant>;
+  /** Participants who left the call: still known (consent, erasure), no longer counted by the gate. */
+  readonly left: ReadonlySet<string>;
   /** By participantId; customers only. Absent = no act yet = no consent. */
   readonly consents: ReadonlyMap<string, ConsentRecord>;
   readonly paused: boolean;
@@ -69,6 +71,7 @@ function tombstoneKey(recordingId: string, participantId?: string): string {
 interface MutableCall {
   callId: string;
   participants: Map<string, Participant>;
+  left: Set<string>;
   consents: Map<string, ConsentRecord>;
   paused: boolean;
   ended: boolean;
@@ -132,6 +135,7 @@ export class PolicyState {
       }
       const call = newCall(c.callId, c.participants);
       call.paused = c.paused;
+      for (const id of c.left ?? []) if (call.participants.has(id)) call.left.add(id);
       for (const entry of c.consents) {
         const p = call.participants.get(entry.participantId);
         if (p === undefined || p.role !== 'customer') {
@@ -183,6 +187,20 @@ export class PolicyState {
         this.#ended.push(fact.callId);
         // Forget the oldest ended calls; bounded memory beats perfect late-fact detection.
         while (this.#ended.length > ENDED_CALLS_RETAINED) this.#calls.delete(this.#ended.shift()!);
+        return { ok: true, changed: fact.callId };
+      }
+      case 'participants.changed': {
+        const call = this.#liveCall(fact.callId);
+        if (!('callId' in call)) return call;
+        for (const p of fact.joined) {
+          if (call.participants.has(p.participantId)) return { ok: false, code: 'duplicate-participant', message: `participant ${p.participantId} was already in call ${fact.callId}; a participant who comes back needs a new id` };
+        }
+        for (const id of fact.left) {
+          if (!call.participants.has(id) || call.left.has(id)) return { ok: false, code: 'unknown-participant', message: `participant ${id} is not in call ${fact.callId}` };
+        }
+        if (call.participants.size + fact.joined.length > MAX_PARTICIPANTS) return { ok: false, code: 'unknown-participant', message: `call ${fact.callId} would have more than ${MAX_PARTICIPANTS} participants` };
+        for (const p of fact.joined) call.participants.set(p.participantId, p);
+        for (const id of fact.left) call.left.add(id);
         return { ok: true, changed: fact.callId };
       }
       case 'call.paused':
@@ -297,7 +315,7 @@ export class PolicyState {
   agentsOf(callId: string): AgentParticipant[] {
     const call = this.#calls.get(callId);
     if (call === undefined) return [];
-    return [...call.participants.values()].filter((p): p is AgentParticipant => p.role === 'agent');
+    return [...call.participants.values()].filter((p): p is AgentParticipant => p.role === 'agent' && !call.left.has(p.participantId));
   }
 
   schedule(agentId: string): ScheduleState | undefined {
@@ -360,8 +378,10 @@ export class PolicyState {
    */
   markAdmitting(callId: string, recordingId: string, atMs: number): void {
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
-    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId) });
+    if (call === undefined || call.ended) return;
+    // An admitted call asks again only for agents who joined since (a transfer): only they count.
+    const covered = this.#admissions.get(callId)?.agentIds ?? [];
+    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !covered.includes(a)) });
   }
 
   /** The admission got no answer (timeout, control plane unavailable, stream lost): it counts no more. */
@@ -376,19 +396,24 @@ export class PolicyState {
   markAdmitted(callId: string, recordingId: string, atMs: number): void {
     this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
-    const agentIds = this.agentsOf(callId).map((a) => a.subjectId);
-    this.#admissions.set(callId, { recordingId, atMs, agentIds });
+    if (call === undefined || call.ended) return;
+    const previous = this.#admissions.get(callId);
+    if (previous !== undefined && previous.recordingId !== recordingId) return;
+    // Agents who joined after an admission (a transfer) are added to it, each counted once.
+    const fresh = this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !previous?.agentIds.includes(a));
+    if (previous !== undefined && fresh.length === 0) return;
+    this.#admissions.set(callId, { recordingId, atMs: previous?.atMs ?? atMs, agentIds: [...(previous?.agentIds ?? []), ...new Set(fresh)] });
     this.#capRefused.delete(callId);
     const month = monthKey(atMs);
-    for (const agentId of new Set(agentIds)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);
+    for (const agentId of new Set(fresh)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);
   }
 
   /** The control plane refused: the call stays closed with `cap-reached` until it ends. */
   markCapRefused(callId: string): void {
     this.#admitting.delete(callId);
     const call = this.#calls.get(callId);
-    if (call === undefined || call.ended || this.#admissions.has(callId)) return;
+    if (call === undefined || call.ended) return;
+    // Also for an admitted call whose new agent (a transfer) is over their cap: it closes for good.
     this.#capRefused.add(callId);
   }
 
@@ -420,6 +445,7 @@ function newCall(callId: string, participants: readonly Participant[]): MutableC
   return {
     callId,
     participants: new Map(participants.map((p) => [p.participantId, p])),
+    left: new Set(),
     consents: new Map(),
     paused: false,
     ended: false,

@@ -36,7 +36,9 @@ export interface GateDecision {
  *    the cap is checked when a recording is admitted, at the first opening of
  *    the gate for the call, and an admitted call keeps its admission until it
  *    ends (later openings in the same call are new runs of the same
- *    recording, not new recordings). Otherwise `cap-reached`.
+ *    recording, not new recordings). An agent who joined after the admission
+ *    (a transfer) is admitted for the same recording under their own cap.
+ *    Otherwise `cap-reached`.
  *
  * All applicable reasons are reported, so the agent (R7) and the DPO see the
  * whole picture rather than the first obstacle.
@@ -56,6 +58,8 @@ export function decideGate(state: PolicyState, callId: string, nowMs: number): G
   let customers = 0;
   const agents: string[] = [];
   for (const p of call.participants.values()) {
+    // Who left (a transfer) no longer counts: the gate follows the agents and customers in the call now.
+    if (call.left.has(p.participantId)) continue;
     if (p.role === 'agent') {
       agents.push(p.subjectId);
       continue;
@@ -79,11 +83,15 @@ export function decideGate(state: PolicyState, callId: string, nowMs: number): G
   }
   if (outside) reasons.push('outside-window');
 
-  const admitted = state.admission(callId) !== undefined;
+  // Admitted means admitted for every agent in the call now: an agent who joined after the
+  // admission (a transfer) is admitted under their own cap before anything more is kept.
+  const admission = state.admission(callId);
+  const admitted = admission !== undefined && agents.every((a) => admission.agentIds.includes(a));
   if (!admitted) {
     let capReached = state.isCapRefused(callId);
     const month = monthKey(nowMs);
     for (const agentId of agents) {
+      if (admission?.agentIds.includes(agentId)) continue;
       // An agent without a schedule is already `outside-window`; the cap is a property of a schedule.
       const schedule = state.schedule(agentId);
       if (schedule !== undefined && state.capUsed(agentId, month, callId) >= schedule.monthlyCap) capReached = true;

@@ -113,6 +113,22 @@ export const ScheduleSetSchema = z.strictObject({
   windows: z.array(WindowSchema).max(MAX_WINDOWS),
   monthlyCap: z.int().min(0).max(MAX_MONTHLY_CAP),
 });
+/**
+ * Who is in the call changed (a transfer to another agent, a supervisor joining, a party
+ * leaving): `joined` are new participants (ids never used in this call before), `left` are ids
+ * of participants who are no longer in it. One fact for both, so a transfer is one step: the gate
+ * never sees the call with both agents or with none. Participants who left stay known (their
+ * consent, their part of a recording, an erasure of it) but no longer count for the gate.
+ */
+export const ParticipantsChangedSchema = z
+  .strictObject({
+    type: z.literal('participants.changed'),
+    callId: IdSchema,
+    joined: z.array(ParticipantSchema).max(MAX_PARTICIPANTS),
+    left: z.array(IdSchema).max(MAX_PARTICIPANTS),
+  })
+  .refine((f) => f.joined.length + f.left.length > 0, { message: 'name at least one participant who joined or left' })
+  .refine((f) => new Set([...f.joined.map((p) => p.participantId), ...f.left]).size === f.joined.length + f.left.length, { message: 'a participant id may appear only once' });
 export const CallPausedSchema = z.strictObject({ type: z.literal('call.paused'), callId: IdSchema });
 export const CallResumedSchema = z.strictObject({ type: z.literal('call.resumed'), callId: IdSchema });
 
@@ -161,6 +177,7 @@ export const FactSchema = z.discriminatedUnion('type', [
   ConsentDeclinedSchema,
   ConsentWithdrawnSchema,
   ScheduleSetSchema,
+  ParticipantsChangedSchema,
   CallPausedSchema,
   CallResumedSchema,
   ErasureRequestedSchema,

@@ -23,6 +23,8 @@ export const ConsentEntrySchema = z.strictObject({
 export const CallSnapshotSchema = z.strictObject({
   callId: IdSchema,
   participants: ParticipantListSchema,
+  /** Participants who left the call (`participants.changed`): known, but no longer counted by the gate. */
+  left: z.array(IdSchema).max(MAX_PARTICIPANTS).optional(),
   consents: z.array(ConsentEntrySchema).max(MAX_PARTICIPANTS),
   paused: z.boolean(),
 });

@@ -36,6 +36,7 @@ export const FACT_REJECTIONS = [
   'call-ended',
   'duplicate-call',
   'unknown-participant',
+  'duplicate-participant',
   'not-a-customer',
   'stale-evidence',
   'schedule-rejected',

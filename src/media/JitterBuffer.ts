@@ -187,6 +187,8 @@ export class JitterBuffer {
   #started = false;
   /** Next emission must be placed by the arrival clock (new source or restart). */
   #reanchor = false;
+  /** The sender's media resumed at this arrival time after a pause signalled out of band (`resumedAt`). */
+  #resumeMark = Number.NEGATIVE_INFINITY;
   #expectedTs = 0;
   #prevTs = 0;
   #prevArrival = 0;
@@ -277,6 +279,17 @@ export class JitterBuffer {
       return this.#drop('stale-ssrc');
     }
     return this.#probation(pkt, arrivalMs, samples);
+  }
+
+  /**
+   * The sender paused and resumes, as signalling says (a SIP hold: RFC 3264 §8.4 `inactive`, then
+   * `sendonly` again): the first packet that arrives at or after `atMs`, following one that arrived
+   * before it, is placed by the arrival clock. Many senders resume with the sequence number and
+   * RTP timestamp right after the last packet before the hold, as if no time had passed; trusted,
+   * those timestamps would compress the hold out of the track.
+   */
+  resumedAt(atMs: number): void {
+    this.#resumeMark = atMs;
   }
 
   /**
@@ -518,7 +531,7 @@ export class JitterBuffer {
 
     if (this.#started) {
       let gap = 0;
-      if (this.#reanchor) {
+      if (this.#reanchor || (this.#prevArrival < this.#resumeMark && arrival >= this.#resumeMark)) {
         gap = this.#wallGap(arrival);
         this.#counters.reanchors++;
       } else {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { types } from 'mediasoup';
 import { OptinError, isOptinError } from '../errors/OptinError.ts';
 import { GateMachine, type GateTransition } from '../gate/GateMachine.ts';
-import type { PolicyState } from '../gate/PolicyState.ts';
+import type { CallState, PolicyState } from '../gate/PolicyState.ts';
 import type { RecorderReason, RecordingReason } from '../gate/reasons.ts';
 import type { CallRoom, AudioLeg } from '../sfu/CallRoom.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
@@ -18,6 +18,8 @@ import type { Metrics } from '../metrics/metrics.ts';
 export interface DirectTrack {
   /** One RTP packet at its arrival time; the per-packet gate decides whether it is kept. */
   push(packet: Buffer, arrivalMs: number): void;
+  /** The stream was (or may have been) held and resumes now: the hold is silence of its wall-clock length, never compressed. */
+  resumed(atMs: number): void;
   /** The stream ended or now carries someone else: ends its run (the segment is sealed). */
   close(): Promise<void>;
 }
@@ -104,6 +106,12 @@ export class CallRecorder {
   #phase: RecordingPhase = { name: 'closed' };
   /** The manifest write of the admitted recording (segments wait for it). */
   #begun: Promise<unknown> | undefined;
+  /** An admission of agents who joined the admitted call is in flight / may be asked again from. */
+  #joinAdmitting = false;
+  #joinRetryAtMs = 0;
+  /** The recording's start and the participants its manifest lists (set by `#begin`). */
+  #startedAtMs = 0;
+  #inManifest = new Set<string>();
   #lastReport = '';
   #lastReported: { recording: boolean; reasons: readonly RecordingReason[] } | undefined;
   readonly #ending = new Set<Promise<void>>();
@@ -142,7 +150,15 @@ export class CallRecorder {
 
   /** True while packets arriving now are kept. */
   get writing(): boolean {
-    return this.#phase.name === 'recording' && this.#fence === undefined;
+    return this.#keeping();
+  }
+
+  /**
+   * Hot path: recording, no fence up, and no agent in the call still to be admitted under their
+   * cap (a transfer into a recording call: nothing is kept until the new agent is admitted).
+   */
+  #keeping(): boolean {
+    return this.#phase.name === 'recording' && this.#fence === undefined && this.gate.decision?.needsAdmission !== true;
   }
 
   /** True from an opening until the worker confirmed the packets before it were delivered (see `#raiseFence`). */
@@ -173,10 +189,12 @@ export class CallRecorder {
         if (open && this.gate.decision?.needsAdmission && nowMs >= phase.retryAtMs) this.#admit(nowMs, phase.candidateId);
         break;
       case 'admitted':
-        if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
+        if (open && this.gate.decision?.needsAdmission) this.#admitJoined(nowMs, phase.recordingId);
+        else if (open) this.#enter({ name: 'recording', recordingId: phase.recordingId, run: this.gate.runIndex }, nowMs);
         break;
       case 'recording':
         if (!open) this.#enter({ name: 'admitted', recordingId: phase.recordingId }, nowMs, this.gate.reasons);
+        else if (this.gate.decision?.needsAdmission) this.#admitJoined(nowMs, phase.recordingId);
         break;
       default:
         // admitting: waits for the ledger; refused and erased never record again in this call.
@@ -397,6 +415,35 @@ export class CallRecorder {
     );
   }
 
+  /**
+   * An agent joined the admitted call (a transfer): the same recording is admitted for them under
+   * their own monthly cap (R6; the control plane counts only the agents not yet admitted for it).
+   * Until the answer nothing is kept (`#keeping`: packets are dropped at arrival and an open run
+   * fills them as silence); a refusal closes the gate for the call (`cap-reached`); a question
+   * left unanswered is asked again after CAP_RETRY_MS.
+   */
+  #admitJoined(nowMs: number, recordingId: string): void {
+    if (this.#joinAdmitting || nowMs < this.#joinRetryAtMs) return;
+    this.#joinAdmitting = true;
+    this.#d.admitter
+      .admitCall(this.#d.state, this.callId, recordingId, nowMs)
+      .then(
+        (ok) => {
+          this.#log.info({ recordingId, admitted: ok }, 'agent who joined the call admitted under their cap');
+          if (!ok) this.#d.onAudit({ type: 'recording.refused', callId: this.callId, recordingId, details: { reasons: ['cap-reached'], joined: true, at: new Date(nowMs).toISOString() } });
+        },
+        (err: Error) => {
+          this.#joinRetryAtMs = nowMs + CAP_RETRY_MS;
+          setTimeout(() => this.#d.requestEvaluate(this.callId), CAP_RETRY_MS).unref();
+          this.#log.warn({ err: err.message }, 'cap admission of the agent who joined not decided; nothing kept meanwhile');
+        },
+      )
+      .finally(() => {
+        this.#joinAdmitting = false;
+        this.#d.requestEvaluate(this.callId);
+      });
+  }
+
   async #begin(recordingId: string, nowMs: number): Promise<{ expiresAtMs: number } | void> {
     const call = this.#d.state.call(this.callId);
     const participants = call ? [...call.participants.values()] : [];
@@ -413,6 +460,8 @@ export class CallRecorder {
       subjectId: p.subjectId,
       ...(p.role === 'agent' && p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}),
     }));
+    this.#startedAtMs = nowMs;
+    for (const p of stored) this.#inManifest.add(p.participantId);
     return this.#d.store
       .beginRecording({
         recordingId,
@@ -501,7 +550,7 @@ export class CallRecorder {
     tap.live = true;
     // Hot path: the gate is read at arrival; a closed gate drops the packet here.
     consumer.on('rtp', (packet) => {
-      if (tap.live) current.onRtp(packet, Date.now(), this.#phase.name === 'recording' && this.#fence === undefined);
+      if (tap.live) current.onRtp(packet, Date.now(), this.#keeping());
     });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
@@ -513,27 +562,39 @@ export class CallRecorder {
    * leg, plus one check a tap does not need: the speaker must be a participant of the call as the
    * control plane knows it, since the SRC names speakers itself (a stream for a stranger is never
    * kept). `close` ends the stream's run (the call's recording goes on for the others); the same
-   * participant's stream may open again later (a transfer back) and continues the same track.
+   * participant's stream may open again later (a transfer back, a new payload type, another
+   * codec by re-INVITE) and continues the same track in a new run: in another codec, a new
+   * TrackRecorder (decoder, transcoder stream) takes over with the segment numbering and position
+   * carried on, as for a tapped speaker who reconnects with another codec.
    */
   openDirectTrack(participantId: string, codec: AudioCodec): DirectTrack {
     if (this.#phase.name === 'ended') throw new OptinError('CALL_CLOSED', `call ${this.callId} has ended; open a new call for new media`);
-    let track = this.tracks.get(participantId);
-    if (track && track.codec !== codec) {
-      throw new OptinError('CODEC_UNSUPPORTED', `participant ${participantId} already has a ${track.codec} track in this call; a codec change mid-call is not recorded`);
+    const nowMs = Date.now();
+    const previous = this.tracks.get(participantId);
+    let track = previous;
+    if (previous && previous.codec !== codec) {
+      const ending = previous.endRun(nowMs);
+      const continueFrom = previous.continuation;
+      this.#trackEnding(ending.then(() => previous.close(nowMs)));
+      track = this.#newTrack(participantId, codec, continueFrom);
+      this.#log.info({ participantId, codec, from: previous.codec }, 'codec changed mid-call: the track continues in a new run');
     }
-    if (!track) {
-      track = this.#newTrack(participantId, codec);
-      this.#d.metrics?.tracksActive.inc({ codec });
-    }
+    track ??= this.#newTrack(participantId, codec);
+    this.#d.metrics?.tracksActive.inc({ codec });
     const phase = this.#phase;
-    if (phase.name === 'recording') track.startRun(phase.recordingId, phase.run);
+    // A reopened track takes a run index of its own: its previous run may still be flushing (its
+    // transcoder stream is named by the run).
+    if (phase.name === 'recording') track.startRun(phase.recordingId, previous ? this.gate.reserveRun() : phase.run);
     const t = track;
     const state = this.#d.state;
     const callId = this.callId;
     let open = true;
     return {
       push: (packet, arrivalMs) => {
-        t.onRtp(packet, arrivalMs, open && this.#phase.name === 'recording' && state.call(callId)?.participants.has(participantId) === true);
+        t.onRtp(packet, arrivalMs, open && this.#keeping() && isPresent(state.call(callId), participantId));
+      },
+      resumed: (atMs) => {
+        if (open) t.resumedAt(atMs);
       },
       close: async () => {
         if (!open) return;
@@ -548,6 +609,7 @@ export class CallRecorder {
     const sink: SegmentSink = {
       putSegment: async (meta, ogg) => {
         await this.#begun;
+        if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
         const result = await this.#d.store.putSegment(meta, ogg);
         const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
         this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
@@ -571,6 +633,18 @@ export class CallRecorder {
     return track;
   }
 
+  /**
+   * A participant who joined after the recording began (a transfer to another agent) is listed in
+   * its manifest before their first segment is stored: the store's begin is idempotent and adds
+   * who joined (and the catalogue then lists the recording for the new agent and their team lead,
+   * R10). Only someone with a segment to store is added: an agent the gate never recorded is not.
+   */
+  async #listJoined(recordingId: string): Promise<void> {
+    const again = this.#begin(recordingId, this.#startedAtMs);
+    this.#begun = again;
+    await again;
+  }
+
   /** A run (or a retired track) still handing segments over: close and erase wait for it. */
   #trackEnding(p: Promise<void>): void {
     this.#ending.add(p);
@@ -590,4 +664,9 @@ export class CallRecorder {
     this.#lastReported = report;
     this.#d.onReport(this.callId, { ...report, ...(recordingId ? { recordingId } : {}) });
   }
+}
+
+/** In the call now, as the control plane knows it: listed, and not left (a transfer away). */
+function isPresent(call: CallState | undefined, participantId: string): boolean {
+  return call !== undefined && call.participants.has(participantId) && !call.left.has(participantId);
 }

@@ -46,6 +46,13 @@ export class CatalogueReporter {
   record(callId: string, event: RecordingEvent): void {
     switch (event.type) {
       case 'begun': {
+        const known = this.#entries.get(event.recordingId);
+        if (known !== undefined) {
+          // Begun again: participants joined (a transfer). The counts so far stay.
+          known.participants = event.participants.map((p) => ({ participantId: p.participantId, role: p.role, subjectId: p.subjectId, ...(p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}) }));
+          this.#send(known, 'begun');
+          return;
+        }
         const entry: Entry = {
           recordingId: event.recordingId,
           callId,

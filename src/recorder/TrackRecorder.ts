@@ -208,6 +208,14 @@ export class TrackRecorder {
     return ending;
   }
 
+  /**
+   * The speaker's stream was on hold and resumes now (SIPREC re-INVITE): the hold becomes silence
+   * of its wall-clock length in the open run, whatever the sender's timestamps say.
+   */
+  resumedAt(atMs: number): void {
+    this.#run?.jitter.resumedAt(atMs);
+  }
+
   /** Shared tick: releases what the jitter buffer is done waiting for. */
   tick(nowMs: number): void {
     const run = this.#run;

@@ -107,6 +107,13 @@ export type StreamEvent =
       readonly atMs: number;
     }
   | { readonly type: 'held' | 'resumed'; readonly callId: string; readonly participantId: string; readonly atMs: number }
+  /**
+   * An offer (re-INVITE, UPDATE) described the live stream again without putting it on hold: the
+   * SRC may have paused its media without saying `inactive` (a hold it signals by keeping
+   * `sendonly` and stopping the RTP) and resumes it now. What arrives next is placed by the arrival
+   * clock, like after `resumed`.
+   */
+  | { readonly type: 'renegotiated'; readonly callId: string; readonly participantId: string; readonly atMs: number }
   | { readonly type: 'reassigned'; readonly callId: string; readonly from: string; readonly participantId: string; readonly speakers: readonly string[]; readonly atMs: number }
   | { readonly type: 'codec'; readonly callId: string; readonly participantId: string; readonly codec: CodecChoice; readonly atMs: number }
   | { readonly type: 'closed'; readonly callId: string; readonly participantId: string; readonly reason: StreamCloseReason; readonly atMs: number };

@@ -283,6 +283,9 @@ class UdpReceiveStream implements ReceiveStream {
     if (change.held !== undefined && change.held !== this.#held) {
       this.#held = change.held;
       this.#sink.event?.({ type: change.held ? 'held' : 'resumed', callId: this.#callId, participantId: this.#participantId, atMs: now });
+    } else if (change.held === false) {
+      // An offer for a live stream (only offers say `held`): a hold without `inactive` ends here too.
+      this.#sink.event?.({ type: 'renegotiated', callId: this.#callId, participantId: this.#participantId, atMs: now });
     }
   }
 

@@ -1,4 +1,5 @@
-import type { Participant, Window } from '../gate/facts.ts';
+import type { Window } from '../gate/facts.ts';
+import type { StoredParticipant } from '../facts/ingest.ts';
 import type { AgentSchedule, CallSnapshot, ConsentEntry } from '../gate/policySnapshot.ts';
 import {
   MAX_MESSAGE_BYTES,
@@ -31,7 +32,7 @@ export async function buildSnapshot(db: Database, options: { nowMs: number; tomb
   return db.transaction(
     async (tx) => {
       const { rows: head } = await tx.query<{ seq: number }>('SELECT seq FROM stream_head WHERE id = 1');
-      const { rows: calls } = await tx.query<{ call_id: string; participants: Participant[]; paused: boolean }>(
+      const { rows: calls } = await tx.query<{ call_id: string; participants: StoredParticipant[]; paused: boolean }>(
         "SELECT call_id, participants, paused FROM calls WHERE state = 'active' ORDER BY call_id",
       );
       const { rows: consents } = await tx.query<{ call_id: string; participant_id: string; status: ConsentEntry['status']; evidence: ConsentEntry['evidence']; erase: boolean | null }>(
@@ -52,7 +53,7 @@ export async function buildSnapshot(db: Database, options: { nowMs: number; tomb
       }
       return {
         seq: head[0]!.seq,
-        calls: calls.map((c) => ({ callId: c.call_id, participants: c.participants, consents: consentsByCall.get(c.call_id) ?? [], paused: c.paused })),
+        calls: calls.map((c) => callSnapshot(c.call_id, c.participants, consentsByCall.get(c.call_id) ?? [], c.paused)),
         // Windows already over cannot open a gate: not sent (a subset of a valid schedule is valid).
         agents: schedules.map((s) => ({ agentId: s.agent_id, windows: s.windows.filter((w) => w.end > options.nowMs), monthlyCap: s.monthly_cap })),
         erasures,
@@ -98,4 +99,11 @@ export function snapshotFrames(content: SnapshotContent, atMs: number): string[]
   }
   groups.push(cur);
   return groups.map((g, part) => encodeV2({ v: PROTOCOL_VERSION_2, type: 'snapshot', seq: content.seq, at: atMs, part, parts: groups.length, ...g }));
+}
+
+/** A call as the worker sees it: participants as the fact schema has them, and who left apart. */
+function callSnapshot(callId: string, stored: readonly StoredParticipant[], consents: ConsentEntry[], paused: boolean): CallSnapshot {
+  const left = stored.filter((p) => p.leftAtMs !== undefined).map((p) => p.participantId);
+  const participants = stored.map(({ leftAtMs: _leftAtMs, ...p }) => p);
+  return { callId, participants, ...(left.length > 0 ? { left } : {}), consents, paused };
 }

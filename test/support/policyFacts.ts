@@ -90,6 +90,11 @@ export class PolicyFacts {
     return this.fact({ type: 'consent.withdrawn', callId, participantId, erase: o.erase, evidence: o.evidence });
   }
 
+  /** A transfer: `joined` come in, `left` go, in one fact. */
+  changeParticipants(callId: string, change: { joined?: Participant[]; left?: string[] }): Promise<Record<string, unknown>> {
+    return this.fact({ type: 'participants.changed', callId, joined: change.joined ?? [], left: change.left ?? [] });
+  }
+
   pause(callId: string): Promise<Record<string, unknown>> {
     return this.fact({ type: 'call.paused', callId });
   }

@@ -129,6 +129,38 @@ export function siprecBody(sdp: string, metadata: string, opts: { metadataFirst?
   return multipart(opts.metadataFirst ? [mdPart, sdpPart] : [sdpPart, mdPart]);
 }
 
+/** The metadata of a two-stream session: the customer sends label 1 (c3RyZWFtMQ==), the agent label 2 (c3RyZWFtMg==). */
+export function twoPartyMetadata(customer: MdParticipant, agent: MdParticipant): string {
+  return rsMetadata({
+    participants: [
+      { ...customer, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
+      { ...agent, sends: ['c3RyZWFtMg=='], recvs: ['c3RyZWFtMQ=='] },
+    ],
+    streams: [
+      { id: 'c3RyZWFtMQ==', label: '1' },
+      { id: 'c3RyZWFtMg==', label: '2' },
+    ],
+  });
+}
+
+/**
+ * The metadata re-INVITE of a transfer as SRCs send it, after a two-stream session (customer on
+ * label 1 / stream c3RyZWFtMQ==, agent `from` on label 2): `from` leaves (`disassociate-time`, its
+ * m-line port 0), `to` joins on a third stream (label 3 / c3RyZWFtMw==), receiving the customer's.
+ */
+export function transferBody(from: MdParticipant, to: MdParticipant, version = 2): { body: string; contentType: string } {
+  const md = rsMetadata({
+    dataMode: 'partial',
+    participants: [
+      { ...from, sends: [], recvs: [], left: true },
+      { ...to, sends: ['c3RyZWFtMw=='], recvs: ['c3RyZWFtMQ=='] },
+    ],
+    streams: [{ id: 'c3RyZWFtMw==', label: '3' }],
+  });
+  const sdp = sdpOffer([{ port: 40002, label: '1' }, { port: 0, label: '2' }, { port: 40006, label: '3' }], { version });
+  return siprecBody(sdp, md);
+}
+
 export const SIPREC_HEADERS: readonly (readonly [string, string])[] = [
   ['Require', 'siprec'],
   ['Accept', 'application/sdp, application/rs-metadata+xml'],

@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAY_MS } from '../../../src/gate/schedule.ts';
 import { callBody, dtmfEvidence, startTestControlPlane, type TestControlPlane } from '../../support/controlPlane.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
+import { buildSnapshot } from '../../../src/stream/snapshot.ts';
+import { CallSnapshotSchema } from '../../../src/gate/policySnapshot.ts';
 
 /**
  * The fact-ingest API against real PostgreSQL: every route refuses bad input with a 4xx naming
@@ -96,6 +98,12 @@ describe('fact ingest API: refusals change nothing and name the field', () => {
     { name: 'consent: evidence in the future', method: 'POST', path: '/v1/calls/c-live/consent', token: 'ivr', body: { participantId: 'c-live-c', decision: 'granted', evidence: dtmfEvidence(Date.now() + hour) }, status: 400, error: 'invalid-input', field: 'evidence.at' },
     { name: 'consent: grant older than the decline', method: 'POST', path: '/v1/calls/c-live/consent', token: 'ivr', body: { participantId: 'c-live-c', decision: 'granted', evidence: dtmfEvidence(Date.now() - 60_000) }, status: 409, error: 'stale-evidence', field: 'evidence.at' },
     { name: 'consent: grant on an ended call', method: 'POST', path: '/v1/calls/c-ended/consent', token: 'ivr', body: { participantId: 'c-ended-c', decision: 'granted', evidence: dtmfEvidence() }, status: 409, error: 'call-ended', field: 'callId' },
+    { name: 'participants: unknown call', method: 'POST', path: '/v1/calls/c-nope/participants', token: 'ivr', body: { joined: [], left: ['x'] }, status: 404, error: 'unknown-call', field: 'callId' },
+    { name: 'participants: ended call', method: 'POST', path: '/v1/calls/c-ended/participants', token: 'ivr', body: { left: ['c-ended-a'] }, status: 409, error: 'call-ended', field: 'callId' },
+    { name: 'participants: joined id already in the call', method: 'POST', path: '/v1/calls/c-live/participants', token: 'ivr', body: { joined: [{ participantId: 'c-live-a', role: 'agent', subjectId: 'agent-2' }] }, status: 409, error: 'duplicate-participant', field: 'joined' },
+    { name: 'participants: left id not in the call', method: 'POST', path: '/v1/calls/c-live/participants', token: 'ivr', body: { left: ['someone'] }, status: 404, error: 'unknown-participant', field: 'left' },
+    { name: 'participants: nothing changes', method: 'POST', path: '/v1/calls/c-live/participants', token: 'ivr', body: {}, status: 400, error: 'invalid-input' },
+    { name: 'participants: wrong scope (wfm)', method: 'POST', path: '/v1/calls/c-live/participants', token: 'wfm', body: { left: ['c-live-a'] }, status: 403, error: 'forbidden' },
     { name: 'schedule: a 7-day window', method: 'PUT', path: '/v1/agents/agent-1/schedule', token: 'wfm', body: { windows: [future(hour, 7 * DAY_MS)], monthlyCap: 5 }, status: 422, error: 'schedule-rejected', field: 'windows.0', rule: 'window-too-long' },
     {
       name: 'schedule: touching windows covering 7 days',
@@ -221,6 +229,23 @@ describe('fact ingest API: accepted facts', () => {
     expect(late.status).toBe(202);
     const types = (await t.cp.db.query<{ type: string }>('SELECT type FROM facts WHERE seq > $1 ORDER BY seq', [(start.body.seq as number) - 1])).rows.map((r) => r.type);
     expect(types).toEqual(['call.started', 'consent.granted', 'call.paused', 'call.resumed', 'schedule.set', 'consent.withdrawn', 'erasure.requested', 'call.ended', 'erasure.requested']);
+  });
+
+  it('a transfer (participants.changed): the new agent gets the HR team lead, who left is marked, and the snapshot carries both', async () => {
+    expect((await t.api('PUT', '/v1/agents/agent-8/team-lead', { token: t.tokens.hr, body: { teamLeadId: 'lead-8' } })).status).toBe(200);
+    expect((await t.api('POST', '/v1/calls', { token: t.tokens.ivr, body: callBody('c-tr') })).status).toBe(201);
+    const change = await t.api('POST', '/v1/calls/c-tr/participants', { token: t.tokens.ivr, body: { joined: [{ participantId: 'c-tr-b', role: 'agent', subjectId: 'agent-8' }], left: ['c-tr-a'] } });
+    expect(change.status).toBe(200);
+    const fact = (await t.cp.db.query<{ body: Record<string, unknown> }>('SELECT body FROM facts WHERE seq = $1', [change.body.seq as number])).rows[0]!.body;
+    expect(fact).toEqual({ type: 'participants.changed', callId: 'c-tr', joined: [{ participantId: 'c-tr-b', role: 'agent', subjectId: 'agent-8', teamLeadId: 'lead-8' }], left: ['c-tr-a'] });
+    const snap = await buildSnapshot(t.cp.db, { nowMs: Date.now(), tombstoneHorizonMs: DAY_MS });
+    const call = snap.calls.find((c) => c.callId === 'c-tr')!;
+    expect(CallSnapshotSchema.parse(call)).toEqual(call);
+    expect(call.participants.map((p) => p.participantId)).toEqual(['c-tr-a', 'c-tr-c', 'c-tr-b']);
+    expect(call.left).toEqual(['c-tr-a']);
+    // Leaving twice is refused; the customer who stays can still consent.
+    expect((await t.api('POST', '/v1/calls/c-tr/participants', { token: t.tokens.ivr, body: { left: ['c-tr-a'] } })).status).toBe(404);
+    expect((await t.api('POST', '/v1/calls/c-tr/consent', { token: t.tokens.ivr, body: { participantId: 'c-tr-c', decision: 'granted', evidence: dtmfEvidence() } })).status).toBe(200);
   });
 
   it('/healthz, /readyz and /metrics answer without a token', async () => {

@@ -13,7 +13,6 @@ import { describe, expect, it } from 'vitest';
 import { assertBaresip, baresipCall } from '../../support/baresip.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
-import { toId } from '../../../src/siprec/mapping.ts';
 import { mediaPrefix } from '../../../src/storage/layout.ts';
 import { useStack } from '../../support/stack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
@@ -21,13 +20,11 @@ import { SipUac } from '../../support/sipUac.ts';
 import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody } from '../../support/siprecFixtures.ts';
 import { paceTone } from '../../support/rtpTone.ts';
 import { toneAdvantageDb } from '../../support/audio.ts';
-import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
+import { answerPorts, expectRecordingEnded, pid, reportsOf as reportsOfStack, sleep } from '../../support/siprecRecording.ts';
 
 const AGENT = { id: 'cGFydGljaXBhbnQx', aor: 'sip:4001@pbx.example.com' };
 const CUSTOMER = { id: 'cGFydGljaXBhbnQy', aor: 'sip:+46701234567@sbc.example.com' };
 const STRANGER = { id: 'cGFydGljaXBhbnQz', aor: 'sip:4999@pbx.example.com' };
-/** Participant ids under the default mapping rule (the AoR's user part, sha256, prefix p-). */
-const pid = (aor: string): string => toId(/^sip:([^@]+)@/.exec(aor)![1]!, { transform: 'sha256', prefix: 'p-' })!;
 
 const mediaBase = 41000 + Math.floor(Math.random() * 100) * 20;
 const stack = useStack(
@@ -40,22 +37,7 @@ const stack = useStack(
   { agents: ['agent-sr1'] },
 );
 
-function reportsOf(callId: string): RecordingStateEvent[] {
-  const out: RecordingStateEvent[] = [];
-  stack.app.recorder.on('state', (id, s) => {
-    if (id === callId) out.push(s);
-  });
-  return out;
-}
-
-function answerPorts(sdp: string): number[] {
-  return sdp
-    .split(/\r\n(?=m=)/)
-    .slice(1)
-    .map((block) => Number(/^m=\w+ (\d+)/.exec(block)![1]));
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const reportsOf = (callId: string) => reportsOfStack(stack, callId);
 
 describe('SIPREC session recorded through the gate', () => {
   it('records one track per known speaker, from the consent on; a speaker the control plane does not know is never kept', async () => {
@@ -113,9 +95,7 @@ describe('SIPREC session recorded through the gate', () => {
       expect(opened!.at).toBeGreaterThanOrEqual(consentAt - 5);
       const recordingId = opened!.recordingId!;
       // The call ends with its last stream: the recorder seals it and writes the final manifest.
-      const ended = async (): Promise<boolean> => (await stack.app.store.listRecordings()).some((r) => r.recordingId === recordingId && r.state === 'ended');
-      for (let i = 0; i < 200 && !(await ended()); i++) await sleep(50);
-      expect(await ended()).toBe(true);
+      await expectRecordingEnded(stack, recordingId);
       expect(stack.app.recorder.calls.has(callId)).toBe(false);
       await stack.app.store.drained(30_000);
       const agent = await readTrack(stack.app.store, recordingId, agentId);
@@ -178,9 +158,7 @@ describe('a plain SIP recording leg from a SIP user agent nobody here wrote (Deb
       const opened = reports.find((r) => r.recording);
       expect(opened?.recordingId).toBeDefined();
       const recordingId = opened!.recordingId!;
-      const ended = async (): Promise<boolean> => (await stack.app.store.listRecordings()).some((r) => r.recordingId === recordingId && r.state === 'ended');
-      for (let i = 0; i < 200 && !(await ended()); i++) await sleep(50);
-      expect(await ended()).toBe(true);
+      await expectRecordingEnded(stack, recordingId);
       const segs = await readTrack(stack.app.store, recordingId, 'bs-agent');
       expect(segs.length).toBeGreaterThanOrEqual(1);
       expect(segs[0]!.meta.startWallClockMs).toBeGreaterThanOrEqual(consentAt - 20);

@@ -19,6 +19,8 @@ import {
   siprecBody,
   testSiprecConfig,
   toneAdvantage8k,
+  transferBody,
+  twoPartyMetadata,
 } from '../../support/siprecFixtures.ts';
 import { toId } from '../../../src/siprec/mapping.ts';
 import { createLogger } from '../../../src/log/logger.ts';
@@ -71,16 +73,7 @@ function server(transport: UacTransport) {
 }
 
 function twoStreamOffer(headers: readonly (readonly [string, string])[] = []) {
-  const md = rsMetadata({
-    participants: [
-      { ...CUSTOMER, sends: ['c3RyZWFtMQ=='], recvs: ['c3RyZWFtMg=='] },
-      { ...AGENT, sends: ['c3RyZWFtMg=='], recvs: ['c3RyZWFtMQ=='] },
-    ],
-    streams: [
-      { id: 'c3RyZWFtMQ==', label: '1' },
-      { id: 'c3RyZWFtMg==', label: '2' },
-    ],
-  });
+  const md = twoPartyMetadata(CUSTOMER, AGENT);
   const sdp = sdpOffer([
     { port: 40002, label: '1' },
     { port: 40004, label: '2' },
@@ -274,16 +267,7 @@ describe('SIPREC dialogs', () => {
     const agentB = pid(AGENT_B.aor);
     await sink.waitFor(() => sink.count(callId, agentA) >= 10);
     // Agent A leaves; agent B joins on a new stream (label 3); the SRC drops A's m-line (port 0).
-    const md = rsMetadata({
-      dataMode: 'partial',
-      participants: [
-        { ...AGENT, left: true },
-        { ...AGENT_B, sends: ['c3RyZWFtMw=='], recvs: ['c3RyZWFtMQ=='] },
-      ],
-      streams: [{ id: 'c3RyZWFtMw==', label: '3' }],
-    });
-    const sdp = sdpOffer([{ port: 40002, label: '1' }, { port: 0, label: '2' }, { port: 40006, label: '3' }], { version: 2 });
-    const body = siprecBody(sdp, md);
+    const body = transferBody(AGENT, AGENT_B);
     const res = await dialog!.reinvite(body.body, body.contentType);
     expect(res.status).toBe(200);
     const lines = audioPorts(res.body.toString());

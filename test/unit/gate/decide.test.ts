@@ -191,6 +191,88 @@ describe('decideGate', () => {
   });
 });
 
+describe('decideGate after a transfer (participants.changed)', () => {
+  const agentB: Participant = { participantId: 'p-agent-b', role: 'agent', subjectId: 'agent-2' };
+  const LATER = { start: T0 + 3 * HOUR, end: T0 + 4 * HOUR };
+
+  it('follows the agents in the call now: the new agent outside a window closes it, the one who left no longer counts', () => {
+    const s = openState();
+    s.applySnapshot([{ callId: 'c1', participants: [agent, cust], consents: [{ participantId: 'p-cust', status: 'granted', evidence: ev() }], paused: false }], [
+      { agentId: 'agent-1', windows: [WINDOW], monthlyCap: 3 },
+      { agentId: 'agent-2', windows: [LATER], monthlyCap: 3 },
+    ]);
+    expect(decideGate(s, 'c1', T0).open).toBe(true);
+    apply(s, { type: 'participants.changed', callId: 'c1', joined: [agentB], left: ['p-agent'] });
+    expect(decideGate(s, 'c1', T0).reasons).toEqual(['outside-window']);
+    expect(s.agentsOf('c1').map((a) => a.subjectId)).toEqual(['agent-2']);
+    // The gate wakes for B's window, not A's.
+    expect(nextGateWake(s, 'c1', T0)).toBe(LATER.start);
+    expect(decideGate(s, 'c1', LATER.start + 1).open).toBe(true);
+    // Who left stays known: a customer's consent facts still apply, the participant is still listed.
+    expect(s.call('c1')!.participants.has('p-agent')).toBe(true);
+    expect(s.call('c1')!.left.has('p-agent')).toBe(true);
+  });
+
+  it('an out-of-window agent leaving opens the gate for the one who stays; a customer who left does not hold it closed', () => {
+    const s = new PolicyState();
+    s.applySnapshot([], [
+      { agentId: 'agent-1', windows: [WINDOW], monthlyCap: 3 },
+      { agentId: 'agent-2', windows: [LATER], monthlyCap: 3 },
+    ]);
+    apply(s, { type: 'call.started', callId: 'c1', participants: [agent, agentB, cust, cust2] });
+    apply(s, { type: 'consent.granted', callId: 'c1', participantId: 'p-cust', evidence: ev() });
+    expect(decideGate(s, 'c1', T0).reasons).toEqual(['no-consent', 'outside-window']);
+    apply(s, { type: 'participants.changed', callId: 'c1', joined: [], left: ['p-agent-b', 'p-cust2'] });
+    expect(decideGate(s, 'c1', T0).open).toBe(true);
+  });
+
+  it('an agent who joins an admitted call needs their own cap admission for the same recording; at their cap, the call closes', () => {
+    const s = openState();
+    s.applySnapshot(
+      [{ callId: 'c1', participants: [agent, cust], consents: [{ participantId: 'p-cust', status: 'granted', evidence: ev() }], paused: false }],
+      [
+        { agentId: 'agent-1', windows: [WINDOW], monthlyCap: 3 },
+        { agentId: 'agent-2', windows: [WINDOW], monthlyCap: 1 },
+      ],
+    );
+    s.markAdmitted('c1', 'r_0000000000000001', T0);
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: false });
+    apply(s, { type: 'participants.changed', callId: 'c1', joined: [agentB], left: ['p-agent'] });
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: true });
+    // Admitted for B: the same recording, B counted once, A not again.
+    s.markAdmitting('c1', 'r_0000000000000001', T0);
+    s.markAdmitted('c1', 'r_0000000000000001', T0);
+    expect(s.admission('c1')?.agentIds).toEqual(['agent-1', 'agent-2']);
+    expect(s.monthlyCount('agent-1', monthKey(T0))).toBe(1);
+    expect(s.monthlyCount('agent-2', monthKey(T0))).toBe(1);
+    expect(decideGate(s, 'c1', T0)).toMatchObject({ open: true, needsAdmission: false });
+
+    // Another call transferred to B, now at their cap of 1: closed before anything is asked.
+    apply(s, { type: 'call.started', callId: 'c2', participants: [{ ...agent, participantId: 'p2-agent' }, { ...cust, participantId: 'p2-cust' }] });
+    apply(s, { type: 'consent.granted', callId: 'c2', participantId: 'p2-cust', evidence: ev() });
+    s.markAdmitted('c2', 'r_0000000000000002', T0);
+    apply(s, { type: 'participants.changed', callId: 'c2', joined: [{ ...agentB, participantId: 'p2-agent-b' }], left: [] });
+    expect(decideGate(s, 'c2', T0).reasons).toEqual(['cap-reached']);
+    // The control plane refusing (another worker used the slot) closes it too, for good.
+    s.setMonthlyCount('agent-2', monthKey(T0), 0);
+    expect(decideGate(s, 'c2', T0).needsAdmission).toBe(true);
+    s.markCapRefused('c2');
+    expect(decideGate(s, 'c2', T0).reasons).toEqual(['cap-reached']);
+  });
+
+  it('refuses a joined id already used in the call and a left id not in it, changing nothing; a snapshot carries who left', () => {
+    const s = openState();
+    expect(s.applyFact({ type: 'participants.changed', callId: 'c1', joined: [agent], left: [] })).toMatchObject({ ok: false, code: 'duplicate-participant' });
+    expect(s.applyFact({ type: 'participants.changed', callId: 'c1', joined: [agentB], left: ['p-nobody'] })).toMatchObject({ ok: false, code: 'unknown-participant' });
+    expect(s.call('c1')!.participants.has('p-agent-b')).toBe(false);
+    s.applySnapshot([{ callId: 'c1', participants: [agent, agentB, cust], left: ['p-agent'], consents: [{ participantId: 'p-cust', status: 'granted', evidence: ev() }], paused: false }], [
+      { agentId: 'agent-2', windows: [WINDOW], monthlyCap: 3 },
+    ]);
+    expect(s.agentsOf('c1').map((a) => a.participantId)).toEqual(['p-agent-b']);
+    expect(decideGate(s, 'c1', T0).open).toBe(true);
+  });
+});
+
 describe('GateMachine', () => {
   it('starts closed, counts runs, and names every transition', () => {
     const s = openState();

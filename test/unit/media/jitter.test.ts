@@ -132,6 +132,21 @@ describe('JitterBuffer: time', () => {
     expect(jb.stats.reanchors).toBe(1);
   });
 
+  it('a signalled hold: media that resumes with the timestamps where they stopped is placed by the arrival clock', () => {
+    // 10 packets, 3 s of nothing (a SIP hold), then the sender continues seq and ts as if no time had passed.
+    const before = stream(10);
+    const after = stream(10, 110, 1000 + 10 * FRAME, 3000 + 10 * 20);
+    const trusting = drive(opusJb(), [...before, ...after]);
+    expect(trusting.total).toBe(20 * FRAME); // what the timestamps alone say: the hold compressed out
+    const jb = opusJb();
+    const first = drive(jb, before).items;
+    jb.resumedAt(after[0]!.at - 1);
+    const { items } = drive(jb, after);
+    const total = [...first, ...items].reduce((n, i) => n + i.samples, 0);
+    expect(total).toBe(20 * FRAME + 3000 * 48);
+    expect(jb.stats.reanchors).toBe(1);
+  });
+
   it('an unusable payload is dropped as invalid and its time becomes a gap', () => {
     const ev = stream(5);
     ev[2] = { ...ev[2]!, payload: Uint8Array.of(0xfb, 0x00) }; // code 3 with zero frames
