@@ -230,7 +230,9 @@ describe('SIPREC transfer to a second agent, recorded (the gate follows the agen
     const r = await transferredCall({ subjectId: 'agent-th2' });
     // One recording, never interrupted: B's window holds as A's did.
     expect(r.reports.filter((x) => x.recording).map((x) => x.recordingId)).toEqual([r.recordingId]);
-    expect(r.reports.some((x) => !x.recording && x.at > r.openedAt)).toBe(false);
+    // Not recording only once the session ended (BYE: R7 says `call-ended`).
+    expect(r.reports.filter((x) => !x.recording && x.at > r.openedAt).map((x) => x.reasons)).toEqual([['call-ended']]);
+    expect(r.reports.find((x) => !x.recording && x.at > r.openedAt)!.at).toBeGreaterThanOrEqual(r.endAt);
     const customer = await decodeTrack(stack, r.recordingId, r.ids.customer);
     const agentA = await decodeTrack(stack, r.recordingId, r.ids.agentA);
     const agentB = await decodeTrack(stack, r.recordingId, r.ids.agentB);
