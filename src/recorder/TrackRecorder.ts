@@ -92,7 +92,7 @@ export class TrackRecorder {
   #closed = false;
   /** Counters over the track's life (the jitter buffer's are per run). */
   readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, droppedPreOpening: 0, malformed: 0, segments: 0, timelineMs: 0 };
-  /** RTP time -> wall clock over the track's life (every packet, every run): the media-time gate. */
+  /** RTP time -> wall clock of late packets, over the track's life (every packet, every run): the media-time gate. */
   readonly #mediaTime: MediaTimeAnchor;
   #lastStats: JitterStats | undefined;
 
@@ -145,9 +145,9 @@ export class TrackRecorder {
     // Counted locally and added to the Prometheus counters by flushMetrics (once a second and at
     // every scrape): a labelled counter increment per packet was a third of this path's cost.
     this.counters.received++;
-    // Every packet, kept or not, keeps the track's media clock (the floor must be known at an
-    // opening). SSRC and timestamp at their fixed offsets (RFC 3550 §5.1); the full parse is below.
-    const mediaMs = buf.length >= 12 ? this.#mediaTime.observe(buf.readUInt32BE(8), buf.readUInt32BE(4), nowMs) : nowMs;
+    // Every packet, kept or not, keeps the track's media clock (it must be known at an opening).
+    // Sequence, timestamp and SSRC at their fixed offsets (RFC 3550 §5.1); the full parse is below.
+    const lateMediaMs = buf.length >= 12 ? this.#mediaTime.lateMediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : Number.NaN;
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
@@ -155,9 +155,9 @@ export class TrackRecorder {
       return;
     }
     const m = this.#o.metrics;
-    if (mediaMs < run.openedAtMs) {
-      // R4 by media time (issue 19): it arrived after the opening, but its audio is from before
-      // it (reordered or delayed across the opening instant).
+    if (lateMediaMs < run.openedAtMs) {
+      // R4 by media time (issue 19): it arrived after the opening, behind a later packet of its
+      // source, and its audio is from before the opening (NaN, a packet in order, never is).
       this.counters.droppedPreOpening++;
       m?.packetsDropped.inc(PRE_OPENING_LABELS);
       return;

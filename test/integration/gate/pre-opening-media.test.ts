@@ -1,11 +1,12 @@
 /**
  * R4 by media time (issue 19 item 5): at a reopening, a packet that reaches the recorder after the
  * gate opened but carries audio from before the opening (a reordered packet: its RTP timestamp,
- * mapped to wall-clock time through the track's anchor, lies before the opening instant) is
+ * mapped to wall-clock time through the track's media clock, lies before the opening instant) is
  * dropped and counted. Issue 17's receive-time fence cannot catch it: the packet really arrived
- * after the opening. Through real mediasoup, a plain leg and a gateway-like UDP sender that is on
- * hold around the resume, so the straggler is the first packet of the new run (before the fix
- * the jitter buffer took it and the next packet confirmed it: it was written).
+ * after the opening. Through real mediasoup, a plain leg and a gateway-like UDP sender on hold
+ * around the resume; after the resume the gateway's next packet arrives, then the one before it
+ * (reordered), whose audio is from ~30 ms before the resume. Before the fix the new run's jitter
+ * buffer took both (the first two packets of a run define where it starts): it was written.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
@@ -51,8 +52,8 @@ describe('a reordered packet from before a reopening', () => {
       fromPort: from.rtpPort,
       phases: [
         { fromMs: 0, toMs: 2600, ssrc, payloadType: 100, seq0, ts0 },
-        // Sequence 2130 (the hold's first slot) is the straggler sent below.
-        { fromMs: 4600, toMs: 60_000, ssrc, payloadType: 100, seq0: seq0 + 131, ts0: ts0 + 230 * 960 },
+        // Sequences 2130 and 2131 (the hold's first slots) are sent by hand below.
+        { fromMs: 4600, toMs: 60_000, ssrc, payloadType: 100, seq0: seq0 + 132, ts0: ts0 + 230 * 960 },
       ],
     });
     try {
@@ -71,19 +72,20 @@ describe('a reordered packet from before a reopening', () => {
       const reopened = states.filter((s) => s.recording).at(-1)!;
       expect(reopened.at).toBeGreaterThan(gw.startedAt + 2600); // reopened during the hold
 
-      // The straggler: audio from ~30 ms before the reopening (by the sender's clock, which the
-      // anchor maps onto the recorder's), arriving now, well after it. A payload of its own.
+      // After the resume: the gateway's packet of ~10 ms after it (in order, kept), then the one
+      // before it, reordered: audio from ~30 ms before the resume (by the sender's clock, which
+      // the media clock maps onto the recorder's), with a payload of its own.
       const k = Math.round((reopened.at - 30 - gw.startedAt) / 20);
-      // Counted from here: at the first opening, a packet in flight whose first sample predates
-      // the opening by a millisecond or two is dropped the same way (rightly: R4 by media time).
       const before = await droppedPreOpening();
-      const trackBefore = call().tracks.get(pid)!.counters.droppedPreOpening;
+      const track = call().tracks.get(pid)!;
+      const trackBefore = track.counters.droppedPreOpening;
       const marker = Buffer.concat([Buffer.from([0xf8]), Buffer.from('pre-opening audio, must not be stored', 'ascii')]);
+      gw.sendRaw(buildRtp({ payloadType: 100, sequenceNumber: seq0 + 131, timestamp: ts0 + (k + 2) * 960, ssrc, payload: gw.frame() }));
+      await sleep(5);
       gw.sendRaw(buildRtp({ payloadType: 100, sequenceNumber: seq0 + 130, timestamp: ts0 + k * 960, ssrc, payload: marker }));
       const mappedMs = gw.startedAt + k * 20;
       console.log(`reopened at +${reopened.at - gw.startedAt} ms; straggler's audio at +${mappedMs - gw.startedAt} ms (${reopened.at - mappedMs} ms before), sent ${Date.now() - reopened.at} ms after the reopening`);
 
-      await expect.poll(() => call().tracks.get(pid)!.counters.droppedPreOpening, { timeout: 5_000 }).toBe(trackBefore + 1);
       await sleep(gw.startedAt + 6000 - Date.now());
       await stack.policy.endCall(callId);
       await expect.poll(() => stack.app.recorder.calls.has(callId), { timeout: 10_000 }).toBe(false);
@@ -95,10 +97,16 @@ describe('a reordered packet from before a reopening', () => {
       const ogg = Buffer.concat(segs.map((s) => s.ogg));
       expect(ogg.indexOf(marker.subarray(1))).toBe(-1);
       expect((await droppedPreOpening()) - before).toBe(1);
-      // What the gateway said after the hold is there: the second run is about 1.4 s long.
+      expect(track.counters.droppedPreOpening - trackBefore).toBe(1);
+      // What the gateway said after the resume is there: the hand-sent packet, the rest of the
+      // hold as silence, then the talk.
       const secondRunMs = segs.filter((s) => s.meta.run === runs[1]).reduce((a, s) => a + s.meta.durationMs, 0);
-      expect(secondRunMs).toBeGreaterThan(1200);
-      expect(secondRunMs).toBeLessThan(1600);
+      const closedAt = states.find((st) => !st.recording && st.at > reopened.at)!.at;
+      console.log(`second run ${secondRunMs} ms for ${closedAt - reopened.at} ms of gate-open time`);
+      // About the gate-open time when the machine is idle (2560 for 2565 ms); packets still in
+      // the ingress when the call ends under load are not, hence only a floor here.
+      expect(secondRunMs).toBeGreaterThan(1000);
+      expect(secondRunMs).toBeLessThanOrEqual(closedAt - reopened.at + 20);
     } finally {
       stack.app.recorder.off('state', onState);
       await gw.stop();

@@ -1,56 +1,46 @@
 /**
- * MediaTimeAnchor (issue 19 item 5): RTP time -> the recorder's clock, for judging a packet by
- * when its audio was spoken rather than when it arrived.
+ * MediaTimeAnchor (issue 19 item 5): when was a late packet's audio spoken, on the recorder's
+ * clock? Packets in order are judged by their arrival (NaN here).
  */
 import { describe, expect, it } from 'vitest';
 import { MediaTimeAnchor } from '../../../src/media/MediaTimeAnchor.ts';
 
-/** An Opus source: packet k sent at t0 + 20·k with ts0 + 960·k. */
-const ts = (ts0: number, k: number): number => (ts0 + k * 960) >>> 0;
+/** An Opus source: packet k is spoken at t0 + 20·k, with sequence seq0 + k and ts0 + 960·k. */
+const seq = (k: number): number => (65_500 + k) & 0xffff;
+const ts = (k: number): number => (0xffff_0000 + k * 960) >>> 0;
 
 describe('MediaTimeAnchor', () => {
-  it('maps a delayed packet to when it was sent (plus the delay floor), not to when it came', () => {
+  it('maps a late packet to when it was spoken (plus the delay floor), not to when it came', () => {
     const a = new MediaTimeAnchor({ clockRate: 48_000 });
     const t0 = 1_000_000;
-    // Delays between 5 and 25 ms: the floor is 5 ms.
-    for (let k = 0; k < 50; k++) a.observe(7, ts(0xffff_0000, k), t0 + 20 * k + 5 + ((k * 7) % 21));
-    // Packet 60, sent at t0 + 1200, arrives 80 ms late: its media time is still t0 + 1205.
-    expect(a.observe(7, ts(0xffff_0000, 60), t0 + 1200 + 80)).toBeCloseTo(t0 + 1205, 6);
-    // Across the 32-bit timestamp wrap too.
-    expect(a.observe(7, ts(0xffff_0000, 100), t0 + 2005)).toBeCloseTo(t0 + 2005, 6);
+    // Delays between 5 and 25 ms: the floor is 5 ms. In order: NaN.
+    for (let k = 0; k < 50; k++) expect(a.lateMediaTime(7, seq(k), ts(k), t0 + 20 * k + 5 + ((k * 7) % 21))).toBeNaN();
+    // Packet 51 before 50 (which comes 80 ms late), across the sequence and timestamp wraps.
+    expect(a.lateMediaTime(7, seq(51), ts(51), t0 + 1020 + 5)).toBeNaN();
+    expect(a.lateMediaTime(7, seq(50), ts(50), t0 + 1000 + 80)).toBeCloseTo(t0 + 1005, 6);
+    // A duplicate of the newest is not late; a packet 101 behind is a restarted sequence, not late.
+    expect(a.lateMediaTime(7, seq(51), ts(51), t0 + 1030)).toBeNaN();
+    expect(a.lateMediaTime(7, seq(51 - 101), ts(52), t0 + 1045)).toBeNaN();
   });
 
-  it('keeps one floor per source: a new SSRC starts at its own first arrival, the old one keeps its own', () => {
+  it('keeps one clock per source: a straggler of the old SSRC is judged by its own', () => {
     const a = new MediaTimeAnchor({ clockRate: 8000 });
-    for (let k = 0; k < 10; k++) a.observe(1, k * 160, 500 + 20 * k);
-    expect(a.observe(2, 123_456, 900)).toBe(900);
-    expect(a.observe(2, 123_456 + 160, 920)).toBe(920);
-    expect(a.observe(1, 3 * 160, 930)).toBe(560); // a straggler of source 1: from 560 ms
+    for (let k = 0; k < 10; k++) a.lateMediaTime(1, 100 + k, k * 160, 500 + 20 * k);
+    for (let k = 0; k < 3; k++) expect(a.lateMediaTime(2, 9000 + k, 123_456 + k * 160, 700 + 20 * k)).toBeNaN();
+    expect(a.lateMediaTime(1, 103, 3 * 160, 760)).toBe(560);
   });
 
-  it('follows timestamps frozen over a hold once packets agree for 200 ms; until then judges by the old floor', () => {
-    const a = new MediaTimeAnchor({ clockRate: 48_000 });
-    for (let k = 0; k < 50; k++) a.observe(9, ts(0, k), 10_000 + 20 * k);
-    // Hold of 3 s, then the source resumes where its timestamps stopped (k = 50 onwards).
-    const at = (k: number): number => 10_000 + 3000 + 20 * k;
-    expect(a.observe(9, ts(0, 50), at(50))).toBe(11_000); // judged early: the old timeline
-    for (let k = 51; k < 60; k++) a.observe(9, ts(0, k), at(k));
-    expect(a.observe(9, ts(0, 60), at(60))).toBe(at(60)); // 200 ms later: the new timeline
-    expect(a.reanchors).toBe(1);
+  it('forgets an old floor within two windows (a timestamp jump cannot pin it)', () => {
+    const a = new MediaTimeAnchor({ clockRate: 48_000, windowMs: 1000 });
+    for (let k = 0; k < 50; k++) a.lateMediaTime(9, k, ts(k), 10_000 + 20 * k);
+    // The sender froze its timestamps over a 3 s hold: offsets 3 s later from packet 50 on.
+    for (let k = 50; k < 200; k++) a.lateMediaTime(9, k, ts(k), 13_000 + 20 * k);
+    expect(a.lateMediaTime(9, 198, ts(198), 13_000 + 20 * 200)).toBe(13_000 + 20 * 198);
   });
 
-  it('a burst of delayed packets arriving together cannot move the floor', () => {
+  it('a sender whose timestamps run behind the clock (bursts, drift) is never judged while in order', () => {
     const a = new MediaTimeAnchor({ clockRate: 48_000 });
-    for (let k = 0; k < 50; k++) a.observe(9, ts(0, k), 10_000 + 20 * k);
-    // A 1.5 s stall: packets 50..124 all arrive within 10 ms.
-    for (let k = 50; k < 125; k++) expect(a.observe(9, ts(0, k), 12_500 + (k - 50) / 10)).toBe(10_000 + 20 * k);
-    expect(a.reanchors).toBe(0);
-  });
-
-  it('one packet with a wild timestamp does not drag the floor with it', () => {
-    const a = new MediaTimeAnchor({ clockRate: 48_000 });
-    for (let k = 0; k < 50; k++) a.observe(9, ts(0, k), 10_000 + 20 * k);
-    a.observe(9, ts(0, 50 + 48_000), 11_000);
-    expect(a.observe(9, ts(0, 51), 11_020)).toBe(11_020);
+    // Bursts of 5 packets every 300 ms: timestamps advance 100 ms per 300 ms.
+    for (let b = 0; b < 20; b++) for (let i = 0; i < 5; i++) expect(a.lateMediaTime(3, b * 5 + i, ts(b * 5 + i), 50_000 + 300 * b + i / 10)).toBeNaN();
   });
 });
