@@ -67,7 +67,7 @@ function round(withRecorder: boolean): { cpuUs: number; packets: number; segment
       metrics,
       onStoreError: () => undefined,
     });
-    t.startRun('r_0123456789abcdef', 0);
+    t.startRun('r_0123456789abcdef', 0, 1_000_000); // the gate opened as the clock below starts
     return t;
   });
   const seqs = tracks.map((_, i) => (i * 7919) & 0xffff);

@@ -227,6 +227,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
         const room = await CallRoom.create(pool, callId, {
           listenIp: config.mediasoup.listenIp,
           ...(config.mediasoup.announcedAddress ? { announcedAddress: config.mediasoup.announcedAddress } : {}),
+          metrics,
         });
         await recorder.attachCall(room);
         return room;

@@ -18,7 +18,14 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     packetsWritten: new Counter({ name: 'optin_packets_written_total', help: 'RTP packets written into segments', labelNames: ['codec'], registers: r }),
     packetsDropped: new Counter({
       name: 'optin_packets_dropped_total',
-      help: 'RTP packets not written, by reason (gate-closed, late, duplicate, malformed, overflow)',
+      help: 'RTP packets not written, by reason (gate-closed, pre-opening, late, duplicate, malformed, overflow)',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    rtpSsrcChanges: new Counter({ name: 'optin_rtp_ssrc_changes_total', help: 'SSRC changes on plain (SIP/PSTN) legs, followed and mapped onto the leg\'s stream', registers: r }),
+    rtpIngressDropped: new Counter({
+      name: 'optin_rtp_ingress_dropped_total',
+      help: 'Datagrams a plain leg\'s ingress did not pass on, by reason (foreign-source, oversize, malformed, payload-type)',
       labelNames: ['reason'],
       registers: r,
     }),

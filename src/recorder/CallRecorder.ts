@@ -121,6 +121,8 @@ export class CallRecorder {
    * (see `#raiseFence`), so they are dropped like any packet of a closed gate.
    */
   #fence: object | undefined;
+  /** When the gate last opened (the `recording` phase began): audio from before it is never kept (R4). */
+  #openedAtMs = Number.POSITIVE_INFINITY;
   /** The producer tapped for each participant (the newest one: a reconnect replaces it). */
   readonly #taps = new Map<string, Tap>();
 
@@ -300,8 +302,9 @@ export class CallRecorder {
     this.#phase = next;
     if (from.name !== next.name) this.#log.info({ phase: next.name, from: from.name, ...(stopReasons.length ? { reasons: stopReasons } : {}) }, 'recording phase');
     if (next.name === 'recording') {
+      this.#openedAtMs = nowMs;
       this.#raiseFence();
-      for (const t of this.tracks.values()) t.startRun(next.recordingId, next.run);
+      for (const t of this.tracks.values()) t.startRun(next.recordingId, next.run, nowMs);
       this.#auditRecording(nowMs, next.recordingId, next.run, []);
     } else if (from.name === 'recording') {
       if (next.name === 'erased') for (const t of this.tracks.values()) t.discardRun();
@@ -527,7 +530,7 @@ export class CallRecorder {
       if (phase.name === 'recording') {
         const run = this.gate.reserveRun();
         if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
-        else track.startRun(phase.recordingId, run);
+        else track.startRun(phase.recordingId, run, this.#openedAtMs);
         this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
       }
     } else {
@@ -541,7 +544,7 @@ export class CallRecorder {
       track = this.#newTrack(pid, leg.codec, continueFrom);
       if (phase.name === 'recording') {
         const run = continueFrom ? this.gate.reserveRun() : phase.run;
-        track.startRun(phase.recordingId, run);
+        track.startRun(phase.recordingId, run, this.#openedAtMs);
         if (continueFrom) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
       }
     }
@@ -584,7 +587,7 @@ export class CallRecorder {
     const phase = this.#phase;
     // A reopened track takes a run index of its own: its previous run may still be flushing (its
     // transcoder stream is named by the run).
-    if (phase.name === 'recording') track.startRun(phase.recordingId, previous ? this.gate.reserveRun() : phase.run);
+    if (phase.name === 'recording') track.startRun(phase.recordingId, previous ? this.gate.reserveRun() : phase.run, this.#openedAtMs);
     const t = track;
     const state = this.#d.state;
     const callId = this.callId;

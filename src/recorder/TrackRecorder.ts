@@ -1,5 +1,6 @@
 import { parseRtp } from '../rtp/RtpPacket.ts';
 import { JitterBuffer, codecTiming, type TimelineItem, type JitterStats } from '../media/JitterBuffer.ts';
+import { MediaTimeAnchor } from '../media/MediaTimeAnchor.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
 import { segmentQuality } from '../media/segmentQuality.ts';
 import { G711Framer, type PcmFrame } from '../media/G711Framer.ts';
@@ -32,6 +33,7 @@ const CODEC_LABELS: Readonly<Record<AudioCodec, Readonly<{ codec: AudioCodec }>>
   pcma: Object.freeze({ codec: 'pcma' as const }),
 });
 const GATE_CLOSED_LABELS = Object.freeze({ reason: 'gate-closed' });
+const PRE_OPENING_LABELS = Object.freeze({ reason: 'pre-opening' });
 
 /** The framer's flush at the end of a run. */
 const END = Object.freeze({ kind: 'end' as const });
@@ -57,6 +59,8 @@ export interface TrackRecorderOptions {
 interface Run {
   recordingId: string;
   index: number;
+  /** The instant the gate opened for this run (wall clock): audio from before it is never kept (R4). */
+  openedAtMs: number;
   jitter: JitterBuffer;
   segmenter: Segmenter;
   /** Track position (48 kHz samples) where this run started. */
@@ -87,7 +91,9 @@ export class TrackRecorder {
   #pendingPuts = new Set<Promise<unknown>>();
   #closed = false;
   /** Counters over the track's life (the jitter buffer's are per run). */
-  readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, malformed: 0, segments: 0, timelineMs: 0 };
+  readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, droppedPreOpening: 0, malformed: 0, segments: 0, timelineMs: 0 };
+  /** RTP time -> wall clock of late packets, over the track's life (every packet, every run): the media-time gate. */
+  readonly #mediaTime: MediaTimeAnchor;
   #lastStats: JitterStats | undefined;
 
   constructor(opts: TrackRecorderOptions) {
@@ -96,6 +102,7 @@ export class TrackRecorder {
     this.participantId = opts.participantId;
     this.codec = opts.codec;
     this.#log = opts.logger.child({ participantId: opts.participantId });
+    this.#mediaTime = new MediaTimeAnchor({ clockRate: codecTiming(opts.codec).clockRate });
     if (opts.continueFrom) {
       this.#nextSegment = opts.continueFrom.nextSegment;
       this.#position = opts.continueFrom.position;
@@ -138,6 +145,9 @@ export class TrackRecorder {
     // Counted locally and added to the Prometheus counters by flushMetrics (once a second and at
     // every scrape): a labelled counter increment per packet was a third of this path's cost.
     this.counters.received++;
+    // Every packet, kept or not, keeps the track's media clock (it must be known at an opening).
+    // Sequence, timestamp and SSRC at their fixed offsets (RFC 3550 §5.1); the full parse is below.
+    const lateMediaMs = buf.length >= 12 ? this.#mediaTime.lateMediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : Number.NaN;
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
@@ -145,6 +155,13 @@ export class TrackRecorder {
       return;
     }
     const m = this.#o.metrics;
+    if (lateMediaMs < run.openedAtMs) {
+      // R4 by media time (issue 19): it arrived after the opening, behind a later packet of its
+      // source, and its audio is from before the opening (NaN, a packet in order, never is).
+      this.counters.droppedPreOpening++;
+      m?.packetsDropped.inc(PRE_OPENING_LABELS);
+      return;
+    }
     const parsed = parseRtp(buf);
     if (!parsed.ok) {
       this.counters.malformed++;
@@ -170,14 +187,19 @@ export class TrackRecorder {
     this.#flushed = { received: this.counters.received, droppedClosed: this.counters.droppedClosed };
   }
 
-  /** Starts an open period of the gate: a new run of segments with its own timeline anchor. */
-  startRun(recordingId: string, index: number): void {
+  /**
+   * Starts an open period of the gate: a new run of segments with its own timeline anchor.
+   * `openedAtMs`: when the gate opened (wall clock, the arrival clock of `onRtp`); packets whose
+   * audio is from before it are dropped, whenever they arrive.
+   */
+  startRun(recordingId: string, index: number, openedAtMs: number): void {
     if (this.#closed || this.#run) return;
     const timing = codecTiming(this.codec);
     const transcoded = this.codec !== 'opus';
     this.#run = {
       recordingId,
       index,
+      openedAtMs,
       jitter: new JitterBuffer({ ...timing }),
       segmenter: new Segmenter({
         serial: (Math.random() * 0x1_0000_0000) >>> 0,
@@ -198,13 +220,14 @@ export class TrackRecorder {
   /**
    * The speaker's media restarted (a reconnect: new producer, new SSRC, new RTP clock): ends the
    * open run, if any, and starts run `index` of the same recording, with its own jitter buffer and
-   * timeline anchor. Returns the ending run's hand-over (see `endRun`).
+   * timeline anchor. The gate did not reopen: the new run keeps the opening instant of the old.
+   * Returns the ending run's hand-over (see `endRun`).
    */
   restartRun(nowMs: number, index: number): Promise<void> {
     const run = this.#run;
     if (!run) return Promise.resolve();
     const ending = this.endRun(nowMs);
-    this.startRun(run.recordingId, index);
+    this.startRun(run.recordingId, index, run.openedAtMs);
     return ending;
   }
 

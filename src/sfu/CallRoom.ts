@@ -3,6 +3,10 @@ import type { types } from 'mediasoup';
 import { ROUTER_MEDIA_CODECS, audioCodecOf, plainAudioRtpParameters, type AudioCodec } from './mediaCodecs.ts';
 import type { WorkerPool } from './WorkerPool.ts';
 import { OptinError } from '../errors/OptinError.ts';
+import { RtpLegRewriter } from '../rtp/RtpLegRewriter.ts';
+import { opusPacketSamples } from '../media/opusToc.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import { PlainRtpIngress } from './PlainRtpIngress.ts';
 
 export interface AudioLeg {
   participantId: string;
@@ -23,6 +27,22 @@ export interface PlainLeg {
   rtcpPort: number;
   transport: types.PlainTransport;
   producer: types.Producer;
+  /** The ingress in front of the transport (legs with a declared remote); its rewriter's counters. */
+  ingress: PlainRtpIngress | undefined;
+}
+
+/** The room's counters for plain legs (a Metrics satisfies it). */
+export type PlainLegMetrics = Pick<Metrics, 'rtpSsrcChanges' | 'rtpIngressDropped'>;
+
+/**
+ * Can a packet of payload type `pt` be this codec renumbered (issue 19: a re-INVITE moving Opus
+ * from 100 to 111)? Opus lives on dynamic types (RFC 3551 §6) and its payload starts with a valid
+ * TOC (RFC 6716 §3.1); a 4-byte payload on a dynamic type is taken for an RFC 4733 event, not
+ * Opus. G.711 has static types (RFC 3551 Table 4): another type is another codec, never recorded.
+ */
+function sameCodec(codec: AudioCodec, pt: number, payload: Uint8Array): boolean {
+  if (codec !== 'opus') return false;
+  return pt >= 96 && pt <= 127 && payload.length > 4 && opusPacketSamples(payload) > 0;
 }
 
 /**
@@ -36,6 +56,7 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   readonly #worker: types.Worker;
   readonly #listenIp: string;
   readonly #announcedAddress: string | undefined;
+  readonly #metrics: PlainLegMetrics | undefined;
   readonly #legs = new Map<string, AudioLeg>();
   readonly #transports = new Set<types.Transport>();
   /** Plain (SIP/PSTN) legs' transports by participant: the leg-teardown route closes one. */
@@ -44,8 +65,9 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   #pages = 0;
   #closed = false;
 
-  private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string) {
+  private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string, metrics?: PlainLegMetrics) {
     super();
+    this.#metrics = metrics;
     this.callId = callId;
     this.router = router;
     this.#worker = worker;
@@ -55,11 +77,11 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     router.observer.on('close', () => this.#onClosed(worker.closed || worker.died ? 'worker-died' : 'closed'));
   }
 
-  static async create(pool: WorkerPool, callId: string, opts: { listenIp: string; announcedAddress?: string }): Promise<CallRoom> {
+  static async create(pool: WorkerPool, callId: string, opts: { listenIp: string; announcedAddress?: string; metrics?: PlainLegMetrics }): Promise<CallRoom> {
     const worker = pool.pick();
     const router = await worker.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS, appData: { callId } });
     pool.retain(worker);
-    return new CallRoom(callId, router, worker, pool, opts.listenIp, opts.announcedAddress);
+    return new CallRoom(callId, router, worker, pool, opts.listenIp, opts.announcedAddress, opts.metrics);
   }
 
   get closed(): boolean {
@@ -77,10 +99,14 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
 
   /**
    * A SIP/PSTN-style leg: a PlainTransport. With `remote` (what call control always passes: the
-   * address the gateway declared) it is connected to that address and mediasoup drops RTP from
-   * anywhere else, so a stranger reaching the port first cannot take the leg. Without it, the
-   * transport learns the sender from its first packet (comedia): only for in-process callers
-   * (tests, benchmarks, the fixture player) that send from ports they do not know in advance.
+   * address the gateway declared) the gateway talks to the recorder's own `PlainRtpIngress`, which
+   * accepts RTP from that address only (a stranger reaching the port first cannot take the leg),
+   * follows the gateway's SSRC changes and payload-type renumberings onto the producer's one
+   * stream (issue 19), and passes it over loopback to the transport, which is connected to the
+   * ingress and nothing else. Without `remote`, the transport itself learns the sender from its
+   * first packet (comedia) and takes exactly `ssrc`: only for in-process callers (tests,
+   * benchmarks, the fixture player) that send one stream from ports they do not know in advance,
+   * without the extra hop through Node per packet.
    * RTCP on its own port (rtcpMux false): senders such as ffmpeg send RTCP from another source
    * port, which with a muxed transport would claim the tuple and drop all RTP.
    */
@@ -95,30 +121,60 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     if (this.#legs.has(participantId)) {
       throw new OptinError('LEG_EXISTS', `participant ${participantId} already has an audio leg in call ${this.callId}`);
     }
-    const transport = await this.router.createPlainTransport({
-      listenInfo: { protocol: 'udp', ip: this.#listenIp, ...(this.#announcedAddress ? { announcedAddress: this.#announcedAddress } : {}) },
-      rtcpMux: false,
-      comedia: remote === undefined,
-    });
+    const rtpParameters = plainAudioRtpParameters(codec, ssrc, payloadType);
+    const codecParameters = rtpParameters.codecs[0]!;
+    let ingress: PlainRtpIngress | undefined;
+    if (remote !== undefined) {
+      const metrics = this.#metrics;
+      const rewriter = new RtpLegRewriter({
+        ssrc,
+        payloadType: codecParameters.payloadType,
+        clockRate: codecParameters.clockRate,
+        sameCodec: (pt, payload) => sameCodec(codec, pt, payload),
+      });
+      ingress = await PlainRtpIngress.open(this.#listenIp, rewriter, remote, {
+        onSsrcChange: () => metrics?.rtpSsrcChanges.inc(),
+        onDrop: (reason, n) => metrics?.rtpIngressDropped.inc({ reason }, n),
+      });
+    }
+    let transport: types.PlainTransport;
+    try {
+      transport = await this.router.createPlainTransport({
+        // Behind an ingress the transport is an internal hop: loopback, never announced.
+        listenInfo: ingress
+          ? { protocol: 'udp', ip: '127.0.0.1' }
+          : { protocol: 'udp', ip: this.#listenIp, ...(this.#announcedAddress ? { announcedAddress: this.#announcedAddress } : {}) },
+        rtcpMux: false,
+        comedia: ingress === undefined,
+      });
+    } catch (err) {
+      ingress?.close();
+      throw err;
+    }
     this.#transports.add(transport);
     this.#plain.set(participantId, transport);
     transport.observer.once('close', () => {
+      ingress?.close();
       this.#transports.delete(transport);
       if (this.#plain.get(participantId) === transport) this.#plain.delete(participantId);
     });
-    if (remote !== undefined) await transport.connect({ ip: remote.ip, port: remote.rtpPort, rtcpPort: remote.rtcpPort });
-    const producer = await transport.produce({
-      kind: 'audio',
-      rtpParameters: plainAudioRtpParameters(codec, ssrc, payloadType),
-      appData: { participantId },
-    });
+    if (ingress) {
+      await transport.connect(ingress.inner);
+      ingress.attach({ rtpPort: transport.tuple.localPort, rtcpPort: transport.rtcpTuple!.localPort });
+    }
+    const producer = await transport.produce({ kind: 'audio', rtpParameters, appData: { participantId } });
     this.#addLeg({ participantId, producer, codec });
+    if (ingress) {
+      // What the gateway is told: the ingress's public ports, on the announced address if any.
+      return { ip: this.#announcedAddress ?? this.#listenIp, rtpPort: ingress.rtpPort, rtcpPort: ingress.rtcpPort, transport, producer, ingress };
+    }
     return {
       ip: transport.tuple.localAddress,
       rtpPort: transport.tuple.localPort,
       rtcpPort: transport.rtcpTuple?.localPort ?? transport.tuple.localPort,
       transport,
       producer,
+      ingress,
     };
   }
 

@@ -42,10 +42,10 @@ describe('TrackRecorder runs', () => {
       }
     };
     for (let round = 0; round < 5; round++) {
-      track.startRun('r_0000000000000001', round);
+      track.startRun('r_0000000000000001', round, now);
       send(130); // 2.6 s: two full segments and an open one, with frames still in the encoder
       const ending = track.endRun(now + 200); // the gate closes...
-      track.startRun('r_0000000000000001', round + 100); // ...and reopens at once
+      track.startRun('r_0000000000000001', round + 100, now); // ...and reopens at once
       send(60);
       await ending;
       await track.endRun(now + 200);
@@ -75,7 +75,7 @@ describe('TrackRecorder runs', () => {
         track.tick(now);
       }
     };
-    opus.startRun('r_0000000000000002', 0);
+    opus.startRun('r_0000000000000002', 0, now);
     talk(opus, 0x1111, 100, opusPayload, 960, 75); // 1.5 s
     // The producer changed (new SSRC, new RTP clock): the same track, a new run.
     const ended = opus.restartRun(now, 1);
@@ -86,7 +86,7 @@ describe('TrackRecorder runs', () => {
     const closing = opus.endRun(now + 200);
     const pcmu = new TrackRecorder({ ...base, codec: 'pcmu', continueFrom: opus.continuation });
     await closing;
-    pcmu.startRun('r_0000000000000002', 2);
+    pcmu.startRun('r_0000000000000002', 2, now);
     talk(pcmu, 0x3333, 0, Buffer.alloc(160, 0xff), 160, 75);
     await pcmu.close(now + 200);
     await opus.close(now + 200);
