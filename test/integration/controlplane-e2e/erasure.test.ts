@@ -97,35 +97,42 @@ describe('erasures are carried out, with receipts', () => {
     const recordingId = call.rec.recordingId!;
     await until(async () => (await listNames(direct, buckets.media, mediaPrefix(recordingId, customer))).length >= 2, 10_000, 'segments uploaded');
 
-    // The worker's link goes down (the control plane stays up): stale, gate closed.
-    from = call.states.length;
-    stack.relay.down();
-    await waitState(call, (s) => s.reasons.includes('control-stale'), 3000, 'stale', from);
-    // What the closing run sealed waits in the spool: nothing is uploaded while stale.
-    await until(() => spoolItemsOf(stack.spoolDir, recordingId, customer).length > 0, 5000, 'the last segment spooled');
+    try {
+      // The worker's link goes down (the control plane stays up): stale, gate closed.
+      from = call.states.length;
+      stack.relay.down();
+      await waitState(call, (s) => s.reasons.includes('control-stale'), 3000, 'stale', from);
+      // What the closing run sealed waits in the spool: nothing is uploaded while stale.
+      // (Sealing the closing run's segment takes an Opus encode: seconds on a loaded machine.)
+      await until(() => spoolItemsOf(stack.spoolDir, recordingId, customer).length > 0, 20_000, 'the last segment spooled');
 
-    const answer = await stack.policy.withdrawConsent(call.callId, customer, { erase: true, evidence: evidence() });
-    const erasureId = String(answer.erasureId);
-    await stack.policy.endCall(call.callId);
-    // No live holder: after the grace the control plane deletes from the store itself.
-    const status = await erasureDone(erasureId);
-    const receipt = receiptOf(status);
-    expect(receipt.storeReceipts.map((r) => [r.recordingId, r.participantId, r.complete])).toEqual([[recordingId, customer, true]]);
-    expect(receipt.confirmedBy.map((c) => c.workerId)).not.toContain(stack.config.workerId); // its link is down
-    await customerGone(recordingId, customer);
-    expect(spoolItemsOf(stack.spoolDir, recordingId, customer).length).toBeGreaterThan(0); // still held by the absent worker
+      const answer = await stack.policy.withdrawConsent(call.callId, customer, { erase: true, evidence: evidence() });
+      const erasureId = String(answer.erasureId);
+      await stack.policy.endCall(call.callId);
+      // No live holder: after the grace the control plane deletes from the store itself.
+      const status = await erasureDone(erasureId);
+      const receipt = receiptOf(status);
+      expect(receipt.storeReceipts.map((r) => [r.recordingId, r.participantId, r.complete])).toEqual([[recordingId, customer, true]]);
+      expect(receipt.confirmedBy.map((c) => c.workerId)).not.toContain(stack.config.workerId); // its link is down
+      await customerGone(recordingId, customer);
+      expect(spoolItemsOf(stack.spoolDir, recordingId, customer).length).toBeGreaterThan(0); // still held by the absent worker
 
-    // The link returns: the snapshot's tombstone; the worker deletes what it held and uploads nothing of it.
-    from = call.states.length;
-    stack.relay.up();
-    await app.control.waitFresh(10_000);
-    await until(() => call.rec.erased, 5000, 'the worker stopped the recording');
-    await until(() => spoolItemsOf(stack.spoolDir, recordingId, customer).length === 0, 5000, 'spool copies deleted');
-    await call.stop();
-    await app.store.drained(20_000);
-    await sleep(6000); // more than a manifest flush period: nothing comes back
-    await customerGone(recordingId, customer);
-    expect(call.states.slice(from).some((s) => s.recording)).toBe(false);
+      // The link returns: the snapshot's tombstone; the worker deletes what it held and uploads nothing of it.
+      from = call.states.length;
+      stack.relay.up();
+      await app.control.waitFresh(10_000);
+      await until(() => call.rec.erased, 5000, 'the worker stopped the recording');
+      await until(() => spoolItemsOf(stack.spoolDir, recordingId, customer).length === 0, 5000, 'spool copies deleted');
+      await call.stop();
+      await app.store.drained(20_000);
+      await sleep(6000); // more than a manifest flush period: nothing comes back
+      await customerGone(recordingId, customer);
+      expect(call.states.slice(from).some((s) => s.recording)).toBe(false);
+    } finally {
+      // Whatever failed above, the next tests need the link and no sender left ticking.
+      stack.relay.up();
+      await call.stop().catch(() => undefined);
+    }
   }, 90_000);
 
   it('erase after a worker restart: the restarted worker confirms, the control plane deletes from the store', async () => {
