@@ -138,14 +138,13 @@ export class CallTokenVerifier {
     const parts = token.split('.');
     if (parts.length !== 3 || parts[0] !== 'v1' || !parts[1] || !parts[2]) throw new TokenRefused('malformed', 'malformed call-control token (expected v1.<claims>.<mac>)');
     const [, body, sig] = parts as [string, string, string];
-    const want = mac(this.#secret, this.audience, body);
-    const got = Buffer.from(sig, 'base64url');
-    if (got.length !== want.length || !timingSafeEqual(got, want)) {
+    // Compared as text against the one canonical encoding: decoding first would accept other
+    // spellings of the same MAC (base64url's last character carries 2 unused bits).
+    if (!sameText(sig, mac(this.#secret, this.audience, body).toString('base64url'))) {
       // Tell a token of the other audience apart from a forgery only when our secret could have
       // signed it: the message must not help an attacker probe the other secret.
       const other = TOKEN_AUDIENCES.find((a) => a !== this.audience)!;
-      const asOther = mac(this.#secret, other, body);
-      if (got.length === asOther.length && timingSafeEqual(got, asOther)) throw new TokenRefused('wrong-audience', `this token is for ${other}, not ${this.audience}`);
+      if (sameText(sig, mac(this.#secret, other, body).toString('base64url'))) throw new TokenRefused('wrong-audience', `this token is for ${other}, not ${this.audience}`);
       throw new TokenRefused('forged', 'call-control token signature invalid');
     }
     let claims: Partial<CallTokenClaims>;
@@ -194,4 +193,11 @@ export class CallTokenVerifier {
   get remembered(): number {
     return this.#used.size;
   }
+}
+
+/** Constant-time equality of two strings. */
+function sameText(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
