@@ -4,6 +4,7 @@
  * everything it sends while the gate is open is recorded, pauses included, and the SSRC changes
  * are counted. Before the fix the SFU dropped every packet after the first change.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRecorderHttp, type RecorderHttp } from '../../../src/app/recorderHttp.ts';
 import { signCallToken } from '../../../src/callcontrol/callToken.ts';
@@ -64,6 +65,10 @@ describe('a plain leg whose SSRC and payload type change', () => {
         { fromMs: 6000, toMs: 60_000, ssrc: 0x0c0c0c0c, payloadType: 111, seq0: 7, ts0: 123 },
       ],
     });
+    // The ingress stamps each datagram on arrival, in this process's event loop (the recorder
+    // runs in it): a switch's gap is measured late by as much as the loop was held up then.
+    const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+    loopDelay.enable();
     try {
       const call = () => stack.app.recorder.calls.get(callId)!;
       await expect.poll(() => call().tracks.get(pid)?.counters.received ?? 0, { timeout: 10_000 }).toBeGreaterThan(10);
@@ -84,12 +89,16 @@ describe('a plain leg whose SSRC and payload type change', () => {
       expect(states.filter((s) => s.at >= opened.at && s.at < closed.at).every((s) => s.recording)).toBe(true);
       const segs = await readTrack(stack.app.store, recordingId, pid);
       const recordedMs = segs.reduce((a, s) => a + s.meta.durationMs, 0);
-      console.log(`gate open ${gateOpenMs} ms, recorded ${recordedMs} ms in ${segs.length} segments, SSRC changes ${(await metric('optin_rtp_ssrc_changes_total')) - changesBefore}`);
-      expect(Math.abs(recordedMs - gateOpenMs)).toBeLessThanOrEqual(40);
+      loopDelay.disable();
+      const stallMs = Math.max(0, loopDelay.max / 1e6 - 5);
+      console.log(`gate open ${gateOpenMs} ms, recorded ${recordedMs} ms in ${segs.length} segments, SSRC changes ${(await metric('optin_rtp_ssrc_changes_total')) - changesBefore}, longest event-loop stall ${Math.round(stallMs)} ms`);
+      // 40 ms (the issue's figure), plus what a stalled loop added to the arrival clock.
+      expect(Math.abs(recordedMs - gateOpenMs)).toBeLessThanOrEqual(40 + stallMs);
       expect((await metric('optin_rtp_ssrc_changes_total')) - changesBefore).toBe(2);
       // Every datagram came from the declared address in a payload type the leg takes.
       expect(await metric('optin_rtp_ingress_dropped_total')).toBe(0);
     } finally {
+      loopDelay.disable();
       stack.app.recorder.off('state', onState);
       await gw.stop();
     }
