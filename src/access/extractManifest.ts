@@ -99,8 +99,8 @@ export interface ExtractRun {
  * joins them in). Offsets are integer ms; the file's own duration can differ from the sum by a
  * few ms (each run after the first opens with its encoder's pre-skip, about 6.5 ms).
  */
-export function runsOf(segs: ReadonlyArray<{ segment: number; run: number; startWallClockMs: number; durationMs: number }>): ExtractRun[] {
-  const runs: Array<ExtractRun & { endMs: number; startMs: number }> = [];
+function runsOf(segs: ReadonlyArray<{ segment: number; run: number; startWallClockMs: number; durationMs: number }>): ExtractRun[] {
+  const runs: Array<ExtractRun & { endMs: number }> = [];
   let offset = 0;
   for (const s of segs) {
     let r = runs.at(-1);
@@ -114,7 +114,6 @@ export function runsOf(segs: ReadonlyArray<{ segment: number; run: number; start
         end: '',
         ...(prevEnd === undefined ? {} : { pauseBeforeMs: Math.max(0, Math.round(s.startWallClockMs - prevEnd)) }),
         segments: [],
-        startMs: s.startWallClockMs,
         endMs: s.startWallClockMs,
       };
       runs.push(r);
@@ -124,7 +123,7 @@ export function runsOf(segs: ReadonlyArray<{ segment: number; run: number; start
     r.segments.push(s.segment);
     offset += s.durationMs;
   }
-  return runs.map(({ endMs, startMs: _s, ...r }) => ({ ...r, durationMs: Math.round(r.durationMs), end: iso(endMs) }));
+  return runs.map(({ endMs, ...r }) => ({ ...r, durationMs: Math.round(r.durationMs), end: iso(endMs) }));
 }
 
 export interface ExtractManifest {

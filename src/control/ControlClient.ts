@@ -310,8 +310,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     const final = msg.event === 'ended' || msg.event === 'interrupted';
     this.#catalogue.delete(msg.recordingId);
     if (this.#phase === 'live') {
-      this.#send(msg);
-      this.#resender.sent(msg.recordingId, msg);
+      this.#sendKept(msg.recordingId, msg);
       if (final) return;
     }
     this.#catalogue.set(msg.recordingId, msg);
@@ -344,18 +343,14 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   /** `erasure.done`: this worker carried the erasure out (may list no receipt: it held nothing). Returns whether it was sent. */
   confirmErasure(erasureId: string, receipts: StoreReceipt[]): boolean {
     if (this.#phase !== 'live') return false;
-    const msg: ErasureDone = { v: PROTOCOL_VERSION_2, type: 'erasure.done', erasureId, receipts };
-    this.#send(msg);
-    this.#resender.sent(erasureId, msg);
+    this.#sendKept(erasureId, { v: PROTOCOL_VERSION_2, type: 'erasure.done', erasureId, receipts });
     return true;
   }
 
   /** `deletion.done`: this worker stopped, deleted and forgot the recording. Returns whether it was sent. */
   confirmDeletion(deletionId: string, receipt: StoreReceipt): boolean {
     if (this.#phase !== 'live') return false;
-    const msg: DeletionDone = { v: PROTOCOL_VERSION_2, type: 'deletion.done', deletionId, receipt };
-    this.#send(msg);
-    this.#resender.sent(deletionId, msg);
+    this.#sendKept(deletionId, { v: PROTOCOL_VERSION_2, type: 'deletion.done', deletionId, receipt });
     return true;
   }
 
@@ -750,7 +745,6 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     this.safeEmit('protocol-error', err);
   }
 
-  /** Seals and sends one frame: the MAC counter advances with each, in send order. */
   /**
    * A frame the control plane failed (`unavailable`), once its backoff has passed. Off the live
    * stream, a catalogue report waits for the next session (unless a newer one already does);
@@ -764,6 +758,13 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     if (message.type === 'recording.report' && !this.#catalogue.has(message.recordingId)) this.#catalogue.set(message.recordingId, message);
   }
 
+  /** Sends a report or confirmation and keeps it, to send again if the control plane fails it. */
+  #sendKept(ref: string, message: RecordingReport | ErasureDone | DeletionDone): void {
+    this.#send(message);
+    this.#resender.sent(ref, message);
+  }
+
+  /** Seals and sends one frame: the MAC counter advances with each, in send order. */
   #send(message: WorkerMessageV2): void {
     const ws = this.#ws;
     const sealer = this.#sealer;

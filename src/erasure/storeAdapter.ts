@@ -100,15 +100,10 @@ export async function openControlPlaneStore(settings: StoreSettings): Promise<Co
       return summarizeReceipt(await store.deleteRecording(recordingId, options));
     },
     async listEntries() {
-      const summaries = await store.listRecordings();
-      const out: CatalogueEntry[] = [];
-      for (const s of summaries) {
-        const m = await store.getManifest(s.recordingId).catch(() => null);
-        if (m === null) continue;
+      return (await store.listManifests()).map((m): CatalogueEntry => {
         const { nodeId, state, ...summary } = summarizeManifest(m);
-        out.push({ ...summary, state: state === 'ended' ? 'complete' : state, workerId: nodeId });
-      }
-      return out;
+        return { ...summary, state: state === 'ended' ? 'complete' : state, workerId: nodeId };
+      });
     },
     async close() {
       await store.close();

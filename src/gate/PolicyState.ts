@@ -318,6 +318,12 @@ export class PolicyState {
     return [...call.participants.values()].filter((p): p is AgentParticipant => p.role === 'agent' && !call.left.has(p.participantId));
   }
 
+  /** Subject ids of the agents in the call now that its admission does not cover yet (all of them before the first), each once. */
+  #unadmittedAgents(callId: string): string[] {
+    const covered = this.#admissions.get(callId)?.agentIds ?? [];
+    return [...new Set(this.agentsOf(callId).map((a) => a.subjectId))].filter((a) => !covered.includes(a));
+  }
+
   schedule(agentId: string): ScheduleState | undefined {
     return this.#schedules.get(agentId);
   }
@@ -380,8 +386,7 @@ export class PolicyState {
     const call = this.#calls.get(callId);
     if (call === undefined || call.ended) return;
     // An admitted call asks again only for agents who joined since (a transfer): only they count.
-    const covered = this.#admissions.get(callId)?.agentIds ?? [];
-    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !covered.includes(a)) });
+    this.#admitting.set(callId, { recordingId, atMs, agentIds: this.#unadmittedAgents(callId) });
   }
 
   /** The admission got no answer (timeout, control plane unavailable, stream lost): it counts no more. */
@@ -400,9 +405,9 @@ export class PolicyState {
     const previous = this.#admissions.get(callId);
     if (previous !== undefined && previous.recordingId !== recordingId) return;
     // Agents who joined after an admission (a transfer) are added to it, each counted once.
-    const fresh = this.agentsOf(callId).map((a) => a.subjectId).filter((a) => !previous?.agentIds.includes(a));
+    const fresh = this.#unadmittedAgents(callId);
     if (previous !== undefined && fresh.length === 0) return;
-    this.#admissions.set(callId, { recordingId, atMs: previous?.atMs ?? atMs, agentIds: [...(previous?.agentIds ?? []), ...new Set(fresh)] });
+    this.#admissions.set(callId, { recordingId, atMs: previous?.atMs ?? atMs, agentIds: [...(previous?.agentIds ?? []), ...fresh] });
     this.#capRefused.delete(callId);
     const month = monthKey(atMs);
     for (const agentId of new Set(fresh)) this.#monthlyCounts.set(`${agentId}/${month}`, this.monthlyCount(agentId, month) + 1);

@@ -112,8 +112,8 @@ export class CallRecorder {
   /** The recording's start and the participants its manifest lists (set by `#begin`). */
   #startedAtMs = 0;
   #inManifest = new Set<string>();
-  #lastReport = '';
-  #lastReported: { recording: boolean; reasons: readonly RecordingReason[] } | undefined;
+  /** The last R7 report sent (a report equal to it is not sent again). */
+  #lastReported: { recording: boolean; reasons: readonly RecordingReason[]; recordingId: string | undefined } | undefined;
   readonly #ending = new Set<Promise<void>>();
   /**
    * Raised at every opening until the mediasoup worker answers a request sent at that instant:
@@ -534,18 +534,12 @@ export class CallRecorder {
         this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
       }
     } else {
-      let continueFrom: { nextSegment: number; position: number } | undefined;
-      if (track) {
-        const retired = track;
-        const ending = retired.endRun(nowMs);
-        continueFrom = retired.continuation;
-        this.#trackEnding(ending.then(() => retired.close(nowMs)));
-      }
-      track = this.#newTrack(pid, leg.codec, continueFrom);
+      const replaced = track !== undefined;
+      track = track ? this.#replaceTrack(track, leg.codec, nowMs) : this.#newTrack(pid, leg.codec);
       if (phase.name === 'recording') {
-        const run = continueFrom ? this.gate.reserveRun() : phase.run;
+        const run = replaced ? this.gate.reserveRun() : phase.run;
         track.startRun(phase.recordingId, run, this.#openedAtMs);
-        if (continueFrom) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
+        if (replaced) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
       }
     }
     const current = track;
@@ -576,10 +570,7 @@ export class CallRecorder {
     const previous = this.tracks.get(participantId);
     let track = previous;
     if (previous && previous.codec !== codec) {
-      const ending = previous.endRun(nowMs);
-      const continueFrom = previous.continuation;
-      this.#trackEnding(ending.then(() => previous.close(nowMs)));
-      track = this.#newTrack(participantId, codec, continueFrom);
+      track = this.#replaceTrack(previous, codec, nowMs);
       this.#log.info({ participantId, codec, from: previous.codec }, 'codec changed mid-call: the track continues in a new run');
     }
     track ??= this.#newTrack(participantId, codec);
@@ -648,6 +639,18 @@ export class CallRecorder {
     await again;
   }
 
+  /**
+   * The speaker's media comes in another codec: the old track seals its run and closes once its
+   * segments are handed over; a new one (decoder, transcoder stream) carries on its segment
+   * numbering and position.
+   */
+  #replaceTrack(previous: TrackRecorder, codec: AudioCodec, nowMs: number): TrackRecorder {
+    const ending = previous.endRun(nowMs);
+    const continueFrom = previous.continuation;
+    this.#trackEnding(ending.then(() => previous.close(nowMs)));
+    return this.#newTrack(previous.participantId, codec, continueFrom);
+  }
+
   /** A run (or a retired track) still handing segments over: close and erase wait for it. */
   #trackEnding(p: Promise<void>): void {
     this.#ending.add(p);
@@ -661,10 +664,9 @@ export class CallRecorder {
 
   #sendReport(report: { recording: boolean; reasons: RecordingReason[] }): void {
     const recordingId = this.recordingId;
-    const key = `${report.recording}|${report.reasons.join(',')}|${recordingId ?? ''}`;
-    if (key === this.#lastReport) return;
-    this.#lastReport = key;
-    this.#lastReported = report;
+    const last = this.#lastReported;
+    if (last?.recording === report.recording && last.recordingId === recordingId && last.reasons.join() === report.reasons.join()) return;
+    this.#lastReported = { ...report, recordingId };
     this.#d.onReport(this.callId, { ...report, ...(recordingId ? { recordingId } : {}) });
   }
 }

@@ -49,14 +49,14 @@ export class CatalogueReporter {
         const known = this.#entries.get(event.recordingId);
         if (known !== undefined) {
           // Begun again: participants joined (a transfer). The counts so far stay.
-          known.participants = event.participants.map((p) => ({ participantId: p.participantId, role: p.role, subjectId: p.subjectId, ...(p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}) }));
+          known.participants = reportParticipants(event.participants);
           this.#send(known, 'begun');
           return;
         }
         const entry: Entry = {
           recordingId: event.recordingId,
           callId,
-          participants: event.participants.map((p) => ({ participantId: p.participantId, role: p.role, subjectId: p.subjectId, ...(p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}) })),
+          participants: reportParticipants(event.participants),
           startedAt: event.startedAt,
           expiresAt: event.expiresAt ?? event.startedAt + this.#retentionMs,
           tracks: new Set(),
@@ -148,4 +148,8 @@ export class CatalogueReporter {
 function reportOfSummary(summary: ManifestSummary, event: CatalogueReport['event']): CatalogueReport {
   const { nodeId: _writer, state: _state, ...figures } = summary;
   return { ...figures, event };
+}
+
+function reportParticipants(participants: Extract<RecordingEvent, { type: 'begun' }>['participants']): CatalogueReport['participants'] {
+  return participants.map((p) => ({ participantId: p.participantId, role: p.role, subjectId: p.subjectId, ...(p.teamLeadId ? { teamLeadId: p.teamLeadId } : {}) }));
 }

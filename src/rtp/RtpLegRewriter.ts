@@ -27,7 +27,7 @@
  * dropped, never fed to the decoder) and then forwarded under the producer's type.
  */
 import { parseRtp } from './RtpPacket.ts';
-import { seqDiff } from './sequence.ts';
+import { seqAdd, seqDiff, tsAdd, tsDiff } from './sequence.ts';
 
 export interface RtpLegRewriterOptions {
   /** The producer's SSRC (what every forwarded packet carries). */
@@ -45,6 +45,12 @@ export interface RtpLegRewriterOptions {
 }
 
 export type RewriteDropReason = 'malformed' | 'payload-type';
+
+/** Told as it happens (the leg's metrics), so nobody has to compare counters per packet. */
+export interface RtpLegRewriterObserver {
+  onDrop?: (reason: RewriteDropReason, count: number) => void;
+  onSsrcChange?: () => void;
+}
 
 export interface RtpLegRewriterCounters {
   forwarded: number;
@@ -88,6 +94,7 @@ export class RtpLegRewriter {
   #step: number;
   #switchedAtMs = 0;
   #candidate: { payloadType: number; held: Held[] } | undefined;
+  #observer: RtpLegRewriterObserver = {};
 
   constructor(options: RtpLegRewriterOptions) {
     this.#o = { confirmPackets: 3, holdMs: 200, ...options };
@@ -95,44 +102,51 @@ export class RtpLegRewriter {
     this.#step = Math.round(options.clockRate / 50);
   }
 
-  /** The source currently mapped (undefined before the first packet). */
-  get currentSsrc(): number | undefined {
-    return this.#current?.ssrc;
+  /** Where drops and SSRC changes are told (one observer; a later call replaces it). */
+  observe(observer: RtpLegRewriterObserver): void {
+    this.#observer = observer;
   }
 
   /**
-   * One datagram received on the leg. Returns the packets to forward now, rewritten in place
+   * One datagram received on the leg: `send` gets the packets to forward now, rewritten in place
    * (usually the packet itself; none while it is held or dropped; several when a held
    * renumbering is confirmed). The buffers are the caller's own, modified.
    */
-  push(buf: Buffer, arrivalMs: number): Buffer[] {
+  forward(buf: Buffer, arrivalMs: number, send: (packet: Buffer) => void): void {
     // RFC 3550 §5.1: version 2, and at least the fixed header.
     if (buf.length < RTP_HEADER || buf[0]! >> 6 !== 2) return this.#drop('malformed');
     const pt = buf[1]! & 0x7f;
-    if (this.#mediaTypes.includes(pt)) return [this.#rewrite(buf, arrivalMs)];
+    if (this.#mediaTypes.includes(pt)) return send(this.#rewrite(buf, arrivalMs));
     const parsed = parseRtp(buf);
     if (!parsed.ok) return this.#drop('malformed');
     if (!this.#o.sameCodec(pt, parsed.packet.payload)) return this.#drop('payload-type');
     let cand = this.#candidate;
     if (cand !== undefined && (cand.payloadType !== pt || arrivalMs - cand.held[0]!.arrivalMs > this.#o.holdMs)) {
-      this.counters.dropped['payload-type'] += cand.held.length;
+      this.#drop('payload-type', cand.held.length);
       cand = undefined;
     }
     cand ??= { payloadType: pt, held: [] };
     this.#candidate = cand;
     cand.held.push({ buf, arrivalMs });
-    if (cand.held.length < this.#o.confirmPackets) return [];
+    if (cand.held.length < this.#o.confirmPackets) return;
     // Confirmed: the gateway renumbered its codec. Older types stay accepted for stragglers.
     this.#candidate = undefined;
     this.#mediaTypes.push(pt);
     if (this.#mediaTypes.length > MAX_MEDIA_TYPES) this.#mediaTypes.splice(1, 1); // the declared type stays
     this.counters.payloadTypeChanges++;
-    return cand.held.map((h) => this.#rewrite(h.buf, h.arrivalMs));
+    for (const h of cand.held) send(this.#rewrite(h.buf, h.arrivalMs));
   }
 
-  #drop(reason: RewriteDropReason): Buffer[] {
-    this.counters.dropped[reason]++;
-    return [];
+  /** `forward`, collecting what it sends. */
+  push(buf: Buffer, arrivalMs: number): Buffer[] {
+    const out: Buffer[] = [];
+    this.forward(buf, arrivalMs, (packet) => out.push(packet));
+    return out;
+  }
+
+  #drop(reason: RewriteDropReason, count = 1): void {
+    this.counters.dropped[reason] += count;
+    this.#observer.onDrop?.(reason, count);
   }
 
   #rewrite(buf: Buffer, arrivalMs: number): Buffer {
@@ -151,12 +165,12 @@ export class RtpLegRewriter {
     } else {
       map = this.#switchTo(ssrc, seq, ts, arrivalMs);
     }
-    const outSeq = (seq + map.seqOffset) & 0xffff;
-    const outTs = (ts + map.tsOffset) >>> 0;
+    const outSeq = seqAdd(seq, map.seqOffset);
+    const outTs = tsAdd(ts, map.tsOffset);
     if (first || seqDiff(outSeq, this.#lastSeq) > 0) {
-      if (!first && map === this.#current && outSeq === ((this.#lastSeq + 1) & 0xffff)) {
+      if (!first && map === this.#current && outSeq === seqAdd(this.#lastSeq, 1)) {
         // Learn the packet duration from consecutive packets (20 ms usually; 10-120 ms allowed).
-        const step = (outTs - this.#lastTs) | 0;
+        const step = tsDiff(outTs, this.#lastTs);
         if (step > 0 && step <= (this.#o.clockRate * 120) / 1000) this.#step = step;
       }
       this.#lastSeq = outSeq;
@@ -179,20 +193,21 @@ export class RtpLegRewriter {
   #isStraggler(ssrc: number, seq: number, arrivalMs: number): boolean {
     const prev = this.#previous;
     if (prev === undefined || prev.ssrc !== ssrc || arrivalMs - this.#switchedAtMs > STRAGGLER_MS) return false;
-    return seqDiff((seq + prev.seqOffset) & 0xffff, this.#lastSeq) <= 0;
+    return seqDiff(seqAdd(seq, prev.seqOffset), this.#lastSeq) <= 0;
   }
 
   /** A new source: offsets that continue the output after the last packet forwarded. */
   #switchTo(ssrc: number, seq: number, ts: number, arrivalMs: number): SourceMap {
     const gapMs = Math.max(0, arrivalMs - this.#lastArrivalMs);
     const packets = Math.max(1, Math.round((gapMs * this.#o.clockRate) / 1000 / this.#step));
-    const outSeq = (this.#lastSeq + 1) & 0xffff;
-    const outTs = (this.#lastTs + packets * this.#step) >>> 0;
-    const map: SourceMap = { ssrc, seqOffset: (outSeq - seq) & 0xffff, tsOffset: (outTs - ts) >>> 0 };
+    const outSeq = seqAdd(this.#lastSeq, 1);
+    const outTs = tsAdd(this.#lastTs, packets * this.#step);
+    const map: SourceMap = { ssrc, seqOffset: seqAdd(outSeq, -seq), tsOffset: tsAdd(outTs, -ts) };
     this.#previous = this.#current;
     this.#current = map;
     this.#switchedAtMs = arrivalMs;
     this.counters.ssrcChanges++;
+    this.#observer.onSsrcChange?.();
     return map;
   }
 }

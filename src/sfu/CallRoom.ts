@@ -27,8 +27,6 @@ export interface PlainLeg {
   rtcpPort: number;
   transport: types.PlainTransport;
   producer: types.Producer;
-  /** The ingress in front of the transport (legs with a declared remote); its rewriter's counters. */
-  ingress: PlainRtpIngress | undefined;
 }
 
 /** The room's counters for plain legs (a Metrics satisfies it). */
@@ -164,18 +162,11 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     }
     const producer = await transport.produce({ kind: 'audio', rtpParameters, appData: { participantId } });
     this.#addLeg({ participantId, producer, codec });
-    if (ingress) {
-      // What the gateway is told: the ingress's public ports, on the announced address if any.
-      return { ip: this.#announcedAddress ?? this.#listenIp, rtpPort: ingress.rtpPort, rtcpPort: ingress.rtcpPort, transport, producer, ingress };
-    }
-    return {
-      ip: transport.tuple.localAddress,
-      rtpPort: transport.tuple.localPort,
-      rtcpPort: transport.rtcpTuple?.localPort ?? transport.tuple.localPort,
-      transport,
-      producer,
-      ingress,
-    };
+    // What the gateway is told: the ingress's public ports (on the announced address if any), or the transport's own.
+    const where = ingress
+      ? { ip: this.#announcedAddress ?? this.#listenIp, rtpPort: ingress.rtpPort, rtcpPort: ingress.rtcpPort }
+      : { ip: transport.tuple.localAddress, rtpPort: transport.tuple.localPort, rtcpPort: transport.rtcpTuple?.localPort ?? transport.tuple.localPort };
+    return { ...where, transport, producer };
   }
 
   /** A WebRTC leg: the softphone signalling creates the transport; producers are announced here. */

@@ -63,14 +63,17 @@ export class PlainRtpIngress {
   #remote: Remote | undefined;
   #target: { rtpPort: number; rtcpPort: number } | undefined;
   #closed = false;
-  #ssrcChanges = 0;
-  readonly #lastDrops: Record<'malformed' | 'payload-type', number> = { malformed: 0, 'payload-type': 0 };
+  /** Sends one rewritten packet to the PlainTransport (bound once: no closure per packet). */
+  readonly #toSfu = (packet: Buffer): void => {
+    if (this.#target !== undefined) this.#innerRtp.send(packet, this.#target.rtpPort, '127.0.0.1');
+  };
 
   private constructor(sockets: dgram.Socket[], rewriter: RtpLegRewriter, remote: Remote | undefined, events: IngressEvents) {
     [this.#rtp, this.#rtcp, this.#innerRtp, this.#innerRtcp] = sockets as [dgram.Socket, dgram.Socket, dgram.Socket, dgram.Socket];
     this.#rewriter = rewriter;
     this.#remote = remote;
     this.#events = events;
+    rewriter.observe({ onDrop: (reason, n) => this.#drop(reason, n), ...(events.onSsrcChange ? { onSsrcChange: events.onSsrcChange } : {}) });
     for (const s of sockets) s.on('error', () => undefined); // ICMP unreachable and the like: UDP carries on
     this.#rtp.on('message', (msg, from) => this.#onRtp(msg, from));
     this.#rtcp.on('message', () => undefined); // see the class comment: not passed on
@@ -117,18 +120,15 @@ export class PlainRtpIngress {
   }
 
   #onRtp(msg: Buffer, from: dgram.RemoteInfo): void {
-    const target = this.#target;
-    if (target === undefined || this.#closed) return;
+    if (this.#target === undefined || this.#closed) return;
     if (msg.length > MAX_RTP_DATAGRAM) return this.#drop('oversize');
     const remote = this.#remote;
     if (remote !== undefined && (from.address !== remote.ip || from.port !== remote.rtpPort)) return this.#drop('foreign-source');
-    const out = this.#rewriter.push(msg, Date.now());
-    this.#countRewriterDrops();
-    if (out.length === 0) return;
+    const forwarded = this.#rewriter.counters.forwarded;
+    this.#rewriter.forward(msg, Date.now(), this.#toSfu);
     // Latched on the first packet the rewriter accepted (comedia for in-process callers); RTCP
     // then goes to the next port (RFC 3550 §11).
-    this.#remote ??= { ip: from.address, rtpPort: from.port, rtcpPort: from.port + 1 };
-    for (const pkt of out) this.#innerRtp.send(pkt, target.rtpPort, '127.0.0.1');
+    if (remote === undefined && this.#rewriter.counters.forwarded > forwarded) this.#remote = { ip: from.address, rtpPort: from.port, rtcpPort: from.port + 1 };
   }
 
   #onSfuRtcp(msg: Buffer, from: dgram.RemoteInfo): void {
@@ -139,21 +139,5 @@ export class PlainRtpIngress {
 
   #drop(reason: IngressDropReason, count = 1): void {
     this.#events.onDrop?.(reason, count);
-  }
-
-  /** Reports the rewriter's drops and SSRC changes since the last packet. */
-  #countRewriterDrops(): void {
-    const c = this.#rewriter.counters;
-    for (const reason of ['malformed', 'payload-type'] as const) {
-      const n = c.dropped[reason] - this.#lastDrops[reason];
-      if (n > 0) {
-        this.#lastDrops[reason] = c.dropped[reason];
-        this.#drop(reason, n);
-      }
-    }
-    while (this.#ssrcChanges < c.ssrcChanges) {
-      this.#ssrcChanges++;
-      this.#events.onSsrcChange?.();
-    }
   }
 }

@@ -76,6 +76,11 @@ export class RecordingReader implements RecordingSource {
   }
 
   async listRecordings(): Promise<RecordingSummary[]> {
+    return (await this.listManifests()).map(summarize);
+  }
+
+  /** Every recording's manifest (the store's, with this process's active and spooled ones over them), oldest first. */
+  async listManifests(): Promise<RecordingManifest[]> {
     const byId = new Map<string, RecordingManifest>();
     const ids = new Set<string>();
     for await (const obj of this.#objects.list('keys', MANIFESTS_PREFIX, false)) {
@@ -88,7 +93,7 @@ export class RecordingReader implements RecordingSource {
       if (m !== null) byId.set(id, m);
     });
     for (const m of this.#local?.manifests() ?? []) byId.set(m.recordingId, m);
-    return [...byId.values()].sort((a, b) => a.startedAtMs - b.startedAtMs).map(summarize);
+    return [...byId.values()].sort((a, b) => a.startedAtMs - b.startedAtMs);
   }
 
   /**

@@ -369,6 +369,12 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     return this.#reader.listRecordings();
   }
 
+  /** Every recording's manifest, oldest first (metadata only; no audio, no keys). */
+  async listManifests(): Promise<RecordingManifest[]> {
+    this.#assertOpen();
+    return this.#reader.listManifests();
+  }
+
   /** One participant's track, verified and decrypted (see RecordingReader.openTrack). */
   async *openTrack(recordingId: string, participantId: string): AsyncGenerator<TrackSegment, void, undefined> {
     this.#assertOpen();

@@ -173,6 +173,8 @@ export async function putObjectWithTags(
 export interface RemoteObject {
   name: string;
   versionId?: string;
+  /** Listed with versions: false for a version that is not the current one. */
+  isLatest?: boolean;
 }
 
 /** What the store holds of one recording (or one participant of it), every version listed. */
@@ -242,9 +244,13 @@ export class S3Objects {
     const stream = this.#client.listObjects(bucket, prefix, true, versions ? { IncludeVersion: true } : undefined);
     const timer = setTimeout(() => stream.destroy(new Error(`listing ${bucket}/${prefix} timed out`)), this.#timeoutMs * 4);
     try {
-      for await (const raw of stream as AsyncIterable<{ name?: string; versionId?: string | null }>) {
+      for await (const raw of stream as AsyncIterable<{ name?: string; versionId?: string | null; isLatest?: boolean | string }>) {
         if (typeof raw.name !== 'string') continue;
-        yield { name: raw.name, ...(raw.versionId && raw.versionId !== 'null' ? { versionId: raw.versionId } : {}) };
+        yield {
+          name: raw.name,
+          ...(raw.versionId && raw.versionId !== 'null' ? { versionId: raw.versionId } : {}),
+          ...(raw.isLatest === undefined ? {} : { isLatest: raw.isLatest === true || raw.isLatest === 'true' }),
+        };
       }
     } finally {
       clearTimeout(timer);
@@ -309,19 +315,11 @@ export class S3Objects {
   /**
    * Removes every version of `objectKey` but the current one (nothing on an unversioned bucket).
    * An erasure rewrites the manifest; on a versioned store the versions before it still name the
-   * erased person, so they go too (R9: every copy). Returns how many were removed.
+   * erased person, so they go too (R9: every copy).
    */
-  async removeOlderVersions(role: BucketRole, objectKey: string): Promise<number> {
-    const bucket = this.buckets[role];
-    const stream = this.#client.listObjects(bucket, objectKey, true, { IncludeVersion: true });
-    const older: RemoteObject[] = [];
-    for await (const raw of stream as AsyncIterable<{ name?: string; versionId?: string | null; isLatest?: boolean | string }>) {
-      if (raw.name !== objectKey || !raw.versionId || raw.versionId === 'null') continue;
-      if (raw.isLatest === true || raw.isLatest === 'true') continue;
-      older.push({ name: raw.name, versionId: raw.versionId });
-    }
-    await this.removeAll(role, older);
-    return older.length;
+  async removeOlderVersions(role: BucketRole, objectKey: string): Promise<void> {
+    const versions = await collect(this.list(role, objectKey, true));
+    await this.removeAll(role, versions.filter((o) => o.name === objectKey && o.versionId !== undefined && o.isLatest !== true));
   }
 
   /** Removes one object (the version a late PUT created, when the bucket is versioned). */

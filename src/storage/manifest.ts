@@ -136,12 +136,6 @@ const manifestSchema = z.object({
 /** The Keyring MAC purpose of manifests (its own derived key: never reused for anything else). */
 export const MANIFEST_MAC_PURPOSE = 'manifest';
 
-/** What signs and checks manifests: the keyring (src/crypto/Keyring.ts) satisfies it. */
-export interface ManifestAuthenticator {
-  mac(purpose: string, data: string, kekId?: string): { kekId: string; mac: string };
-  verifyMac(purpose: string, data: string, kekId: string, mac: string): boolean;
-}
-
 /** The MAC carried by a stored manifest: HMAC-SHA256 of its canonical JSON without `mac`. */
 interface ManifestMac {
   alg: 'HMAC-SHA256';
@@ -188,11 +182,7 @@ function sealAadOf(recordingId: string): string {
  * and lifecycle expiry removes the rest within the retention (R8, at most 30 days).
  */
 export function openManifest(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): RecordingManifest {
-  const raw = parseJson(bytes, where);
-  if (typeof raw === 'object' && raw !== null && (raw as { format?: unknown }).format === SEALED_MANIFEST_FORMAT) {
-    return openManifest(unsealEnvelope(raw as Partial<SealedManifestEnvelope>, where, auth), where, auth);
-  }
-  const { mac, ...body } = (raw ?? {}) as { mac?: Partial<ManifestMac> };
+  const { mac, ...body } = (storedManifestJson(bytes, where, auth).value ?? {}) as { mac?: Partial<ManifestMac> };
   if (mac === undefined || typeof mac !== 'object' || mac === null || mac.alg !== 'HMAC-SHA256' || typeof mac.kekId !== 'string' || typeof mac.value !== 'string') {
     throw new OptinError('MANIFEST_TAMPERED', `manifest ${where} carries no valid MAC: it was not written by optin (or was altered); refusing to use it`);
   }
@@ -213,8 +203,17 @@ export function openManifest(bytes: Buffer | string, where: string, auth: Manife
   return validateManifest(body, where);
 }
 
+/** The MAC'd manifest JSON of a stored manifest (sealed or plain), as bytes and parsed once; the MAC is not checked here. */
+function storedManifestJson(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): { bytes: Buffer; value: unknown } {
+  const raw = parseJson(bytes, where);
+  if (typeof raw === 'object' && raw !== null && (raw as { format?: unknown }).format === SEALED_MANIFEST_FORMAT) {
+    return unsealEnvelope(raw as Partial<SealedManifestEnvelope>, where, auth);
+  }
+  return { bytes: Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes), value: raw };
+}
+
 /** The MAC'd manifest JSON inside a sealed envelope (which must name the manifest's own recording). */
-function unsealEnvelope(env: Partial<SealedManifestEnvelope>, where: string, auth: ManifestAuthenticator): Buffer {
+function unsealEnvelope(env: Partial<SealedManifestEnvelope>, where: string, auth: ManifestAuthenticator): { bytes: Buffer; value: unknown } {
   const recordingId = typeof env.recordingId === 'string' ? env.recordingId : '';
   let inner: Buffer;
   try {
@@ -226,9 +225,11 @@ function unsealEnvelope(env: Partial<SealedManifestEnvelope>, where: string, aut
     }
     throw err;
   }
-  const innerId = (parseJson(inner, where) as { recordingId?: unknown } | null)?.recordingId;
-  if (innerId !== recordingId) throw new OptinError('MANIFEST_TAMPERED', `manifest ${where}: the sealed manifest belongs to another recording; refusing to use it`);
-  return inner;
+  const value = parseJson(inner, where);
+  if ((value as { recordingId?: unknown } | null)?.recordingId !== recordingId) {
+    throw new OptinError('MANIFEST_TAMPERED', `manifest ${where}: the sealed manifest belongs to another recording; refusing to use it`);
+  }
+  return { bytes: inner, value };
 }
 
 /**
@@ -264,11 +265,7 @@ export function plainManifestBytes(m: RecordingManifest, auth: Pick<ManifestAuth
  * and tools that must look at or alter the stored bytes (a tamper test re-seals what it changed).
  */
 export function unsealManifestJson(bytes: Buffer | string, where: string, auth: ManifestAuthenticator): Buffer {
-  const raw = parseJson(bytes, where);
-  if (typeof raw === 'object' && raw !== null && (raw as { format?: unknown }).format === SEALED_MANIFEST_FORMAT) {
-    return unsealEnvelope(raw as Partial<SealedManifestEnvelope>, where, auth);
-  }
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes);
+  return storedManifestJson(bytes, where, auth).bytes;
 }
 
 function parseJson(bytes: Buffer | string, where: string): unknown {
