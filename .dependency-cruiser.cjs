@@ -22,7 +22,7 @@ const LAYERS = [
   // access (the people's side) sits after the control plane's services it reads (catalogue,
   // erasure ledger); identity (sign-in, sessions, service tokens) and web (pages, client code)
   // build on it.
-  ['services', ['recorder', 'compliance', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream', 'siprec', 'access', 'identity', 'web']],
+  ['services', ['recorder', 'compliance', 'callcontrol', 'dashboard', 'softphone', 'catalogue', 'erasure', 'caps', 'facts', 'stream', 'siprec', 'mediathreads', 'access', 'identity', 'web']],
   // Composition: configuration and the roots that assemble a process.
   ['composition', ['config', 'api', 'controlplane', 'app', 'cli']],
 ];

@@ -19,6 +19,7 @@ import { requireAuditKey } from '../audit/auditKey.ts';
 import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
 import { startSiprec, type SiprecFrontDoor } from './siprecFrontDoor.ts';
+import { MediaThreadPool } from '../mediathreads/MediaThreadPool.ts';
 import type { Client } from 'minio';
 
 export interface RecorderApp {
@@ -176,12 +177,33 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     const transcoder = new TranscoderPool({ threads: config.transcoderThreads });
     cleanups.unshift(() => transcoder.close());
 
+    // The media threads (issue 16) receive and record the direct streams (SIPREC); started before
+    // the recorder so they stop after it: the recorder's close seals the runs they hold.
+    const sc = config.siprec;
+    const mediaThreads =
+      sc.enabled && config.mediaThreads > 0
+        ? await MediaThreadPool.start({
+            threads: config.mediaThreads,
+            maxTracks: Math.max(64, config.admission.maxStreams * 2),
+            portMin: sc.media.portMin,
+            portMax: sc.media.portMax,
+            bindAddress: sc.media.bindAddress ?? sc.bindAddress,
+            advertisedAddress: sc.media.advertisedAddress,
+            strictSourcePort: sc.media.strictSourcePort,
+            logLevel: config.logLevel,
+            logger,
+            metrics,
+          })
+        : undefined;
+    if (mediaThreads) cleanups.unshift(() => mediaThreads.close());
+
     const recorder = new Recorder({
       control,
       state,
       store,
       admitter: new ControlAdmitter(control),
       encoder: transcoder,
+      ...(mediaThreads ? { directTracks: mediaThreads } : {}),
       audit: auditSpool,
       logger,
       metrics,
@@ -192,7 +214,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     cleanups.unshift(() => recorder.close());
     control.start();
 
-    const siprec = config.siprec.enabled ? await startSiprec(config, { recorder, control, store, metrics, logger }) : undefined;
+    const siprec = config.siprec.enabled ? await startSiprec(config, { recorder, control, store, metrics, logger, mediaThreads }) : undefined;
     // Closed first: no new SIP session or stream while the recorder seals what it holds.
     if (siprec) cleanups.unshift(() => siprec.close());
 

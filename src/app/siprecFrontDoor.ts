@@ -5,11 +5,14 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { Recorder } from '../recorder/Recorder.ts';
 import { RecordingServer } from '../siprec/RecordingServer.ts';
 import { UdpMediaPlane } from '../siprec/UdpMediaPlane.ts';
+import { ThreadedMediaPlane } from '../mediathreads/ThreadedMediaPlane.ts';
+import type { MediaThreadPool } from '../mediathreads/MediaThreadPool.ts';
 import { SiprecMediaBridge } from './SiprecMediaBridge.ts';
 
 export interface SiprecFrontDoor {
   readonly server: RecordingServer;
-  readonly media: UdpMediaPlane;
+  /** Sockets in the media threads (ThreadedMediaPlane) or, with `mediaThreads: 0`, on the main thread. */
+  readonly media: UdpMediaPlane | ThreadedMediaPlane;
   readonly bridge: SiprecMediaBridge;
   close(): Promise<void>;
 }
@@ -24,24 +27,27 @@ export interface SiprecFrontDoor {
  */
 export async function startSiprec(
   config: OptinConfig,
-  deps: { recorder: Recorder; control: ControlClient; store: { isSpoolFull(): boolean }; metrics: Metrics; logger: Logger },
+  deps: { recorder: Recorder; control: ControlClient; store: { isSpoolFull(): boolean }; metrics: Metrics; logger: Logger; mediaThreads?: MediaThreadPool | undefined },
 ): Promise<SiprecFrontDoor> {
   const { recorder, control, store, metrics, logger } = deps;
   const sc = config.siprec;
   const bridge = new SiprecMediaBridge(recorder, logger);
   const ready = (): boolean =>
     control.fresh && !store.isSpoolFull() && recorder.streams < config.admission.maxStreams && recorder.eventLoopLagP99Ms <= config.admission.maxEventLoopLagMs;
-  const media = new UdpMediaPlane({
-    bindAddress: sc.media.bindAddress ?? sc.bindAddress,
-    advertisedAddress: sc.media.advertisedAddress,
-    portMin: sc.media.portMin,
-    portMax: sc.media.portMax,
-    maxStreams: Math.min(sc.media.maxStreams, config.admission.maxStreams),
-    retryAfterSeconds: sc.retryAfterSeconds,
-    strictSourcePort: sc.media.strictSourcePort,
-    isReady: ready,
-    sink: bridge,
-  });
+  const maxStreams = Math.min(sc.media.maxStreams, config.admission.maxStreams);
+  const media = deps.mediaThreads
+    ? new ThreadedMediaPlane(deps.mediaThreads, { maxStreams, retryAfterSeconds: sc.retryAfterSeconds, isReady: ready, sink: bridge })
+    : new UdpMediaPlane({
+        bindAddress: sc.media.bindAddress ?? sc.bindAddress,
+        advertisedAddress: sc.media.advertisedAddress,
+        portMin: sc.media.portMin,
+        portMax: sc.media.portMax,
+        maxStreams,
+        retryAfterSeconds: sc.retryAfterSeconds,
+        strictSourcePort: sc.media.strictSourcePort,
+        isReady: ready,
+        sink: bridge,
+      });
   const server = new RecordingServer(sc, { media, registry: metrics.registry, logger });
   try {
     await server.listen();

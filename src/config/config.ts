@@ -77,6 +77,11 @@ export const ConfigSchema = z.strictObject({
     })
     .prefault({}),
   transcoderThreads: z.number().int().min(1).max(16).default(1),
+  /**
+   * Media threads for direct streams (SIPREC): their RTP is received and recorded there, one thread
+   * per core by default (issue 16). 0 keeps the sockets and tracks on the main thread.
+   */
+  mediaThreads: z.number().int().min(0).max(64).default(Math.max(1, os.availableParallelism())),
   http: z
     .strictObject({
       host: z.string().default('127.0.0.1'),
@@ -155,6 +160,7 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_MAX_STREAMS: ['admission.maxStreams', 'number'],
   OPTIN_MAX_EVENT_LOOP_LAG_MS: ['admission.maxEventLoopLagMs', 'number'],
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
+  OPTIN_MEDIA_THREADS: ['mediaThreads', 'number'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],
   OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],

@@ -16,8 +16,7 @@
  * ~16 kbit/s, which is transparent for narrowband telephone speech.
  */
 import { Worker } from 'node:worker_threads';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
+import { fnv1a, threadEntry } from '../async/threadEntry.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import type { FromThread, ToThread, TranscoderThreadConfig } from './transcoderThread.ts';
 
@@ -249,7 +248,7 @@ export class TranscoderPool {
   }
 
   #spawn(t: Thread, index: number): void {
-    const [entry, extra] = threadEntry();
+    const [entry, extra] = threadEntry(import.meta.url, 'transcoderThread');
     const worker = new Worker(entry, { ...extra, workerData: this.#config, name: `optin-transcoder-${index}` });
     worker.unref(); // idle threads must not keep the process alive
     worker.on('message', (m: FromThread) => this.#onMessage(t, m));
@@ -323,38 +322,3 @@ export class TranscoderPool {
   }
 }
 
-/**
- * How to start the thread. The thread is TypeScript, so under tsx or vitest
- * the worker needs tsx's loader. On Node 20, `execArgv: ['--import', 'tsx']`
- * does NOT work: tsx only self-registers on the main thread there (it checks
- * `isMainThread`), and the worker fails with ERR_UNKNOWN_FILE_EXTENSION. So
- * a two-line bootstrap registers tsx's ESM hooks explicitly through its API,
- * then imports the thread module. The compiled build (dist/) needs none of this.
- */
-function threadEntry(): [string | URL, { eval?: boolean }] {
-  // Compiled (dist/, `npm run build`): the thread is plain JavaScript beside this file. The test is
-  // on this module's own URL: a `new URL('./x.ts')` string is not rewritten by the compiler.
-  if (import.meta.url.endsWith('.js')) return [new URL('./transcoderThread.js', import.meta.url), {}];
-  const url = new URL('./transcoderThread.ts', import.meta.url);
-  const api = tsxEsmApiUrl();
-  const code =
-    `import(${JSON.stringify(api)})` +
-    `.then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`;
-  return [code, { eval: true }];
-}
-
-function tsxEsmApiUrl(): string {
-  // `tsx/esm/api` under the "import" condition; createRequire would pick the CommonJS build.
-  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
-  return pathToFileURL(pkg.replace(/package\.json$/, 'dist/esm/api/index.mjs')).href;
-}
-
-/** FNV-1a 32-bit: cheap, stable hash to pin a stream to a thread. */
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}

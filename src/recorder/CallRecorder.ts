@@ -10,6 +10,7 @@ import type { RecordingManifest } from '../storage/manifest.ts';
 import { summarizeManifest, type ManifestSummary } from '../storage/manifestSummary.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
+import type { DirectTrackFactory, GatedTrack, RecorderTrack } from './RecorderTrack.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -65,6 +66,11 @@ export interface CallRecorderDeps {
   store: CallStore;
   admitter: Admitter;
   encoder?: OpusEncoderPool;
+  /**
+   * Where direct tracks (SIPREC streams) live when not in this thread: the media threads, whose
+   * per-packet gate this call writes (`#syncGates`). Without it they are TrackRecorders here.
+   */
+  directTracks?: DirectTrackFactory;
   segmentSamples: number;
   logger: Logger;
   metrics?: Metrics;
@@ -99,7 +105,9 @@ export class CallRecorder {
   /** The call's mediasoup Router (WebRTC and plain legs); none for a call whose media arrives directly (SIPREC). */
   readonly room: CallRoom | undefined;
   readonly gate: GateMachine;
-  readonly tracks = new Map<string, TrackRecorder>();
+  readonly tracks = new Map<string, RecorderTrack>();
+  /** Direct tracks in media threads, and whether their stream is still open: their gate words follow `#syncGates`. */
+  readonly #gated = new Map<string, { track: GatedTrack; open: boolean }>();
   readonly #d: CallRecorderDeps;
   readonly #log: Logger;
   #tap: types.DirectTransport | undefined;
@@ -202,6 +210,7 @@ export class CallRecorder {
         // admitting: waits for the ledger; refused and erased never record again in this call.
         break;
     }
+    this.#syncGates();
     this.#report();
     return transition;
   }
@@ -311,6 +320,20 @@ export class CallRecorder {
       else this.#endRuns(nowMs);
       this.#auditRecording(nowMs, from.recordingId, from.run, stopReasons);
     }
+    this.#syncGates();
+  }
+
+  /**
+   * The per-packet gate of the direct tracks in media threads, written to shared memory: the same
+   * verdict a packet gets here (`#keeping`, and the speaker in the call as the control plane knows
+   * it, and their stream open). Called after every change of any of those; a closing takes effect
+   * on the next packet any thread reads.
+   */
+  #syncGates(): void {
+    if (this.#gated.size === 0) return;
+    const keeping = this.#keeping();
+    const call = keeping ? this.#d.state.call(this.callId) : undefined;
+    for (const [participantId, g] of this.#gated) g.track.setWritable(keeping && g.open && isPresent(call, participantId));
   }
 
   /** R11: a recording started (no reasons) or stopped (why), with the evidence an opening relied on. */
@@ -356,6 +379,7 @@ export class CallRecorder {
         // fence from a setImmediate queued after theirs (FIFO), not here.
         setImmediate(() => {
           if (this.#fence === fence) this.#fence = undefined;
+          this.#syncGates();
         });
       },
       (err: Error) => {
@@ -525,7 +549,8 @@ export class CallRecorder {
     }
     const nowMs = Date.now();
     const phase = this.#phase;
-    let track = this.tracks.get(pid);
+    const existing = this.tracks.get(pid);
+    let track: TrackRecorder | undefined = existing instanceof TrackRecorder ? existing : undefined;
     if (track && track.codec === leg.codec) {
       if (phase.name === 'recording') {
         const run = this.gate.reserveRun();
@@ -534,8 +559,8 @@ export class CallRecorder {
         this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
       }
     } else {
-      const replaced = track !== undefined;
-      track = track ? this.#replaceTrack(track, leg.codec, nowMs) : this.#newTrack(pid, leg.codec);
+      const replaced = existing !== undefined;
+      track = this.#newTrack(pid, leg.codec, existing ? this.#retire(existing, nowMs) : undefined);
       if (phase.name === 'recording') {
         const run = replaced ? this.gate.reserveRun() : phase.run;
         track.startRun(phase.recordingId, run, this.#openedAtMs);
@@ -570,10 +595,11 @@ export class CallRecorder {
     const previous = this.tracks.get(participantId);
     let track = previous;
     if (previous && previous.codec !== codec) {
-      track = this.#replaceTrack(previous, codec, nowMs);
+      const continueFrom = this.#retire(previous, nowMs);
+      track = this.#d.directTracks ? this.#newGatedTrack(participantId, codec, previous) : this.#newTrack(participantId, codec, continueFrom);
       this.#log.info({ participantId, codec, from: previous.codec }, 'codec changed mid-call: the track continues in a new run');
     }
-    track ??= this.#newTrack(participantId, codec);
+    track ??= this.#d.directTracks ? this.#newGatedTrack(participantId, codec) : this.#newTrack(participantId, codec);
     this.#d.metrics?.tracksActive.inc({ codec });
     const phase = this.#phase;
     // A reopened track takes a run index of its own: its previous run may still be flushing (its
@@ -583,9 +609,15 @@ export class CallRecorder {
     const state = this.#d.state;
     const callId = this.callId;
     let open = true;
+    const gated = this.#d.directTracks ? { track: t as GatedTrack, open: true } : undefined;
+    if (gated) {
+      this.#gated.set(participantId, gated);
+      this.#syncGates();
+    }
     return {
       push: (packet, arrivalMs) => {
-        t.onRtp(packet, arrivalMs, open && this.#keeping() && isPresent(state.call(callId), participantId));
+        // A track in a media thread gets its packets there, never through here.
+        if (t instanceof TrackRecorder) t.onRtp(packet, arrivalMs, open && this.#keeping() && isPresent(state.call(callId), participantId));
       },
       resumed: (atMs) => {
         if (open) t.resumedAt(atMs);
@@ -593,6 +625,10 @@ export class CallRecorder {
       close: async () => {
         if (!open) return;
         open = false;
+        if (gated) {
+          gated.open = false;
+          gated.track.setWritable(false);
+        }
         this.#d.metrics?.tracksActive.dec({ codec });
         await t.endRun(Date.now());
       },
@@ -600,22 +636,12 @@ export class CallRecorder {
   }
 
   #newTrack(participantId: string, codec: AudioCodec, continueFrom?: { nextSegment: number; position: number }): TrackRecorder {
-    const sink: SegmentSink = {
-      putSegment: async (meta, ogg) => {
-        await this.#begun;
-        if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
-        const result = await this.#d.store.putSegment(meta, ogg);
-        const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
-        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
-        return result;
-      },
-    };
     const track = new TrackRecorder({
       callId: this.callId,
       participantId,
       codec,
       segmentSamples: this.#d.segmentSamples,
-      sink,
+      sink: this.#segmentSink(),
       encoder: this.#d.encoder,
       logger: this.#log,
       metrics: this.#d.metrics,
@@ -625,6 +651,35 @@ export class CallRecorder {
     });
     this.tracks.set(participantId, track);
     return track;
+  }
+
+  /** A direct track in a media thread (gate closed until `#syncGates` opens it). */
+  #newGatedTrack(participantId: string, codec: AudioCodec, previous?: RecorderTrack): GatedTrack {
+    const track = this.#d.directTracks!.create({
+      callId: this.callId,
+      participantId,
+      codec,
+      segmentSamples: this.#d.segmentSamples,
+      sink: this.#segmentSink(),
+      onStoreError: () => this.#d.requestEvaluate(this.callId),
+      previous,
+    });
+    this.tracks.set(participantId, track);
+    return track;
+  }
+
+  /** Where a track's finished segments go: the store, once the recording's manifest lists the speaker. */
+  #segmentSink(): SegmentSink {
+    return {
+      putSegment: async (meta, ogg) => {
+        await this.#begun;
+        if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
+        const result = await this.#d.store.putSegment(meta, ogg);
+        const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
+        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
+        return result;
+      },
+    };
   }
 
   /**
@@ -644,11 +699,12 @@ export class CallRecorder {
    * segments are handed over; a new one (decoder, transcoder stream) carries on its segment
    * numbering and position.
    */
-  #replaceTrack(previous: TrackRecorder, codec: AudioCodec, nowMs: number): TrackRecorder {
+  #retire(previous: RecorderTrack, nowMs: number): { nextSegment: number; position: number } | undefined {
     const ending = previous.endRun(nowMs);
-    const continueFrom = previous.continuation;
     this.#trackEnding(ending.then(() => previous.close(nowMs)));
-    return this.#newTrack(previous.participantId, codec, continueFrom);
+    // Read right after endRun, synchronously. A track in a media thread is continued there instead
+    // (the factory gets `previous`: the thread reads its numbers in order with the run's end).
+    return previous instanceof TrackRecorder ? previous.continuation : undefined;
   }
 
   /** A run (or a retired track) still handing segments over: close and erase wait for it. */

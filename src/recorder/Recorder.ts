@@ -15,6 +15,7 @@ import { CallRecorder, type Admitter, type CallStore, type DirectTrack } from '.
 import type { ManifestSummary } from '../storage/manifestSummary.ts';
 import { CatalogueReporter } from './CatalogueReporter.ts';
 import type { OpusEncoderPool } from './TrackRecorder.ts';
+import type { DirectTrackFactory } from './RecorderTrack.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { OptinError } from '../errors/OptinError.ts';
@@ -52,6 +53,8 @@ export interface RecorderOptions {
   store: RecorderStore;
   admitter: Admitter;
   encoder?: OpusEncoderPool;
+  /** Direct tracks (SIPREC streams) in media threads (src/mediathreads); in this thread without it. */
+  directTracks?: DirectTrackFactory;
   audit?: AuditAppender;
   logger: Logger;
   metrics?: Metrics;
@@ -220,6 +223,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       store: this.#o.store,
       admitter: this.#o.admitter,
       encoder: this.#o.encoder,
+      ...(this.#o.directTracks ? { directTracks: this.#o.directTracks } : {}),
       segmentSamples: Math.round(this.#o.segmentSeconds * 48000),
       logger: this.#o.logger,
       metrics: this.#o.metrics,

@@ -17,6 +17,7 @@ import type { Logger } from '../../src/log/logger.ts';
 import type { CallRecorder } from '../../src/recorder/CallRecorder.ts';
 import { ControlAdmitter } from '../../src/recorder/ControlAdmitter.ts';
 import { Recorder, type RecordingStateEvent } from '../../src/recorder/Recorder.ts';
+import { TrackRecorder } from '../../src/recorder/TrackRecorder.ts';
 import { CallRoom } from '../../src/sfu/CallRoom.ts';
 import type { WorkerPool } from '../../src/sfu/WorkerPool.ts';
 import { startTestControlPlane, type TestControlPlane } from './controlPlane.ts';
@@ -347,6 +348,7 @@ export class GateRun {
       const participants = this.model.server.calls.get(callId)!.participants;
       const rec = recs[i]!;
       for (const track of rec.tracks.values()) {
+        if (!(track instanceof TrackRecorder)) throw new Error(`${tag}: a tapped leg's track is not in-process`);
         spyArrivals(track, (id, writable) => {
           if (id === undefined) return;
           const p = lane.packets.get(id);

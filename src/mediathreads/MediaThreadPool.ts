@@ -1,0 +1,295 @@
+import { Worker } from 'node:worker_threads';
+import { OptinError } from '../errors/OptinError.ts';
+import { fnv1a, threadEntry } from '../async/threadEntry.ts';
+import type { Logger } from '../log/logger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import type { DirectTrackFactory, GatedTrack, RecorderTrack } from '../recorder/RecorderTrack.ts';
+import type { MediaSink, StreamStats } from '../siprec/MediaPlane.ts';
+import { GateSlots, SlotAllocator } from './GateSlots.ts';
+import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
+import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
+
+export interface MediaThreadPoolOptions {
+  /** Threads to start: one per core is the intent (the main thread keeps control, API and storage). */
+  readonly threads: number;
+  /** Tracks that may exist at once across all threads (gate slots). */
+  readonly maxTracks: number;
+  /** Media port range, split evenly between the threads. */
+  readonly portMin: number;
+  readonly portMax: number;
+  readonly bindAddress: string;
+  readonly advertisedAddress?: string | undefined;
+  readonly strictSourcePort?: boolean | undefined;
+  readonly recvBufferBytes?: number | undefined;
+  readonly tickMs?: number | undefined;
+  readonly opus?: { readonly bitrate: number; readonly complexity: number } | undefined;
+  readonly logLevel?: string | undefined;
+  readonly logger: Logger;
+  readonly metrics?: Metrics | undefined;
+}
+
+export interface MediaThread extends TrackThread {
+  readonly index: number;
+  readonly worker: Worker;
+  readonly pending: Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>;
+  loopP99Ms: number;
+  cpuUs: number;
+  alive: boolean;
+}
+
+/** What one media thread reported in its last second. */
+export interface MediaThreadLoad {
+  readonly index: number;
+  readonly loopP99Ms: number;
+  /** CPU of the thread over its last stats second, in % of one core. */
+  readonly cpuPct: number;
+  readonly tracks: number;
+}
+
+/**
+ * The media plane on every core (issue 16): worker threads that each receive their streams' RTP
+ * on their own sockets and run those speakers' tracks, and the one table of gate words they all
+ * read per packet. The main thread keeps the decisions (policy stream, gate, admission), the API,
+ * and the store (sealing, upload, manifests, deletion).
+ *
+ * A call is pinned to one thread by a stable hash of its id: its streams and tracks live together,
+ * so a transfer or a codec change (a new track of the same call) stays in the thread where the
+ * stream's socket is.
+ */
+export class MediaThreadPool implements DirectTrackFactory {
+  readonly gate: GateSlots;
+  readonly #slots: SlotAllocator;
+  readonly #threads: MediaThread[];
+  readonly #tracks = new Map<number, ThreadedTrack>();
+  readonly #streamStats = new Map<number, StreamStats>();
+  readonly #log: Logger;
+  readonly #o: MediaThreadPoolOptions;
+  #nextId = 1;
+  #nextReq = 1;
+  #sink: MediaSink | undefined;
+  #closed = false;
+
+  private constructor(o: MediaThreadPoolOptions, threads: MediaThread[], gate: GateSlots) {
+    this.#o = o;
+    this.#log = o.logger.child({ component: 'media-threads' });
+    this.gate = gate;
+    this.#slots = new SlotAllocator(o.maxTracks);
+    this.#threads = threads;
+  }
+
+  /** Starts the threads; resolves once every one is ready to take streams. */
+  static async start(o: MediaThreadPoolOptions): Promise<MediaThreadPool> {
+    if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 64) throw new OptinError('CONFIG_INVALID', `media threads must be 1..64, got ${o.threads}`);
+    const span = Math.floor((o.portMax - o.portMin + 1) / o.threads);
+    if (span < 4) throw new OptinError('CONFIG_INVALID', `the media port range ${o.portMin}-${o.portMax} is too small for ${o.threads} media threads (at least 4 ports each)`);
+    const gate = new GateSlots(o.maxTracks);
+    const threads: MediaThread[] = [];
+    const pool = new MediaThreadPool(o, threads, gate);
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < o.threads; i++) {
+      const portMin = o.portMin + i * span;
+      const config: MediaThreadConfig = {
+        index: i,
+        logLevel: o.logLevel ?? 'info',
+        gateBuffer: gate.buffer,
+        portMin,
+        portMax: portMin + span - 1,
+        bindAddress: o.bindAddress,
+        advertisedAddress: o.advertisedAddress,
+        strictSourcePort: o.strictSourcePort,
+        recvBufferBytes: o.recvBufferBytes,
+        tickMs: o.tickMs ?? 20,
+        opus: o.opus ?? { bitrate: 16_000, complexity: 5 },
+      };
+      const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
+      const worker = new Worker(entry, { ...extra, workerData: config, name: `optin-media-${i}` });
+      const thread: MediaThread = {
+        index: i,
+        worker,
+        pending: new Map(),
+        loopP99Ms: 0,
+        cpuUs: 0,
+        alive: true,
+        send: (msg) => worker.postMessage(msg),
+        request: (make) => pool.#request(thread, make),
+      };
+      threads.push(thread);
+      ready.push(
+        new Promise<void>((resolve, reject) => {
+          worker.once('error', reject);
+          worker.on('message', (m: FromThread) => {
+            if (m.t === 'ready') {
+              worker.off('error', reject);
+              resolve();
+            } else pool.#onMessage(thread, m);
+          });
+        }),
+      );
+      worker.on('error', (err) => pool.#onThreadError(thread, err));
+      worker.on('exit', (code) => pool.#onThreadExit(thread, code));
+    }
+    try {
+      await Promise.all(ready);
+    } catch (err) {
+      await Promise.allSettled(threads.map((t) => t.worker.terminate()));
+      throw new OptinError('INTERNAL', `a media thread did not start: ${(err as Error).message}`);
+    }
+    return pool;
+  }
+
+  get threads(): number {
+    return this.#threads.length;
+  }
+
+  get trackCount(): number {
+    return this.#tracks.size;
+  }
+
+  /** Each thread's last second (event-loop p99, CPU, tracks): for the metrics and the bench. */
+  load(): MediaThreadLoad[] {
+    const tracks = new Array<number>(this.#threads.length).fill(0);
+    for (const t of this.#tracks.values()) tracks[(t.thread as MediaThread).index]!++;
+    return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]! }));
+  }
+
+  /** The thread a call's streams and tracks live in. */
+  threadOf(callId: string): MediaThread {
+    return this.#threads[fnv1a(callId) % this.#threads.length]!;
+  }
+
+  /** Where stream events from the threads go (the SIPREC bridge). Set once, before streams open. */
+  set sink(sink: MediaSink) {
+    this.#sink = sink;
+  }
+
+  streamStats(sid: number): StreamStats | undefined {
+    return this.#streamStats.get(sid);
+  }
+
+  forgetStream(sid: number): void {
+    this.#streamStats.delete(sid);
+  }
+
+  nextStreamId(): number {
+    return this.#nextId++;
+  }
+
+  /** DirectTrackFactory: a new track of `callId` in the call's thread, gate closed. */
+  create(opts: Parameters<DirectTrackFactory['create']>[0]): GatedTrack {
+    if (this.#closed) throw new OptinError('MEDIA_PLANE_CLOSED', 'the media threads are stopped; open tracks on a running recorder');
+    const thread = this.threadOf(opts.callId);
+    const slot = this.#slots.take();
+    const word = this.gate.claim(slot);
+    const id = this.#nextId++;
+    const previous = opts.previous;
+    let continueFrom: ContinueFrom | undefined;
+    if (previous instanceof ThreadedTrack && previous.thread === thread) continueFrom = { track: previous.id };
+    else if (previous !== undefined && 'continuation' in previous) continueFrom = (previous as RecorderTrack & { continuation: { nextSegment: number; position: number } }).continuation;
+    const track = new ThreadedTrack({
+      id,
+      callId: opts.callId,
+      participantId: opts.participantId,
+      codec: opts.codec,
+      thread,
+      gate: this.gate,
+      slot,
+      word,
+      sink: opts.sink,
+      onStoreError: opts.onStoreError,
+      metrics: this.#o.metrics,
+      release: () => {
+        this.#tracks.delete(id);
+        this.gate.release(slot);
+        this.#slots.give(slot);
+      },
+    });
+    this.#tracks.set(id, track);
+    thread.send({ t: 'track.open', id, slot, word, callId: opts.callId, participantId: opts.participantId, codec: opts.codec, segmentSamples: opts.segmentSamples, continueFrom });
+    return track;
+  }
+
+  #request(thread: MediaThread, make: (req: number) => ToThread): Promise<unknown> {
+    if (!thread.alive) return Promise.reject(new OptinError('INTERNAL', `media thread ${thread.index} is gone`));
+    const req = this.#nextReq++;
+    return new Promise((resolve, reject) => {
+      thread.pending.set(req, { resolve, reject });
+      thread.worker.postMessage(make(req));
+    });
+  }
+
+  #onMessage(thread: MediaThread, m: FromThread): void {
+    switch (m.t) {
+      case 'segment':
+        this.#onSegment(thread, m);
+        break;
+      case 'done': {
+        const p = thread.pending.get(m.req);
+        thread.pending.delete(m.req);
+        if (m.stats) this.#tracks.get(m.stats.id)?.updateStats(m.stats);
+        if (m.error) p?.reject(new OptinError(m.error.code as 'INTERNAL', m.error.message));
+        else p?.resolve(m.value);
+        break;
+      }
+      case 'event':
+        this.#sink?.event?.(m.event);
+        break;
+      case 'stats':
+        for (const s of m.tracks) this.#tracks.get(s.id)?.updateStats(s);
+        for (const s of m.streams) this.#streamStats.set(s.sid, s.stats);
+        thread.loopP99Ms = m.loopP99Ms;
+        thread.cpuUs = m.cpuUs;
+        break;
+      case 'ready':
+        break;
+    }
+  }
+
+  /** A finished segment: the store seals and uploads it here; the thread learns the outcome. */
+  #onSegment(thread: MediaThread, m: Extract<FromThread, { t: 'segment' }>): void {
+    const track = this.#tracks.get(m.id);
+    const ogg = Buffer.from(m.ogg.buffer, m.ogg.byteOffset, m.ogg.byteLength);
+    const metrics = this.#o.metrics;
+    metrics?.segments.inc({ result: 'sealed' });
+    const started = performance.now();
+    const put = track ? track.sink.putSegment(m.meta, ogg) : Promise.reject(new OptinError('INTERNAL', 'segment of a track the main thread no longer holds'));
+    put.then(
+      (res) => {
+        const stored = (res as { stored?: string } | undefined)?.stored ?? 'uploaded';
+        metrics?.segments.inc({ result: stored });
+        if (stored === 'uploaded') metrics?.uploadSeconds.observe((performance.now() - started) / 1000);
+        thread.send({ t: 'segment.done', req: m.req });
+      },
+      (err: Error) => {
+        metrics?.segments.inc({ result: 'failed' });
+        this.#log.error({ segment: m.meta.segment, err: err.message, code: (err as { code?: string }).code }, 'segment not stored');
+        track?.onStoreError(err);
+        thread.send({ t: 'segment.done', req: m.req, error: err.message });
+      },
+    );
+  }
+
+  #onThreadError(thread: MediaThread, err: Error): void {
+    this.#log.error({ mediaThread: thread.index, err: err.message }, 'media thread failed');
+  }
+
+  /**
+   * A thread that dies takes its streams and open segments with it (as a crashed process would).
+   * Fail closed: every gate word of its tracks is closed and every wait on it rejected; the calls
+   * end their runs and the SRC's streams time out.
+   */
+  #onThreadExit(thread: MediaThread, code: number): void {
+    thread.alive = false;
+    for (const t of this.#tracks.values()) if (t.thread === thread) t.setWritable(false);
+    for (const p of thread.pending.values()) p.reject(new OptinError('INTERNAL', `media thread ${thread.index} exited (${code})`));
+    thread.pending.clear();
+    if (!this.#closed) this.#log.error({ mediaThread: thread.index, code }, 'media thread exited');
+  }
+
+  /** Stops every thread: streams closed, open runs sealed and their segments stored. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled(this.#threads.filter((t) => t.alive).map((t) => this.#request(t, (req) => ({ t: 'stop', req }))));
+    await Promise.allSettled(this.#threads.map((t) => t.worker.terminate()));
+  }
+}

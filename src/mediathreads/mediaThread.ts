@@ -1,0 +1,265 @@
+/**
+ * Body of one media thread (see MediaThreadPool). It owns the UDP sockets of the streams pinned
+ * to it (a UdpMediaPlane of its own, on its share of the port range) and the TrackRecorders of
+ * their speakers: RTP in, the gate read from shared memory per packet, jitter buffer, G.711
+ * framing and Opus encoding (its own libopus), segmenter and Ogg. Each finished segment goes to
+ * the main thread in one message (its bytes transferred), where the store seals and uploads it
+ * and keeps the books (manifest, deletion tombstones, spool); the put's outcome comes back so the
+ * track knows when it is settled.
+ *
+ * Nothing here decides whether to record: the main thread writes each track's gate word; a packet
+ * is kept only while its word reads open (GateSlots), checked before anything else is done.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { GateSlots } from './GateSlots.ts';
+import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread, TrackStats } from './protocol.ts';
+import { TrackRecorder, type OpusEncoderPool } from '../recorder/TrackRecorder.ts';
+import { OpusWasmEncoder } from '../media/OpusWasmEncoder.ts';
+import { TRANSCODER_PRE_SKIP_48K } from '../media/TranscoderPool.ts';
+import { UdpMediaPlane } from '../siprec/UdpMediaPlane.ts';
+import type { CodecChoice, MediaSink, ReceiveStream, StreamEvent } from '../siprec/MediaPlane.ts';
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import { createLogger } from '../log/logger.ts';
+import { isOptinError } from '../errors/OptinError.ts';
+
+const config = workerData as MediaThreadConfig;
+const port = parentPort!;
+const gate = new GateSlots(config.gateBuffer);
+const log = createLogger(config.logLevel).child({ mediaThread: config.index });
+
+interface ThreadTrack {
+  readonly id: number;
+  readonly slot: number;
+  readonly word: number;
+  readonly key: string;
+  readonly codec: AudioCodec;
+  readonly rec: TrackRecorder;
+}
+
+const tracks = new Map<number, ThreadTrack>();
+/** The current track of each (callId, participantId): where that speaker's stream delivers. */
+const current = new Map<string, ThreadTrack>();
+/** The codec each (callId, participantId)'s stream carries now (from the plane's events). */
+const streamCodec = new Map<string, AudioCodec | undefined>();
+const streams = new Map<number, ReceiveStream>();
+const pendingSegments = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+let nextReq = 1;
+
+const CODECS: Readonly<Partial<Record<CodecChoice['name'], AudioCodec>>> = { PCMU: 'pcmu', PCMA: 'pcma', opus: 'opus' };
+const keyOf = (callId: string, participantId: string): string => `${callId}\n${participantId}`;
+
+function post(msg: FromThread, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+/** G.711 -> Opus in this thread: one libopus encoder per stream, synchronous (no second hop). */
+const encoders = new Map<string, OpusWasmEncoder>();
+const encoder: OpusEncoderPool = {
+  preSkip: TRANSCODER_PRE_SKIP_48K,
+  encode(streamId, pcm) {
+    let enc = encoders.get(streamId);
+    if (!enc) {
+      enc = new OpusWasmEncoder({ sampleRate: 8000, bitrate: config.opus.bitrate, complexity: config.opus.complexity });
+      encoders.set(streamId, enc);
+    }
+    return Promise.resolve(enc.encode(pcm));
+  },
+  closeStream(streamId) {
+    encoders.get(streamId)?.close();
+    encoders.delete(streamId);
+  },
+};
+
+/** Received media: the thread's own sockets deliver here; nothing crosses to the main thread. */
+const sink: MediaSink = {
+  packet(callId, participantId, packet, arrivalMs) {
+    const key = keyOf(callId, participantId);
+    const track = current.get(key);
+    // A packet of a codec the track was not opened for (a re-INVITE's switch whose new track is
+    // not here yet) is never decoded as the wrong codec.
+    if (track === undefined || streamCodec.get(key) !== track.codec) return;
+    track.rec.onRtp(packet, arrivalMs, gate.isOpen(track.slot, track.word));
+  },
+  event(event: StreamEvent) {
+    if (event.type === 'opened' || event.type === 'codec') streamCodec.set(keyOf(event.callId, event.participantId), CODECS[event.codec.name]);
+    else if (event.type === 'reassigned') {
+      const from = keyOf(event.callId, event.from);
+      streamCodec.set(keyOf(event.callId, event.participantId), streamCodec.get(from));
+      streamCodec.delete(from);
+    } else if (event.type === 'closed') streamCodec.delete(keyOf(event.callId, event.participantId));
+    else if (event.type === 'resumed' || event.type === 'renegotiated') {
+      // Applied here, where the stream is, before the next packet of the resumed stream: the hold
+      // becomes silence of its wall-clock length (the main thread's copy of the event is not needed
+      // for it, and would come after the first packets).
+      current.get(keyOf(event.callId, event.participantId))?.rec.resumedAt(event.atMs);
+    }
+    post({ t: 'event', event });
+  },
+};
+
+const plane = new UdpMediaPlane({
+  bindAddress: config.bindAddress,
+  advertisedAddress: config.advertisedAddress,
+  portMin: config.portMin,
+  portMax: config.portMax,
+  // Admission and readiness are the main thread's (it counts every thread's streams).
+  maxStreams: Number.MAX_SAFE_INTEGER,
+  retryAfterSeconds: 1,
+  isReady: () => true,
+  strictSourcePort: config.strictSourcePort,
+  recvBufferBytes: config.recvBufferBytes,
+  sink,
+});
+
+function continuation(from: ContinueFrom | undefined): { nextSegment: number; position: number } | undefined {
+  if (from === undefined) return undefined;
+  if ('track' in from) return tracks.get(from.track)?.rec.continuation;
+  return from;
+}
+
+function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
+  const continueFrom = continuation(m.continueFrom);
+  const rec = new TrackRecorder({
+    callId: m.callId,
+    participantId: m.participantId,
+    codec: m.codec,
+    segmentSamples: m.segmentSamples,
+    encoder,
+    logger: log.child({ callId: m.callId }),
+    // The put's failure is seen (and acted on: the gate) by the main thread, where the store is.
+    onStoreError: () => undefined,
+    sink: {
+      putSegment(meta, ogg) {
+        const req = nextReq++;
+        // A segment's Ogg is a buffer of its own (Segmenter concatenates pages): moved, not copied.
+        const own = ogg.byteOffset === 0 && ogg.byteLength === ogg.buffer.byteLength && ogg.buffer instanceof ArrayBuffer;
+        const bytes = own ? new Uint8Array(ogg.buffer, 0, ogg.byteLength) : new Uint8Array(ogg);
+        return new Promise<void>((resolve, reject) => {
+          pendingSegments.set(req, { resolve, reject });
+          post({ t: 'segment', req, id: m.id, meta, ogg: bytes }, [bytes.buffer as ArrayBuffer]);
+        });
+      },
+    },
+    ...(continueFrom ? { continueFrom } : {}),
+  });
+  const track: ThreadTrack = { id: m.id, slot: m.slot, word: m.word, key: keyOf(m.callId, m.participantId), codec: m.codec, rec };
+  tracks.set(m.id, track);
+  current.set(track.key, track);
+}
+
+function done(req: number, p: Promise<unknown>): void {
+  p.then(
+    () => post({ t: 'done', req }),
+    (err: Error) => post({ t: 'done', req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+  );
+}
+
+function statsOf(t: ThreadTrack): TrackStats {
+  return { id: t.id, counters: { ...t.rec.counters }, health: t.rec.health };
+}
+
+/** Closes a track (its run sealed, its segments settled); resolves with its final figures. */
+async function closeTrack(id: number, nowMs: number): Promise<TrackStats | undefined> {
+  const track = tracks.get(id);
+  if (!track) return undefined;
+  if (current.get(track.key) === track) current.delete(track.key);
+  try {
+    await track.rec.close(nowMs);
+  } finally {
+    tracks.delete(id);
+  }
+  return statsOf(track);
+}
+
+port.on('message', (m: ToThread) => {
+  switch (m.t) {
+    case 'track.open':
+      openTrack(m);
+      break;
+    case 'run.start':
+      tracks.get(m.id)?.rec.startRun(m.recordingId, m.index, m.openedAtMs);
+      break;
+    case 'run.end':
+      done(m.req, tracks.get(m.id)?.rec.endRun(m.nowMs) ?? Promise.resolve());
+      break;
+    case 'run.restart':
+      done(m.req, tracks.get(m.id)?.rec.restartRun(m.nowMs, m.index) ?? Promise.resolve());
+      break;
+    case 'run.discard':
+      tracks.get(m.id)?.rec.discardRun();
+      break;
+    case 'resumed':
+      tracks.get(m.id)?.rec.resumedAt(m.atMs);
+      break;
+    case 'track.close':
+      closeTrack(m.id, m.nowMs).then(
+        (stats) => post({ t: 'done', req: m.req, stats }),
+        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+      );
+      break;
+    case 'track.settled':
+      done(m.req, tracks.get(m.id)?.rec.settled() ?? Promise.resolve());
+      break;
+    case 'segment.done': {
+      const p = pendingSegments.get(m.req);
+      pendingSegments.delete(m.req);
+      if (m.error === undefined) p?.resolve();
+      else p?.reject(new Error(m.error));
+      break;
+    }
+    case 'stream.open':
+      plane.open(m.request).then(
+        (stream) => {
+          streams.set(m.sid, stream);
+          post({ t: 'done', req: m.req, value: stream.local });
+        },
+        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+      );
+      break;
+    case 'stream.update':
+      streams.get(m.sid)?.update(m.change);
+      break;
+    case 'stream.close':
+      streams.get(m.sid)?.close(m.reason);
+      streams.delete(m.sid);
+      break;
+    case 'stop':
+      done(
+        m.req,
+        (async () => {
+          await plane.close();
+          streams.clear();
+          const now = Date.now();
+          await Promise.allSettled([...tracks.keys()].map((id) => closeTrack(id, now)));
+          clearInterval(tickTimer);
+          clearInterval(statsTimer);
+        })(),
+      );
+      break;
+  }
+});
+
+// One tick for every track of this thread (no per-stream timers).
+const tickTimer = setInterval(() => {
+  const now = Date.now();
+  for (const t of tracks.values()) t.rec.tick(now);
+}, config.tickMs);
+
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+let lastCpu = process.threadCpuUsage?.() ?? { user: 0, system: 0 };
+const statsTimer = setInterval(() => {
+  const trackStats: TrackStats[] = [];
+  for (const t of tracks.values()) trackStats.push(statsOf(t));
+  const streamStats = [...streams].map(([sid, s]) => ({ sid, stats: { ...s.stats } }));
+  const cpu = process.threadCpuUsage?.() ?? { user: 0, system: 0 };
+  const cpuUs = cpu.user + cpu.system - lastCpu.user - lastCpu.system;
+  lastCpu = cpu;
+  // Node's histogram counts the whole interval between two wake-ups of its 10 ms timer.
+  const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
+  loopDelay.reset();
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, cpuUs });
+}, 1000);
+
+post({ t: 'ready' });

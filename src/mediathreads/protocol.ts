@@ -1,0 +1,68 @@
+/**
+ * Messages between the main thread and a media thread (MediaThreadPool <-> mediaThread.ts).
+ * Packets never cross: RTP is read by the thread's own sockets and judged there against the
+ * shared gate slots. What crosses is control (a track's runs, a stream's changes), one message per
+ * finished segment (its Ogg bytes transferred, not copied), and a stats batch once a second.
+ */
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { OpenStreamRequest, StreamCloseReason, StreamEvent, StreamStats, StreamUpdate } from '../siprec/MediaPlane.ts';
+import type { SegmentInput } from '../storage/types.ts';
+
+export interface MediaThreadConfig {
+  readonly index: number;
+  readonly logLevel: string;
+  readonly gateBuffer: SharedArrayBuffer;
+  /** This thread's share of the media port range (RTP even, RTCP odd). */
+  readonly portMin: number;
+  readonly portMax: number;
+  readonly bindAddress: string;
+  readonly advertisedAddress?: string | undefined;
+  readonly strictSourcePort?: boolean | undefined;
+  readonly recvBufferBytes?: number | undefined;
+  /** The thread's shared tick (jitter buffer release), as the Recorder's. */
+  readonly tickMs: number;
+  /** Opus encoder settings for G.711 tracks (as the TranscoderPool's). */
+  readonly opus: { readonly bitrate: number; readonly complexity: number };
+}
+
+/** Where a track's numbering continues from: numbers, or the same thread's earlier track of the participant. */
+export type ContinueFrom = { readonly nextSegment: number; readonly position: number } | { readonly track: number };
+
+export type ToThread =
+  | {
+      readonly t: 'track.open';
+      readonly id: number;
+      readonly slot: number;
+      readonly word: number;
+      readonly callId: string;
+      readonly participantId: string;
+      readonly codec: AudioCodec;
+      readonly segmentSamples: number;
+      readonly continueFrom?: ContinueFrom | undefined;
+    }
+  | { readonly t: 'run.start'; readonly id: number; readonly recordingId: string; readonly index: number; readonly openedAtMs: number }
+  | { readonly t: 'run.end'; readonly id: number; readonly nowMs: number; readonly req: number }
+  | { readonly t: 'run.restart'; readonly id: number; readonly nowMs: number; readonly index: number; readonly req: number }
+  | { readonly t: 'run.discard'; readonly id: number }
+  | { readonly t: 'resumed'; readonly id: number; readonly atMs: number }
+  | { readonly t: 'track.close'; readonly id: number; readonly nowMs: number; readonly req: number }
+  | { readonly t: 'track.settled'; readonly id: number; readonly req: number }
+  | { readonly t: 'segment.done'; readonly req: number; readonly error?: string | undefined }
+  | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest }
+  | { readonly t: 'stream.update'; readonly sid: number; readonly change: StreamUpdate }
+  | { readonly t: 'stream.close'; readonly sid: number; readonly reason: StreamCloseReason }
+  | { readonly t: 'stop'; readonly req: number };
+
+/** A track's counters and health (no audio, no identifiers). */
+export interface TrackStats {
+  readonly id: number;
+  readonly counters: { received: number; written: number; writtenBytes: number; droppedClosed: number; droppedPreOpening: number; malformed: number; segments: number; timelineMs: number };
+  readonly health: { jitterMs: number; lost: number; expected: number; concealedMs: number; written: number; writtenBytes: number };
+}
+
+export type FromThread =
+  | { readonly t: 'ready' }
+  | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly ogg: Uint8Array }
+  | { readonly t: 'done'; readonly req: number; readonly error?: { readonly code: string; readonly message: string } | undefined; readonly value?: { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | undefined; readonly stats?: TrackStats | undefined }
+  | { readonly t: 'event'; readonly event: StreamEvent }
+  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly cpuUs: number };

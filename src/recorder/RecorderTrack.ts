@@ -1,0 +1,50 @@
+import type { AudioCodec } from '../sfu/mediaCodecs.ts';
+import type { SegmentSink } from './TrackRecorder.ts';
+
+/**
+ * One participant's track as a call drives it: runs start and end with the gate, a reconnect
+ * restarts one, erasure discards it. TrackRecorder is the in-process track (SFU taps); a media
+ * thread's track (src/mediathreads/ThreadedTrack.ts) is driven through the same interface from the
+ * main thread while its packets never leave the thread.
+ */
+export interface RecorderTrack {
+  readonly callId: string;
+  readonly participantId: string;
+  readonly codec: AudioCodec;
+  /** A run is open (set synchronously by startRun, cleared by endRun and discardRun). */
+  readonly recording: boolean;
+  readonly counters: Readonly<{ received: number; written: number; writtenBytes: number; droppedClosed: number; droppedPreOpening: number; malformed: number; segments: number; timelineMs: number }>;
+  readonly health: { jitterMs: number; lost: number; expected: number; concealedMs: number; written: number; writtenBytes: number };
+  startRun(recordingId: string, index: number, openedAtMs: number): void;
+  endRun(nowMs: number): Promise<void>;
+  restartRun(nowMs: number, index: number): Promise<void>;
+  resumedAt(atMs: number): void;
+  discardRun(): void;
+  tick(nowMs: number): void;
+  flushMetrics(): void;
+  settled(): Promise<void>;
+  close(nowMs: number): Promise<void>;
+}
+
+/**
+ * Makes the direct tracks of a call (SIPREC streams) when they live outside the main thread.
+ * `previous`: the participant's earlier track (another codec), whose numbering the new one
+ * continues; `setWritable` is how the call's gate reaches the track's packets.
+ */
+export interface DirectTrackFactory {
+  create(opts: {
+    callId: string;
+    participantId: string;
+    codec: AudioCodec;
+    segmentSamples: number;
+    sink: SegmentSink;
+    onStoreError: (err: Error) => void;
+    previous?: RecorderTrack | undefined;
+  }): GatedTrack;
+}
+
+/** A track whose per-packet gate is written by the call (a media thread's track). */
+export interface GatedTrack extends RecorderTrack {
+  /** The call's verdict for this track's packets from now on (effective on the next packet). */
+  setWritable(writable: boolean): void;
+}
