@@ -1,0 +1,130 @@
+/**
+ * Issue 16: a closing gate stops writing within one packet on every media thread. Real worker
+ * threads, real UDP sockets in them, real tracks (jitter buffer, segmenter, Ogg): the test sends
+ * RTP to each thread's streams, closes every track's gate word between two packets, and reads the
+ * stored Ogg: the packet before the close is there, the one right after it and every later one not.
+ */
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MediaThreadPool } from '../../../src/mediathreads/MediaThreadPool.ts';
+import { ThreadedMediaPlane } from '../../../src/mediathreads/ThreadedMediaPlane.ts';
+import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
+import type { StreamEvent } from '../../../src/siprec/MediaPlane.ts';
+import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
+import { createLogger } from '../../../src/log/logger.ts';
+
+const THREADS = 2;
+const CALLS_PER_THREAD = 2;
+/** Opus TOC 0xf8 (CELT FB 20 ms, one frame) and a marker naming the packet. */
+const payloadOf = (callId: string, seq: number): Buffer => Buffer.concat([Buffer.from([0xf8]), Buffer.from(`${callId}/pkt-${String(seq).padStart(5, '0')}`)]);
+
+let pool: MediaThreadPool;
+let plane: ThreadedMediaPlane;
+let sender: dgram.Socket;
+const events: StreamEvent[] = [];
+
+beforeAll(async () => {
+  pool = await MediaThreadPool.start({ threads: THREADS, maxTracks: 64, portMin: 46_000, portMax: 46_999, bindAddress: '127.0.0.1', logger: createLogger('silent') });
+  plane = new ThreadedMediaPlane(pool, { maxStreams: 16, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: (e) => events.push(e) } });
+  sender = dgram.createSocket('udp4');
+  sender.bind(0, '127.0.0.1');
+  await once(sender, 'listening');
+});
+
+afterAll(async () => {
+  sender?.close();
+  await plane?.close();
+  await pool?.close();
+});
+
+describe('media threads: the gate in shared memory', () => {
+  it('a closing gate stops writing within one packet on every thread, and nothing after it is stored', async () => {
+    // Calls whose stable hash puts them on each thread.
+    const callIds: string[] = [];
+    const perThread = new Array<number>(THREADS).fill(0);
+    for (let i = 0; callIds.length < THREADS * CALLS_PER_THREAD; i++) {
+      const callId = `call-${i}`;
+      const t = pool.threadOf(callId).index;
+      if (perThread[t]! < CALLS_PER_THREAD) {
+        perThread[t]!++;
+        callIds.push(callId);
+      }
+    }
+    const senderPort = (sender.address() as { port: number }).port;
+    const stored = new Map<string, Buffer[]>();
+    const legs: { callId: string; port: number; track: ThreadedTrack; ssrc: number }[] = [];
+    for (const [i, callId] of callIds.entries()) {
+      const stream = await plane.open({
+        callId,
+        participantId: 'p1',
+        speakers: ['p1'],
+        codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
+        remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
+        held: false,
+      });
+      const track = pool.create({
+        callId,
+        participantId: 'p1',
+        codec: 'opus',
+        segmentSamples: 48_000 * 60,
+        sink: {
+          putSegment: async (meta, ogg) => {
+            const list = stored.get(meta.recordingId) ?? [];
+            list.push(Buffer.from(ogg));
+            stored.set(meta.recordingId, list);
+            return { stored: 'uploaded' };
+          },
+        },
+        onStoreError: (err) => {
+          throw err;
+        },
+      }) as ThreadedTrack;
+      track.startRun(`rec-${callId}`, 0, Date.now() - 1000);
+      track.setWritable(true);
+      legs.push({ callId, port: stream.local.rtpPort, track, ssrc: 0x1000 + i });
+    }
+    expect(new Set(legs.map((l) => pool.threadOf(l.callId).index)).size).toBe(THREADS);
+    await sleep(50); // every thread has its tracks and runs
+
+    const send = (seq: number): void => {
+      for (const l of legs) {
+        sender.send(buildRtp({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, ssrc: l.ssrc, payload: payloadOf(l.callId, seq) }), l.port, '127.0.0.1');
+      }
+    };
+    const CLOSE_AFTER = 40;
+    for (let seq = 0; seq <= CLOSE_AFTER; seq++) {
+      send(seq);
+      await sleep(20);
+    }
+    // Every packet so far was read by its thread (the threads' figures, once a second, say so).
+    // Then close every gate word and send the next packet at once.
+    const deadline = Date.now() + 5000;
+    while (legs.some((l) => l.track.counters.received < CLOSE_AFTER + 1) && Date.now() < deadline) await sleep(50);
+    expect(legs.map((l) => l.track.counters.received)).toEqual(legs.map(() => CLOSE_AFTER + 1));
+    for (const l of legs) l.track.setWritable(false);
+    for (let seq = CLOSE_AFTER + 1; seq <= CLOSE_AFTER + 20; seq++) {
+      send(seq);
+      await sleep(5);
+    }
+    await sleep(50);
+    await Promise.all(legs.map((l) => l.track.endRun(Date.now())));
+    await Promise.all(legs.map((l) => l.track.close(Date.now())));
+
+    for (const l of legs) {
+      const ogg = Buffer.concat(stored.get(`rec-${l.callId}`) ?? []);
+      const kept = (seq: number): boolean => ogg.indexOf(payloadOf(l.callId, seq).subarray(1)) !== -1;
+      const keptBefore = Array.from({ length: CLOSE_AFTER + 1 }, (_, s) => s).filter(kept).length;
+      const keptAfter = Array.from({ length: 20 }, (_, k) => CLOSE_AFTER + 1 + k).filter(kept);
+      console.log(`thread ${pool.threadOf(l.callId).index} ${l.callId}: kept ${keptBefore}/${CLOSE_AFTER + 1} before the close, ${keptAfter.length} after; last kept ${kept(CLOSE_AFTER) ? CLOSE_AFTER : 'earlier'}; dropped closed ${l.track.counters.droppedClosed}`);
+      expect(kept(CLOSE_AFTER), `${l.callId}: the packet read just before the close is stored`).toBe(true);
+      expect(keptBefore).toBe(CLOSE_AFTER + 1);
+      expect(keptAfter, `${l.callId}: packets after the close`).toEqual([]);
+      // Judged in the thread: every packet after the close was received there and dropped at once.
+      expect(l.track.counters.received).toBe(CLOSE_AFTER + 21);
+      expect(l.track.counters.droppedClosed).toBe(20);
+    }
+    expect(events.filter((e) => e.type === 'opened')).toHaveLength(legs.length);
+  });
+});
