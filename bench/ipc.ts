@@ -21,15 +21,20 @@ import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
  *   feeding one `ffmpeg -i stream.sdp -c copy out.ogg` process each.
  */
 /**
- * recorder: legs through the SFU (PlainTransports, tapped); siprec: the same recorder with its
+ * recorder: legs through the SFU (PlainTransports, tapped); direct: the same recorder with its
  * SIPREC front door, each call a SIPREC session set up over SIP and its RTP sent straight to the
- * recorder's sockets (no SFU hop); floor / floor-udp: the SFU path minus the recorder; ffmpeg:
- * one ffmpeg process per stream (the baseline).
+ * media threads' sockets (no SFU hop); direct-floor: the same sessions and sockets with no consent
+ * given, so every packet is received in its thread and dropped at the gate (the floor of the
+ * direct path); floor / floor-udp: the SFU path minus the recorder; ffmpeg: one ffmpeg process
+ * per stream (the baseline).
  */
-export type BenchMode = 'recorder' | 'siprec' | 'floor' | 'floor-udp' | 'ffmpeg';
+export type BenchMode = 'recorder' | 'direct' | 'direct-floor' | 'floor' | 'floor-udp' | 'ffmpeg';
 
 /** Modes that record (the gate, tracks, segments, uploads). */
-export const RECORDING_MODES: readonly BenchMode[] = ['recorder', 'siprec'];
+export const RECORDING_MODES: readonly BenchMode[] = ['recorder', 'direct'];
+
+/** Modes whose calls are SIPREC sessions received by the media threads. */
+export const DIRECT_MODES: readonly BenchMode[] = ['direct', 'direct-floor'];
 
 export interface InitArgs {
   mode: BenchMode;
@@ -94,6 +99,10 @@ export interface WindowResult {
    * sampler's 10 ms period.
    */
   recorderLagP99MaxMs: number;
+  /** Direct modes: the highest once-a-second event-loop p99 of any media thread over the window (minus the 10 ms period). */
+  threadLagP99MaxMs?: number;
+  /** Direct modes: each media thread's CPU over the window's last second, % of one core. */
+  threadCpuPct?: number[];
   /** Control stream went stale during the window (every gate fails closed: a serious overload sign). */
   staleEvents: number;
   heapUsedBytes: number;

@@ -44,6 +44,7 @@ import type {
   StreamCounters,
   WindowResult,
 } from './ipc.ts';
+import { DIRECT_MODES } from './ipc.ts';
 
 interface FloorLeg {
   callId: string;
@@ -79,6 +80,7 @@ loopDelay.enable();
 let windowActive = false;
 let staleEvents = 0;
 let recorderLagMax = 0;
+let threadLagMax = 0;
 let lagPoll: NodeJS.Timeout | undefined;
 // CPU profile of the main thread over the steady window only (start-up and teardown excluded).
 let cpuProfileFile: string | undefined;
@@ -90,7 +92,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     cpuProfileFile = args.cpuProfileFile;
     config = loadConfig(process.env, args.overrides);
     logger = createLogger(config.logLevel);
-    if (mode === 'recorder' || mode === 'siprec') {
+    if (mode === 'recorder' || DIRECT_MODES.includes(mode)) {
       app = await startRecorderApp(config, { logger });
       await app.control.waitFresh(15_000);
       app.control.on('stale', () => {
@@ -162,9 +164,14 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     windowActive = true;
     staleEvents = 0;
     recorderLagMax = 0;
+    threadLagMax = 0;
     if (app) {
       const rec = app.recorder;
-      lagPoll = setInterval(() => (recorderLagMax = Math.max(recorderLagMax, rec.eventLoopLagP99Ms)), 1000);
+      const threads = app.mediaThreads;
+      lagPoll = setInterval(() => {
+        recorderLagMax = Math.max(recorderLagMax, rec.eventLoopLagP99Ms);
+        for (const t of threads?.load() ?? []) threadLagMax = Math.max(threadLagMax, t.loopP99Ms);
+      }, 1000);
     }
     if (cpuProfileFile) {
       profiler = new Session();
@@ -192,6 +199,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       lagMeanMs: delayMs(loopDelay.mean),
       recorderLagP99MaxMs: recorderLagMax,
       staleEvents,
+      ...(app?.mediaThreads ? { threadLagP99MaxMs: threadLagMax, threadCpuPct: app.mediaThreads.load().map((t) => t.cpuPct) } : {}),
       heapUsedBytes: mem.heapUsed,
       externalBytes: mem.external + mem.arrayBuffers,
     };
@@ -208,6 +216,8 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     const streams: StreamCounters[] = [];
     const out: CountersResult = { streams, dropped: {}, admissionRejections: {}, transcoderPendingFrames: 0 };
     if (app) {
+      // The media threads' figures now, not up to a second old.
+      await app.mediaThreads?.refreshStats();
       for (const call of app.recorder.calls.values()) {
         for (const t of call.tracks.values()) {
           streams.push({ callId: call.callId, participantId: t.participantId, ...pickCounters(t.counters), writing: call.writing });
@@ -277,7 +287,7 @@ function pickCounters(c: { received: number; written: number; droppedClosed: num
 }
 
 async function openCall(spec: CallSpec): Promise<OpenedLeg[]> {
-  if (mode === 'siprec') return openSiprecCall(spec);
+  if (DIRECT_MODES.includes(mode!)) return openSiprecCall(spec);
   const legs: OpenedLeg[] = [];
   let room: CallRoom;
   let tap: types.DirectTransport | undefined;

@@ -3,14 +3,19 @@
  * cost against the floor (merely forwarding the packets into Node) and against the common
  * approach of one ffmpeg process per stream, all measured in the same session.
  *
- *     npm run bench              full ramp (250 .. 2000 streams), floor, ffmpeg baseline, G.711, extract
- *     npm run bench:quick        small smoke run (~2 min)
- *     npm run bench:profile      one recorder run at 1000 streams, CPU-profiled over the steady window
- *     npm run bench -- --ramp 500,1000 --steady 20 --baseline 0 --pcmu 0 --no-floor --no-extract
- *     npm run bench -- --udp-floor    also measure an alternative tap (PlainTransport -> UDP socket in Node)
- *     npm run bench -- --siprec 500   the SIPREC path at 500 streams (full: 500, quick: 100; 0 skips):
- *                                     sessions set up over SIP with metadata, G.711 RTP straight to
- *                                     the recorder's own sockets (no SFU hop), recorded through the gate
+ *     npm run bench              direct path 500 .. 2000 streams and SFU path 500, 1000, each with its
+ *                                floor; ffmpeg baseline, G.711 -> Opus, extract
+ *     npm run bench:quick        small smoke run (~3 min)
+ *     npm run bench:profile      one SFU-path run at 1000 streams, CPU-profiled over the steady window
+ *     npm run bench -- --direct 1500,2000 --ramp 0 --baseline 0 --pcmu 0 --no-floor --no-extract
+ *     npm run bench -- --udp-floor    also measure an alternative SFU tap (PlainTransport -> UDP socket in Node)
+ *
+ * Two paths into the recorder. Direct (`--direct`): each call a SIPREC session set up over SIP with
+ * metadata, its Opus RTP sent straight to the media threads' own sockets (no SFU hop), recorded
+ * there through the gate in shared memory; its floor is the same sessions and sockets without
+ * consent (every packet received in its thread and dropped at the gate). SFU (`--ramp`): plain
+ * legs into mediasoup PlainTransports, tapped by a DirectTransport consumer on the main thread;
+ * its floor is that tap into a consumer that only counts.
  *
  * Every measurement runs the process under test (bench/recorderProcess.ts) in its own OS
  * process: CPU (utime + stime) and memory (RSS, private) of its Node process and of each
@@ -56,11 +61,12 @@ import { Keyring } from '../src/crypto/Keyring.ts';
 import { ensureS3Server, type S3Server } from '../scripts/s3/devServer.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
-import { ChildRpc, RECORDING_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg, type WindowResult } from './ipc.ts';
-import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles, type LoadgenSummary } from './loadgen.ts';
-import { snapshot, cpuPercent, machineBusyPercent, type MemorySample, type ProcessGroup } from './procstat.ts';
+import { ChildRpc, DIRECT_MODES, RECORDING_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg } from './ipc.ts';
+import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles } from './loadgen.ts';
+import { snapshot, cpuPercent, machineBusyPercent, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
-import { summarizeProfile, formatProfile, type ProfileSummary } from './profile.ts';
+import { summarizeProfile, type ProfileSummary } from './profile.ts';
+import { FLOOR_OF, f1, f3, floorKey, kb, printSummary, sum, summarize, table, type Floors, type RunResult } from './report.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -70,8 +76,10 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 interface BenchOptions {
   preset: 'full' | 'quick' | 'profile';
-  /** Recorded streams per step (N/2 two-party calls). */
+  /** SFU path: recorded streams per step (N/2 two-party calls); empty skips the path. */
   ramp: number[];
+  /** Direct path (SIPREC sessions into the media threads): streams per step; empty skips it. */
+  direct: number[];
   steadyS: number;
   /** Calls arrive over this many seconds (spreads segment boundaries like real arrivals do). */
   arrivalS: number;
@@ -82,10 +90,8 @@ interface BenchOptions {
   udpFloor: boolean;
   /** Streams for the ffmpeg-per-stream baseline (0 = skip). */
   baseline: number;
-  /** Streams for the G.711 -> Opus run (0 = skip). */
+  /** Streams for the G.711 -> Opus run on the direct path (0 = skip). */
   pcmu: number;
-  /** Streams for the SIPREC run: sessions set up over SIP, RTP straight to the recorder (0 = skip). */
-  siprec: number;
   extract: boolean;
   /** Profile the recorder's main thread over the steady window (V8 CPU profile) and summarise the hot spots. */
   cpuProfile: boolean;
@@ -117,7 +123,7 @@ function parseOptions(argv: string[]): BenchOptions {
       'udp-floor': { type: 'boolean' },
       baseline: { type: 'string' },
       pcmu: { type: 'string' },
-      siprec: { type: 'string' },
+      direct: { type: 'string' },
       'no-extract': { type: 'boolean' },
       'cpu-prof': { type: 'boolean' },
       continue: { type: 'boolean' },
@@ -138,9 +144,9 @@ function parseOptions(argv: string[]): BenchOptions {
   const preset: BenchOptions['preset'] = values.profile ? 'profile' : values.quick ? 'quick' : 'full';
   const cores = os.availableParallelism();
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
-    full: { ramp: [250, 500, 1000, 1500, 2000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 100, siprec: 500, floor: true, extract: true },
-    quick: { ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 20, siprec: 100, floor: true, extract: true },
-    profile: { ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, siprec: 0, floor: false, extract: false, cpuProfile: true },
+    full: { direct: [500, 1000, 1500, 2000], ramp: [500, 1000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 400, floor: true, extract: true },
+    quick: { direct: [200], ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 40, floor: true, extract: true },
+    profile: { direct: [], ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
   };
   const d = defaults[preset];
   const num = (v: string | undefined, fallback: number): number => {
@@ -149,11 +155,16 @@ function parseOptions(argv: string[]): BenchOptions {
     if (!Number.isFinite(n) || n < 0) throw new Error(`bench: ${v} is not a non-negative number`);
     return n;
   };
-  const ramp = values.ramp ? values.ramp.split(',').map((s) => num(s.trim(), 0)) : d.ramp!;
-  if (ramp.length === 0 || ramp.some((n) => n < 2 || n % 2 !== 0)) throw new Error('bench: --ramp takes even stream counts >= 2 (two-party calls), e.g. 250,500,1000');
+  const steps = (v: string | undefined, fallback: number[], flag: string): number[] => {
+    if (v === undefined) return fallback;
+    const out = v.split(',').map((s) => num(s.trim(), 0)).filter((n) => n > 0);
+    if (out.some((n) => n < 2 || n % 2 !== 0)) throw new Error(`bench: --${flag} takes even stream counts >= 2 (two-party calls), e.g. 500,1000; 0 skips`);
+    return out;
+  };
   return {
     preset,
-    ramp,
+    ramp: steps(values.ramp, d.ramp!, 'ramp'),
+    direct: steps(values.direct, d.direct!, 'direct'),
     steadyS: num(values.steady, d.steadyS!),
     arrivalS: num(values.arrival, d.arrivalS!),
     warmupS: num(values.warmup, d.warmupS!),
@@ -162,7 +173,6 @@ function parseOptions(argv: string[]): BenchOptions {
     udpFloor: values['udp-floor'] ?? false,
     baseline: num(values.baseline, d.baseline!),
     pcmu: num(values.pcmu, d.pcmu!),
-    siprec: num(values.siprec, d.siprec!),
     extract: values['no-extract'] ? false : d.extract!,
     cpuProfile: values['cpu-prof'] ?? d.cpuProfile ?? false,
     continueOnFail: values.continue ?? false,
@@ -171,9 +181,9 @@ function parseOptions(argv: string[]): BenchOptions {
     workers: num(values.workers, cores),
     transcoderThreads: num(values['transcoder-threads'], 1),
     lagLimitMs: 50,
-    // 15 minutes for the whole `npm run bench`: the last phase may start at budget - 90 s, and the
+    // 25 minutes for the whole `npm run bench`: the last phase may start at budget - 90 s, and the
     // longest phase (2000 streams) takes ~2 min, then the bucket cleanup (<= 45 s).
-    budgetS: num(values.budget, preset === 'full' ? 780 : 600),
+    budgetS: num(values.budget, preset === 'full' ? 1500 : 600),
     outDir: path.resolve(ROOT, values.out ?? 'bench-results'),
   };
 }
@@ -181,65 +191,6 @@ function parseOptions(argv: string[]): BenchOptions {
 // ---------------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------------
-
-interface RunResult {
-  label: string;
-  mode: BenchMode;
-  codec: AudioCodec;
-  /** Streams measured (admitted, recorded or consumed). */
-  streams: number;
-  calls: number;
-  /** Whole measurement, process start to exit. */
-  wallS: number;
-  setupMs: number;
-  /** From consent to every admitted call writing (recorder mode). */
-  admissionMs: number;
-  windowS: number;
-  /** % of one core, over the steady window. */
-  cpu: {
-    node: number;
-    nodeMain: number;
-    nodeThreads: number;
-    workers: number;
-    ffmpeg: number;
-    total: number;
-    loadgen: number;
-    machineBusy: number;
-    /** Everything else on the machine (other users, the S3 server, this driver). */
-    others: number;
-  };
-  perStream: {
-    /** % of one core per stream (Node + mediasoup workers + ffmpeg). */
-    cpuPct: number;
-    nodeCpuPct: number;
-    workersCpuPct: number;
-    streamsPerCore: number;
-    /** (private memory at steady state - idle) / streams, bytes: what one more stream costs. */
-    marginalPrivateBytes: number;
-    /** All resident memory of the process group / streams, bytes (fixed costs included). */
-    rssBytes: number;
-  };
-  memory: { idle: Record<string, MemorySample>; steady: Record<string, MemorySample> };
-  lag?: WindowResult;
-  loss: {
-    sent: number;
-    failedToSend: number;
-    received: number;
-    written: number;
-    /** sent - received: lost between the generator and the recorder's callback. */
-    beforeRecorder: number;
-    /** received - written (recorder mode): lost inside the recorder. */
-    inRecorder: number;
-    streamsWithLoss: number;
-    transcoderDrops: number;
-  };
-  overload?: { overflowCalls: number; refused: number; reportedOverloaded: number; packetsWritten: number; detail: string[] };
-  loadgen: LoadgenSummary;
-  close?: CloseResult;
-  notes: string[];
-  pass?: boolean;
-  failures: string[];
-}
 
 // ---------------------------------------------------------------------------------------------
 // One measurement
@@ -258,7 +209,6 @@ interface Context {
   profileDir: string;
 }
 
-const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 async function measure(ctx: Context, mode: BenchMode, streams: number, codec: AudioCodec, label: string): Promise<RunResult> {
@@ -266,7 +216,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const tag = randomBytes(3).toString('hex');
   const wallStart = performance.now();
   const calls = streams / 2;
+  // SIPREC sessions above the limit are refused with 503 at the INVITE (test/integration/siprec); here the SFU path's.
   const overflowCalls = mode === 'recorder' ? o.overflowCalls : 0;
+  const direct = DIRECT_MODES.includes(mode);
   log(`${label}: ${streams} ${codec} streams (${calls} calls${overflowCalls ? ` + ${overflowCalls} above the admission limit` : ''}), mode ${mode}`);
 
   // A fresh control plane (and database) per run: its snapshot holds only this run's calls.
@@ -323,12 +275,12 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     'admission.maxStreams': streams,
     segmentSeconds: o.segmentSeconds,
     transcoderThreads: o.transcoderThreads,
-    ...(mode === 'siprec'
+    ...(direct
       ? {
           'siprec.enabled': true,
           'siprec.udpPort': 0,
           'siprec.tcpPort': null,
-          'siprec.media': { portMin: 30_000, portMax: 34_999, maxStreams: streams },
+          'siprec.media': { portMin: 30_000, portMax: 39_999, maxStreams: streams },
           // The bench's SRC names participants by their ids (an SBC's AoRs are hashed by default).
           'siprec.mapping': { siprec: { participant: [{ from: 'aor-user', transform: 'verbatim' }] } },
         }
@@ -369,7 +321,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
           { participantId: 'pc', codec, ssrc: (0x10000001 + i * 2) >>> 0 },
         ],
       });
-      if (records) {
+      // The direct floor's calls are known to the control plane too (same path), only never consented.
+      if (records || mode === 'direct-floor') {
         const agentId = `ag${tag}x${i}`;
         // One agent per call: each agent's monthly-cap counter is its own row (R6).
         setup.push(async () => {
@@ -605,186 +558,10 @@ function judge(ctx: Context, r: RunResult): void {
   if (lost > 0) r.failures.push(`${lost} packets sent but not ${RECORDING_MODES.includes(r.mode) ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
   if (r.loss.transcoderDrops > 0) r.failures.push(`${r.loss.transcoderDrops} frames refused by the transcoder (written as silence)`);
   if (r.lag && r.lag.lagP99Ms >= o.lagLimitMs) r.failures.push(`event-loop delay p99 ${r.lag.lagP99Ms.toFixed(1)} ms >= ${o.lagLimitMs} ms`);
+  const threadLag = r.lag?.threadLagP99MaxMs;
+  if (threadLag !== undefined && threadLag >= o.lagLimitMs) r.failures.push(`a media thread's event-loop delay p99 reached ${threadLag.toFixed(1)} ms (>= ${o.lagLimitMs} ms)`);
   if (r.lag && r.lag.staleEvents > 0) r.failures.push(`control stream went stale ${r.lag.staleEvents} times (gates failed closed)`);
   r.pass = r.failures.length === 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Report
-// ---------------------------------------------------------------------------------------------
-
-const mb = (b: number): string => (b / 1024 / 1024).toFixed(0);
-const kb = (b: number): string => (b / 1024).toFixed(0);
-const f1 = (x: number): string => x.toFixed(1);
-const f3 = (x: number): string => x.toFixed(3);
-
-function table(runs: RunResult[], floors: Map<number, RunResult>): string {
-  const head = ['run', 'N', 'lost', 'lag p99', 'node %', '(main/thr)', 'workers(+ffmpeg) %', 'total %', '%/stream', 'str/core', 'RSS MB', 'KB/str', 'floor %/str', 'x floor', 'upl p99', 'pass'];
-  const rows = runs.map((r) => {
-    const floor = r.mode === 'recorder' && r.codec === 'opus' ? floors.get(r.streams) : undefined;
-    return [
-      r.label,
-      String(r.streams),
-      r.mode === 'ffmpeg' ? '-' : String(r.loss.sent - r.loss.written),
-      r.lag ? `${f1(r.lag.lagP99Ms)} ms` : '-',
-      f1(r.cpu.node),
-      `${f1(r.cpu.nodeMain)}/${f1(r.cpu.nodeThreads)}`,
-      f1(r.cpu.workers + r.cpu.ffmpeg),
-      f1(r.cpu.total),
-      f3(r.perStream.cpuPct),
-      f1(r.perStream.streamsPerCore),
-      mb(sum(Object.values(r.memory.steady).map((m) => m.rss)) - (r.memory.steady.loadgen?.rss ?? 0)),
-      kb(r.perStream.marginalPrivateBytes),
-      floor ? f3(floor.perStream.cpuPct) : '-',
-      floor ? `${(r.perStream.cpuPct / floor.perStream.cpuPct).toFixed(2)}x` : '-',
-      r.lag?.upload ? `${r.lag.upload.p99Ms.toFixed(0)} ms` : '-',
-      r.pass ? 'yes' : 'NO',
-    ];
-  });
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(head), ...rows.map(line)].join('\n');
-}
-
-interface Summary {
-  largestPassingN: number | undefined;
-  /**
-   * Private memory (Node + workers, after GC) per additional stream: the slope of a least-squares
-   * line through the ramp's steps (needs two or more), which cancels every fixed cost.
-   */
-  memorySlopeBytesPerStream?: number;
-  floor: { n: number; oursPctPerStream: number; floorPctPerStream: number; ratio: number }[];
-  /** The alternative UDP tap vs the DirectTransport floor (Node and total, % of a core per stream). */
-  udpTap?: { n: number; udpNodePct: number; directNodePct: number; udpTotalPct: number; directTotalPct: number }[];
-  baseline?: {
-    ffmpegStreams: number;
-    oursN: number;
-    ffmpegCpuPctPerStream: number;
-    oursCpuPctPerStream: number;
-    cpuRatio: number;
-    ffmpegPrivateBytesPerStream: number;
-    oursMarginalPrivateBytesPerStream: number;
-    memRatio: number;
-    oursRssBytesPerStream: number;
-    memRatioVsOursTotalRss: number;
-  };
-  transcoding?: { streams: number; cpuPctPerStream: number; streamsPerCore: number; nodeThreadsPct: number; pass: boolean };
-  storage?: { oggOverheadPct: number; sealOverheadPct: number; totalOverheadPct: number; fullSegmentsTotalOverheadPct: number; meanOpusPayloadBytes: number; opusKbps: number };
-  extract?: ExtractResult;
-  overload?: { checked: number; refused: number };
-  profile?: ProfileSummary[];
-}
-
-function summarize(ctx: Context, runs: RunResult[], extract: ExtractResult | undefined, profiles: ProfileSummary[]): Summary {
-  const rec = runs.filter((r) => r.mode === 'recorder' && r.codec === 'opus');
-  const floors = runs.filter((r) => r.mode === 'floor');
-  const passing = rec.filter((r) => r.pass).map((r) => r.streams);
-  const s: Summary = { largestPassingN: passing.length ? Math.max(...passing) : undefined, floor: [], profile: profiles };
-  if (rec.length >= 2) {
-    const xs = rec.map((r) => r.streams);
-    const ys = rec.map((r) => (r.memory.steady.node?.private ?? 0) + (r.memory.steady.workers?.private ?? 0));
-    const mx = sum(xs) / xs.length;
-    const my = sum(ys) / ys.length;
-    const sxx = sum(xs.map((x) => (x - mx) ** 2));
-    if (sxx > 0) s.memorySlopeBytesPerStream = sum(xs.map((x, i) => (x - mx) * (ys[i]! - my))) / sxx;
-  }
-  for (const r of rec) {
-    const f = floors.find((x) => x.streams === r.streams);
-    if (f) s.floor.push({ n: r.streams, oursPctPerStream: r.perStream.cpuPct, floorPctPerStream: f.perStream.cpuPct, ratio: r.perStream.cpuPct / f.perStream.cpuPct });
-  }
-  for (const u of runs.filter((r) => r.mode === 'floor-udp')) {
-    const f = floors.find((x) => x.streams === u.streams);
-    if (!f) continue;
-    (s.udpTap ??= []).push({
-      n: u.streams,
-      udpNodePct: u.perStream.nodeCpuPct,
-      directNodePct: f.perStream.nodeCpuPct,
-      udpTotalPct: u.perStream.cpuPct,
-      directTotalPct: f.perStream.cpuPct,
-    });
-  }
-  const ff = runs.find((r) => r.mode === 'ffmpeg');
-  // Ours at 1000 streams (the docs/architecture.md §7 target) if measured, else the largest run.
-  const ref = rec.find((r) => r.streams === 1000) ?? rec.at(-1);
-  if (ff && ref) {
-    // Theirs per stream: the ffmpeg process's private memory plus what the stream added to Node and the workers.
-    const ffPrivate = ff.perStream.marginalPrivateBytes;
-    // Ours: the ramp's slope when there is one (fixed costs cancel), else this run's marginal figure.
-    const oursMem = s.memorySlopeBytesPerStream ?? ref.perStream.marginalPrivateBytes;
-    s.baseline = {
-      ffmpegStreams: ff.streams,
-      oursN: ref.streams,
-      ffmpegCpuPctPerStream: ff.perStream.cpuPct,
-      oursCpuPctPerStream: ref.perStream.cpuPct,
-      cpuRatio: ff.perStream.cpuPct / ref.perStream.cpuPct,
-      ffmpegPrivateBytesPerStream: ffPrivate,
-      oursMarginalPrivateBytesPerStream: oursMem,
-      memRatio: ffPrivate / Math.max(1, oursMem),
-      oursRssBytesPerStream: ref.perStream.rssBytes,
-      memRatioVsOursTotalRss: ffPrivate / Math.max(1, ref.perStream.rssBytes),
-    };
-  }
-  const pc = runs.find((r) => r.mode === 'recorder' && r.codec === 'pcmu');
-  if (pc) s.transcoding = { streams: pc.streams, cpuPctPerStream: pc.perStream.cpuPct, streamsPerCore: pc.perStream.streamsPerCore, nodeThreadsPct: pc.cpu.nodeThreads, pass: pc.pass ?? false };
-  const st = rec.map((r) => r.close?.storage).filter((x) => x !== undefined);
-  const opus = sum(st.map((x) => x.opusPayloadBytes));
-  if (opus > 0) {
-    const ogg = sum(st.map((x) => x.oggBytes));
-    const sealed = sum(st.map((x) => x.sealedBytes));
-    const fullOpus = sum(st.map((x) => x.full.opusPayloadBytes));
-    const fullSealed = sum(st.map((x) => x.full.sealedBytes));
-    const durationMs = sum(st.map((x) => x.durationMs));
-    s.storage = {
-      oggOverheadPct: ((ogg - opus) / opus) * 100,
-      sealOverheadPct: ((sealed - ogg) / opus) * 100,
-      totalOverheadPct: ((sealed - opus) / opus) * 100,
-      fullSegmentsTotalOverheadPct: fullOpus > 0 ? ((fullSealed - fullOpus) / fullOpus) * 100 : Number.NaN,
-      meanOpusPayloadBytes: ctx.profiles.opusMeanPayloadBytes,
-      opusKbps: durationMs > 0 ? (opus * 8) / durationMs : 0,
-    };
-  }
-  if (extract) s.extract = extract;
-  const ov = runs.flatMap((r) => (r.overload ? [r.overload] : []));
-  if (ov.length) s.overload = { checked: sum(ov.map((x) => x.overflowCalls)), refused: sum(ov.map((x) => x.reportedOverloaded)) };
-  return s;
-}
-
-function printSummary(s: Summary, runs: RunResult[]): void {
-  const lines: string[] = [''];
-  lines.push(`Largest N with zero recorder loss and event-loop p99 < 50 ms: ${s.largestPassingN !== undefined ? `${s.largestPassingN} streams` : 'none'}`);
-  if (s.memorySlopeBytesPerStream !== undefined) lines.push(`Memory per additional recorded stream (slope over the ramp, Node + workers private): ${kb(s.memorySlopeBytesPerStream)} KB`);
-  for (const f of s.floor) lines.push(`Floor at N=${f.n}: ours ${f3(f.oursPctPerStream)} %/stream vs floor ${f3(f.floorPctPerStream)} -> ${f.ratio.toFixed(2)}x (target <= 1.5x)`);
-  for (const u of s.udpTap ?? []) {
-    lines.push(
-      `Alternative tap at N=${u.n}: PlainTransport -> UDP socket in Node ${f3(u.udpNodePct)} %/stream in Node (${f3(u.udpTotalPct)} total) ` +
-        `vs DirectTransport ${f3(u.directNodePct)} in Node (${f3(u.directTotalPct)} total)`,
-    );
-  }
-  if (s.baseline) {
-    const b = s.baseline;
-    lines.push(
-      `ffmpeg per stream (N=${b.ffmpegStreams}) vs ours (N=${b.oursN}): CPU ${f3(b.ffmpegCpuPctPerStream)} vs ${f3(b.oursCpuPctPerStream)} %/stream -> ${b.cpuRatio.toFixed(1)}x less (target >= 4x); ` +
-        `memory ${kb(b.ffmpegPrivateBytesPerStream)} KB vs ${kb(b.oursMarginalPrivateBytesPerStream)} KB private/stream -> ${b.memRatio.toFixed(0)}x less (target >= 50x; vs our whole RSS/stream ${kb(b.oursRssBytesPerStream)} KB: ${b.memRatioVsOursTotalRss.toFixed(0)}x)`,
-    );
-  }
-  if (s.transcoding) lines.push(`G.711 -> Opus: ${s.transcoding.streams} streams at ${f3(s.transcoding.cpuPctPerStream)} %/stream = ${f1(s.transcoding.streamsPerCore)} streams per core (Node non-main threads ${f1(s.transcoding.nodeThreadsPct)}%)${s.transcoding.pass ? '' : ' (run did NOT pass)'}`);
-  if (s.storage) {
-    lines.push(
-      `Stored bytes over Opus payload: +${s.storage.totalOverheadPct.toFixed(2)}% (Ogg +${s.storage.oggOverheadPct.toFixed(2)}%, seal +${s.storage.sealOverheadPct.toFixed(2)}%; full 10 s segments +${s.storage.fullSegmentsTotalOverheadPct.toFixed(2)}%) ` +
-        `at ${f1(s.storage.opusKbps)} kbit/s Opus (mean packet ${f1(s.storage.meanOpusPayloadBytes)} B); target < 3%`,
-    );
-  }
-  if (s.extract) {
-    const e = s.extract;
-    lines.push(`Extract of a ${e.audioMinutes}-minute track (${e.segments} segments): ${e.totalMs.toFixed(0)} ms (read+verify+decrypt ${e.readDecryptMs.toFixed(0)} ms, join ${e.joinMs.toFixed(0)} ms) = ${e.minutesPerSecond.toFixed(0)} min of audio/s`);
-  }
-  if (s.overload) lines.push(`Admission: ${s.overload.refused}/${s.overload.checked} calls above admission.maxStreams refused and reported 'overloaded'`);
-  for (const r of runs) {
-    for (const f of r.failures) lines.push(`  ${r.label}: FAIL ${f}`);
-    for (const n of r.notes) lines.push(`  ${r.label}: note: ${n}`);
-  }
-  for (const p of s.profile ?? []) lines.push('', formatProfile(p));
-  console.log(lines.join('\n'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -837,14 +614,14 @@ async function main(): Promise<void> {
 
   const loadgenBin = buildLoadgen(cacheDir);
   const profiles = writeProfiles(cacheDir);
-  log(`preset ${o.preset}: ramp ${o.ramp.join(', ')} streams; steady ${o.steadyS} s, arrivals over ${o.arrivalS} s; ${o.workers} mediasoup workers; ${os.availableParallelism()} cores`);
+  log(`preset ${o.preset}: direct ${o.direct.join(', ') || '-'} streams, SFU ${o.ramp.join(', ') || '-'} streams; steady ${o.steadyS} s, arrivals over ${o.arrivalS} s; ${o.workers} mediasoup workers; ${os.availableParallelism()} cores`);
   const s3 = await ensureS3Server();
   log(`S3: ${s3.endpoint} (${s3.kind})`);
   const pgCluster = await startThrowawayCluster({ fast: true });
   log(`PostgreSQL for the control plane: throwaway cluster (fsync off)`);
   const ctx: Context = { o, s3, pg: pgCluster, loadgenBin, profiles, logDir, cacheDir, bucketPrefixes: [], profileDir };
   const runs: RunResult[] = [];
-  const floors = new Map<number, RunResult>();
+  const floors: Floors = new Map();
   const skipped: string[] = [];
   // `npm run bench` must end within the budget on a 2-core machine: a phase that would start in
   // the last 90 s is skipped (and said so), not squeezed.
@@ -854,45 +631,47 @@ async function main(): Promise<void> {
     log(`${phase}: skipped, the ${o.budgetS} s budget is nearly used`);
     return false;
   };
-  let extract: ExtractResult | undefined;
-  const profileSummaries: ProfileSummary[] = [];
-  try {
-    for (const n of o.ramp) {
-      if (!inBudget(`recorder-${n}`)) break;
-      const r = await measure(ctx, 'recorder', n, 'opus', `recorder-${n}`);
+  /** One path's ramp, each step followed by its floor; stops at the first failing step (unless --continue). */
+  const ramp = async (mode: 'direct' | 'recorder', steps: number[]): Promise<void> => {
+    const floorMode = FLOOR_OF[mode]!;
+    const name = mode === 'direct' ? 'direct' : 'sfu';
+    for (const n of steps) {
+      if (!inBudget(`${name}-${n}`)) break;
+      const r = await measure(ctx, mode, n, 'opus', `${name}-${n}`);
       runs.push(r);
-      log(`recorder-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream)`);
-      if (o.floor && inBudget(`floor-${n}`)) {
-        const f = await measure(ctx, 'floor', n, 'opus', `floor-${n}`);
+      const threadLag = r.lag?.threadLagP99MaxMs;
+      log(`${name}-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms${threadLag === undefined ? '' : ` (media threads ${f1(threadLag)} ms)`}, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream)`);
+      if (o.floor && inBudget(`${floorMode}-${n}`)) {
+        const f = await measure(ctx, floorMode, n, 'opus', `${name}-floor-${n}`);
         runs.push(f);
-        floors.set(n, f);
-        log(`floor-${n}: CPU ${f1(f.cpu.total)}% (${f3(f.perStream.cpuPct)}%/stream) -> ours ${(r.perStream.cpuPct / f.perStream.cpuPct).toFixed(2)}x`);
+        floors.set(floorKey(floorMode, n), f);
+        log(`${name}-floor-${n}: CPU ${f1(f.cpu.total)}% (${f3(f.perStream.cpuPct)}%/stream) -> ours ${(r.perStream.cpuPct / f.perStream.cpuPct).toFixed(2)}x`);
       }
-      if (o.udpFloor && inBudget(`floor-udp-${n}`)) {
+      if (mode === 'recorder' && o.udpFloor && inBudget(`floor-udp-${n}`)) {
         const u = await measure(ctx, 'floor-udp', n, 'opus', `floor-udp-${n}`);
         runs.push(u);
         log(`floor-udp-${n}: CPU ${f1(u.cpu.total)}% (${f3(u.perStream.cpuPct)}%/stream)`);
       }
-      if (!r.pass && !o.continueOnFail && n !== o.ramp.at(-1)) {
-        log(`recorder-${n} failed: not ramping further (--continue to go on)`);
+      if (!r.pass && !o.continueOnFail && n !== steps.at(-1)) {
+        log(`${name}-${n} failed: not ramping further (--continue to go on)`);
         break;
       }
     }
+  };
+  let extract: ExtractResult | undefined;
+  const profileSummaries: ProfileSummary[] = [];
+  try {
+    await ramp('direct', o.direct);
+    await ramp('recorder', o.ramp);
     if (o.baseline > 0 && inBudget('ffmpeg baseline')) {
       const n = o.baseline % 2 === 0 ? o.baseline : o.baseline + 1;
       const r = await measure(ctx, 'ffmpeg', n, 'opus', `ffmpeg-${n}`);
       runs.push(r);
       log(`ffmpeg-${n}: CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), ffmpeg private ${kb((r.memory.steady.ffmpeg?.private ?? 0) / n)} KB/stream`);
     }
-    if (o.siprec > 0 && inBudget('SIPREC run')) {
-      const n = o.siprec % 2 === 0 ? o.siprec : o.siprec + 1;
-      const r = await measure(ctx, 'siprec', n, 'pcmu', `siprec-${n}`);
-      runs.push(r);
-      log(`siprec-${n}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream), setup ${(r.setupMs / 1000).toFixed(1)} s over SIP`);
-    }
     if (o.pcmu > 0 && inBudget('G.711 run')) {
       const n = o.pcmu % 2 === 0 ? o.pcmu : o.pcmu + 1;
-      const r = await measure(ctx, 'recorder', n, 'pcmu', `pcmu-${n}`);
+      const r = await measure(ctx, 'direct', n, 'pcmu', `pcmu-${n}`);
       runs.push(r);
       log(`pcmu-${n}: ${r.pass ? 'PASS' : 'FAIL'} CPU ${f1(r.cpu.total)}% -> ${f1(r.perStream.streamsPerCore)} streams/core`);
     }
@@ -906,7 +685,7 @@ async function main(): Promise<void> {
       for (const f of readdirSync(profileDir).filter((x) => x.endsWith('.cpuprofile'))) profileSummaries.push(summarizeProfile(path.join(profileDir, f)));
     }
   } finally {
-    const summary = summarize(ctx, runs, extract, profileSummaries);
+    const summary = summarize(runs, floors, profiles.opusMeanPayloadBytes, extract, profileSummaries);
     const out = path.join(o.outDir, `bench-${stamp}.json`);
     const meta = {
       date: new Date(started).toISOString(),
@@ -922,7 +701,7 @@ async function main(): Promise<void> {
     };
     writeFileSync(out, JSON.stringify({ meta, summary, runs, skipped }, null, 2));
     console.log(`\n${table(runs, floors)}`);
-    printSummary(summary, runs);
+    printSummary(summary, runs, o.lagLimitMs);
     if (skipped.length) console.log(`Skipped for time: ${skipped.join(', ')}`);
     console.log(`\nJSON: ${path.relative(ROOT, out)}   logs: ${path.relative(ROOT, logDir)}   total ${((Date.now() - started) / 1000).toFixed(0)} s`);
     const t = Date.now();

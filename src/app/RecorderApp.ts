@@ -34,6 +34,8 @@ export interface RecorderApp {
   /** The system's own audit entries go through this durable queue (store outages lose none). */
   auditSpool: AuditSpool;
   recorder: Recorder;
+  /** The media threads receiving and recording direct streams, when SIPREC is on and `mediaThreads` > 0. */
+  mediaThreads: MediaThreadPool | undefined;
   /** The SIPREC recording server and its direct media plane, when `siprec.enabled`. */
   siprec: SiprecFrontDoor | undefined;
   s3: Client;
@@ -243,6 +245,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       auditSpool,
       recorder,
       siprec,
+      mediaThreads,
       s3: client,
       transcoder,
       async openCall(callId: string) {

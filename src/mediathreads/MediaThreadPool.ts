@@ -9,6 +9,9 @@ import { GateSlots, SlotAllocator } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 
+/** Measured with `npm run bench`: see the README's performance section. */
+export const DEFAULT_BATCH_MS = 8;
+
 export interface MediaThreadPoolOptions {
   /** Threads to start: one per core is the intent (the main thread keeps control, API and storage). */
   readonly threads: number;
@@ -22,6 +25,8 @@ export interface MediaThreadPoolOptions {
   readonly strictSourcePort?: boolean | undefined;
   readonly recvBufferBytes?: number | undefined;
   readonly tickMs?: number | undefined;
+  /** Receive coalescing per thread, ms (0 = wake for every packet); see MediaThreadConfig.batchMs. */
+  readonly batchMs?: number | undefined;
   readonly opus?: { readonly bitrate: number; readonly complexity: number } | undefined;
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
@@ -99,6 +104,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         strictSourcePort: o.strictSourcePort,
         recvBufferBytes: o.recvBufferBytes,
         tickMs: o.tickMs ?? 20,
+        batchMs: o.batchMs ?? DEFAULT_BATCH_MS,
         opus: o.opus ?? { bitrate: 16_000, complexity: 5 },
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
@@ -150,6 +156,11 @@ export class MediaThreadPool implements DirectTrackFactory {
     const tracks = new Array<number>(this.#threads.length).fill(0);
     for (const t of this.#tracks.values()) tracks[(t.thread as MediaThread).index]!++;
     return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]! }));
+  }
+
+  /** Asks every thread for its figures now (they come once a second otherwise). */
+  async refreshStats(): Promise<void> {
+    await Promise.all(this.#threads.filter((t) => t.alive).map((t) => this.#request(t, (req) => ({ t: 'stats', req }))));
   }
 
   /** The thread a call's streams and tracks live in. */

@@ -98,7 +98,31 @@ const sink: MediaSink = {
   },
 };
 
+/**
+ * Receive coalescing (see MediaThreadConfig.batchMs): a timer puts the thread to sleep for
+ * `batchMs`; the kernel queues the packets meanwhile, and the poll phase right after reads them
+ * all in one wake-up. Every packet read in that poll phase is stamped with the sleep's start (the
+ * earliest it can have arrived), so a gate that opened during the sleep keeps none of them (R4);
+ * a closing written during the sleep is read before the first of them.
+ */
+let batchStartMs: number | undefined;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const endBatch = (): void => {
+  batchStartMs = undefined;
+};
+const batchTimer =
+  config.batchMs > 0
+    ? setInterval(() => {
+        batchStartMs = Date.now();
+        Atomics.wait(sleeper, 0, 0, config.batchMs);
+        // Runs in the check phase, right after the poll phase that read the batch.
+        setImmediate(endBatch);
+      }, config.batchMs + 1)
+    : undefined;
+const arrivalClock = (): number => batchStartMs ?? Date.now();
+
 const plane = new UdpMediaPlane({
+  arrivalClock,
   bindAddress: config.bindAddress,
   advertisedAddress: config.advertisedAddress,
   portMin: config.portMin,
@@ -224,6 +248,10 @@ port.on('message', (m: ToThread) => {
       streams.get(m.sid)?.close(m.reason);
       streams.delete(m.sid);
       break;
+    case 'stats':
+      postStats();
+      post({ t: 'done', req: m.req });
+      break;
     case 'stop':
       done(
         m.req,
@@ -233,6 +261,7 @@ port.on('message', (m: ToThread) => {
           const now = Date.now();
           await Promise.allSettled([...tracks.keys()].map((id) => closeTrack(id, now)));
           clearInterval(tickTimer);
+          if (batchTimer) clearInterval(batchTimer);
           clearInterval(statsTimer);
         })(),
       );
@@ -249,7 +278,7 @@ const tickTimer = setInterval(() => {
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 loopDelay.enable();
 let lastCpu = process.threadCpuUsage?.() ?? { user: 0, system: 0 };
-const statsTimer = setInterval(() => {
+function postStats(): void {
   const trackStats: TrackStats[] = [];
   for (const t of tracks.values()) trackStats.push(statsOf(t));
   const streamStats = [...streams].map(([sid, s]) => ({ sid, stats: { ...s.stats } }));
@@ -260,6 +289,7 @@ const statsTimer = setInterval(() => {
   const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
   loopDelay.reset();
   post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, cpuUs });
-}, 1000);
+}
+const statsTimer = setInterval(postStats, 1000);
 
 post({ t: 'ready' });

@@ -19,6 +19,12 @@ export interface MediaThreadConfig {
   readonly advertisedAddress?: string | undefined;
   readonly strictSourcePort?: boolean | undefined;
   readonly recvBufferBytes?: number | undefined;
+  /**
+   * Receive coalescing: the thread sleeps this long between drains of its sockets (0 = wake for
+   * every packet). Each wake-up costs more than reading a packet; draining every few ms reads
+   * many packets per wake-up. Packets read in a drain are stamped with the drain's start.
+   */
+  readonly batchMs: number;
   /** The thread's shared tick (jitter buffer release), as the Recorder's. */
   readonly tickMs: number;
   /** Opus encoder settings for G.711 tracks (as the TranscoderPool's). */
@@ -51,6 +57,7 @@ export type ToThread =
   | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest }
   | { readonly t: 'stream.update'; readonly sid: number; readonly change: StreamUpdate }
   | { readonly t: 'stream.close'; readonly sid: number; readonly reason: StreamCloseReason }
+  | { readonly t: 'stats'; readonly req: number }
   | { readonly t: 'stop'; readonly req: number };
 
 /** A track's counters and health (no audio, no identifiers). */

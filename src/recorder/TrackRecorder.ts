@@ -155,9 +155,11 @@ export class TrackRecorder {
       return;
     }
     const m = this.#o.metrics;
-    if (lateMediaMs < run.openedAtMs) {
-      // R4 by media time (issue 19): it arrived after the opening, behind a later packet of its
-      // source, and its audio is from before the opening (NaN, a packet in order, never is).
+    if (nowMs < run.openedAtMs || lateMediaMs < run.openedAtMs) {
+      // R4: it may have arrived before the opening (a media thread's batch that began before it:
+      // `nowMs` is then the batch's start), or (issue 19, by media time) it arrived after the
+      // opening behind a later packet of its source, its audio from before the opening (NaN, a
+      // packet in order, never is).
       this.counters.droppedPreOpening++;
       m?.packetsDropped.inc(PRE_OPENING_LABELS);
       return;

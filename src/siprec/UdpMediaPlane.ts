@@ -43,6 +43,11 @@ export interface UdpMediaPlaneOptions {
   readonly strictSourcePort?: boolean | undefined;
   /** Kernel receive buffer per socket. */
   readonly recvBufferBytes?: number | undefined;
+  /**
+   * A packet's arrival time (default Date.now()). A media thread that drains its sockets in
+   * batches says when the batch began: the earliest a packet read in it can have arrived.
+   */
+  readonly arrivalClock?: (() => number) | undefined;
 }
 
 export class UdpMediaPlane implements MediaPlane {
@@ -175,6 +180,7 @@ class UdpReceiveStream implements ReceiveStream {
   readonly #strictPort: boolean;
   readonly #callId: string;
   #participantId: string;
+  readonly #clock: () => number;
   #remote: RemoteMedia;
   #codec: CodecChoice;
   #held: boolean;
@@ -188,6 +194,7 @@ class UdpReceiveStream implements ReceiveStream {
     this.#rtcp = rtcp;
     this.#port = port;
     this.#strictPort = opts.strictSourcePort ?? false;
+    this.#clock = opts.arrivalClock ?? Date.now;
     this.#callId = req.callId;
     this.#participantId = req.participantId;
     this.#remote = req.remote;
@@ -207,7 +214,7 @@ class UdpReceiveStream implements ReceiveStream {
   }
 
   #onRtpSocket(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const now = Date.now();
+    const now = this.#clock();
     if (msg.length < 12 || msg[0]! >> 6 !== 2 || !this.#fromRemote(rinfo, this.#remote.rtpPort)) {
       this.stats.rejected++;
       return;
@@ -242,7 +249,7 @@ class UdpReceiveStream implements ReceiveStream {
       this.stats.rejected++;
       return;
     }
-    this.#deliverRtcp(msg, Date.now());
+    this.#deliverRtcp(msg, this.#clock());
   }
 
   #deliverRtcp(msg: Buffer, now: number): void {
