@@ -58,7 +58,7 @@ const DELETE_BATCH = 1000;
 export interface S3ObjectsOptions {
   /**
    * `lean` (default): media segments go through LeanPut (one signed request on a bounded
-   * keep-alive pool, about half the CPU of the minio client per PUT: bench/putCost.ts), when the
+   * keep-alive pool, 1.1-1.2x less CPU per PUT than the minio client: bench/putCost.ts), when the
    * client's endpoint and keys are known (a client made by `createS3Client`); otherwise, and with
    * `minio`, through the minio client (`putObjectWithTags`). Everything else always goes through
    * the minio client.
