@@ -104,7 +104,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const uploadTimeoutMs = options.uploadTimeoutMs ?? DEFAULT_UPLOAD_TIMEOUT_MS;
     this.#closeDrainMs = options.closeDrainMs ?? 2 * uploadTimeoutMs;
 
-    this.#objects = new S3Objects(options.client, this.buckets, uploadTimeoutMs);
+    this.#objects = new S3Objects(options.client, this.buckets, uploadTimeoutMs, { ...(options.mediaPut === undefined ? {} : { mediaPut: options.mediaPut }) });
     this.#reader = new RecordingReader(
       {
         client: options.client,
@@ -426,6 +426,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     });
     const spoolItemsLeft = drained ? 0 : this.#spool.size();
     await this.#uploader.close();
+    this.#objects.close();
     this.#registry.clear();
     this.#spool.removeAllListeners();
     return { clean: drained && manifestsNotSaved === 0, manifestsNotSaved, drained, spoolItemsLeft };

@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { Client } from 'minio';
 import { collect, withTimeout } from '../async/promises.ts';
 import { OptinError } from '../errors/OptinError.ts';
@@ -16,155 +14,24 @@ import {
   parseDataKeyObjectKey,
   type BucketNames,
 } from './layout.ts';
+import { LeanPut, type LeanPutOptions, type LeanPutStats, type MediaPutPath } from './LeanPut.ts';
+import { s3ConfigOf } from './s3Endpoint.ts';
 import { isNotFound, s3ErrorCode, storeError } from './s3Errors.ts';
 import type { BucketRole } from './Spool.ts';
+import { putObjectWithTags } from './taggedPut.ts';
+
+// The tagged PUT lives in taggedPut.ts (LeanPut.ts shares its headers); its importers keep this path.
+export { encodeTagging, putObjectWithTags, type PutObjectLock, type PutObjectResult, type PutObjectWithTagsOptions } from './taggedPut.ts';
 
 /**
  * The store's S3 adapter: every request optin's recordings make to the object store, and nothing
  * about recordings beyond where their objects live (src/storage/layout.ts).
  *
- * - `putObjectWithTags`: one PUT with the object's tags (and optional object lock), below;
+ * - `putObjectWithTags`: one PUT with the object's tags (and optional object lock), taggedPut.ts;
  * - `S3Objects`: the media and keys buckets as the store sees them: PUT, GET, listings with every
  *   version, version-aware removal, object-lock checks, bucket setup and lifecycle rules, each
  *   with a deadline (a black-holed store must not hang a writer or a deletion).
  */
-
-// ---------------------------------------------------------------------------------------------
-// Tagged PUT
-// ---------------------------------------------------------------------------------------------
-
-/**
- * One PUT that stores an object together with its tags (and, optionally, its object-lock
- * retention), so there is never a moment when a segment sits in the store without its
- * expiry tags.
- *
- * Why not `client.putObject(bucket, key, body, size, { 'X-Amz-Tagging': ... })`:
- * minio-js 8 passes the metadata through `prependXAMZMeta()`, which keeps only
- * `x-amz-meta-*`, `x-amz-acl`, `x-amz-server-side-encryption*`, `x-amz-storage-class` and a few
- * standard headers (content-type, cache-control, content-encoding, content-disposition,
- * content-language, x-amz-website-redirect-location, if-match, if-none-match) as they are, and
- * renames everything else to `x-amz-meta-<name>`. `X-Amz-Tagging` therefore travels as the user
- * metadata `x-amz-meta-x-amz-tagging`: the PUT succeeds, no error, and the object has no tags.
- * The same happens to `x-amz-object-lock-*`. The follow-up `setObjectTagging()` works but is a
- * second request: a crash in between leaves an untagged object that lifecycle rules never
- * expire.
- *
- * What we do instead: `Client.makeRequestAsync()` (public in minio 8's typings, used by all its
- * own calls) sends the headers we give it verbatim and signs them with SigV4, including
- * `x-amz-tagging`, so the tags are part of the signed PUT itself. We add `Content-MD5` so the
- * store checks the body (S3 also demands it for PUTs carrying object-lock retention).
- */
-
-export interface PutObjectLock {
-  mode: 'GOVERNANCE' | 'COMPLIANCE';
-  retainUntil: Date;
-}
-
-export interface PutObjectWithTagsOptions {
-  /** Per-object retention (the bucket must have been created with object lock). */
-  objectLock?: PutObjectLock;
-  /** Legal hold ON (object-lock buckets only). */
-  legalHold?: boolean;
-  /** Fail with 412 instead of overwriting an existing object (`If-None-Match: *`). */
-  ifNoneMatch?: boolean;
-}
-
-export interface PutObjectResult {
-  etag: string;
-  versionId: string | null;
-}
-
-// S3's limits for object tags; checked here so a bad tag fails before the upload, with a reason.
-const MAX_TAGS = 10;
-const MAX_TAG_KEY = 128;
-const MAX_TAG_VALUE = 256;
-const TAG_CHARS = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u;
-
-// Headers minio-js would also pass as they are; anything else in `metadata` is user metadata.
-const STANDARD_HEADERS = new Set([
-  'content-type', 'cache-control', 'content-encoding', 'content-disposition', 'content-language',
-]);
-
-/** Tag set as the `x-amz-tagging` header wants it: URL query encoding, `%20` for spaces. */
-export function encodeTagging(tags: Record<string, string>): string {
-  const entries = Object.entries(tags);
-  if (entries.length > MAX_TAGS) {
-    throw new OptinError('S3_BAD_TAGS', `at most ${MAX_TAGS} tags per object (got ${entries.length}); merge tags`);
-  }
-  for (const [k, v] of entries) {
-    if (k.length === 0 || k.length > MAX_TAG_KEY || v.length > MAX_TAG_VALUE || !TAG_CHARS.test(k) || !TAG_CHARS.test(v)) {
-      throw new OptinError(
-        'S3_BAD_TAGS',
-        `invalid object tag ${JSON.stringify(k)}: keys 1-${MAX_TAG_KEY} and values 0-${MAX_TAG_VALUE} characters of letters, digits, spaces and _.:/=+-@`,
-      );
-    }
-  }
-  return entries.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
-}
-
-function metadataHeaders(metadata: Record<string, string>): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(metadata)) {
-    const lower = name.toLowerCase();
-    if (lower === 'x-amz-tagging' || lower.startsWith('x-amz-object-lock-')) {
-      // The very mistake this module exists to avoid: say where it belongs instead.
-      throw new OptinError('S3_BAD_METADATA', `${name} is not metadata: pass tags as the tags argument and retention as options.objectLock`);
-    }
-    if (STANDARD_HEADERS.has(lower) || lower.startsWith('x-amz-meta-')) {
-      headers[lower] = value;
-    } else {
-      headers[`x-amz-meta-${lower}`] = value;
-    }
-  }
-  return headers;
-}
-
-async function drain(res: IncomingMessage): Promise<void> {
-  // The connection goes back to the keep-alive pool only once the body has been read.
-  for await (const _chunk of res) {
-    // discard
-  }
-}
-
-/**
- * PUT `body` at `bucket/key` with `tags` (and `metadata`, and optional object lock) in one
- * signed request. Returns the ETag and the version id (null on unversioned buckets).
- * S3 errors are the minio client's `S3Error` (e.g. code `PreconditionFailed` for
- * `ifNoneMatch` on an existing key), network errors are Node's.
- */
-export async function putObjectWithTags(
-  client: Client,
-  bucket: string,
-  key: string,
-  body: Buffer,
-  tags: Record<string, string>,
-  metadata: Record<string, string> = {},
-  options: PutObjectWithTagsOptions = {},
-): Promise<PutObjectResult> {
-  if (key.length === 0 || Buffer.byteLength(key) > 1024) {
-    throw new OptinError('S3_BAD_KEY', `object key must be 1-1024 bytes (got ${Buffer.byteLength(key)})`);
-  }
-  const headers: Record<string, string> = {
-    ...metadataHeaders(metadata),
-    'content-md5': createHash('md5').update(body).digest('base64'),
-  };
-  const tagging = encodeTagging(tags);
-  if (tagging.length > 0) headers['x-amz-tagging'] = tagging;
-  if (options.objectLock) {
-    headers['x-amz-object-lock-mode'] = options.objectLock.mode;
-    headers['x-amz-object-lock-retain-until-date'] = options.objectLock.retainUntil.toISOString();
-  }
-  if (options.legalHold) headers['x-amz-object-lock-legal-hold'] = 'ON';
-  if (options.ifNoneMatch) headers['if-none-match'] = '*';
-
-  // makeRequestAsync adds content-length, x-amz-date, x-amz-content-sha256 and the signature;
-  // a status other than 200 is thrown as an S3Error parsed from the XML body.
-  const res = await client.makeRequestAsync({ method: 'PUT', bucketName: bucket, objectName: key, headers }, body, [200]);
-  await drain(res);
-  const etag = String(res.headers.etag ?? '').replace(/^"|"$/g, '');
-  const versionId = res.headers['x-amz-version-id'];
-  return { etag, versionId: typeof versionId === 'string' && versionId !== 'null' ? versionId : null };
-}
 
 // ---------------------------------------------------------------------------------------------
 // The store's two buckets
@@ -188,29 +55,76 @@ const LIFECYCLE_RULE_PREFIX = 'optin-expiry-';
 /** S3 DeleteObjects takes at most 1000 keys per request. */
 const DELETE_BATCH = 1000;
 
+export interface S3ObjectsOptions {
+  /**
+   * `lean` (default): media segments go through LeanPut (one signed request on a bounded
+   * keep-alive pool, 1.1-1.2x less CPU per PUT than the minio client: bench/putCost.ts), when the
+   * client's endpoint and keys are known (a client made by `createS3Client`); otherwise, and with
+   * `minio`, through the minio client (`putObjectWithTags`). Everything else always goes through
+   * the minio client.
+   */
+  mediaPut?: MediaPutPath;
+  /** The lean path's pool size and stall limit (LeanPut.ts). */
+  leanPut?: LeanPutOptions;
+}
+
 export class S3Objects {
   readonly buckets: Readonly<BucketNames>;
   readonly #client: Client;
   readonly #timeoutMs: number;
   readonly #lockEnabled = new Map<string, boolean>();
+  readonly #mediaPut: MediaPutPath;
+  readonly #leanOptions: LeanPutOptions;
+  /** Made at the first media PUT (readers never PUT); null: the client's settings are unknown. */
+  #lean: LeanPut | null | undefined;
 
   /** `timeoutMs`: a PUT's deadline; GETs get twice that, listings and batch deletes four times. */
-  constructor(client: Client, buckets: Readonly<BucketNames>, timeoutMs: number) {
+  constructor(client: Client, buckets: Readonly<BucketNames>, timeoutMs: number, options: S3ObjectsOptions = {}) {
     this.#client = client;
     this.buckets = buckets;
     this.#timeoutMs = timeoutMs;
+    this.#mediaPut = options.mediaPut ?? 'lean';
+    this.#leanOptions = options.leanPut ?? {};
+  }
+
+  /** The path media PUTs take now ('minio' when the lean one was asked for but cannot be made). */
+  get mediaPutPath(): MediaPutPath {
+    if (this.#lean !== undefined) return this.#lean === null ? 'minio' : 'lean';
+    return this.#mediaPut === 'lean' && s3ConfigOf(this.#client) !== undefined ? 'lean' : 'minio';
+  }
+
+  /** Requests and connections of the lean path (undefined before its first PUT or when unused). */
+  leanPutStats(): LeanPutStats | undefined {
+    return this.#lean?.stats();
+  }
+
+  /** Closes the lean path's pooled connections (the minio client has none of its own to close). */
+  close(): void {
+    this.#lean?.close();
+    this.#lean = null;
+  }
+
+  #leanPut(): LeanPut | null {
+    if (this.#lean === undefined) {
+      const cfg = this.#mediaPut === 'lean' ? s3ConfigOf(this.#client) : undefined;
+      this.#lean = cfg === undefined ? null : new LeanPut(cfg, this.#leanOptions);
+    }
+    return this.#lean;
   }
 
   /**
    * Starts one PUT and returns the raw request, without a deadline: the caller keeps it (a
    * deletion waits for it, or removes the object if it lands late) and times it with `timed`.
-   * Media carries its tags on the PUT itself; keys and manifests are JSON.
+   * Media carries its tags on the PUT itself (the lean path when configured, which sends the
+   * same headers); keys and manifests are JSON, through the minio client.
    */
   startPut(role: BucketRole, objectKey: string, body: Buffer, tags?: Record<string, string>, metadata?: Record<string, string>): Promise<unknown> {
     const bucket = this.buckets[role];
-    return role === 'media' && tags !== undefined
-      ? putObjectWithTags(this.#client, bucket, objectKey, body, tags, metadata)
-      : this.#client.putObject(bucket, objectKey, body, body.length, { 'Content-Type': 'application/json', ...metadata });
+    if (role === 'media' && tags !== undefined) {
+      const lean = this.#leanPut();
+      return lean !== null ? lean.putWithTags(bucket, objectKey, body, tags, metadata) : putObjectWithTags(this.#client, bucket, objectKey, body, tags, metadata);
+    }
+    return this.#client.putObject(bucket, objectKey, body, body.length, { 'Content-Type': 'application/json', ...metadata });
   }
 
   /** Rejects with a retryable STORAGE_TIMEOUT after `factor` times the request deadline. */

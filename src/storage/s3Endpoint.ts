@@ -21,11 +21,22 @@ export const DEFAULT_REGION = 'us-east-1';
 /** How to point optin at a server; the development launcher's errors say the same. */
 export const S3_FIX_HINT = 'set OPTIN_S3_ENDPOINT (with OPTIN_S3_ACCESS_KEY and OPTIN_S3_SECRET_KEY) or run `npm run s3:start`';
 
+/**
+ * The settings each client of `createS3Client` was made from, so the store's lean media PUT
+ * (LeanPut.ts) reaches the same endpoint with the same keys and region as the client it is given.
+ */
+const clientConfigs = new WeakMap<Client, Readonly<S3Config>>();
+
+/** The settings `client` was made from, when `createS3Client` made it. */
+export function s3ConfigOf(client: Client): Readonly<S3Config> | undefined {
+  return clientConfigs.get(client);
+}
+
 /** A minio client for `cfg` (path-style: RGW and MinIO on loopback have no virtual hosts). */
 export function createS3Client(cfg: S3Config): Client {
   const url = parseEndpoint(cfg.endpoint);
   const useSSL = url.protocol === 'https:';
-  return new Client({
+  const client = new Client({
     endPoint: url.hostname,
     port: url.port === '' ? (useSSL ? 443 : 80) : Number(url.port),
     useSSL,
@@ -34,6 +45,8 @@ export function createS3Client(cfg: S3Config): Client {
     region: cfg.region ?? DEFAULT_REGION,
     pathStyle: true,
   });
+  clientConfigs.set(client, Object.freeze({ ...cfg, region: cfg.region ?? DEFAULT_REGION }));
+  return client;
 }
 
 function parseEndpoint(endpoint: string): URL {

@@ -4,6 +4,7 @@ import type { WrapAlg, Keyring } from '../crypto/Keyring.ts';
 import type { Logger } from '../log/logger.ts';
 import type { BucketNames } from './layout.ts';
 import type { ConsentEvidence, ManifestSegment, ParticipantRole, RecordingManifest, RecordingPolicy, SegmentQuality } from './manifest.ts';
+import type { MediaPutPath } from './LeanPut.ts';
 import type { SpoolState } from './Spool.ts';
 
 export type { SpoolState } from './Spool.ts';
@@ -21,6 +22,7 @@ export type { SpoolState } from './Spool.ts';
  *   s3Endpoint.ts       the production S3 client (createS3Client, assertS3Reachable, S3Config)
  *   s3Errors.ts         reading S3 errors (isNotFound, s3ErrorCode)
  *   S3Objects.ts        only for putObjectWithTags (the audit trail's object-locked PUTs)
+ *   LeanPut.ts          the hot-path media PUT (benchmarks and tests measure it against minio)
  * Everything else (Spool, Sweeper, Uploader, RecordingDeletion, Recovery, RecordingRegistry,
  * dataKeys, inputs) is internal to the store; only the storage tests reach into it.
  */
@@ -94,6 +96,11 @@ export interface RecordingStoreOptions {
   wrapAlg?: WrapAlg;
   /** Tombstones and the permission to upload (see WriteGuard); none: write everything. */
   writeGuard?: WriteGuard;
+  /**
+   * How media segments are PUT: 'lean' (default; LeanPut.ts, for a client made by
+   * createS3Client) or 'minio' (the minio client, as everything else). Same objects either way.
+   */
+  mediaPut?: MediaPutPath;
 }
 
 export interface RecordingReaderOptions {
