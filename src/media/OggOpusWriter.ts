@@ -48,6 +48,8 @@ const PAGE_HEADER_BYTES = 27;
 const MAX_LACING = 255;
 /** Granule position -1: "no packet finishes on this page" (RFC 3533 §6). */
 const NO_GRANULE = -1;
+/** The open page's body starts at 2 KB and doubles as needed (a page of 255 speech packets is ~12 KB). */
+const INITIAL_BODY_BYTES = 2048;
 
 export class OggOpusWriter {
   readonly serial: number;
@@ -61,8 +63,10 @@ export class OggOpusWriter {
   /** Samples added to the open page so far (to decide when to close it). */
   #pageSamples = 0;
 
-  // The open page: packet pieces and their lacing values (at most 255).
-  #pieces: Uint8Array[] = [];
+  // The open page: its packet bytes, copied in as they are added, and their lacing values (at most
+  // 255). Copied, not kept as views: a view would keep each packet's whole receive buffer alive
+  // until the page closes (5 s of packets per track), many times the payload's own size.
+  #body = Buffer.allocUnsafe(INITIAL_BODY_BYTES);
   #lacing = new Uint8Array(MAX_LACING);
   #lacingCount = 0;
   #dataBytes = 0;
@@ -201,8 +205,15 @@ export class OggOpusWriter {
   }
 
   #pushPiece(packet: Uint8Array, start: number, end: number): void {
-    if (end > start) this.#pieces.push(start === 0 && end === packet.length ? packet : packet.subarray(start, end));
-    this.#dataBytes += end - start;
+    const n = end - start;
+    if (n <= 0) return;
+    if (this.#dataBytes + n > this.#body.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.#body.length * 2, this.#dataBytes + n));
+      this.#body.copy(grown, 0, 0, this.#dataBytes);
+      this.#body = grown;
+    }
+    this.#body.set(start === 0 && end === packet.length ? packet : packet.subarray(start, end), this.#dataBytes);
+    this.#dataBytes += n;
   }
 
   #closePage(flags: number): void {
@@ -217,16 +228,11 @@ export class OggOpusWriter {
     page.writeUInt32LE(0, 22); // CRC placeholder, computed over the page with this field zero
     page[26] = nseg;
     page.set(this.#lacing.subarray(0, nseg), PAGE_HEADER_BYTES);
-    let at = PAGE_HEADER_BYTES + nseg;
-    for (const piece of this.#pieces) {
-      page.set(piece, at);
-      at += piece.length;
-    }
+    this.#body.copy(page, PAGE_HEADER_BYTES + nseg, 0, this.#dataBytes);
     page.writeUInt32LE(oggPageCrc(page), 22);
 
     this.#done.push(page);
     this.#doneBytes += page.length;
-    this.#pieces = [];
     this.#lacingCount = 0;
     this.#dataBytes = 0;
     this.#pageSamples = 0;
