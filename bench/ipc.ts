@@ -101,6 +101,7 @@ export interface WindowResult {
   recorderLagP99MaxMs: number;
   /** Direct modes: the highest once-a-second event-loop p99 of any media thread over the window (minus the 10 ms period). */
   threadLagP99MaxMs?: number;
+  threadLagSeriesMs?: number[];
   /** Direct modes: each media thread's CPU over the window's last second, % of one core. */
   threadCpuPct?: number[];
   /** Control stream went stale during the window (every gate fails closed: a serious overload sign). */

@@ -81,6 +81,8 @@ let windowActive = false;
 let staleEvents = 0;
 let recorderLagMax = 0;
 let threadLagMax = 0;
+/** Each second of the window: the worst media thread's p99 (to see whether a high figure is one stall or many). */
+let threadLagSeries: number[] = [];
 let lagPoll: NodeJS.Timeout | undefined;
 // CPU profile of the main thread over the steady window only (start-up and teardown excluded).
 let cpuProfileFile: string | undefined;
@@ -165,12 +167,15 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     staleEvents = 0;
     recorderLagMax = 0;
     threadLagMax = 0;
+    threadLagSeries = [];
     if (app) {
       const rec = app.recorder;
       const threads = app.mediaThreads;
       lagPoll = setInterval(() => {
         recorderLagMax = Math.max(recorderLagMax, rec.eventLoopLagP99Ms);
-        for (const t of threads?.load() ?? []) threadLagMax = Math.max(threadLagMax, t.loopP99Ms);
+        const worst = Math.max(0, ...(threads?.load() ?? []).map((t) => t.loopP99Ms));
+        threadLagSeries.push(Math.round(worst));
+        threadLagMax = Math.max(threadLagMax, worst);
       }, 1000);
     }
     if (cpuProfileFile) {
@@ -199,7 +204,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       lagMeanMs: delayMs(loopDelay.mean),
       recorderLagP99MaxMs: recorderLagMax,
       staleEvents,
-      ...(app?.mediaThreads ? { threadLagP99MaxMs: threadLagMax, threadCpuPct: app.mediaThreads.load().map((t) => t.cpuPct) } : {}),
+      ...(app?.mediaThreads ? { threadLagP99MaxMs: threadLagMax, threadLagSeriesMs: threadLagSeries, threadCpuPct: app.mediaThreads.load().map((t) => t.cpuPct) } : {}),
       heapUsedBytes: mem.heapUsed,
       externalBytes: mem.external + mem.arrayBuffers,
     };

@@ -67,6 +67,36 @@ export class GateSlots {
   }
 }
 
+/**
+ * The main thread's pulse, in shared memory: it stamps the time every `MAIN_PULSE_MS`; a media
+ * thread that finds the stamp older than `MAIN_SILENCE_MS` keeps nothing until it is fresh again.
+ * The gate words are only as current as the thread that writes them: a main thread stalled (a
+ * long GC, a runaway task) may be sitting on a consent withdrawal it has not read yet, while the
+ * media threads, which do not stall with it, would go on recording (fail closed, DESIGN §2).
+ */
+export class MainPulse {
+  readonly buffer: SharedArrayBuffer;
+  readonly #stamp: BigInt64Array;
+
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
+    this.#stamp = new BigInt64Array(this.buffer);
+  }
+
+  /** Main thread: alive now. */
+  beat(nowMs = Date.now()): void {
+    Atomics.store(this.#stamp, 0, BigInt(Math.floor(nowMs)));
+  }
+
+  /** Media thread: has the main thread been heard from within `silenceMs`? */
+  fresh(nowMs: number, silenceMs = MAIN_SILENCE_MS): boolean {
+    return nowMs - Number(Atomics.load(this.#stamp, 0)) <= silenceMs;
+  }
+}
+
+export const MAIN_PULSE_MS = 100;
+export const MAIN_SILENCE_MS = 1000;
+
 /** Free slot numbers of a GateSlots table (main thread only). */
 export class SlotAllocator {
   readonly #free: number[] = [];

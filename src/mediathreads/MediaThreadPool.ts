@@ -5,7 +5,7 @@ import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DirectTrackFactory, GatedTrack, RecorderTrack } from '../recorder/RecorderTrack.ts';
 import type { MediaSink, StreamStats } from '../siprec/MediaPlane.ts';
-import { GateSlots, SlotAllocator } from './GateSlots.ts';
+import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 
@@ -72,6 +72,7 @@ export class MediaThreadPool implements DirectTrackFactory {
   #nextId = 1;
   #nextReq = 1;
   #sink: MediaSink | undefined;
+  #pulseTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   private constructor(o: MediaThreadPoolOptions, threads: MediaThread[], gate: GateSlots) {
@@ -88,6 +89,8 @@ export class MediaThreadPool implements DirectTrackFactory {
     const span = Math.floor((o.portMax - o.portMin + 1) / o.threads);
     if (span < 4) throw new OptinError('CONFIG_INVALID', `the media port range ${o.portMin}-${o.portMax} is too small for ${o.threads} media threads (at least 4 ports each)`);
     const gate = new GateSlots(o.maxTracks);
+    const pulse = new MainPulse();
+    pulse.beat();
     const threads: MediaThread[] = [];
     const pool = new MediaThreadPool(o, threads, gate);
     const ready: Promise<void>[] = [];
@@ -97,6 +100,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         index: i,
         logLevel: o.logLevel ?? 'info',
         gateBuffer: gate.buffer,
+        pulseBuffer: pulse.buffer,
         portMin,
         portMax: portMin + span - 1,
         bindAddress: o.bindAddress,
@@ -134,9 +138,13 @@ export class MediaThreadPool implements DirectTrackFactory {
       worker.on('error', (err) => pool.#onThreadError(thread, err));
       worker.on('exit', (code) => pool.#onThreadExit(thread, code));
     }
+    // The main thread's pulse: a timer of this thread, so it stops when this thread stalls.
+    pool.#pulseTimer = setInterval(() => pulse.beat(), MAIN_PULSE_MS);
+    pool.#pulseTimer.unref();
     try {
       await Promise.all(ready);
     } catch (err) {
+      clearInterval(pool.#pulseTimer);
       await Promise.allSettled(threads.map((t) => t.worker.terminate()));
       throw new OptinError('INTERNAL', `a media thread did not start: ${(err as Error).message}`);
     }
@@ -302,5 +310,6 @@ export class MediaThreadPool implements DirectTrackFactory {
     this.#closed = true;
     await Promise.allSettled(this.#threads.filter((t) => t.alive).map((t) => this.#request(t, (req) => ({ t: 'stop', req }))));
     await Promise.allSettled(this.#threads.map((t) => t.worker.terminate()));
+    clearInterval(this.#pulseTimer);
   }
 }

@@ -12,7 +12,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { GateSlots } from './GateSlots.ts';
+import { GateSlots, MainPulse } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread, TrackStats } from './protocol.ts';
 import { TrackRecorder, type OpusEncoderPool } from '../recorder/TrackRecorder.ts';
 import { OpusWasmEncoder } from '../media/OpusWasmEncoder.ts';
@@ -26,6 +26,18 @@ import { isOptinError } from '../errors/OptinError.ts';
 const config = workerData as MediaThreadConfig;
 const port = parentPort!;
 const gate = new GateSlots(config.gateBuffer);
+const pulse = new MainPulse(config.pulseBuffer);
+/** Read on the tick and before each batch: false while the main thread has been silent too long. */
+let mainFresh = true;
+let mainSilences = 0;
+function checkPulse(now: number): void {
+  const fresh = pulse.fresh(now);
+  if (!fresh && mainFresh) {
+    mainSilences++;
+    log.warn({ silences: mainSilences }, 'main thread silent: nothing is kept until it is heard again');
+  }
+  mainFresh = fresh;
+}
 const log = createLogger(config.logLevel).child({ mediaThread: config.index });
 
 interface ThreadTrack {
@@ -79,7 +91,7 @@ const sink: MediaSink = {
     // A packet of a codec the track was not opened for (a re-INVITE's switch whose new track is
     // not here yet) is never decoded as the wrong codec.
     if (track === undefined || streamCodec.get(key) !== track.codec) return;
-    track.rec.onRtp(packet, arrivalMs, gate.isOpen(track.slot, track.word));
+    track.rec.onRtp(packet, arrivalMs, mainFresh && gate.isOpen(track.slot, track.word));
   },
   event(event: StreamEvent) {
     if (event.type === 'opened' || event.type === 'codec') streamCodec.set(keyOf(event.callId, event.participantId), CODECS[event.codec.name]);
@@ -115,6 +127,7 @@ const batchTimer =
     ? setInterval(() => {
         batchStartMs = Date.now();
         Atomics.wait(sleeper, 0, 0, config.batchMs);
+        checkPulse(Date.now());
         // Runs in the check phase, right after the poll phase that read the batch.
         setImmediate(endBatch);
       }, config.batchMs + 1)
@@ -272,6 +285,7 @@ port.on('message', (m: ToThread) => {
 // One tick for every track of this thread (no per-stream timers).
 const tickTimer = setInterval(() => {
   const now = Date.now();
+  checkPulse(now);
   for (const t of tracks.values()) t.rec.tick(now);
 }, config.tickMs);
 

@@ -12,6 +12,8 @@ export interface MediaThreadConfig {
   readonly index: number;
   readonly logLevel: string;
   readonly gateBuffer: SharedArrayBuffer;
+  /** The main thread's pulse (MainPulse): silence keeps every gate of the thread closed. */
+  readonly pulseBuffer: SharedArrayBuffer;
   /** This thread's share of the media port range (RTP even, RTCP odd). */
   readonly portMin: number;
   readonly portMax: number;

@@ -5,6 +5,7 @@
  * stored Ogg: the packet before the close is there, the one right after it and every later one not.
  */
 import dgram from 'node:dgram';
+import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,5 +127,66 @@ describe('media threads: the gate in shared memory', () => {
       expect(l.track.counters.droppedClosed).toBe(20);
     }
     expect(events.filter((e) => e.type === 'opened')).toHaveLength(legs.length);
+  });
+
+  it('a main thread that goes silent for more than a second: the media threads keep nothing until it is heard again', async () => {
+    const callId = 'stall-call';
+    const senderPort = 46_900 + (process.pid % 50);
+    const stream = await plane.open({
+      callId,
+      participantId: 'p1',
+      speakers: ['p1'],
+      codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
+      remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
+      held: false,
+    });
+    const stored: Buffer[] = [];
+    const track = pool.create({
+      callId,
+      participantId: 'p1',
+      codec: 'opus',
+      segmentSamples: 48_000 * 60,
+      sink: {
+        putSegment: async (_meta, ogg) => {
+          stored.push(Buffer.from(ogg));
+          return { stored: 'uploaded' };
+        },
+      },
+      onStoreError: (err) => {
+        throw err;
+      },
+    }) as ThreadedTrack;
+    track.startRun('rec-stall', 0, Date.now() - 1000);
+    track.setWritable(true);
+    // The sender must go on while this thread is stalled: a thread of its own, 150 packets at 20 ms.
+    const sender = new Worker(
+      `const dgram = require('node:dgram'); const { workerData: w } = require('node:worker_threads');
+       const s = dgram.createSocket('udp4'); s.bind(w.from, '127.0.0.1', () => {
+         let seq = 0; const t = setInterval(() => {
+           const p = Buffer.alloc(12 + 1 + 12); p[0] = 0x80; p[1] = 111; p.writeUInt16BE(seq, 2); p.writeUInt32BE(seq * 960, 4); p.writeUInt32BE(0x5eed, 8);
+           p[12] = 0xf8; p.write('stall-' + String(seq).padStart(6, '0'), 13, 'latin1');
+           s.send(p, w.to, '127.0.0.1'); if (++seq === 150) { clearInterval(t); setTimeout(() => s.close(), 100); }
+         }, 20); });`,
+      { eval: true, workerData: { from: senderPort, to: stream.local.rtpPort } },
+    );
+    const senderDone = once(sender, 'exit');
+    await sleep(600);
+    // The main thread stalls for 1.8 s (its pulse stops with it); the gate word stays open.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1800);
+    await senderDone;
+    await sleep(100);
+    await track.endRun(Date.now());
+    await track.close(Date.now());
+    const ogg = Buffer.concat(stored);
+    const kept = (seq: number): boolean => ogg.indexOf(Buffer.from(`stall-${String(seq).padStart(6, '0')}`, 'latin1')) !== -1;
+    const missing = Array.from({ length: 150 }, (_, s) => s).filter((s) => !kept(s));
+    console.log(`main stalled 1.8 s: ${missing.length} packets not kept (${missing.join(",")}), dropped closed ${track.counters.droppedClosed}`);
+    // Before the stall and after it everything is kept; in it, from about a second on, nothing.
+    expect(kept(5) && kept(25)).toBe(true);
+    expect(kept(149)).toBe(true);
+    expect(missing.length).toBeGreaterThanOrEqual(20);
+    expect(missing.length).toBeLessThanOrEqual(90); // never more than the stall itself (1.8 s of 20 ms packets)
+    expect(missing.at(-1)! - missing[0]!).toBe(missing.length - 1);
+    expect(track.counters.droppedClosed).toBe(missing.length);
   });
 });
