@@ -157,6 +157,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
 
     const store = await RecordingStore.open({
       client,
+      mediaPut: s3.mediaPut,
       buckets,
       keyring,
       retentionSeconds: config.retentionSeconds,
@@ -192,6 +193,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             bindAddress: sc.media.bindAddress ?? sc.bindAddress,
             advertisedAddress: sc.media.advertisedAddress,
             strictSourcePort: sc.media.strictSourcePort,
+            batchMs: config.mediaBatchMs,
             logLevel: config.logLevel,
             logger,
             metrics,

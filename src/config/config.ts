@@ -54,6 +54,12 @@ export const ConfigSchema = z.strictObject({
       mediaBucket: z.string().default('optin-media'),
       keysBucket: z.string().default('optin-keys'),
       auditBucket: z.string().default('optin-audit'),
+      /**
+       * How media segments are PUT: `lean` (our signed PUT on a keep-alive pool, LeanPut.ts) or
+       * `minio` (the minio client, the client of record for everything else). Measured by
+       * `npm run bench:put`; `minio` for a store the lean path was not tried against.
+       */
+      mediaPut: z.enum(['lean', 'minio']).default('lean'),
     })
     .prefault({}),
   keyring: z
@@ -82,6 +88,12 @@ export const ConfigSchema = z.strictObject({
    * per core by default (issue 16). 0 keeps the sockets and tracks on the main thread.
    */
   mediaThreads: z.number().int().min(0).max(64).default(Math.max(1, os.availableParallelism())),
+  /**
+   * Receive coalescing in each media thread, ms: it drains its sockets this often instead of
+   * waking for every packet (0 = every packet). Costs up to this much extra delay per packet (the
+   * jitter buffer absorbs it); saves most of the per-wake-up cost (README, performance).
+   */
+  mediaBatchMs: z.number().int().min(0).max(40).default(8),
   http: z
     .strictObject({
       host: z.string().default('127.0.0.1'),
@@ -161,6 +173,8 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_MAX_EVENT_LOOP_LAG_MS: ['admission.maxEventLoopLagMs', 'number'],
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
   OPTIN_MEDIA_THREADS: ['mediaThreads', 'number'],
+  OPTIN_MEDIA_BATCH_MS: ['mediaBatchMs', 'number'],
+  OPTIN_S3_MEDIA_PUT: ['s3.mediaPut', 'string'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],
   OPTIN_AUDIT_HMAC_KEY: ['audit.hmacKey', 'string'],

@@ -257,10 +257,20 @@ export class MediaThreadPool implements DirectTrackFactory {
         for (const s of m.streams) this.#streamStats.set(s.sid, s.stats);
         thread.loopP99Ms = m.loopP99Ms;
         thread.cpuUs = m.cpuUs;
+        this.#exportLoad(thread, m.tracks.length);
         break;
       case 'ready':
         break;
     }
+  }
+
+  #exportLoad(thread: MediaThread, tracks: number): void {
+    const m = this.#o.metrics;
+    if (!m) return;
+    const label = { thread: String(thread.index) };
+    m.mediaThreadLagSeconds.set(label, thread.loopP99Ms / 1000);
+    m.mediaThreadCpuRatio.set(label, thread.cpuUs / 1e6);
+    m.mediaThreadTracks.set(label, tracks);
   }
 
   /** A finished segment: the store seals and uploads it here; the thread learns the outcome. */
