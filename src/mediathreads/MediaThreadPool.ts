@@ -31,6 +31,8 @@ export interface MediaThreadPoolOptions {
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
+  /** Tests: every packet's verdict as its thread read the gate (payload head, writable). */
+  readonly onVerdict?: ((v: Extract<FromThread, { t: 'verdict' }>) => void) | undefined;
 }
 
 export interface MediaThread extends TrackThread {
@@ -110,6 +112,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         tickMs: o.tickMs ?? 20,
         batchMs: o.batchMs ?? DEFAULT_BATCH_MS,
         opus: o.opus ?? { bitrate: 16_000, complexity: 5 },
+        traceVerdicts: o.onVerdict !== undefined,
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       const worker = new Worker(entry, { ...extra, workerData: config, name: `optin-media-${i}` });
@@ -251,6 +254,9 @@ export class MediaThreadPool implements DirectTrackFactory {
       }
       case 'event':
         this.#sink?.event?.(m.event);
+        break;
+      case 'verdict':
+        this.#o.onVerdict?.(m);
         break;
       case 'stats':
         for (const s of m.tracks) this.#tracks.get(s.id)?.updateStats(s);

@@ -35,6 +35,10 @@ export class ThreadedTrack implements GatedTrack {
   readonly #release: () => void;
   #recording = false;
   #closed = false;
+  /** The call's verdict (setWritable) and whether the thread has the run it applies to. */
+  #wantOpen = false;
+  #runReady = false;
+  #runEpoch = 0;
   #stats: TrackStats | undefined;
   #flushed = { ...ZERO_COUNTERS };
 
@@ -83,20 +87,41 @@ export class ThreadedTrack implements GatedTrack {
     this.#stats = stats;
   }
 
+  /**
+   * The gate word opens only once the thread holds the run it opens for (its `run.start` answered):
+   * a packet read as writable is then always written. Closing is at once.
+   */
   setWritable(writable: boolean): void {
     if (this.#closed) return;
-    this.#gate.set(this.#slot, this.#word, writable);
+    this.#wantOpen = writable;
+    this.#gate.set(this.#slot, this.#word, writable && this.#runReady);
+  }
+
+  /** The call opened this track's gate and the thread has not yet confirmed the run (the gate word still closed). */
+  get opening(): boolean {
+    return this.#wantOpen && this.#recording && !this.#runReady;
   }
 
   startRun(recordingId: string, index: number, openedAtMs: number): void {
     if (this.#closed || this.#recording) return;
     this.#recording = true;
-    this.thread.send({ t: 'run.start', id: this.id, recordingId, index, openedAtMs });
+    this.#runReady = false;
+    const epoch = ++this.#runEpoch;
+    this.thread.request((req) => ({ t: 'run.start', id: this.id, recordingId, index, openedAtMs, req })).then(
+      () => {
+        if (epoch !== this.#runEpoch || !this.#recording || this.#closed) return;
+        this.#runReady = true;
+        this.setWritable(this.#wantOpen);
+      },
+      () => undefined, // the thread is gone: the word stays closed
+    );
   }
 
   async endRun(nowMs: number): Promise<void> {
     if (!this.#recording) return;
     this.#recording = false;
+    this.#runReady = false;
+    this.#runEpoch++;
     // Closed first: nothing more is kept from the next packet on, whatever the call's gate says.
     this.#gate.close(this.#slot);
     await this.thread.request((req) => ({ t: 'run.end', id: this.id, nowMs, req }));
@@ -111,6 +136,8 @@ export class ThreadedTrack implements GatedTrack {
   resumedAt(): void {}
 
   discardRun(): void {
+    this.#runReady = false;
+    this.#runEpoch++;
     this.#gate.close(this.#slot);
     if (!this.#recording) return;
     this.#recording = false;
@@ -142,6 +169,7 @@ export class ThreadedTrack implements GatedTrack {
     if (this.#closed) return;
     this.#closed = true;
     this.#recording = false;
+    this.#runReady = false;
     this.#gate.close(this.#slot);
     try {
       await this.thread.request((req) => ({ t: 'track.close', id: this.id, nowMs, req }));

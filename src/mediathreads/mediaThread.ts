@@ -91,7 +91,9 @@ const sink: MediaSink = {
     // A packet of a codec the track was not opened for (a re-INVITE's switch whose new track is
     // not here yet) is never decoded as the wrong codec.
     if (track === undefined || streamCodec.get(key) !== track.codec) return;
-    track.rec.onRtp(packet, arrivalMs, mainFresh && gate.isOpen(track.slot, track.word));
+    const writable = mainFresh && gate.isOpen(track.slot, track.word);
+    if (config.traceVerdicts) post({ t: 'verdict', callId, participantId, payloadHead: packet.subarray(12, 44).slice(), writable, arrivalMs });
+    track.rec.onRtp(packet, arrivalMs, writable);
   },
   event(event: StreamEvent) {
     if (event.type === 'opened' || event.type === 'codec') streamCodec.set(keyOf(event.callId, event.participantId), CODECS[event.codec.name]);
@@ -216,6 +218,7 @@ port.on('message', (m: ToThread) => {
       break;
     case 'run.start':
       tracks.get(m.id)?.rec.startRun(m.recordingId, m.index, m.openedAtMs);
+      post({ t: 'done', req: m.req });
       break;
     case 'run.end':
       done(m.req, tracks.get(m.id)?.rec.endRun(m.nowMs) ?? Promise.resolve());

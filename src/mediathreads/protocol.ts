@@ -31,6 +31,8 @@ export interface MediaThreadConfig {
   readonly tickMs: number;
   /** Opus encoder settings for G.711 tracks (as the TranscoderPool's). */
   readonly opus: { readonly bitrate: number; readonly complexity: number };
+  /** Tests: report every packet's verdict (the head of its payload and the gate as read). */
+  readonly traceVerdicts?: boolean | undefined;
 }
 
 /** Where a track's numbering continues from: numbers, or the same thread's earlier track of the participant. */
@@ -48,7 +50,7 @@ export type ToThread =
       readonly segmentSamples: number;
       readonly continueFrom?: ContinueFrom | undefined;
     }
-  | { readonly t: 'run.start'; readonly id: number; readonly recordingId: string; readonly index: number; readonly openedAtMs: number }
+  | { readonly t: 'run.start'; readonly id: number; readonly recordingId: string; readonly index: number; readonly openedAtMs: number; readonly req: number }
   | { readonly t: 'run.end'; readonly id: number; readonly nowMs: number; readonly req: number }
   | { readonly t: 'run.restart'; readonly id: number; readonly nowMs: number; readonly index: number; readonly req: number }
   | { readonly t: 'run.discard'; readonly id: number }
@@ -74,4 +76,5 @@ export type FromThread =
   | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly ogg: Uint8Array }
   | { readonly t: 'done'; readonly req: number; readonly error?: { readonly code: string; readonly message: string } | undefined; readonly value?: { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | undefined; readonly stats?: TrackStats | undefined }
   | { readonly t: 'event'; readonly event: StreamEvent }
+  | { readonly t: 'verdict'; readonly callId: string; readonly participantId: string; readonly payloadHead: Uint8Array; readonly writable: boolean; readonly arrivalMs: number }
   | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly cpuUs: number };

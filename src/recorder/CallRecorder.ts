@@ -171,9 +171,14 @@ export class CallRecorder {
     return this.#phase.name === 'recording' && this.#fence === undefined && this.gate.decision?.needsAdmission !== true;
   }
 
-  /** True from an opening until the worker confirmed the packets before it were delivered (see `#raiseFence`). */
+  /**
+   * True from an opening until the worker confirmed the packets before it were delivered (see
+   * `#raiseFence`), and until every media thread holding a track of the call has its run.
+   */
   get fenced(): boolean {
-    return this.#fence !== undefined;
+    if (this.#fence !== undefined) return true;
+    for (const g of this.#gated.values()) if (g.track.opening) return true;
+    return false;
   }
 
   get erased(): boolean {

@@ -45,6 +45,8 @@ export interface DirectTrackFactory {
 
 /** A track whose per-packet gate is written by the call (a media thread's track). */
 export interface GatedTrack extends RecorderTrack {
-  /** The call's verdict for this track's packets from now on (effective on the next packet). */
+  /** The call's verdict for this track's packets from now on (a closing effective on the next packet). */
   setWritable(writable: boolean): void;
+  /** An opening not yet in effect (the media thread has not confirmed the run it opens for). */
+  readonly opening: boolean;
 }

@@ -5,7 +5,9 @@
  * (mediasoup, the control plane and its policy stream, the control client, the recorder): only
  * the object store.
  */
+import type dgram from 'node:dgram';
 import { setImmediate as immediate } from 'node:timers/promises';
+import type { ReceiveStream } from '../../src/siprec/MediaPlane.ts';
 import type { types } from 'mediasoup';
 import { buildRtp } from '../../src/rtp/RtpPacket.ts';
 import { parseRtp } from '../../src/rtp/RtpPacket.ts';
@@ -100,6 +102,41 @@ export class RtpLeg {
 
   close(): void {
     this.transport.close();
+  }
+}
+
+/**
+ * One participant's voice sent as plain RTP over UDP to a stream of the media threads (a SIPREC
+ * stream's socket in its call's thread): the threaded path, no SFU.
+ */
+export class UdpLeg {
+  readonly participantId: string;
+  readonly ssrc: number;
+  readonly #socket: dgram.Socket;
+  readonly #port: number;
+  readonly #stream: ReceiveStream;
+  #seq: number;
+  #ts: number;
+
+  constructor(participantId: string, socket: dgram.Socket, stream: ReceiveStream, ssrc: number) {
+    this.participantId = participantId;
+    this.ssrc = ssrc;
+    this.#socket = socket;
+    this.#stream = stream;
+    this.#port = stream.local.rtpPort;
+    this.#seq = (ssrc * 7) & 0xffff;
+    this.#ts = (ssrc * 13) >>> 0;
+  }
+
+  send(id: number): void {
+    const rtp = buildRtp({ payloadType: 111, sequenceNumber: this.#seq, timestamp: this.#ts, ssrc: this.ssrc, marker: false, payload: taggedOpusPayload(id) });
+    this.#seq = (this.#seq + 1) & 0xffff;
+    this.#ts = (this.#ts + 960) >>> 0;
+    this.#socket.send(rtp, this.#port, '127.0.0.1');
+  }
+
+  close(): void {
+    this.#stream.close('bye');
   }
 }
 

@@ -21,7 +21,11 @@ import { TrackRecorder } from '../../src/recorder/TrackRecorder.ts';
 import { CallRoom } from '../../src/sfu/CallRoom.ts';
 import type { WorkerPool } from '../../src/sfu/WorkerPool.ts';
 import { startTestControlPlane, type TestControlPlane } from './controlPlane.ts';
-import { MemoryStore, RtpLeg, Waiter, settleTurns, spyArrivals } from './gateHarness.ts';
+import { MemoryStore, RtpLeg, UdpLeg, Waiter, packetIdOf, settleTurns, spyArrivals } from './gateHarness.ts';
+import { MediaThreadPool } from '../../src/mediathreads/MediaThreadPool.ts';
+import { ThreadedMediaPlane } from '../../src/mediathreads/ThreadedMediaPlane.ts';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
 import { createTestDatabase, type TestDatabase } from './pg.ts';
 import { PolicyFacts } from './policyFacts.ts';
 import { StreamRelay } from './streamRelay.ts';
@@ -36,6 +40,12 @@ export interface LaneOptions {
   heartbeatMs: number;
   /** How long any wait (catching up, packets arriving) may take before it counts as a failure. */
   settleTimeoutMs: number;
+  /**
+   * The threaded path (issue 16): the lane's calls are direct (SIPREC-like) streams received and
+   * recorded by media threads, packets sent over UDP to their sockets, each packet's verdict the
+   * gate word as its thread read it. Otherwise legs through mediasoup, tapped on the main thread.
+   */
+  threaded?: boolean;
 }
 
 export interface PacketRecord {
@@ -83,10 +93,10 @@ export function addStats(total: Stats, s: Stats): void {
   }
 }
 
-/** A call of a run: the model's view of it plus the real room, legs and recorder. */
+/** A call of a run: the model's view of it plus the real room (none on the threaded path), legs and recorder. */
 export interface RunCall extends ModelCall {
-  room: CallRoom;
-  legs: RtpLeg[];
+  room: CallRoom | undefined;
+  legs: (RtpLeg | UdpLeg)[];
   rec: CallRecorder;
 }
 
@@ -102,6 +112,12 @@ export class Lane {
   client!: ControlClient;
   state!: PolicyState;
   recorder!: Recorder;
+  /** The threaded path: the media threads, their plane, and the socket the legs send from. */
+  threads: MediaThreadPool | undefined;
+  /** The run in progress (where an arrival's violation is told). */
+  currentRun: GateRun | undefined;
+  plane: ThreadedMediaPlane | undefined;
+  sender: dgram.Socket | undefined;
   readonly reported = new Map<string, RecordingStateEvent>();
   readonly store = new MemoryStore();
   readonly waiter = new Waiter(5);
@@ -157,10 +173,27 @@ export class Lane {
       backoff: { minMs: 25, maxMs: 25 },
       random: () => 0.999,
     });
+    if (this.options.threaded) {
+      // Every packet's verdict as its thread read the gate word (the threads' counterpart of spyArrivals).
+      this.threads = await MediaThreadPool.start({
+        threads: 2,
+        maxTracks: 4096,
+        portMin: 52_000 + this.index * 1000,
+        portMax: 52_999 + this.index * 1000,
+        bindAddress: '127.0.0.1',
+        logger,
+        onVerdict: (v) => this.arrival(packetIdOf(v.payloadHead), v.writable),
+      });
+      this.plane = new ThreadedMediaPlane(this.threads, { maxStreams: 1_000_000, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined } });
+      this.sender = dgram.createSocket('udp4');
+      this.sender.bind(0, '127.0.0.1');
+      await once(this.sender, 'listening');
+    }
     this.recorder = new Recorder({
       control: this.client,
       state: this.state,
       store: this.store,
+      ...(this.threads ? { directTracks: this.threads } : {}),
       admitter: new ControlAdmitter(this.client),
       logger,
       segmentSeconds: 0.1, // 5 packets per segment: segments are cut inside runs too
@@ -214,6 +247,9 @@ export class Lane {
 
   async stop(): Promise<void> {
     await this.recorder?.close();
+    await this.plane?.close();
+    await this.threads?.close();
+    this.sender?.close();
     this.client?.close();
     await this.relay?.close();
     await this.control?.close();
@@ -235,6 +271,20 @@ export class Lane {
   /** No call waits for the worker's answer that ends an opening's fence (CallRecorder.fenced). */
   fencesDown = (): boolean => [...this.recorder.calls.values()].every((c) => !c.fenced);
 
+  /** A packet reached its track, with the gate as the track's thread (or the tap) read it. */
+  arrival = (id: number | undefined, writable: boolean): void => {
+    if (id === undefined) return;
+    const p = this.packets.get(id);
+    if (p === undefined) {
+      this.currentRun?.fail(`unknown packet id ${id} arrived`);
+      return;
+    }
+    if (p.arrived) this.currentRun?.fail(`packet ${id} arrived twice`);
+    p.arrived = true;
+    p.writable = writable;
+    this.waiter.poke();
+  };
+
   nextPacketId(): number {
     return this.#nextPacketId++;
   }
@@ -251,6 +301,7 @@ export class Lane {
     this.relay.startHeartbeats();
     if (!(await this.waiter.until(this.caughtUp, this.options.settleTimeoutMs))) throw new Error(`L${this.index}r${run}: control stream not fresh at start`);
     const gateRun = new GateRun(this, run);
+    this.currentRun = gateRun;
     await gateRun.open(sc);
     return gateRun;
   }
@@ -320,6 +371,10 @@ export class GateRun {
       }
     }
     if (!(await lane.waiter.until(lane.caughtUp, timeout))) throw new Error(`${tag}: calls not applied`);
+    if (lane.plane && lane.sender) {
+      await this.#openThreaded(sc.calls.map((_, i) => `${tag}c${i}`), lane.plane, lane.sender);
+      return;
+    }
     // Routers, taps and legs are created concurrently (the mediasoup channel pipelines requests);
     // attachCall is called in call order, which is the order the recorder evaluates calls in.
     const callIds = sc.calls.map((_, i) => `${tag}c${i}`);
@@ -349,22 +404,42 @@ export class GateRun {
       const rec = recs[i]!;
       for (const track of rec.tracks.values()) {
         if (!(track instanceof TrackRecorder)) throw new Error(`${tag}: a tapped leg's track is not in-process`);
-        spyArrivals(track, (id, writable) => {
-          if (id === undefined) return;
-          const p = lane.packets.get(id);
-          if (p === undefined) {
-            this.fail(`unknown packet id ${id} arrived`);
-            return;
-          }
-          if (p.arrived) this.fail(`packet ${id} arrived twice`);
-          p.arrived = true;
-          p.writable = writable;
-          lane.waiter.poke();
-        });
+        spyArrivals(track, (id, writable) => lane.arrival(id, writable));
       }
       this.calls.push({
         index: i, callId, participants, customers: participants.filter((p) => p.role === 'customer').map((p) => p.participantId),
         room: rooms[i]!, legs: legsPerCall[i]!, rec, admission: 'none', erased: false, wasOpen: false,
+      });
+    }
+    await settleTurns(2);
+  }
+
+  /**
+   * The threaded path: each participant a stream of the media threads (its socket in its call's
+   * thread) and a direct track of the recorder, opened in call order (each open decides the call
+   * at once, so the order is the model's order).
+   */
+  async #openThreaded(callIds: string[], plane: ThreadedMediaPlane, sender: dgram.Socket): Promise<void> {
+    const senderPort = (sender.address() as { port: number }).port;
+    for (const [i, callId] of callIds.entries()) {
+      const participants = this.model.server.calls.get(callId)!.participants;
+      const legs: UdpLeg[] = [];
+      for (const [k, p] of participants.entries()) {
+        const stream = await plane.open({
+          callId,
+          participantId: p.participantId,
+          speakers: [p.participantId],
+          codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
+          remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
+          held: false,
+        });
+        this.lane.recorder.openDirectTrack(callId, p.participantId, 'opus', participants.length);
+        legs.push(new UdpLeg(p.participantId, sender, stream, 0x1000 + i * 4 + k));
+      }
+      const rec = this.lane.recorder.calls.get(callId)!;
+      this.calls.push({
+        index: i, callId, participants, customers: participants.filter((p) => p.role === 'customer').map((p) => p.participantId),
+        room: undefined, legs, rec, admission: 'none', erased: false, wasOpen: false,
       });
     }
     await settleTurns(2);
@@ -576,7 +651,7 @@ export class GateRun {
     for (const c of this.calls) {
       await lane.recorder.detachCall(c.callId);
       for (const leg of c.legs) leg.close();
-      c.room.close();
+      c.room?.close();
     }
     // Erasures run asynchronously after the withdrawal fact; let them finish.
     const erasedIds = this.calls.filter((c) => c.erased && c.rec.recordingId !== undefined).map((c) => c.rec.recordingId!);

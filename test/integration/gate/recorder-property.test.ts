@@ -45,6 +45,11 @@
  * one interleaving; LANES independent lanes (own control plane and database, relay, control
  * client, recorder; one shared mediasoup worker) run their fast-check properties concurrently.
  * interleavings = LANES x RUNS_PER_LANE x CALLS_PER_RUN >= TARGET_INTERLEAVINGS (5,000 in the suite; 10,000 on demand).
+ *
+ * The threaded path (issue 16): the last lane's calls are direct streams (as SIPREC's) whose
+ * sockets and tracks live in media threads; its packets go over UDP to those sockets, and each
+ * packet's verdict is the gate word its thread read in shared memory. Same scenarios, same model,
+ * same checks: a quarter of the interleavings (with 4 lanes) run through the threads.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -254,7 +259,9 @@ const lanes: Lane[] = [];
 beforeAll(async () => {
   pool = await WorkerPool.create({ size: 1, logger });
   for (let i = 0; i < LANES; i++) {
-    const lane = new Lane(i, pool, { logger, heartbeatMs: HEARTBEAT_MS, settleTimeoutMs: SETTLE_TIMEOUT_MS });
+    // The last lane runs the threaded path (issue 16): its calls are direct streams recorded in media
+    // threads, each packet's verdict the gate word its thread read; the others tap mediasoup legs.
+    const lane = new Lane(i, pool, { logger, heartbeatMs: HEARTBEAT_MS, settleTimeoutMs: SETTLE_TIMEOUT_MS, threaded: i === LANES - 1 });
     await lane.start();
     lanes.push(lane);
   }
