@@ -20,6 +20,7 @@ import { TranscoderPool } from '../media/TranscoderPool.ts';
 import { Recorder } from '../recorder/Recorder.ts';
 import { startSiprec, type SiprecFrontDoor } from './siprecFrontDoor.ts';
 import { MediaThreadPool } from '../mediathreads/MediaThreadPool.ts';
+import { MediaThreadTaps } from '../mediathreads/ThreadTap.ts';
 import type { Client } from 'minio';
 
 export interface RecorderApp {
@@ -180,11 +181,11 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     const transcoder = new TranscoderPool({ threads: config.transcoderThreads });
     cleanups.unshift(() => transcoder.close());
 
-    // The media threads (issue 16) receive and record the direct streams (SIPREC); started before
+    // The media threads (issue 16) receive and record the direct streams (SIPREC) and the SFU legs' taps; started before
     // the recorder so they stop after it: the recorder's close seals the runs they hold.
     const sc = config.siprec;
     const mediaThreads =
-      sc.enabled && config.mediaThreads > 0
+      config.mediaThreads > 0 && (sc.enabled || config.sfuTap === 'thread')
         ? await MediaThreadPool.start({
             threads: config.mediaThreads,
             maxTracks: Math.max(64, config.admission.maxStreams * 2),
@@ -208,6 +209,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
       admitter: new ControlAdmitter(control),
       encoder: transcoder,
       ...(mediaThreads ? { directTracks: mediaThreads } : {}),
+      ...(mediaThreads && config.sfuTap === 'thread' ? { threadTaps: new MediaThreadTaps(mediaThreads) } : {}),
       audit: auditSpool,
       logger,
       metrics,

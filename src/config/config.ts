@@ -94,6 +94,12 @@ export const ConfigSchema = z.strictObject({
    * jitter buffer absorbs it); saves most of the per-wake-up cost (README, performance).
    */
   mediaBatchMs: z.number().int().min(0).max(40).default(8),
+  /**
+   * Where SFU legs (WebRTC, gateway plain legs) are tapped: `thread` (a PlainTransport consumer per
+   * leg into the media threads' sockets) or `main` (a DirectTransport on the main thread, one
+   * channel message per packet). Measured by `npm run bench` (README, performance).
+   */
+  sfuTap: z.enum(['thread', 'main']).default('thread'),
   http: z
     .strictObject({
       host: z.string().default('127.0.0.1'),
@@ -174,6 +180,7 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
   OPTIN_MEDIA_THREADS: ['mediaThreads', 'number'],
   OPTIN_MEDIA_BATCH_MS: ['mediaBatchMs', 'number'],
+  OPTIN_SFU_TAP: ['sfuTap', 'string'],
   OPTIN_S3_MEDIA_PUT: ['s3.mediaPut', 'string'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],
   OPTIN_HTTP_PORT: ['http.port', 'number'],

@@ -4,7 +4,8 @@ import { fnv1a, threadEntry } from '../async/threadEntry.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DirectTrackFactory, GatedTrack, RecorderTrack } from '../recorder/RecorderTrack.ts';
-import type { MediaSink, StreamStats } from '../siprec/MediaPlane.ts';
+import type { MediaSink, OpenStreamRequest, StreamStats } from '../siprec/MediaPlane.ts';
+import { ThreadStream } from './ThreadStream.ts';
 import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
@@ -192,8 +193,16 @@ export class MediaThreadPool implements DirectTrackFactory {
     this.#streamStats.delete(sid);
   }
 
-  nextStreamId(): number {
-    return this.#nextId++;
+  /**
+   * Opens a receive stream in the thread of its call: a SIPREC stream (its events to the sink),
+   * or with `tap` a loopback stream fed by a mediasoup consumer (events kept in the thread).
+   */
+  async openStream(request: OpenStreamRequest, options: { tap?: boolean; onClose?: () => void } = {}): Promise<ThreadStream> {
+    if (this.#closed) throw new OptinError('MEDIA_PLANE_CLOSED', 'the media threads are stopped; open streams on a running recorder');
+    const thread = this.threadOf(request.callId);
+    const sid = this.#nextId++;
+    const local = (await thread.request((req) => ({ t: 'stream.open', sid, req, request, tap: options.tap }))) as ThreadStream['local'];
+    return new ThreadStream(sid, local, thread, this, options.onClose);
   }
 
   /** DirectTrackFactory: a new track of `callId` in the call's thread, gate closed. */

@@ -1,6 +1,7 @@
 import { OptinError } from '../errors/OptinError.ts';
-import type { Admission, MediaPlane, MediaSink, OpenStreamRequest, ReceiveStream, StreamCloseReason, StreamStats, StreamUpdate } from '../siprec/MediaPlane.ts';
-import type { MediaThread, MediaThreadPool } from './MediaThreadPool.ts';
+import type { Admission, MediaPlane, MediaSink, OpenStreamRequest, ReceiveStream } from '../siprec/MediaPlane.ts';
+import type { MediaThreadPool } from './MediaThreadPool.ts';
+import type { ThreadStream } from './ThreadStream.ts';
 
 export interface ThreadedMediaPlaneOptions {
   readonly maxStreams: number;
@@ -11,8 +12,6 @@ export interface ThreadedMediaPlaneOptions {
   readonly sink: MediaSink;
 }
 
-const NO_STATS: StreamStats = Object.freeze({ packets: 0, bytes: 0, rejected: 0, rtcpPackets: 0, lastArrivalMs: 0 });
-
 /**
  * The SIPREC media plane with its sockets in the media threads: each stream is opened in the
  * thread of its call (MediaThreadPool.threadOf), where its RTP is read, filtered (source, hold,
@@ -22,7 +21,7 @@ const NO_STATS: StreamStats = Object.freeze({ packets: 0, bytes: 0, rejected: 0,
 export class ThreadedMediaPlane implements MediaPlane {
   readonly #pool: MediaThreadPool;
   readonly #o: ThreadedMediaPlaneOptions;
-  readonly #streams = new Set<ThreadedStream>();
+  readonly #streams = new Set<ThreadStream>();
   #opening = 0;
   #draining = false;
   #closed = false;
@@ -60,10 +59,7 @@ export class ThreadedMediaPlane implements MediaPlane {
     }
     this.#opening++;
     try {
-      const thread = this.#pool.threadOf(request.callId);
-      const sid = this.#pool.nextStreamId();
-      const local = (await thread.request((req) => ({ t: 'stream.open', sid, req, request }))) as ThreadedStream['local'];
-      const stream = new ThreadedStream(sid, local, thread, this.#pool, () => this.#streams.delete(stream));
+      const stream = await this.#pool.openStream(request, { onClose: () => this.#streams.delete(stream) });
       if (this.#closed) {
         stream.close('shutdown');
         throw new OptinError('MEDIA_PLANE_CLOSED', 'the media plane closed while a stream was opening');
@@ -79,41 +75,5 @@ export class ThreadedMediaPlane implements MediaPlane {
     if (this.#closed) return;
     this.#closed = true;
     for (const s of [...this.#streams]) s.close('shutdown');
-  }
-}
-
-/** The main thread's handle on a stream whose socket is in a media thread. */
-class ThreadedStream implements ReceiveStream {
-  readonly local: { readonly address: string; readonly rtpPort: number; readonly rtcpPort: number };
-  readonly #sid: number;
-  readonly #thread: MediaThread;
-  readonly #pool: MediaThreadPool;
-  readonly #released: () => void;
-  #closed = false;
-
-  constructor(sid: number, local: ThreadedStream['local'], thread: MediaThread, pool: MediaThreadPool, released: () => void) {
-    this.#sid = sid;
-    this.local = local;
-    this.#thread = thread;
-    this.#pool = pool;
-    this.#released = released;
-  }
-
-  /** The thread's figures, at most a second old (the SRS reads them for its media timeout). */
-  get stats(): Readonly<StreamStats> {
-    return this.#pool.streamStats(this.#sid) ?? NO_STATS;
-  }
-
-  update(change: StreamUpdate): void {
-    if (this.#closed) return;
-    this.#thread.send({ t: 'stream.update', sid: this.#sid, change });
-  }
-
-  close(reason: StreamCloseReason): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#thread.send({ t: 'stream.close', sid: this.#sid, reason });
-    this.#pool.forgetStream(this.#sid);
-    this.#released();
   }
 }

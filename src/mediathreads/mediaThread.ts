@@ -83,8 +83,12 @@ const encoder: OpusEncoderPool = {
   },
 };
 
-/** Received media: the thread's own sockets deliver here; nothing crosses to the main thread. */
-const sink: MediaSink = {
+/**
+ * Received media: the thread's own sockets deliver here; nothing crosses to the main thread.
+ * Stream events go to the main thread (the SIPREC bridge), except a tap's (`quiet`): a tap's
+ * stream is the call recorder's own plumbing.
+ */
+const makeSink = (quiet: boolean): MediaSink => ({
   packet(callId, participantId, packet, arrivalMs) {
     const key = keyOf(callId, participantId);
     const track = current.get(key);
@@ -108,9 +112,9 @@ const sink: MediaSink = {
       // for it, and would come after the first packets).
       current.get(keyOf(event.callId, event.participantId))?.rec.resumedAt(event.atMs);
     }
-    post({ t: 'event', event });
+    if (!quiet) post({ t: 'event', event });
   },
-};
+});
 
 /**
  * Receive coalescing (see MediaThreadConfig.batchMs): a timer puts the thread to sleep for
@@ -148,7 +152,21 @@ const plane = new UdpMediaPlane({
   isReady: () => true,
   strictSourcePort: config.strictSourcePort,
   recvBufferBytes: config.recvBufferBytes,
-  sink,
+  sink: makeSink(false),
+});
+
+/** Taps of SFU legs: a mediasoup PlainTransport consumer per leg sends here, on loopback. */
+const tapPlane = new UdpMediaPlane({
+  arrivalClock,
+  bindAddress: '127.0.0.1',
+  portMin: 0,
+  portMax: 0,
+  ephemeralPorts: true,
+  maxStreams: Number.MAX_SAFE_INTEGER,
+  retryAfterSeconds: 1,
+  isReady: () => true,
+  recvBufferBytes: config.recvBufferBytes,
+  sink: makeSink(true),
 });
 
 function continuation(from: ContinueFrom | undefined): { nextSegment: number; position: number } | undefined {
@@ -249,7 +267,7 @@ port.on('message', (m: ToThread) => {
       break;
     }
     case 'stream.open':
-      plane.open(m.request).then(
+      (m.tap ? tapPlane : plane).open(m.request).then(
         (stream) => {
           streams.set(m.sid, stream);
           post({ t: 'done', req: m.req, value: stream.local });
@@ -273,6 +291,7 @@ port.on('message', (m: ToThread) => {
         m.req,
         (async () => {
           await plane.close();
+          await tapPlane.close();
           streams.clear();
           const now = Date.now();
           await Promise.allSettled([...tracks.keys()].map((id) => closeTrack(id, now)));

@@ -58,7 +58,8 @@ export type ToThread =
   | { readonly t: 'track.close'; readonly id: number; readonly nowMs: number; readonly req: number }
   | { readonly t: 'track.settled'; readonly id: number; readonly req: number }
   | { readonly t: 'segment.done'; readonly req: number; readonly error?: string | undefined }
-  | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest }
+  /** `tap`: a loopback stream from a mediasoup consumer (an SFU leg's tap), its events kept in the thread. */
+  | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest; readonly tap?: boolean | undefined }
   | { readonly t: 'stream.update'; readonly sid: number; readonly change: StreamUpdate }
   | { readonly t: 'stream.close'; readonly sid: number; readonly reason: StreamCloseReason }
   | { readonly t: 'stats'; readonly req: number }

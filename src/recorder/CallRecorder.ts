@@ -10,7 +10,7 @@ import type { RecordingManifest } from '../storage/manifest.ts';
 import { summarizeManifest, type ManifestSummary } from '../storage/manifestSummary.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
-import type { DirectTrackFactory, GatedTrack, RecorderTrack } from './RecorderTrack.ts';
+import type { DirectTrackFactory, GatedTrack, RecorderTrack, ThreadTaps } from './RecorderTrack.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -71,6 +71,11 @@ export interface CallRecorderDeps {
    * per-packet gate this call writes (`#syncGates`). Without it they are TrackRecorders here.
    */
   directTracks?: DirectTrackFactory;
+  /**
+   * SFU legs tapped into the media threads (with `directTracks`): a PlainTransport consumer per
+   * leg sends to its call's thread; no packet of the leg reaches this thread.
+   */
+  threadTaps?: ThreadTaps;
   segmentSamples: number;
   logger: Logger;
   metrics?: Metrics;
@@ -89,6 +94,8 @@ interface Tap {
   producerId: string;
   consumer: types.Consumer | undefined;
   live: boolean;
+  /** A tap into a media thread: closes its transport and the thread's socket. */
+  close?: (() => void) | undefined;
 }
 
 /**
@@ -145,6 +152,12 @@ export class CallRecorder {
   async start(): Promise<void> {
     const room = this.room;
     if (!room) return;
+    const taps = this.#d.threadTaps;
+    if (taps && this.#d.directTracks) {
+      room.on('audioproducer', (leg) => void this.#tapLegInThread(leg, taps));
+      for (const leg of room.legs) await this.#tapLegInThread(leg, taps);
+      return;
+    }
     this.#tap = await room.router.createDirectTransport();
     room.on('audioproducer', (leg) => void this.#tapLeg(leg));
     for (const leg of room.legs) await this.#tapLeg(leg);
@@ -303,6 +316,7 @@ export class CallRecorder {
       );
     }
     this.#tap?.close();
+    for (const t of this.#taps.values()) t.close?.();
   }
 
   /**
@@ -581,6 +595,64 @@ export class CallRecorder {
     });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+  }
+
+  /**
+   * `#tapLeg` with the leg tapped into a media thread: the same claims, reconnect and codec
+   * rules; the track is the thread's (a GatedTrack, its gate word written by `#syncGates`), put in
+   * place before the consumer starts sending.
+   */
+  async #tapLegInThread(leg: AudioLeg, taps: ThreadTaps): Promise<void> {
+    const pid = leg.participantId;
+    const room = this.room;
+    if (this.#phase.name === 'ended' || !room || this.#taps.get(pid)?.producerId === leg.producer.id) return;
+    const tap: Tap = { producerId: leg.producer.id, live: false, consumer: undefined };
+    const previous = this.#taps.get(pid);
+    this.#taps.set(pid, tap);
+    let pending;
+    try {
+      pending = await taps.tap(room.router, this.callId, pid, leg.producer.id, leg.codec);
+    } catch (err) {
+      if (this.#taps.get(pid) === tap) {
+        if (previous) this.#taps.set(pid, previous);
+        else this.#taps.delete(pid);
+      }
+      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
+      return;
+    }
+    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
+      pending.close(); // superseded by a newer producer meanwhile, or the call ended
+      return;
+    }
+    if (previous) {
+      previous.live = false;
+      previous.close?.();
+    }
+    const nowMs = Date.now();
+    const phase = this.#phase;
+    const existing = this.tracks.get(pid);
+    let track: RecorderTrack;
+    if (existing && existing.codec === leg.codec) {
+      track = existing;
+      if (phase.name === 'recording') {
+        const run = this.gate.reserveRun();
+        if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
+        else track.startRun(phase.recordingId, run, this.#openedAtMs);
+        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
+      }
+    } else {
+      if (existing) this.#retire(existing, nowMs);
+      track = this.#newGatedTrack(pid, leg.codec, existing);
+      if (phase.name === 'recording') track.startRun(phase.recordingId, existing ? this.gate.reserveRun() : phase.run, this.#openedAtMs);
+    }
+    this.#gated.set(pid, { track: track as GatedTrack, open: true });
+    this.#syncGates();
+    tap.consumer = pending.consumer;
+    tap.close = pending.close;
+    tap.live = true;
+    await pending.connect().catch((err: Error) => this.#log.warn({ participantId: pid, err: err.message }, 'tap not connected'));
+    this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
+    pending.consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
   }
 
   /**

@@ -15,7 +15,7 @@ import { CallRecorder, type Admitter, type CallStore, type DirectTrack } from '.
 import type { ManifestSummary } from '../storage/manifestSummary.ts';
 import { CatalogueReporter } from './CatalogueReporter.ts';
 import type { OpusEncoderPool } from './TrackRecorder.ts';
-import type { DirectTrackFactory } from './RecorderTrack.ts';
+import type { DirectTrackFactory, ThreadTaps } from './RecorderTrack.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { OptinError } from '../errors/OptinError.ts';
@@ -55,6 +55,8 @@ export interface RecorderOptions {
   encoder?: OpusEncoderPool;
   /** Direct tracks (SIPREC streams) in media threads (src/mediathreads); in this thread without it. */
   directTracks?: DirectTrackFactory;
+  /** SFU legs tapped into the media threads (with `directTracks`) instead of on this thread. */
+  threadTaps?: ThreadTaps;
   audit?: AuditAppender;
   logger: Logger;
   metrics?: Metrics;
@@ -224,6 +226,7 @@ export class Recorder extends TypedEmitter<RecorderEvents> {
       admitter: this.#o.admitter,
       encoder: this.#o.encoder,
       ...(this.#o.directTracks ? { directTracks: this.#o.directTracks } : {}),
+      ...(this.#o.threadTaps ? { threadTaps: this.#o.threadTaps } : {}),
       segmentSamples: Math.round(this.#o.segmentSeconds * 48000),
       logger: this.#o.logger,
       metrics: this.#o.metrics,

@@ -1,3 +1,4 @@
+import type { types } from 'mediasoup';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { SegmentSink } from './TrackRecorder.ts';
 
@@ -49,4 +50,21 @@ export interface GatedTrack extends RecorderTrack {
   setWritable(writable: boolean): void;
   /** An opening not yet in effect (the media thread has not confirmed the run it opens for). */
   readonly opening: boolean;
+}
+
+/** An SFU leg's tap into a media thread, set up but not yet sending (see ThreadTaps). */
+export interface PendingTap {
+  readonly consumer: types.Consumer;
+  /** Starts the packets (after the call put the leg's track in place in the thread). */
+  connect(): Promise<void>;
+  /** Stops the tap: consumer, transport and the thread's socket. */
+  close(): void;
+}
+
+/**
+ * Taps SFU legs into the media threads (src/mediathreads/ThreadTap.ts) instead of a
+ * DirectTransport on the main thread: the call's tracks are then GatedTracks of the same thread.
+ */
+export interface ThreadTaps {
+  tap(router: types.Router, callId: string, participantId: string, producerId: string, codec: AudioCodec): Promise<PendingTap>;
 }

@@ -48,6 +48,11 @@ export interface UdpMediaPlaneOptions {
    * batches says when the batch began: the earliest a packet read in it can have arrived.
    */
   readonly arrivalClock?: (() => number) | undefined;
+  /**
+   * Ports chosen by the kernel (bind to 0), rtcp-mux streams only; the range is then not used.
+   * For loopback streams nobody outside is told about (a media thread's taps of mediasoup legs).
+   */
+  readonly ephemeralPorts?: boolean | undefined;
 }
 
 export class UdpMediaPlane implements MediaPlane {
@@ -61,7 +66,7 @@ export class UdpMediaPlane implements MediaPlane {
   #closed = false;
 
   constructor(opts: UdpMediaPlaneOptions) {
-    if (opts.portMin < 1024 || opts.portMax > 65535 || opts.portMax - opts.portMin < 3) {
+    if (!opts.ephemeralPorts && (opts.portMin < 1024 || opts.portMax > 65535 || opts.portMax - opts.portMin < 3)) {
       throw new OptinError('CONFIG_INVALID', 'siprec.media port range must lie within 1024-65535 and hold at least two port pairs');
     }
     this.#opts = opts;
@@ -118,6 +123,12 @@ export class UdpMediaPlane implements MediaPlane {
   }
 
   async #bindPair(mux: boolean): Promise<{ rtp: dgram.Socket; rtcp: dgram.Socket | undefined; port: number }> {
+    if (this.#opts.ephemeralPorts) {
+      if (!mux) throw new OptinError('CONFIG_INVALID', 'a media plane on kernel-chosen ports takes rtcp-mux streams only');
+      const rtp = await this.#bind(0);
+      if (!rtp) throw new OptinError('MEDIA_PORTS_EXHAUSTED', `no UDP port free on ${this.#opts.bindAddress}`);
+      return { rtp, rtcp: undefined, port: rtp.address().port };
+    }
     const { portMin, portMax } = this.#opts;
     const pairs = Math.floor((portMax - portMin + 1) / 2);
     for (let attempt = 0; attempt < Math.min(pairs, 64 + this.#portsInUse.size); attempt++) {
