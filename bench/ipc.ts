@@ -25,10 +25,18 @@ import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
  * SIPREC front door, each call a SIPREC session set up over SIP and its RTP sent straight to the
  * media threads' sockets (no SFU hop); direct-floor: the same sessions and sockets with no consent
  * given, so every packet is received in its thread and dropped at the gate (the floor of the
- * direct path); floor / floor-udp: the SFU path minus the recorder; ffmpeg: one ffmpeg process
+ * direct path); sfu-floor: the SFU path's calls and taps without consent (each packet reaches its
+ * track in a media thread and is dropped at the gate); floor / floor-udp: the SFU path minus the
+ * recorder (a DirectTransport or a UDP socket on the main thread that counts); ffmpeg: one ffmpeg process
  * per stream (the baseline).
  */
-export type BenchMode = 'recorder' | 'direct' | 'direct-floor' | 'floor' | 'floor-udp' | 'ffmpeg';
+export type BenchMode = 'recorder' | 'sfu-floor' | 'direct' | 'direct-floor' | 'floor' | 'floor-udp' | 'ffmpeg';
+
+/** Modes that run the real recorder app (startRecorderApp). */
+export const APP_MODES: readonly BenchMode[] = ['recorder', 'sfu-floor', 'direct', 'direct-floor'];
+
+/** Modes whose calls are known to the control plane but never consented: the recorder's floors on its own sockets. */
+export const UNCONSENTED_MODES: readonly BenchMode[] = ['sfu-floor', 'direct-floor'];
 
 /** Modes that record (the gate, tracks, segments, uploads). */
 export const RECORDING_MODES: readonly BenchMode[] = ['recorder', 'direct'];

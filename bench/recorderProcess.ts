@@ -44,7 +44,7 @@ import type {
   StreamCounters,
   WindowResult,
 } from './ipc.ts';
-import { DIRECT_MODES } from './ipc.ts';
+import { APP_MODES, DIRECT_MODES } from './ipc.ts';
 
 interface FloorLeg {
   callId: string;
@@ -94,7 +94,7 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
     cpuProfileFile = args.cpuProfileFile;
     config = loadConfig(process.env, args.overrides);
     logger = createLogger(config.logLevel);
-    if (mode === 'recorder' || DIRECT_MODES.includes(mode)) {
+    if (APP_MODES.includes(mode)) {
       app = await startRecorderApp(config, { logger });
       await app.control.waitFresh(15_000);
       app.control.on('stale', () => {

@@ -14,6 +14,8 @@ import type { ExtractResult } from './extract.ts';
 export const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 
 export interface RunResult {
+  /** A variant of its mode (e.g. the SFU path with the main-thread tap), kept out of the path's summary. */
+  variant?: string;
   label: string;
   mode: BenchMode;
   codec: AudioCodec;
@@ -82,7 +84,7 @@ export const f1 = (x: number): string => x.toFixed(1);
 export const f3 = (x: number): string => x.toFixed(3);
 
 /** The floor a recording mode is compared with: the same sockets or transports, nothing recorded. */
-export const FLOOR_OF: Partial<Record<BenchMode, BenchMode>> = { recorder: 'floor', direct: 'direct-floor' };
+export const FLOOR_OF: Partial<Record<BenchMode, BenchMode>> = { recorder: 'sfu-floor', direct: 'direct-floor' };
 
 /** Floor runs by `${mode}:${n}`. */
 export type Floors = Map<string, RunResult>;
@@ -141,6 +143,8 @@ export interface PathSummary {
 
 export interface Summary {
   paths: PathSummary[];
+  /** The SFU tap into the media threads (PlainTransport consumers) vs the DirectTransport tap on the main thread, same N. */
+  taps?: { n: number; threadPct: number; mainPct: number; threadPass: boolean; mainPass: boolean; mainLost: number };
   /** The alternative UDP tap vs the DirectTransport floor (Node and total, % of a core per stream). */
   udpTap?: { n: number; udpNodePct: number; directNodePct: number; udpTotalPct: number; directTotalPct: number }[];
   baseline?: {
@@ -174,7 +178,7 @@ function slope(runs: RunResult[]): number | undefined {
 
 function pathSummary(path: PathSummary['path'], runs: RunResult[], floors: Floors): PathSummary {
   const mode: BenchMode = path === 'direct' ? 'direct' : 'recorder';
-  const rec = runs.filter((r) => r.mode === mode && r.codec === 'opus');
+  const rec = runs.filter((r) => r.mode === mode && r.codec === 'opus' && r.variant === undefined);
   const passing = rec.filter((r) => r.pass).map((r) => r.streams);
   const s: PathSummary = { path, largestPassingN: passing.length ? Math.max(...passing) : undefined, floor: [] };
   const m = slope(rec);
@@ -189,6 +193,9 @@ function pathSummary(path: PathSummary['path'], runs: RunResult[], floors: Floor
 export function summarize(runs: RunResult[], floors: Floors, meanOpusPayloadBytes: number, extract: ExtractResult | undefined, profiles: ProfileSummary[]): Summary {
   const direct = pathSummary('direct', runs, floors);
   const s: Summary = { paths: [direct, pathSummary('sfu', runs, floors)].filter((p) => p.floor.length > 0 || p.largestPassingN !== undefined), profile: profiles };
+  const mainTap = runs.find((r) => r.variant === 'main-tap');
+  const threadTap = mainTap && runs.find((r) => r.mode === 'recorder' && r.variant === undefined && r.streams === mainTap.streams);
+  if (mainTap && threadTap) s.taps = { n: mainTap.streams, threadPct: threadTap.perStream.cpuPct, mainPct: mainTap.perStream.cpuPct, threadPass: threadTap.pass ?? false, mainPass: mainTap.pass ?? false, mainLost: mainTap.loss.sent - mainTap.loss.written };
   for (const u of runs.filter((r) => r.mode === 'floor-udp')) {
     const f = floors.get(floorKey('floor', u.streams));
     if (!f) continue;
@@ -197,7 +204,7 @@ export function summarize(runs: RunResult[], floors: Floors, meanOpusPayloadByte
   const ff = runs.find((r) => r.mode === 'ffmpeg');
   // Ours at the largest N of the direct path that passed (else its largest run, else the SFU path's).
   const directRuns = runs.filter((r) => r.mode === 'direct' && r.codec === 'opus');
-  const sfuRuns = runs.filter((r) => r.mode === 'recorder' && r.codec === 'opus');
+  const sfuRuns = runs.filter((r) => r.mode === 'recorder' && r.codec === 'opus' && r.variant === undefined);
   const ref = directRuns.find((r) => r.streams === direct.largestPassingN) ?? directRuns.at(-1) ?? sfuRuns.at(-1);
   if (ff && ref) {
     // Theirs per stream: the ffmpeg process's private memory plus what the stream added to Node and the workers.
@@ -250,6 +257,10 @@ export function printSummary(s: Summary, runs: RunResult[], lagLimitMs: number):
     lines.push(`${PATH_NAMES[p.path]}: largest N with zero recorder loss and event-loop p99 < ${lagLimitMs} ms: ${p.largestPassingN !== undefined ? `${p.largestPassingN} streams` : 'none'}`);
     if (p.memorySlopeBytesPerStream !== undefined) lines.push(`  memory per additional recorded stream (slope over the ramp, Node + workers private): ${kb(p.memorySlopeBytesPerStream)} KB`);
     for (const f of p.floor) lines.push(`  floor at N=${f.n}: ours ${f3(f.oursPctPerStream)} %/stream vs floor ${f3(f.floorPctPerStream)} -> ${f.ratio.toFixed(2)}x`);
+  }
+  if (s.taps) {
+    const t = s.taps;
+    lines.push(`SFU tap at N=${t.n}: PlainTransport consumer into the media threads ${f3(t.threadPct)} %/stream (${t.threadPass ? 'passed' : 'did NOT pass'}) vs DirectTransport on the main thread ${f3(t.mainPct)} %/stream (${t.mainPass ? 'passed' : `did NOT pass: ${t.mainLost} packets lost`})`);
   }
   for (const u of s.udpTap ?? []) {
     lines.push(

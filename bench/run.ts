@@ -61,7 +61,7 @@ import { Keyring } from '../src/crypto/Keyring.ts';
 import { ensureS3Server, type S3Server } from '../scripts/s3/devServer.ts';
 import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
-import { ChildRpc, DIRECT_MODES, RECORDING_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg } from './ipc.ts';
+import { ChildRpc, DIRECT_MODES, RECORDING_MODES, UNCONSENTED_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg } from './ipc.ts';
 import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles } from './loadgen.ts';
 import { snapshot, cpuPercent, machineBusyPercent, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
@@ -86,6 +86,8 @@ interface BenchOptions {
   warmupS: number;
   jitterUs: number;
   floor: boolean;
+  /** Run the SFU path's largest step again with the main-thread DirectTransport tap (OPTIN_SFU_TAP=main). */
+  compareTap: boolean;
   /** Also measure the alternative UDP tap (mode floor-udp) at each step: opt-in, for comparison. */
   udpFloor: boolean;
   /** Streams for the ffmpeg-per-stream baseline (0 = skip). */
@@ -121,6 +123,7 @@ function parseOptions(argv: string[]): BenchOptions {
       'jitter-us': { type: 'string' },
       'no-floor': { type: 'boolean' },
       'udp-floor': { type: 'boolean' },
+      'no-tap-compare': { type: 'boolean' },
       baseline: { type: 'string' },
       pcmu: { type: 'string' },
       direct: { type: 'string' },
@@ -171,6 +174,7 @@ function parseOptions(argv: string[]): BenchOptions {
     jitterUs: num(values['jitter-us'], 2000),
     floor: values['no-floor'] ? false : d.floor!,
     udpFloor: values['udp-floor'] ?? false,
+    compareTap: !(values['no-tap-compare'] ?? false) && preset === 'full',
     baseline: num(values.baseline, d.baseline!),
     pcmu: num(values.pcmu, d.pcmu!),
     extract: values['no-extract'] ? false : d.extract!,
@@ -211,7 +215,7 @@ interface Context {
 
 const log = (msg: string): void => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
-async function measure(ctx: Context, mode: BenchMode, streams: number, codec: AudioCodec, label: string): Promise<RunResult> {
+async function measure(ctx: Context, mode: BenchMode, streams: number, codec: AudioCodec, label: string, variant?: { name: string; overrides: Record<string, unknown> }): Promise<RunResult> {
   const { o } = ctx;
   const tag = randomBytes(3).toString('hex');
   const wallStart = performance.now();
@@ -275,6 +279,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     'admission.maxStreams': streams,
     segmentSeconds: o.segmentSeconds,
     transcoderThreads: o.transcoderThreads,
+    ...(variant?.overrides ?? {}),
     ...(direct
       ? {
           'siprec.enabled': true,
@@ -323,7 +328,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
         ],
       });
       // The direct floor's calls are known to the control plane too (same path), only never consented.
-      if (records || mode === 'direct-floor') {
+      if (records || UNCONSENTED_MODES.includes(mode)) {
         const agentId = `ag${tag}x${i}`;
         // One agent per call: each agent's monthly-cap counter is its own row (R6).
         setup.push(async () => {
@@ -453,6 +458,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     const idlePrivate = (idle.memory.node?.private ?? 0) + (idle.memory.workers?.private ?? 0);
     const rss = sum(roles.map((r) => mem.memory[r]?.rss ?? 0));
     const result: RunResult = {
+      ...(variant ? { variant: variant.name } : {}),
       label,
       mode,
       codec,
@@ -664,6 +670,13 @@ async function main(): Promise<void> {
   try {
     await ramp('direct', o.direct);
     await ramp('recorder', o.ramp);
+    // The tap compared (issue 16): the SFU path at its largest step with the main-thread DirectTransport tap.
+    const tapN = o.ramp.at(-1);
+    if (o.compareTap && tapN !== undefined && inBudget(`sfu-main-tap-${tapN}`)) {
+      const r = await measure(ctx, 'recorder', tapN, 'opus', `sfu-main-tap-${tapN}`, { name: 'main-tap', overrides: { sfuTap: 'main' } });
+      runs.push(r);
+      log(`sfu-main-tap-${tapN}: ${r.pass ? 'PASS' : 'FAIL'} lost ${r.loss.sent - r.loss.written}, lag p99 ${f1(r.lag?.lagP99Ms ?? 0)} ms, CPU ${f1(r.cpu.total)}% (${f3(r.perStream.cpuPct)}%/stream)`);
+    }
     if (o.baseline > 0 && inBudget('ffmpeg baseline')) {
       const n = o.baseline % 2 === 0 ? o.baseline : o.baseline + 1;
       const r = await measure(ctx, 'ffmpeg', n, 'opus', `ffmpeg-${n}`);

@@ -9,6 +9,7 @@ import { signCallToken } from '../../../src/callcontrol/callToken.ts';
 import { sendRtp } from '../../../src/media/ffmpeg.ts';
 import { fixturePath } from '../../support/fixtures.ts';
 import { useStack } from '../../support/stack.ts';
+import { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { freeUdpPortPair } from '../../support/udpPorts.ts';
 
@@ -59,6 +60,8 @@ describe('the payload type a gateway declares', () => {
     try {
       const call = () => stack.app.recorder.calls.get(callId)!;
       await expect.poll(() => call().tracks.get('pt-agent')?.counters.received ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
+      // The default tap (OPTIN_SFU_TAP=thread): the leg's track lives in a media thread, not on the main thread.
+      expect(call().tracks.get('pt-agent')).toBeInstanceOf(ThreadedTrack);
       await stack.policy.grantConsent(callId, 'pt-cust', { method: 'dtmf', at: Date.now(), infoVersion: 'v1' });
       await expect.poll(() => call().tracks.get('pt-agent')?.counters.written ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
       const recordingId = call().recordingId!;
