@@ -296,8 +296,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
   const profiling = o.cpuProfile && mode === 'recorder';
   const child = fork(path.join(HERE, 'recorderProcess.ts'), [], {
     cwd: ROOT,
-    // OPTIN_BENCH_CPU_PROF_DIR: V8 CPU profiles of every thread of the process under test (media threads included).
-    execArgv: ['--import', 'tsx', '--expose-gc', ...(process.env.OPTIN_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.OPTIN_BENCH_CPU_PROF_DIR}`] : [])],
+    // OPTIN_BENCH_CPU_PROF_DIR: V8 CPU profiles of every thread of the process under test (media threads included);
+    // OPTIN_BENCH_NODE_ARGS: more Node flags for it (e.g. --trace-gc).
+    execArgv: ['--import', 'tsx', '--expose-gc', ...(process.env.OPTIN_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.OPTIN_BENCH_CPU_PROF_DIR}`] : []), ...(process.env.OPTIN_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', logFd, logFd, 'ipc'],
   });
   const rpc = new ChildRpc(child);
