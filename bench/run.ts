@@ -102,6 +102,8 @@ interface BenchOptions {
   /** Extra calls opened above admission.maxStreams to prove they are refused, per step. */
   overflowCalls: number;
   segmentSeconds: number;
+  /** The recorder's OPTIN_MANIFEST_FLUSH_SECONDS for the run. */
+  manifestFlushS: number;
   workers: number;
   transcoderThreads: number;
   lagLimitMs: number;
@@ -132,6 +134,7 @@ function parseOptions(argv: string[]): BenchOptions {
       continue: { type: 'boolean' },
       overflow: { type: 'string' },
       'segment-seconds': { type: 'string' },
+      'manifest-flush': { type: 'string' },
       workers: { type: 'string' },
       'transcoder-threads': { type: 'string' },
       out: { type: 'string' },
@@ -147,9 +150,11 @@ function parseOptions(argv: string[]): BenchOptions {
   const preset: BenchOptions['preset'] = values.profile ? 'profile' : values.quick ? 'quick' : 'full';
   const cores = os.availableParallelism();
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
-    full: { direct: [500, 1000, 1500, 2000], ramp: [500, 1000], steadyS: 30, arrivalS: 10, warmupS: 3, baseline: 50, pcmu: 400, floor: true, extract: true },
-    quick: { direct: [200], ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 40, floor: true, extract: true },
-    profile: { direct: [], ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true },
+    // Calls arrive over one segment length, so segment completions (and their PUTs) spread evenly
+    // over time as they do with real calls, not in bursts every segment length.
+    full: { direct: [1000, 1500, 2000], ramp: [1000], steadyS: 30, arrivalS: 30, warmupS: 3, baseline: 50, pcmu: 400, floor: true, extract: true, segmentSeconds: 30, manifestFlushS: 60 },
+    quick: { direct: [200], ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 40, floor: true, extract: true, segmentSeconds: 10, manifestFlushS: 5 },
+    profile: { direct: [], ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true, segmentSeconds: 10, manifestFlushS: 5 },
   };
   const d = defaults[preset];
   const num = (v: string | undefined, fallback: number): number => {
@@ -181,7 +186,8 @@ function parseOptions(argv: string[]): BenchOptions {
     cpuProfile: values['cpu-prof'] ?? d.cpuProfile ?? false,
     continueOnFail: values.continue ?? false,
     overflowCalls: num(values.overflow, 1),
-    segmentSeconds: num(values['segment-seconds'], 10),
+    segmentSeconds: num(values['segment-seconds'], d.segmentSeconds!),
+    manifestFlushS: num(values['manifest-flush'], d.manifestFlushS!),
     workers: num(values.workers, cores),
     transcoderThreads: num(values['transcoder-threads'], 1),
     lagLimitMs: 50,
@@ -278,6 +284,7 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     'mediasoup.rtcMaxPort': 29999,
     'admission.maxStreams': streams,
     segmentSeconds: o.segmentSeconds,
+    manifestFlushSeconds: o.manifestFlushS,
     transcoderThreads: o.transcoderThreads,
     ...(variant?.overrides ?? {}),
     ...(direct

@@ -159,6 +159,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
     const store = await RecordingStore.open({
       client,
       mediaPut: s3.mediaPut,
+      manifestFlushMs: config.manifestFlushSeconds * 1000,
       buckets,
       keyring,
       retentionSeconds: config.retentionSeconds,

@@ -70,6 +70,13 @@ export const ConfigSchema = z.strictObject({
     .optional(),
   retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS, 'must be at most 2592000 (30 days, R8 in docs/rules.md)').default(MAX_RETENTION_SECONDS),
   segmentSeconds: z.number().min(1).max(300).default(10),
+  /**
+   * How often an in-progress recording's manifest is rewritten when only segments were added
+   * (begin, end, erasure and deletion are written at once). Crash repair rebuilds the segment list
+   * from the segments' own metadata, so this bounds how stale a live recording's listing may be,
+   * at one PUT per recording per period: at 750 calls, 5 s is 150 manifest PUTs a second.
+   */
+  manifestFlushSeconds: z.number().min(1).max(600).default(5),
   spool: z
     .strictObject({
       dir: z.string().default('var/spool'),
@@ -173,6 +180,7 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_KEYRING: ['keyring', 'json'],
   OPTIN_RETENTION_SECONDS: ['retentionSeconds', 'number'],
   OPTIN_SEGMENT_SECONDS: ['segmentSeconds', 'number'],
+  OPTIN_MANIFEST_FLUSH_SECONDS: ['manifestFlushSeconds', 'number'],
   OPTIN_SPOOL_DIR: ['spool.dir', 'string'],
   OPTIN_SPOOL_MAX_BYTES: ['spool.maxBytes', 'number'],
   OPTIN_MAX_STREAMS: ['admission.maxStreams', 'number'],

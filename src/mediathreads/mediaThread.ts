@@ -44,22 +44,42 @@ interface ThreadTrack {
   readonly id: number;
   readonly slot: number;
   readonly word: number;
-  readonly key: string;
+  readonly callId: string;
+  readonly participantId: string;
   readonly codec: AudioCodec;
   readonly rec: TrackRecorder;
 }
 
 const tracks = new Map<number, ThreadTrack>();
-/** The current track of each (callId, participantId): where that speaker's stream delivers. */
-const current = new Map<string, ThreadTrack>();
-/** The codec each (callId, participantId)'s stream carries now (from the plane's events). */
-const streamCodec = new Map<string, AudioCodec | undefined>();
+/**
+ * Per speaker (callId -> participantId): the current track, where that speaker's stream delivers,
+ * and the codec the stream carries now (from the plane's events). Two lookups on the stream's own
+ * id strings per packet (their hashes cached), no key built per packet.
+ */
+interface Speaker {
+  track: ThreadTrack | undefined;
+  codec: AudioCodec | undefined;
+}
+const speakers = new Map<string, Map<string, Speaker>>();
+function speaker(callId: string, participantId: string): Speaker {
+  let call = speakers.get(callId);
+  if (!call) speakers.set(callId, (call = new Map()));
+  let sp = call.get(participantId);
+  if (!sp) call.set(participantId, (sp = { track: undefined, codec: undefined }));
+  return sp;
+}
+function forget(callId: string, participantId: string): void {
+  const call = speakers.get(callId);
+  const sp = call?.get(participantId);
+  if (!call || !sp || sp.track !== undefined || sp.codec !== undefined) return;
+  call.delete(participantId);
+  if (call.size === 0) speakers.delete(callId);
+}
 const streams = new Map<number, ReceiveStream>();
 const pendingSegments = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
 let nextReq = 1;
 
 const CODECS: Readonly<Partial<Record<CodecChoice['name'], AudioCodec>>> = { PCMU: 'pcmu', PCMA: 'pcma', opus: 'opus' };
-const keyOf = (callId: string, participantId: string): string => `${callId}\n${participantId}`;
 
 function post(msg: FromThread, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
@@ -90,27 +110,30 @@ const encoder: OpusEncoderPool = {
  */
 const makeSink = (quiet: boolean): MediaSink => ({
   packet(callId, participantId, packet, arrivalMs) {
-    const key = keyOf(callId, participantId);
-    const track = current.get(key);
+    const sp = speakers.get(callId)?.get(participantId);
+    const track = sp?.track;
     // A packet of a codec the track was not opened for (a re-INVITE's switch whose new track is
     // not here yet) is never decoded as the wrong codec.
-    if (track === undefined || streamCodec.get(key) !== track.codec) return;
+    if (track === undefined || sp!.codec !== track.codec) return;
     const writable = mainFresh && gate.isOpen(track.slot, track.word);
     if (config.traceVerdicts) post({ t: 'verdict', callId, participantId, payloadHead: packet.subarray(12, 44).slice(), writable, arrivalMs });
     track.rec.onRtp(packet, arrivalMs, writable);
   },
   event(event: StreamEvent) {
-    if (event.type === 'opened' || event.type === 'codec') streamCodec.set(keyOf(event.callId, event.participantId), CODECS[event.codec.name]);
+    if (event.type === 'opened' || event.type === 'codec') speaker(event.callId, event.participantId).codec = CODECS[event.codec.name];
     else if (event.type === 'reassigned') {
-      const from = keyOf(event.callId, event.from);
-      streamCodec.set(keyOf(event.callId, event.participantId), streamCodec.get(from));
-      streamCodec.delete(from);
-    } else if (event.type === 'closed') streamCodec.delete(keyOf(event.callId, event.participantId));
-    else if (event.type === 'resumed' || event.type === 'renegotiated') {
+      const from = speaker(event.callId, event.from);
+      speaker(event.callId, event.participantId).codec = from.codec;
+      from.codec = undefined;
+      forget(event.callId, event.from);
+    } else if (event.type === 'closed') {
+      speaker(event.callId, event.participantId).codec = undefined;
+      forget(event.callId, event.participantId);
+    } else if (event.type === 'resumed' || event.type === 'renegotiated') {
       // Applied here, where the stream is, before the next packet of the resumed stream: the hold
       // becomes silence of its wall-clock length (the main thread's copy of the event is not needed
       // for it, and would come after the first packets).
-      current.get(keyOf(event.callId, event.participantId))?.rec.resumedAt(event.atMs);
+      speakers.get(event.callId)?.get(event.participantId)?.track?.rec.resumedAt(event.atMs);
     }
     if (!quiet) post({ t: 'event', event });
   },
@@ -200,9 +223,9 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
     },
     ...(continueFrom ? { continueFrom } : {}),
   });
-  const track: ThreadTrack = { id: m.id, slot: m.slot, word: m.word, key: keyOf(m.callId, m.participantId), codec: m.codec, rec };
+  const track: ThreadTrack = { id: m.id, slot: m.slot, word: m.word, callId: m.callId, participantId: m.participantId, codec: m.codec, rec };
   tracks.set(m.id, track);
-  current.set(track.key, track);
+  speaker(m.callId, m.participantId).track = track;
 }
 
 function done(req: number, p: Promise<unknown>): void {
@@ -220,7 +243,11 @@ function statsOf(t: ThreadTrack): TrackStats {
 async function closeTrack(id: number, nowMs: number): Promise<TrackStats | undefined> {
   const track = tracks.get(id);
   if (!track) return undefined;
-  if (current.get(track.key) === track) current.delete(track.key);
+  const sp = speakers.get(track.callId)?.get(track.participantId);
+  if (sp?.track === track) {
+    sp.track = undefined;
+    forget(track.callId, track.participantId);
+  }
   try {
     await track.rec.close(nowMs);
   } finally {

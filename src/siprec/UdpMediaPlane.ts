@@ -286,7 +286,9 @@ class UdpReceiveStream implements ReceiveStream {
 
   update(change: StreamUpdate): void {
     if (this.#closed) return;
-    const now = Date.now();
+    // On the packets' clock: a resume must not be later than the stamp of the packets after it
+    // (a media thread stamps a drain's packets with the drain's start; JitterBuffer.resumedAt).
+    const now = this.#clock();
     if (change.remote) this.#remote = change.remote;
     if (change.srtp) this.#srtp = new SrtpReceiver(change.srtp);
     if (change.codec && (change.codec.payloadType !== this.#codec.payloadType || change.codec.name !== this.#codec.name)) {
