@@ -164,3 +164,20 @@ export function cpuPercent(a: GroupSnapshot, b: GroupSnapshot): Record<string, n
   for (const role of Object.keys(b.cpu)) out[role] = seconds > 0 ? ((b.cpu[role]! - (a.cpu[role] ?? 0)) / seconds) * 100 : 0;
   return out;
 }
+
+/**
+ * The local S3 server's processes (Ceph RGW and its daemons, or MinIO), and PostgreSQL's: found by
+ * command line, so the bench can report every core's use (issue 16), the store's included.
+ */
+export function pidsByCommand(pattern: RegExp): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const cmd = readText(`/proc/${name}/cmdline`)?.replace(/\0/g, ' ');
+    if (cmd !== undefined && pattern.test(cmd)) out.push(Number(name));
+  }
+  return out;
+}
+
+export const S3_SERVER_COMMANDS = /^(\S*\/)?(radosgw|ceph-osd|ceph-mon|ceph-mgr|minio) /;
+export const POSTGRES_COMMANDS = /^postgres[: ]|\/postgres /;

@@ -37,6 +37,10 @@ export interface RunResult {
     ffmpeg: number;
     total: number;
     loadgen: number;
+    /** The local S3 server's processes (Ceph RGW, OSD, MON, MGR; or MinIO). */
+    s3: number;
+    /** The control plane (the driver process) and PostgreSQL. */
+    control: number;
     machineBusy: number;
     /** Everything else on the machine (other users, the S3 server, this driver). */
     others: number;
@@ -103,7 +107,7 @@ function lagCell(r: RunResult): string {
 }
 
 export function table(runs: RunResult[], floors: Floors): string {
-  const head = ['run', 'N', 'lost', 'lag p99 (main/thr)', 'node %', '(main/thr)', 'workers(+ffmpeg) %', 'total %', '%/stream', 'str/core', 'RSS MB', 'KB/str', 'floor %/str', 'x floor', 'upl p99', 'pass'];
+  const head = ['run', 'N', 'lost', 'lag p99 (main/thr)', 'node %', '(main/thr)', 'workers(+ffmpeg) %', 'total %', '%/stream', 'str/core', 'RSS MB', 'KB/str', 'floor %/str', 'x floor', 'upl p99', 's3 %', 'loadgen %', 'cp+pg %', 'busy %', 'pass'];
   const rows = runs.map((r) => {
     const floor = floorFor(r, floors);
     return [
@@ -122,6 +126,10 @@ export function table(runs: RunResult[], floors: Floors): string {
       floor ? f3(floor.perStream.cpuPct) : '-',
       floor ? `${(r.perStream.cpuPct / floor.perStream.cpuPct).toFixed(2)}x` : '-',
       r.lag?.upload ? `${r.lag.upload.p99Ms.toFixed(0)} ms` : '-',
+      f1(r.cpu.s3),
+      f1(r.cpu.loadgen),
+      f1(r.cpu.control),
+      f1(r.cpu.machineBusy),
       r.pass ? 'yes' : 'NO',
     ];
   });

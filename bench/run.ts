@@ -63,7 +63,7 @@ import { createS3Client } from '../src/storage/s3Endpoint.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
 import { ChildRpc, DIRECT_MODES, RECORDING_MODES, UNCONSENTED_MODES, type BenchMode, type CallSpec, type CloseResult, type CountersResult, type InitResult, type OpenedLeg } from './ipc.ts';
 import { buildLoadgen, startLoadgen, writeProfiles, ROOT, type Destination, type LoadProfiles } from './loadgen.ts';
-import { snapshot, cpuPercent, machineBusyPercent, type ProcessGroup } from './procstat.ts';
+import { snapshot, cpuPercent, machineBusyPercent, pidsByCommand, POSTGRES_COMMANDS, S3_SERVER_COMMANDS, type ProcessGroup } from './procstat.ts';
 import { measureExtract, type ExtractResult } from './extract.ts';
 import { summarizeProfile, type ProfileSummary } from './profile.ts';
 import { FLOOR_OF, f1, f3, floorKey, kb, printSummary, sum, summarize, table, type Floors, type RunResult } from './report.ts';
@@ -152,7 +152,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const defaults: Record<BenchOptions['preset'], Partial<BenchOptions>> = {
     // Calls arrive over one segment length, so segment completions (and their PUTs) spread evenly
     // over time as they do with real calls, not in bursts every segment length.
-    full: { direct: [1000, 1500, 2000], ramp: [1000], steadyS: 30, arrivalS: 30, warmupS: 3, baseline: 50, pcmu: 400, floor: true, extract: true, segmentSeconds: 30, manifestFlushS: 60 },
+    full: { direct: [1000, 1500, 2000], ramp: [1000], steadyS: 30, arrivalS: 60, warmupS: 3, baseline: 50, pcmu: 300, floor: true, extract: true, segmentSeconds: 60, manifestFlushS: 60 },
     quick: { direct: [200], ramp: [200], steadyS: 10, arrivalS: 3, warmupS: 2, baseline: 10, pcmu: 40, floor: true, extract: true, segmentSeconds: 10, manifestFlushS: 5 },
     profile: { direct: [], ramp: [1000], steadyS: 15, arrivalS: 10, warmupS: 3, baseline: 0, pcmu: 0, floor: false, extract: false, cpuProfile: true, segmentSeconds: 10, manifestFlushS: 5 },
   };
@@ -191,9 +191,9 @@ function parseOptions(argv: string[]): BenchOptions {
     workers: num(values.workers, cores),
     transcoderThreads: num(values['transcoder-threads'], 1),
     lagLimitMs: 50,
-    // 25 minutes for the whole `npm run bench`: the last phase may start at budget - 90 s, and the
+    // 30 minutes for the whole `npm run bench`: the last phase may start at budget - 90 s, and the
     // longest phase (2000 streams) takes ~2 min, then the bucket cleanup (<= 45 s).
-    budgetS: num(values.budget, preset === 'full' ? 1500 : 600),
+    budgetS: num(values.budget, preset === 'full' ? 1800 : 600),
     outDir: path.resolve(ROOT, values.out ?? 'bench-results'),
   };
 }
@@ -295,6 +295,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
           'siprec.media': { portMin: 30_000, portMax: 39_999, maxStreams: streams },
           // The bench's SRC names participants by their ids (an SBC's AoRs are hashed by default).
           'siprec.mapping': { siprec: { participant: [{ from: 'aor-user', transform: 'verbatim' }] } },
+          // Every stream starts sending within the arrival ramp: the SRS's media timeout must not end the late ones first.
+          'siprec.mediaTimeoutSeconds': Math.ceil(o.arrivalS + o.warmupS + 60),
         }
       : {}),
   };
@@ -399,11 +401,12 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     }));
     // The floor writes no segments, so its calls need not arrive spread out: a short ramp saves
     // time; the steady window sees the same load either way.
-    const arrivalMs = (mode === 'floor' || mode === 'floor-udp' ? Math.min(o.arrivalS, 3) : o.arrivalS) * 1000;
+    const floorMode = mode === 'floor' || mode === 'floor-udp' || UNCONSENTED_MODES.includes(mode);
+    const arrivalMs = (floorMode ? Math.min(o.arrivalS, 3) : o.arrivalS) * 1000;
     const warmupMs = mode === 'ffmpeg' ? Math.max(o.warmupS * 1000, 5000) : o.warmupS * 1000;
     // The floors' cost converges within seconds (no segments, no uploads): 20 s is plenty and
     // keeps the whole run inside its time budget.
-    const steadyMs = (mode === 'floor' || mode === 'floor-udp' ? Math.min(o.steadyS, 20) : o.steadyS) * 1000;
+    const steadyMs = (floorMode ? Math.min(o.steadyS, 20) : o.steadyS) * 1000;
     const run = startLoadgen(ctx.loadgenBin, ctx.profiles.files, dests, {
       // ffmpeg is stopped while media still flows (see recorderProcess stopProcess): a longer tail.
       totalMs: arrivalMs + warmupMs + steadyMs + (mode === 'ffmpeg' ? 5000 : 1000),
@@ -415,7 +418,16 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     const startedAt = await run.started;
     await sleep(Math.max(0, startedAt + arrivalMs + warmupMs - Date.now()));
     const pids = await rpc.call('pids', {});
-    const group: ProcessGroup = { node: [init.pid], workers: pids.workerPids, ffmpeg: pids.ffmpegPids, loadgen: [run.pid] };
+    // Every core's use: the recorder (main thread and media threads), mediasoup workers, ffmpeg, the
+    // load generator, the S3 server, and the control plane (this driver process) with PostgreSQL.
+    const group: ProcessGroup = {
+      node: [init.pid],
+      workers: pids.workerPids,
+      ffmpeg: pids.ffmpegPids,
+      loadgen: [run.pid],
+      s3: pidsByCommand(S3_SERVER_COMMANDS),
+      control: [process.pid, ...pidsByCommand(POSTGRES_COMMANDS)],
+    };
     if (mode === 'ffmpeg' && pids.ffmpegPids.length < legs.length) failures.push(`only ${pids.ffmpegPids.length} of ${legs.length} ffmpeg processes alive`);
     await rpc.call('windowStart', {});
     const a = snapshot(group, ['node']);
@@ -484,8 +496,10 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
         ffmpeg: cpu.ffmpeg ?? 0,
         total: ours,
         loadgen: cpu.loadgen ?? 0,
+        s3: cpu.s3 ?? 0,
+        control: cpu.control ?? 0,
         machineBusy: busy,
-        others: Math.max(0, busy - ours - (cpu.loadgen ?? 0)),
+        others: Math.max(0, busy - ours - (cpu.loadgen ?? 0) - (cpu.s3 ?? 0) - (cpu.control ?? 0)),
       },
       perStream: {
         cpuPct: ours / n,
