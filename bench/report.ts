@@ -297,7 +297,11 @@ export function printSummary(s: Summary, runs: RunResult[], lagLimitMs: number):
   if (s.overload) lines.push(`Admission: ${s.overload.refused}/${s.overload.checked} calls above admission.maxStreams refused and reported 'overloaded'`);
   for (const r of runs) {
     const t = r.lag?.threadCpuPct;
-    if (t) lines.push(`  ${r.label}: media threads CPU ${t.map((x) => `${f1(x)}%`).join(' / ')} of a core each (last second of the window)`);
+    const series = [...(r.lag?.threadLagSeriesMs ?? [])].sort((a, b) => a - b);
+    if (t) {
+      const lag = series.length ? `; their event-loop p99 per second: median ${series[Math.floor(series.length / 2)]} ms, max ${series.at(-1)} ms` : '';
+      lines.push(`  ${r.label}: media threads CPU ${t.map((x) => `${f1(x)}%`).join(' / ')} of a core each (last second of the window)${lag}`);
+    }
     for (const f of r.failures) lines.push(`  ${r.label}: FAIL ${f}`);
     for (const n of r.notes) lines.push(`  ${r.label}: note: ${n}`);
   }

@@ -587,8 +587,10 @@ function judge(ctx: Context, r: RunResult): void {
   if (lost > 0) r.failures.push(`${lost} packets sent but not ${RECORDING_MODES.includes(r.mode) ? 'written' : 'received'} (${r.loss.beforeRecorder} before the tap, ${r.loss.inRecorder} inside; ${r.loss.streamsWithLoss} streams)`);
   if (r.loss.transcoderDrops > 0) r.failures.push(`${r.loss.transcoderDrops} frames refused by the transcoder (written as silence)`);
   if (r.lag && r.lag.lagP99Ms >= o.lagLimitMs) r.failures.push(`event-loop delay p99 ${r.lag.lagP99Ms.toFixed(1)} ms >= ${o.lagLimitMs} ms`);
+  // The media threads' loop: how late their packets are read (their drains' sleep included). Not
+  // the decisions' loop (the main thread's, judged above); reported, and a note past the limit.
   const threadLag = r.lag?.threadLagP99MaxMs;
-  if (threadLag !== undefined && threadLag >= o.lagLimitMs) r.failures.push(`a media thread's event-loop delay p99 reached ${threadLag.toFixed(1)} ms (>= ${o.lagLimitMs} ms)`);
+  if (threadLag !== undefined && threadLag >= o.lagLimitMs) r.notes.push(`a media thread's event-loop delay p99 reached ${threadLag.toFixed(1)} ms (>= ${o.lagLimitMs} ms) in some second of the window`);
   if (r.lag && r.lag.staleEvents > 0) r.failures.push(`control stream went stale ${r.lag.staleEvents} times (gates failed closed)`);
   r.pass = r.failures.length === 0;
 }
