@@ -402,7 +402,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     // The floor writes no segments, so its calls need not arrive spread out: a short ramp saves
     // time; the steady window sees the same load either way.
     const floorMode = mode === 'floor' || mode === 'floor-udp' || UNCONSENTED_MODES.includes(mode);
-    const arrivalMs = (floorMode ? Math.min(o.arrivalS, 3) : o.arrivalS) * 1000;
+    // ffmpeg writes nothing to S3 either, and its RTP input gives up on a stream that stays silent too long.
+    const arrivalMs = (floorMode ? Math.min(o.arrivalS, 3) : mode === 'ffmpeg' ? Math.min(o.arrivalS, 10) : o.arrivalS) * 1000;
     const warmupMs = mode === 'ffmpeg' ? Math.max(o.warmupS * 1000, 5000) : o.warmupS * 1000;
     // The floors' cost converges within seconds (no segments, no uploads): 20 s is plenty and
     // keeps the whole run inside its time budget.
