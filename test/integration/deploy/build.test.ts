@@ -112,7 +112,7 @@ describe('npm run build', () => {
     const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
     // Loaded lazily, only when running from source (tsx) or to build a missing bundle: the image
     // never reaches them (the runs below prove it with neither installed).
-    const lazyDevOnly: Record<string, string> = { esbuild: 'src/http/browserBundle.js', tsx: 'src/media/TranscoderPool.js' };
+    const lazyDevOnly: Record<string, string> = { esbuild: 'src/http/browserBundle.js', tsx: 'src/async/threadEntry.js' };
     const bad: string[] = [];
     for (const file of jsFiles(path.join(app, 'dist'))) {
       const rel = path.relative(path.join(app, 'dist'), file);
