@@ -94,18 +94,31 @@ export async function playFixtureCall(
         }
         log(`customer pressed 1 (DTMF): consent posted to the control plane ${o.consentAfterMs} ms into the call`);
       };
+      // Tracks in media threads report their counters once a second: ask for them now.
+      let asking = false;
+      let sendersDone = false;
       const firstMedia = setInterval(() => {
-        const call = app.recorder.calls.get(o.callId);
-        if (!call || ![...call.tracks.values()].some((t) => t.counters.received > 0)) return;
-        clearInterval(firstMedia);
-        consentTimer = setTimeout(grant, o.consentAfterMs);
+        if (asking) return;
+        asking = true;
+        void (app.mediaThreads?.refreshStats() ?? Promise.resolve())
+          .then(() => {
+            const call = app.recorder.calls.get(o.callId);
+            if (!call || ![...call.tracks.values()].some((t) => t.counters.received > 0) || consentTimer !== undefined || sendersDone) return;
+            clearInterval(firstMedia);
+            consentTimer = setTimeout(grant, o.consentAfterMs);
+          })
+          .finally(() => (asking = false));
       }, 10);
-      senders.forEach((s) => void s.done.finally(() => clearInterval(firstMedia)).catch(() => undefined));
+      senders.forEach((s) => void s.done.finally(() => {
+        sendersDone = true;
+        clearInterval(firstMedia);
+      }).catch(() => undefined));
     }
     await Promise.all(senders.map((s) => s.done));
     clearTimeout(consentTimer);
     // Let the last packets clear the jitter buffer before the call ends.
     await new Promise((r) => setTimeout(r, 300));
+    await app.mediaThreads?.refreshStats();
     const call = app.recorder.calls.get(o.callId);
     const legs = call
       ? [...call.tracks.values()].map((t) => ({ participantId: t.participantId, received: t.counters.received, droppedClosed: t.counters.droppedClosed, written: t.counters.written, timelineMs: t.counters.timelineMs }))

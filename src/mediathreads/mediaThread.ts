@@ -265,9 +265,15 @@ port.on('message', (m: ToThread) => {
       tracks.get(m.id)?.rec.startRun(m.recordingId, m.index, m.openedAtMs);
       post({ t: 'done', req: m.req });
       break;
-    case 'run.end':
-      done(m.req, tracks.get(m.id)?.rec.endRun(m.nowMs) ?? Promise.resolve());
+    case 'run.end': {
+      // Answered with the track's figures as the run left them (the periodic ones are up to a second old).
+      const track = tracks.get(m.id);
+      (track?.rec.endRun(m.nowMs) ?? Promise.resolve()).then(
+        () => post({ t: 'done', req: m.req, ...(track ? { stats: statsOf(track) } : {}) }),
+        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+      );
       break;
+    }
     case 'run.restart':
       done(m.req, tracks.get(m.id)?.rec.restartRun(m.nowMs, m.index) ?? Promise.resolve());
       break;

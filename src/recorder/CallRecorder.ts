@@ -542,30 +542,15 @@ export class CallRecorder {
     const pid = leg.participantId;
     const room = this.room;
     if (this.#phase.name === 'ended' || !this.#tap || !room || this.#taps.get(pid)?.producerId === leg.producer.id) return;
-    // Claimed before the await: the start() loop and the 'audioproducer' event may both offer it.
-    const tap: Tap = { producerId: leg.producer.id, live: false, consumer: undefined };
-    const previous = this.#taps.get(pid);
-    this.#taps.set(pid, tap);
-    let consumer: types.Consumer;
-    try {
-      consumer = await this.#tap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities });
-    } catch (err) {
-      // The producer closed before it could be tapped (the speaker left again at once).
-      if (this.#taps.get(pid) === tap) {
-        if (previous) this.#taps.set(pid, previous);
-        else this.#taps.delete(pid);
-      }
-      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
-      return;
-    }
-    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
-      consumer.close(); // superseded by a newer producer meanwhile, or the call ended
-      return;
-    }
-    if (previous) {
-      previous.live = false;
-      previous.consumer?.close();
-    }
+    const directTap = this.#tap;
+    const claimed = await this.#claimTap(
+      pid,
+      leg.producer.id,
+      () => directTap.consume({ producerId: leg.producer.id, rtpCapabilities: room.router.rtpCapabilities }),
+      (c) => c.close(),
+    );
+    if (!claimed) return;
+    const { tap, value: consumer } = claimed;
     const nowMs = Date.now();
     const phase = this.#phase;
     const existing = this.tracks.get(pid);
@@ -598,6 +583,39 @@ export class CallRecorder {
   }
 
   /**
+   * Claims the participant's tap for `producerId` before the await (the start() loop and the
+   * 'audioproducer' event may both offer it), makes it, and retires the previous tap. Resolves
+   * with nothing when the producer closed first (the speaker left again at once), a newer
+   * producer superseded it meanwhile, or the call ended.
+   */
+  async #claimTap<T>(pid: string, producerId: string, make: () => Promise<T>, dispose: (value: T) => void): Promise<{ tap: Tap; value: T } | undefined> {
+    const tap: Tap = { producerId, live: false, consumer: undefined };
+    const previous = this.#taps.get(pid);
+    this.#taps.set(pid, tap);
+    let value: T;
+    try {
+      value = await make();
+    } catch (err) {
+      if (this.#taps.get(pid) === tap) {
+        if (previous) this.#taps.set(pid, previous);
+        else this.#taps.delete(pid);
+      }
+      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
+      return undefined;
+    }
+    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
+      dispose(value);
+      return undefined;
+    }
+    if (previous) {
+      previous.live = false;
+      previous.consumer?.close();
+      previous.close?.();
+    }
+    return { tap, value };
+  }
+
+  /**
    * `#tapLeg` with the leg tapped into a media thread: the same claims, reconnect and codec
    * rules; the track is the thread's (a GatedTrack, its gate word written by `#syncGates`), put in
    * place before the consumer starts sending.
@@ -606,28 +624,14 @@ export class CallRecorder {
     const pid = leg.participantId;
     const room = this.room;
     if (this.#phase.name === 'ended' || !room || this.#taps.get(pid)?.producerId === leg.producer.id) return;
-    const tap: Tap = { producerId: leg.producer.id, live: false, consumer: undefined };
-    const previous = this.#taps.get(pid);
-    this.#taps.set(pid, tap);
-    let pending;
-    try {
-      pending = await taps.tap(room.router, this.callId, pid, leg.producer.id, leg.codec);
-    } catch (err) {
-      if (this.#taps.get(pid) === tap) {
-        if (previous) this.#taps.set(pid, previous);
-        else this.#taps.delete(pid);
-      }
-      this.#log.warn({ participantId: pid, err: (err as Error).message }, 'audio producer not tapped');
-      return;
-    }
-    if (this.#taps.get(pid) !== tap || (this.#phase as RecordingPhase).name === 'ended') {
-      pending.close(); // superseded by a newer producer meanwhile, or the call ended
-      return;
-    }
-    if (previous) {
-      previous.live = false;
-      previous.close?.();
-    }
+    const claimed = await this.#claimTap(
+      pid,
+      leg.producer.id,
+      () => taps.tap(room.router, this.callId, pid, leg.producer.id, leg.codec),
+      (p) => p.close(),
+    );
+    if (!claimed) return;
+    const { tap, value: pending } = claimed;
     const nowMs = Date.now();
     const phase = this.#phase;
     const existing = this.tracks.get(pid);
