@@ -552,26 +552,10 @@ export class CallRecorder {
     if (!claimed) return;
     const { tap, value: consumer } = claimed;
     const nowMs = Date.now();
-    const phase = this.#phase;
     const existing = this.tracks.get(pid);
-    let track: TrackRecorder | undefined = existing instanceof TrackRecorder ? existing : undefined;
-    if (track && track.codec === leg.codec) {
-      if (phase.name === 'recording') {
-        const run = this.gate.reserveRun();
-        if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
-        else track.startRun(phase.recordingId, run, this.#openedAtMs);
-        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
-      }
-    } else {
-      const replaced = existing !== undefined;
-      track = this.#newTrack(pid, leg.codec, existing ? this.#retire(existing, nowMs) : undefined);
-      if (phase.name === 'recording') {
-        const run = replaced ? this.gate.reserveRun() : phase.run;
-        track.startRun(phase.recordingId, run, this.#openedAtMs);
-        if (replaced) this.#log.info({ participantId: pid, run, codec: leg.codec }, 'speaker reconnected with another codec: recording continues in a new run');
-      }
-    }
-    const current = track;
+    const current = this.#trackForTap(pid, leg.codec, nowMs, existing instanceof TrackRecorder ? existing : undefined, (ex) =>
+      this.#newTrack(pid, leg.codec, ex ? this.#retire(ex, nowMs) : undefined),
+    );
     tap.consumer = consumer;
     tap.live = true;
     // Hot path: the gate is read at arrival; a closed gate drops the packet here.
@@ -580,6 +564,33 @@ export class CallRecorder {
     });
     this.#d.metrics?.tracksActive.inc({ codec: leg.codec });
     consumer.observer.once('close', () => this.#d.metrics?.tracksActive.dec({ codec: leg.codec }));
+  }
+
+  /**
+   * The track a newly tapped producer of `pid` feeds. `same`: the participant's track if it can
+   * take this producer; in the same codec it continues (a reconnect: a new run of the same
+   * recording). Otherwise `create` makes a new one from the participant's previous track, if any,
+   * carrying on its numbering; recording, it starts a run at once.
+   */
+  #trackForTap<T extends RecorderTrack>(pid: string, codec: AudioCodec, nowMs: number, same: T | undefined, create: (previous: RecorderTrack | undefined) => T): T {
+    const phase = this.#phase;
+    if (same && same.codec === codec) {
+      if (phase.name === 'recording') {
+        const run = this.gate.reserveRun();
+        if (same.recording) this.#trackEnding(same.restartRun(nowMs, run));
+        else same.startRun(phase.recordingId, run, this.#openedAtMs);
+        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
+      }
+      return same;
+    }
+    const previous = this.tracks.get(pid);
+    const track = create(previous);
+    if (phase.name === 'recording') {
+      const run = previous ? this.gate.reserveRun() : phase.run;
+      track.startRun(phase.recordingId, run, this.#openedAtMs);
+      if (previous) this.#log.info({ participantId: pid, run, codec }, 'speaker reconnected with another codec: recording continues in a new run');
+    }
+    return track;
   }
 
   /**
@@ -633,22 +644,10 @@ export class CallRecorder {
     if (!claimed) return;
     const { tap, value: pending } = claimed;
     const nowMs = Date.now();
-    const phase = this.#phase;
-    const existing = this.tracks.get(pid);
-    let track: RecorderTrack;
-    if (existing && existing.codec === leg.codec) {
-      track = existing;
-      if (phase.name === 'recording') {
-        const run = this.gate.reserveRun();
-        if (track.recording) this.#trackEnding(track.restartRun(nowMs, run));
-        else track.startRun(phase.recordingId, run, this.#openedAtMs);
-        this.#log.info({ participantId: pid, run }, 'speaker reconnected: recording continues in a new run');
-      }
-    } else {
-      if (existing) this.#retire(existing, nowMs);
-      track = this.#newGatedTrack(pid, leg.codec, existing);
-      if (phase.name === 'recording') track.startRun(phase.recordingId, existing ? this.gate.reserveRun() : phase.run, this.#openedAtMs);
-    }
+    const track = this.#trackForTap(pid, leg.codec, nowMs, this.tracks.get(pid), (ex) => {
+      if (ex) this.#retire(ex, nowMs);
+      return this.#newGatedTrack(pid, leg.codec, ex);
+    });
     this.#gated.set(pid, { track: track as GatedTrack, open: true });
     this.#syncGates();
     tap.consumer = pending.consumer;
