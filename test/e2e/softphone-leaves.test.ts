@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { signCallToken } from '../../src/callcontrol/callToken.ts';
 import { sendRtp } from '../../src/media/ffmpeg.ts';
-import { useStack } from '../support/stack.ts';
+import { callClosed, useStack } from '../support/stack.ts';
 import { useSoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { freeUdpPortPair } from '../support/udpPorts.ts';
@@ -61,7 +61,7 @@ describe('the last softphone leaves a call with a SIP leg', () => {
       expect(stack.app.recorder.lastState(callId)?.recording).toBe(true);
 
       await stack.policy.endCall(callId);
-      await expect.poll(() => stack.app.recorder.calls.has(callId), { timeout: 10_000 }).toBe(false);
+      await callClosed(stack, callId);
       expect(room.closed).toBe(true);
       await stack.app.store.drained(30_000);
       const segs = await readTrack(stack.app.store, recordingId, 'sl-cust');

@@ -150,3 +150,18 @@ export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}
 
 /** An agent schedule window around now (R6) with a generous cap. */
 export const openSchedule = openScheduleOf;
+
+/**
+ * Waits until the recorder has let `callId` go and finished closing it. The call leaves
+ * `recorder.calls` when its close begins; a track in a media thread hands its last segment over
+ * only when the thread answers the run's end, so `store.drained()` right after the call left can
+ * miss that segment. `detachCall` on a call being closed returns that close.
+ */
+export async function callClosed(stack: Stack, callId: string, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (stack.app.recorder.calls.has(callId)) {
+    if (Date.now() > until) throw new Error(`${callId} still open after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await stack.app.recorder.detachCall(callId);
+}

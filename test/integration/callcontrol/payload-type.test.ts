@@ -8,7 +8,7 @@ import { startRecorderHttp, type RecorderHttp } from '../../../src/app/recorderH
 import { signCallToken } from '../../../src/callcontrol/callToken.ts';
 import { sendRtp } from '../../../src/media/ffmpeg.ts';
 import { fixturePath } from '../../support/fixtures.ts';
-import { useStack } from '../../support/stack.ts';
+import { callClosed, useStack } from '../../support/stack.ts';
 import { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { freeUdpPortPair } from '../../support/udpPorts.ts';
@@ -67,7 +67,7 @@ describe('the payload type a gateway declares', () => {
       const recordingId = call().recordingId!;
       await new Promise((r) => setTimeout(r, 3000));
       await stack.policy.endCall(callId);
-      await expect.poll(() => stack.app.recorder.calls.has(callId), { timeout: 10_000 }).toBe(false);
+      await callClosed(stack, callId);
       await stack.app.store.drained(20_000);
       const segs = await readTrack(stack.app.store, recordingId, 'pt-agent');
       // About 3 s of the agent's voice (0 ms before the fix: the SFU dropped every packet of PT 111).

@@ -10,7 +10,7 @@ import { startRecorderHttp, type RecorderHttp } from '../../../src/app/recorderH
 import { signCallToken } from '../../../src/callcontrol/callToken.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import { startOpusGateway } from '../../support/rtpGateway.ts';
-import { useStack } from '../../support/stack.ts';
+import { callClosed, useStack } from '../../support/stack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { freeUdpPortPair } from '../../support/udpPorts.ts';
 
@@ -79,7 +79,7 @@ describe('a plain leg whose SSRC and payload type change', () => {
       await new Promise((r) => setTimeout(r, gw.startedAt + 8000 - Date.now()));
       const recordingId = call().recordingId!;
       await stack.policy.endCall(callId);
-      await expect.poll(() => stack.app.recorder.calls.has(callId), { timeout: 10_000 }).toBe(false);
+      await callClosed(stack, callId);
       await stack.app.store.drained(20_000);
 
       const opened = states.find((s) => s.recording)!;

@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
 import type { RecordingStateEvent } from '../../../src/recorder/Recorder.ts';
 import { startOpusGateway } from '../../support/rtpGateway.ts';
-import { useStack } from '../../support/stack.ts';
+import { callClosed, useStack } from '../../support/stack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { freeUdpPortPair } from '../../support/udpPorts.ts';
 
@@ -88,7 +88,7 @@ describe('a reordered packet from before a reopening', () => {
 
       await sleep(gw.startedAt + 6000 - Date.now());
       await stack.policy.endCall(callId);
-      await expect.poll(() => stack.app.recorder.calls.has(callId), { timeout: 10_000 }).toBe(false);
+      await callClosed(stack, callId);
       await stack.app.store.drained(20_000);
 
       const segs = await readTrack(stack.app.store, recordingId, pid);
