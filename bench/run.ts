@@ -307,7 +307,8 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     cwd: ROOT,
     // OPTIN_BENCH_CPU_PROF_DIR: V8 CPU profiles of every thread of the process under test (media threads included);
     // OPTIN_BENCH_NODE_ARGS: more Node flags for it (e.g. --trace-gc).
-    execArgv: ['--import', 'tsx', '--expose-gc', ...(process.env.OPTIN_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.OPTIN_BENCH_CPU_PROF_DIR}`] : []), ...(process.env.OPTIN_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
+    // --max-semi-space-size=2 as the recorder's launchers run it (package.json `recorder`, docker/Dockerfile).
+    execArgv: ['--import', 'tsx', '--expose-gc', '--max-semi-space-size=2', ...(process.env.OPTIN_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.OPTIN_BENCH_CPU_PROF_DIR}`] : []), ...(process.env.OPTIN_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', logFd, logFd, 'ipc'],
   });
   const rpc = new ChildRpc(child);

@@ -196,6 +196,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             advertisedAddress: sc.media.advertisedAddress,
             strictSourcePort: sc.media.strictSourcePort,
             batchMs: config.mediaBatchMs,
+            semiSpaceMb: config.mediaThreadSemiSpaceMb,
             logLevel: config.logLevel,
             logger,
             metrics,

@@ -13,6 +13,8 @@ import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 
 /** Measured with `npm run bench`: see the README's performance section. */
 export const DEFAULT_BATCH_MS = 8;
+/** V8 semi-space of each media thread's young generation, MB (config mediaThreadSemiSpaceMb). */
+export const DEFAULT_SEMI_SPACE_MB = 2;
 
 export interface MediaThreadPoolOptions {
   /** Threads to start: one per core is the intent (the main thread keeps control, API and storage). */
@@ -29,6 +31,8 @@ export interface MediaThreadPoolOptions {
   readonly tickMs?: number | undefined;
   /** Receive coalescing per thread, ms (0 = wake for every packet); see MediaThreadConfig.batchMs. */
   readonly batchMs?: number | undefined;
+  /** V8 semi-space size of each thread's young generation, MB (see config mediaThreadSemiSpaceMb). */
+  readonly semiSpaceMb?: number | undefined;
   readonly opus?: { readonly bitrate: number; readonly complexity: number } | undefined;
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
@@ -117,7 +121,9 @@ export class MediaThreadPool implements DirectTrackFactory {
         traceVerdicts: o.onVerdict !== undefined,
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
-      const worker = new Worker(entry, { ...extra, workerData: config, name: `optin-media-${i}` });
+      // V8's young generation is its two semi-spaces plus as much again for new large objects.
+      const resourceLimits = { maxYoungGenerationSizeMb: 3 * (o.semiSpaceMb ?? DEFAULT_SEMI_SPACE_MB) };
+      const worker = new Worker(entry, { ...extra, workerData: config, name: `optin-media-${i}`, resourceLimits });
       const thread: MediaThread = {
         index: i,
         worker,

@@ -44,6 +44,7 @@ describe('configuration', () => {
     expect(c.retentionSeconds).toBe(MAX_RETENTION_SECONDS);
     expect(c.segmentSeconds).toBe(10);
     expect(c.admission.maxStreams).toBe(1000);
+    expect(c.mediaThreadSemiSpaceMb).toBe(2);
     expect(loadConfig({ OPTIN_RETENTION_SECONDS: '3600' }).retentionSeconds).toBe(3600);
   });
 
@@ -53,6 +54,8 @@ describe('configuration', () => {
     expect(() => loadConfig({ OPTIN_LOG_LEVEL: 'chatty' })).toThrow(/logLevel/);
     expect(() => loadConfig({ OPTIN_CONTROL_URL: 'not a url' })).toThrow(/control\.url/);
     expect(() => loadConfig({ OPTIN_RTC_MIN_PORT: '50000', OPTIN_RTC_MAX_PORT: '40000' })).toThrow(/rtcMinPort/);
+    expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '0' })).toThrow(/mediaThreadSemiSpaceMb \(from OPTIN_MEDIA_THREAD_SEMI_SPACE_MB\)/);
+    expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '1.5' })).toThrow(/mediaThreadSemiSpaceMb/);
     const secret = 'short-secret-value';
     let message = '';
     try {
