@@ -201,6 +201,7 @@ export function joinOggOpus(files: readonly Uint8Array[], options: JoinOptions =
     tags: options.tags ?? first.tags.comments,
   });
   const header = writer.header();
+  writer.discard(); // only its header pages are used: its pool blocks go back now
   const headerPages = readOggPages(header).length;
 
   let size = header.length;

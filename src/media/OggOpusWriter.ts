@@ -14,12 +14,14 @@
  * packet arrives (or on `finish()`), so the last page always carries data
  * and gets the EOS flag: no empty trailing page.
  *
- * Packets are referenced, not copied, until their page is built: callers
- * must not reuse a packet's memory before the next page closes.
+ * Packets are copied in as they are added (callers may reuse their memory at once). Closed
+ * pages and the open page's body live in pool blocks (BlockPool: out of the allocator's arenas,
+ * zeroed when given back) until `takePages()`/`finish()` copies them out, or `discard()` drops them.
  */
 import { OptinError } from '../errors/OptinError.ts';
 import { oggPageCrc } from './oggCrc.ts';
 import { encodeOpusHead, encodeOpusTags } from './opusHeaders.ts';
+import { BlockBytes, BlockPool } from './BlockPool.ts';
 
 export interface OggOpusWriterOptions {
   /** Ogg bitstream serial number (u32); one per logical stream. */
@@ -48,8 +50,29 @@ const PAGE_HEADER_BYTES = 27;
 const MAX_LACING = 255;
 /** Granule position -1: "no packet finishes on this page" (RFC 3533 §6). */
 const NO_GRANULE = -1;
-/** The open page's body starts at 2 KB and doubles as needed (a page of 255 speech packets is ~12 KB). */
-const INITIAL_BODY_BYTES = 2048;
+/**
+ * This thread's blocks for every writer's pages and open page body. 16 KB: a page of 255 speech
+ * packets is ~12 KB, so a body fits one block (a louder codec's body grows out of the pool).
+ */
+export const OGG_BLOCKS = new BlockPool(16 * 1024);
+
+/** Scratch for building one page before it is appended (reused: one page is built at a time per thread). */
+let pageScratch = Buffer.allocUnsafe(PAGE_HEADER_BYTES + MAX_LACING + OGG_BLOCKS.blockBytes);
+
+/** What a writer holds in the pool; given back on finish/discard, or when a dropped writer is collected. */
+interface Held {
+  readonly pages: BlockBytes;
+  /** The open page's body while it is a pool block. */
+  body: Buffer | undefined;
+}
+function releaseHeld(held: Held): void {
+  held.pages.discard();
+  if (held.body !== undefined) OGG_BLOCKS.release(held.body);
+  held.body = undefined;
+}
+// A writer dropped without finish() or discard() (a run torn down by an error) still gives its
+// blocks back once it is collected.
+const dropped = new FinalizationRegistry<Held>(releaseHeld);
 
 export class OggOpusWriter {
   readonly serial: number;
@@ -66,7 +89,7 @@ export class OggOpusWriter {
   // The open page: its packet bytes, copied in as they are added, and their lacing values (at most
   // 255). Copied, not kept as views: a view would keep each packet's whole receive buffer alive
   // until the page closes (5 s of packets per track), many times the payload's own size.
-  #body = Buffer.allocUnsafe(INITIAL_BODY_BYTES);
+  #body: Buffer;
   #lacing = new Uint8Array(MAX_LACING);
   #lacingCount = 0;
   #dataBytes = 0;
@@ -75,8 +98,7 @@ export class OggOpusWriter {
   /** The open page starts with the tail of a packet begun on the previous page. */
   #pageContinued = false;
 
-  #done: Buffer[] = [];
-  #doneBytes = 0;
+  readonly #held: Held;
   #finished = false;
 
   #packets = 0;
@@ -93,6 +115,9 @@ export class OggOpusWriter {
     this.serial = o.serial >>> 0;
     this.preSkip = o.preSkip;
     this.#maxPageSamples = o.maxPageSamples ?? 48_000;
+    this.#body = OGG_BLOCKS.take();
+    this.#held = { pages: new BlockBytes(OGG_BLOCKS), body: this.#body };
+    dropped.register(this, this.#held, this.#held);
 
     // RFC 7845 §3: the ID header is alone on the BOS page and the comment
     // header ends its own page, so the first audio packet starts a fresh page.
@@ -105,9 +130,7 @@ export class OggOpusWriter {
     this.#appendPacket(tags);
     this.#pageGranule = 0;
     this.#closePage(0);
-    this.#header = Buffer.concat(this.#done, this.#doneBytes);
-    this.#done = [];
-    this.#doneBytes = 0;
+    this.#header = this.#held.pages.take();
   }
 
   /** The header pages (OpusHead + OpusTags): the first bytes of the file. */
@@ -159,10 +182,7 @@ export class OggOpusWriter {
 
   /** Completed pages since the last call (not including the header), concatenated; may be empty. */
   takePages(): Buffer {
-    const out = this.#done.length === 1 ? this.#done[0]! : Buffer.concat(this.#done, this.#doneBytes);
-    this.#done = [];
-    this.#doneBytes = 0;
-    return out;
+    return this.#held.pages.take();
   }
 
   /**
@@ -175,7 +195,25 @@ export class OggOpusWriter {
     this.#finished = true;
     if (this.#lacingCount === 0) this.#pageGranule = this.#granule;
     this.#closePage(FLAG_EOS);
-    return this.takePages();
+    const out = this.takePages();
+    this.#releaseAll();
+    return out;
+  }
+
+  /**
+   * Drops everything not yet taken (a run discarded on erasure): its pool blocks are zeroed and
+   * given back now. Idempotent; the writer takes nothing afterwards.
+   */
+  discard(): void {
+    this.#finished = true;
+    this.#releaseAll();
+  }
+
+  #releaseAll(): void {
+    releaseHeld(this.#held);
+    dropped.unregister(this.#held);
+    this.#body = EMPTY;
+    this.#dataBytes = 0;
   }
 
   /** Appends lacing values for a packet, closing full pages for packets longer than a page. */
@@ -208,8 +246,11 @@ export class OggOpusWriter {
     const n = end - start;
     if (n <= 0) return;
     if (this.#dataBytes + n > this.#body.length) {
+      // Out of the pool block (a louder codec than speech Opus): an ordinary Buffer from here on.
       const grown = Buffer.allocUnsafe(Math.max(this.#body.length * 2, this.#dataBytes + n));
       this.#body.copy(grown, 0, 0, this.#dataBytes);
+      if (this.#held.body !== undefined) OGG_BLOCKS.release(this.#held.body);
+      this.#held.body = undefined;
       this.#body = grown;
     }
     this.#body.set(start === 0 && end === packet.length ? packet : packet.subarray(start, end), this.#dataBytes);
@@ -218,7 +259,9 @@ export class OggOpusWriter {
 
   #closePage(flags: number): void {
     const nseg = this.#lacingCount;
-    const page = Buffer.allocUnsafe(PAGE_HEADER_BYTES + nseg + this.#dataBytes);
+    const size = PAGE_HEADER_BYTES + nseg + this.#dataBytes;
+    if (size > pageScratch.length) pageScratch = Buffer.allocUnsafe(size);
+    const page = pageScratch.subarray(0, size);
     page.write('OggS', 0, 'latin1'); // capture pattern
     page[4] = 0; // stream structure version
     page[5] = flags | (this.#pageContinued ? FLAG_CONTINUED : 0);
@@ -231,8 +274,7 @@ export class OggOpusWriter {
     this.#body.copy(page, PAGE_HEADER_BYTES + nseg, 0, this.#dataBytes);
     page.writeUInt32LE(oggPageCrc(page), 22);
 
-    this.#done.push(page);
-    this.#doneBytes += page.length;
+    this.#held.pages.append(page);
     this.#lacingCount = 0;
     this.#dataBytes = 0;
     this.#pageSamples = 0;
@@ -240,6 +282,8 @@ export class OggOpusWriter {
     this.#pageContinued = false;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** Writes a signed 64-bit little-endian granule position from a JS number (-1 or 0..2^53). */
 export function writeOggGranule(buf: Buffer, at: number, granule: number): void {

@@ -83,6 +83,7 @@ export class Segmenter {
   #segPreSkip = 0;
   #gapCarry = 0;
   #closed = false;
+  #discarded = false;
   #out: Segment[] = [];
   readonly #silence: Buffer[] = [];
 
@@ -122,6 +123,7 @@ export class Segmenter {
    * caller's (or a shared empty one).
    */
   push(item: SegmenterItem): readonly Segment[] {
+    if (this.#discarded) return NO_SEGMENTS;
     if (this.#closed) throw new OptinError('SEGMENTER_CLOSED', 'Segmenter.push after close(): create a new Segmenter for a new run');
     if (item.kind === 'packet') {
       if (!(item.samples > 0)) throw new OptinError('SEGMENTER_BAD_ITEM', `timeline packet without a duration (${item.samples}): use opusPacketSamples`);
@@ -139,6 +141,16 @@ export class Segmenter {
     if (this.#closed) return undefined;
     this.#closed = true;
     return this.#finishSegment();
+  }
+
+  /**
+   * Drops the open segment unwritten (its bytes zeroed and given back now). Later pushes are
+   * ignored: a transcoder may still deliver frames of a discarded run.
+   */
+  discard(): void {
+    this.#discarded = true;
+    this.#writer?.discard();
+    this.#writer = undefined;
   }
 
   #addGap(samples: number): void {

@@ -301,6 +301,7 @@ export class TrackRecorder {
   discardRun(): void {
     const run = this.#run;
     this.#run = undefined;
+    run?.segmenter.discard();
     if (run?.framer) this.#o.encoder?.closeStream(this.#streamId(run));
   }
 
