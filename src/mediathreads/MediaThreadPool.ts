@@ -170,6 +170,17 @@ export class MediaThreadPool implements DirectTrackFactory {
     return this.#tracks.size;
   }
 
+  #worstLoopStallMs = 0;
+
+  /**
+   * The longest any media thread's event loop was held up since the pool started (ms; reported
+   * once a second). A thread reads a packet that late at worst, and an opening judges a packet by
+   * when it was read: this is how far before an opening kept audio can reach on this host.
+   */
+  get worstLoopStallMs(): number {
+    return this.#worstLoopStallMs;
+  }
+
   /** Each thread's last second (event-loop p99, CPU, tracks): for the metrics and the bench. */
   load(): MediaThreadLoad[] {
     const tracks = new Array<number>(this.#threads.length).fill(0);
@@ -278,6 +289,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         for (const s of m.tracks) this.#tracks.get(s.id)?.updateStats(s);
         for (const s of m.streams) this.#streamStats.set(s.sid, s.stats);
         thread.loopP99Ms = m.loopP99Ms;
+        this.#worstLoopStallMs = Math.max(this.#worstLoopStallMs, m.loopMaxMs);
         thread.cpuUs = m.cpuUs;
         this.#exportLoad(thread, m.tracks.length);
         break;

@@ -356,8 +356,9 @@ function postStats(): void {
   lastCpu = cpu;
   // Node's histogram counts the whole interval between two wake-ups of its 10 ms timer.
   const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
+  const loopMaxMs = Math.max(0, loopDelay.max / 1e6 - 10);
   loopDelay.reset();
-  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, cpuUs });
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs });
 }
 const statsTimer = setInterval(postStats, 1000);
 

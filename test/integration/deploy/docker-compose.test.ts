@@ -240,7 +240,8 @@ describe('docker/Dockerfile', () => {
     expect(runtime).toMatch(/^FROM node:24-bookworm-slim$/m);
     expect(dockerfile).toMatch(/RUN npm run build \\\n && npm prune --omit=dev/);
     expect(runtime).toMatch(/^USER node$/m);
-    expect(runtime).toContain('CMD ["node", "--enable-source-maps", "dist/workers/recorder.js"]');
+    // The main thread's young generation as small as the media threads' (README, performance).
+    expect(runtime).toContain('CMD ["node", "--enable-source-maps", "--max-semi-space-size=2", "dist/workers/recorder.js"]');
     expect(runtime).not.toMatch(/\btsx\b|COPY src|\.ts"/);
     expect(runtime).toContain('COPY --from=build /app/dist dist');
     expect(existsSync('workers/recorder.ts') && existsSync('workers/control.ts')).toBe(true);
