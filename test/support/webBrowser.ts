@@ -69,12 +69,28 @@ export async function axeSerious(page: Page): Promise<AxeViolation[]> {
   return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map((n) => ({ target: n.target })) }));
 }
 
-/** A full-page screenshot under artifacts/webapp/. */
+/**
+ * A full-page screenshot under artifacts/webapp/. A page that reloads itself (the extract job's
+ * page when the job finishes) can do so mid-capture, and the capture then waits on a document that
+ * is gone (CI: 30 s timeout): it is taken again of the new document once that has loaded.
+ */
 export async function shot(page: Page, name: string): Promise<string> {
   mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
+  // The document's time origin: a new document (a reload) has another.
+  const documentOf = (): Promise<number | undefined> => page.evaluate(() => performance.timeOrigin).catch(() => undefined);
+  for (let attempt = 0; ; attempt++) {
+    const before = await documentOf();
+    try {
+      await page.screenshot({ path: file, fullPage: true, timeout: 15_000 });
+      return file;
+    } catch (err) {
+      // Only a capture lost to a new document is taken again; anything else is the test's failure.
+      await page.waitForLoadState('load');
+      const after = await documentOf();
+      if (attempt >= 2 || before === undefined || after === before) throw err;
+    }
+  }
 }
 
 /**
