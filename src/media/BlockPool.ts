@@ -86,10 +86,17 @@ export class BlockBytes {
     this.#length += bytes.length;
   }
 
-  /** Everything appended since the last take, in one new Buffer; the blocks go back to the pool. */
-  take(): Buffer {
-    const out = Buffer.allocUnsafe(this.#length);
+  /**
+   * Everything appended since the last take, in one new Buffer after `prefix` (copied once: no
+   * concatenation afterwards); the blocks go back to the pool.
+   */
+  take(prefix?: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe((prefix?.length ?? 0) + this.#length);
     let at = 0;
+    if (prefix) {
+      out.set(prefix);
+      at = prefix.length;
+    }
     for (let i = 0; i < this.#blocks.length; i++) {
       const b = this.#blocks[i]!;
       const n = i === this.#blocks.length - 1 ? this.#tail : b.length;

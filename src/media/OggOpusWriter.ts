@@ -191,11 +191,20 @@ export class OggOpusWriter {
    * Idempotent: later calls return an empty buffer.
    */
   finish(): Buffer {
+    return this.#finish(undefined);
+  }
+
+  /** `finish()` with the header pages in front: the whole file in one copy (nothing taken before). */
+  finishFile(): Buffer {
+    return this.#finish(this.#header);
+  }
+
+  #finish(prefix: Uint8Array | undefined): Buffer {
     if (this.#finished) return Buffer.alloc(0);
     this.#finished = true;
     if (this.#lacingCount === 0) this.#pageGranule = this.#granule;
     this.#closePage(FLAG_EOS);
-    const out = this.takePages();
+    const out = this.#held.pages.take(prefix);
     this.#releaseAll();
     return out;
   }

@@ -198,7 +198,7 @@ export class Segmenter {
     const w = this.#writer;
     if (!w) return undefined;
     this.#writer = undefined;
-    const ogg = Buffer.concat([w.header(), w.finish()]);
+    const ogg = w.finishFile();
     return {
       index: this.#index++,
       startSample: this.#segStart,

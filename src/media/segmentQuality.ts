@@ -1,4 +1,5 @@
 import type { JitterStats } from './JitterBuffer.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import type { Segment } from './Segmenter.ts';
 
 /** The codecs optin records (media/ names them itself: it sits below sfu/). */
@@ -52,4 +53,16 @@ export function segmentQuality(stats: JitterStats, segment: Pick<Segment, 'silen
     ssrcChanges: stats.ssrcChanges,
     codec,
   };
+}
+
+/**
+ * A sealed segment's figures into the track metrics (loss ratio, jitter, lost packets, concealed
+ * time): in-process tracks and the media threads' segments (whose threads have no registry) alike.
+ */
+export function observeSegmentQuality(m: Pick<Metrics, 'segments' | 'trackLossRatio' | 'trackJitterSeconds' | 'packetsLost' | 'concealedSeconds'>, q: SegmentQualityRecord): void {
+  m.segments.inc({ result: 'sealed' });
+  if (q.expected > 0) m.trackLossRatio.observe(q.lost / q.expected);
+  m.trackJitterSeconds.observe(q.jitterMs / 1000);
+  m.packetsLost.inc(q.lost);
+  m.concealedSeconds.inc({ cause: 'loss-or-dtx' }, q.silenceFilledMs / 1000);
 }

@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { DirectTrackFactory, GatedTrack, RecorderTrack } from '../recorder/RecorderTrack.ts';
 import type { MediaSink, OpenStreamRequest, StreamStats } from '../siprec/MediaPlane.ts';
 import { ThreadStream } from './ThreadStream.ts';
-import type { SegmentQualityRecord } from '../media/segmentQuality.ts';
+import { observeSegmentQuality, type SegmentQualityRecord } from '../media/segmentQuality.ts';
 import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
@@ -312,14 +312,11 @@ export class MediaThreadPool implements DirectTrackFactory {
     const track = this.#tracks.get(m.id);
     const ogg = Buffer.from(m.ogg.buffer, m.ogg.byteOffset, m.ogg.byteLength);
     const metrics = this.#o.metrics;
-    metrics?.segments.inc({ result: 'sealed' });
-    // The track's quality figures, as an in-process track exports them (the thread has no registry).
+    // The track's quality figures, as an in-process track exports them (the thread has no registry);
+    // late and duplicate drops, which an in-process track counts per packet, from the record too.
     const q = m.meta.quality as SegmentQualityRecord;
     if (metrics) {
-      if (q.expected > 0) metrics.trackLossRatio.observe(q.lost / q.expected);
-      metrics.trackJitterSeconds.observe(q.jitterMs / 1000);
-      metrics.packetsLost.inc(q.lost);
-      metrics.concealedSeconds.inc({ cause: 'loss-or-dtx' }, q.silenceFilledMs / 1000);
+      observeSegmentQuality(metrics, q);
       if (q.late > 0) metrics.packetsDropped.inc({ reason: 'late' }, q.late);
       if (q.duplicated > 0) metrics.packetsDropped.inc({ reason: 'duplicate' }, q.duplicated);
     }

@@ -228,9 +228,10 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
   speaker(m.callId, m.participantId).track = track;
 }
 
-function done(req: number, p: Promise<unknown>): void {
+/** Answers request `req` when `p` settles; `answer` adds to the reply what is current then. */
+function done(req: number, p: Promise<unknown>, answer?: () => { stats?: TrackStats }): void {
   p.then(
-    () => post({ t: 'done', req }),
+    () => post({ t: 'done', req, ...answer?.() }),
     (err: Error) => post({ t: 'done', req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
   );
 }
@@ -268,10 +269,7 @@ port.on('message', (m: ToThread) => {
     case 'run.end': {
       // Answered with the track's figures as the run left them (the periodic ones are up to a second old).
       const track = tracks.get(m.id);
-      (track?.rec.endRun(m.nowMs) ?? Promise.resolve()).then(
-        () => post({ t: 'done', req: m.req, ...(track ? { stats: statsOf(track) } : {}) }),
-        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
-      );
+      done(m.req, track?.rec.endRun(m.nowMs) ?? Promise.resolve(), () => (track ? { stats: statsOf(track) } : {}));
       break;
     }
     case 'run.restart':

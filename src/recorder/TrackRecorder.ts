@@ -2,7 +2,7 @@ import { parseRtp } from '../rtp/RtpPacket.ts';
 import { JitterBuffer, codecTiming, type TimelineItem, type JitterStats } from '../media/JitterBuffer.ts';
 import { MediaTimeAnchor } from '../media/MediaTimeAnchor.ts';
 import { Segmenter, type Segment } from '../media/Segmenter.ts';
-import { segmentQuality } from '../media/segmentQuality.ts';
+import { observeSegmentQuality, segmentQuality } from '../media/segmentQuality.ts';
 import { G711Framer, type PcmFrame } from '../media/G711Framer.ts';
 import { OptinError } from '../errors/OptinError.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
@@ -375,13 +375,7 @@ export class TrackRecorder {
     const startWallClockMs = run.jitter.wallClockAt((seg.startSample - run.startSample) * clockPer48k);
     const quality = segmentQuality(stats, seg, this.codec, run.index);
     const m = this.#o.metrics;
-    if (m) {
-      m.segments.inc({ result: 'sealed' });
-      if (stats.expected > 0) m.trackLossRatio.observe(stats.lost / stats.expected);
-      m.trackJitterSeconds.observe(stats.jitterMs / 1000);
-      m.packetsLost.inc(stats.lost);
-      m.concealedSeconds.inc({ cause: 'loss-or-dtx' }, seg.silenceSamples / 48000);
-    }
+    if (m) observeSegmentQuality(m, quality);
     this.counters.segments++;
     const started = performance.now();
     const put = this.#o.sink
