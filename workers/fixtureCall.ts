@@ -1,7 +1,7 @@
 import type { RecorderApp } from '../src/app/RecorderApp.ts';
 import type { ConsentEvidence, Participant } from '../src/gate/facts.ts';
 import type { RecordingStateEvent } from '../src/recorder/Recorder.ts';
-import { sendRtp, type FfmpegRun } from '../src/media/ffmpeg.ts';
+import { sendRtpStreams, type FfmpegRun, type RtpSenderOptions } from '../src/media/ffmpeg.ts';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
 
 export interface FixtureLeg {
@@ -34,8 +34,8 @@ export interface FixtureCallResult {
 }
 
 /**
- * Plays one call through the real stack: the IVR announces it to the control plane, ffmpeg sends
- * each leg's fixture as RTP into a PlainTransport, consent is granted by DTMF after
+ * Plays one call through the real stack: the IVR announces it to the control plane, one ffmpeg
+ * sends every leg's fixture as RTP into its PlainTransport, consent is granted by DTMF after
  * `consentAfterMs` (an explicit act with evidence, R3, posted to the control plane's API), and
  * the call ends when the senders finish.
  *
@@ -75,11 +75,15 @@ export async function playFixtureCall(
   const granted: Promise<unknown>[] = [];
   let consentAtMs: number | undefined;
   try {
+    // Every leg is opened first, then one ffmpeg sends them all on one clock (as one SBC forks
+    // both sides of a call): the speakers' timelines start together.
+    const streams: RtpSenderOptions[] = [];
     let ssrc = 0x10000;
     for (const leg of o.legs) {
       const plain = await room.addPlainLeg(leg.participantId, leg.codec, ++ssrc);
-      senders.push(sendRtp({ file: leg.file, codec: leg.codec, ip: plain.ip, rtpPort: plain.rtpPort, rtcpPort: plain.rtcpPort, ssrc, seconds: o.seconds }));
+      streams.push({ file: leg.file, codec: leg.codec, ip: plain.ip, rtpPort: plain.rtpPort, rtcpPort: plain.rtcpPort, ssrc, seconds: o.seconds });
     }
+    senders.push(sendRtpStreams(streams));
     log(`call ${o.callId}: ${o.legs.length} legs sending ${o.seconds} s of audio; recording is off until consent`);
     let consentTimer: NodeJS.Timeout | undefined;
     if (o.consentAfterMs !== undefined) {

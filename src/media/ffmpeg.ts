@@ -265,22 +265,32 @@ export interface RtpSenderOptions {
  * G.711 in 20 ms packets (160-byte payloads: pkt_size 172 with the 12-byte RTP header).
  */
 export function sendRtp(o: RtpSenderOptions): FfmpegRun {
-  const codecArgs =
-    o.codec === 'opus'
-      ? ['-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip', '-ac', '1', '-ar', '48000', '-payload_type', String(o.payloadType ?? 100)]
-      : ['-c:a', o.codec === 'pcmu' ? 'pcm_mulaw' : 'pcm_alaw', '-ac', '1', '-ar', '8000', '-payload_type', o.codec === 'pcmu' ? '0' : '8'];
-  const local = `${o.localRtpPort === undefined ? '' : `&localrtpport=${o.localRtpPort}`}${o.localRtcpPort === undefined ? '' : `&localrtcpport=${o.localRtcpPort}`}`;
-  const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}${local}`;
-  return runFfmpeg([
-    '-v', 'error', '-re',
-    ...(o.loop ? ['-stream_loop', '-1'] : []),
-    ...(o.seconds ? ['-t', String(o.seconds)] : []),
-    '-i', o.file,
-    ...codecArgs,
-    // ffmpeg's option is a signed 32-bit int; the same bits go on the wire.
-    '-ssrc', String(o.ssrc | 0),
-    '-f', 'rtp', url,
-  ], { collectStdout: false });
+  return sendRtpStreams([o]);
+}
+
+/**
+ * Several RTP streams from one ffmpeg, paced by its one clock, as one SBC forks both sides of a
+ * call: their timelines start together. Separate senders start apart by their own start-up time
+ * (tens of ms on a loaded host), which a test of the speakers' alignment would measure instead of
+ * the recorder.
+ */
+export function sendRtpStreams(streams: readonly RtpSenderOptions[]): FfmpegRun {
+  if (streams.length === 0) throw new OptinError('INVALID_INPUT', 'sendRtpStreams: no stream to send');
+  const args: string[] = ['-v', 'error'];
+  for (const o of streams) {
+    args.push('-re', ...(o.loop ? ['-stream_loop', '-1'] : []), ...(o.seconds ? ['-t', String(o.seconds)] : []), '-i', o.file);
+  }
+  streams.forEach((o, i) => {
+    const codecArgs =
+      o.codec === 'opus'
+        ? ['-c:a', 'libopus', '-b:a', '32k', '-frame_duration', '20', '-application', 'voip', '-ac', '1', '-ar', '48000', '-payload_type', String(o.payloadType ?? 100)]
+        : ['-c:a', o.codec === 'pcmu' ? 'pcm_mulaw' : 'pcm_alaw', '-ac', '1', '-ar', '8000', '-payload_type', o.codec === 'pcmu' ? '0' : '8'];
+    const local = `${o.localRtpPort === undefined ? '' : `&localrtpport=${o.localRtpPort}`}${o.localRtcpPort === undefined ? '' : `&localrtcpport=${o.localRtcpPort}`}`;
+    const url = `rtp://${o.ip}:${o.rtpPort}?rtcpport=${o.rtcpPort}&pkt_size=${o.codec === 'opus' ? 1200 : 172}${local}`;
+    // ffmpeg's -ssrc is a signed 32-bit int; the same bits go on the wire.
+    args.push('-map', `${i}:a:0`, ...codecArgs, '-ssrc', String(o.ssrc | 0), '-f', 'rtp', url);
+  });
+  return runFfmpeg(args, { collectStdout: false });
 }
 
 export interface StereoInput {
