@@ -197,6 +197,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             strictSourcePort: sc.media.strictSourcePort,
             batchMs: config.mediaBatchMs,
             semiSpaceMb: config.mediaThreadSemiSpaceMb,
+            openSegmentDir: config.openSegments === 'disk' ? path.join(config.spool.dir, 'open-segments') : undefined,
             logLevel: config.logLevel,
             logger,
             metrics,

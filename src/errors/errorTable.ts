@@ -130,6 +130,7 @@ export const ERROR_TABLE = {
   SEGMENTER_INVALID_OPTIONS: row('invalid-input', 'ours'),
   SEGMENTER_CLOSED: row('conflict', 'ours'),
   SEGMENTER_BAD_ITEM: row('invalid-input', 'ours'),
+  OPEN_SEGMENT_CORRUPT: row('corrupt', 'dependency'),
   TRANSCODER_INVALID_OPTIONS: row('invalid-input', 'ours'),
   TRANSCODER_CLOSED: row('conflict', 'ours'),
   TRANSCODER_OVERLOADED: row('unavailable', 'ours', true),

@@ -15,13 +15,15 @@
  * and gets the EOS flag: no empty trailing page.
  *
  * Packets are copied in as they are added (callers may reuse their memory at once). Closed
- * pages and the open page's body live in pool blocks (BlockPool: out of the allocator's arenas,
- * zeroed when given back) until `takePages()`/`finish()` copies them out, or `discard()` drops them.
+ * pages live in pool blocks (BlockPool: out of the allocator's arenas, zeroed when given back) or
+ * in the caller's page store (`pageStore`), and the open page's body in a pool block, until
+ * `takePages()`/`finish()` copies them out, or `discard()` drops them.
  */
 import { OptinError } from '../errors/OptinError.ts';
 import { oggPageCrc } from './oggCrc.ts';
 import { encodeOpusHead, encodeOpusTags } from './opusHeaders.ts';
 import { BlockBytes, BlockPool } from './BlockPool.ts';
+import type { PageStore } from './OpenSegmentFiles.ts';
 
 export interface OggOpusWriterOptions {
   /** Ogg bitstream serial number (u32); one per logical stream. */
@@ -39,6 +41,11 @@ export interface OggOpusWriterOptions {
    * 27 bytes of page header per extra second (see the overhead test).
    */
   maxPageSamples?: number;
+  /**
+   * Where closed audio pages wait until `finish()` (default: this thread's pool blocks). A media
+   * thread passes an encrypted file (OpenSegmentFiles) so an open segment does not sit in memory.
+   */
+  pageStore?: PageStore;
 }
 
 // RFC 3533 §6 header_type_flag bits.
@@ -61,7 +68,7 @@ let pageScratch = Buffer.allocUnsafe(PAGE_HEADER_BYTES + MAX_LACING + OGG_BLOCKS
 
 /** What a writer holds in the pool; given back on finish/discard, or when a dropped writer is collected. */
 interface Held {
-  readonly pages: BlockBytes;
+  pages: PageStore;
   /** The open page's body while it is a pool block. */
   body: Buffer | undefined;
 }
@@ -131,6 +138,7 @@ export class OggOpusWriter {
     this.#pageGranule = 0;
     this.#closePage(0);
     this.#header = this.#held.pages.take();
+    if (o.pageStore !== undefined) this.#held.pages = o.pageStore;
   }
 
   /** The header pages (OpusHead + OpusTags): the first bytes of the file. */

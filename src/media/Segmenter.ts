@@ -16,6 +16,7 @@
  */
 import { OptinError } from '../errors/OptinError.ts';
 import { OggOpusWriter } from './OggOpusWriter.ts';
+import type { PageStore } from './OpenSegmentFiles.ts';
 import { OPUS_MIN_FRAME_SAMPLES, opusPacketSamples, pushOpusSilence } from './opusToc.ts';
 
 export type SegmenterItem =
@@ -67,13 +68,15 @@ export interface SegmenterOptions {
    * Ogg plus encryption (see test/unit/media/ogg.test.ts for the numbers).
    */
   maxPageSamples?: number;
+  /** A page store for each segment's closed pages (default: pool blocks in memory). */
+  pageStore?: () => PageStore;
 }
 
 const NO_SEGMENTS: readonly Segment[] = Object.freeze([]);
 
 export class Segmenter {
-  readonly #o: Required<Omit<SegmenterOptions, 'tags' | 'vendor' | 'maxPageSamples'>> &
-    Pick<SegmenterOptions, 'tags' | 'vendor' | 'maxPageSamples'>;
+  readonly #o: Required<Omit<SegmenterOptions, 'tags' | 'vendor' | 'maxPageSamples' | 'pageStore'>> &
+    Pick<SegmenterOptions, 'tags' | 'vendor' | 'maxPageSamples' | 'pageStore'>;
   #index: number;
   #position: number;
   #writer: OggOpusWriter | undefined;
@@ -102,6 +105,7 @@ export class Segmenter {
       vendor: options.vendor,
       tags: options.tags,
       maxPageSamples: options.maxPageSamples ?? segmentSamples,
+      pageStore: options.pageStore,
     };
     this.#index = this.#o.startIndex;
     this.#position = this.#o.startSample;
@@ -179,6 +183,7 @@ export class Segmenter {
         vendor: this.#o.vendor,
         tags: this.#o.tags,
         maxPageSamples: this.#o.maxPageSamples,
+        ...(this.#o.pageStore ? { pageStore: this.#o.pageStore() } : {}),
       });
       this.#segStart = this.#position;
       this.#segSamples = 0;

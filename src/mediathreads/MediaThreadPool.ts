@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { OptinError } from '../errors/OptinError.ts';
+import { OpenSegmentFiles } from '../media/OpenSegmentFiles.ts';
 import { fnv1a, threadEntry } from '../async/threadEntry.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -33,6 +34,11 @@ export interface MediaThreadPoolOptions {
   readonly batchMs?: number | undefined;
   /** V8 semi-space size of each thread's young generation, MB (see config mediaThreadSemiSpaceMb). */
   readonly semiSpaceMb?: number | undefined;
+  /**
+   * Where open segments' closed pages wait, encrypted, one directory per thread (OpenSegmentFiles);
+   * cleared at start (files of an earlier process, whose keys died with it). Undefined: memory.
+   */
+  readonly openSegmentDir?: string | undefined;
   readonly opus?: { readonly bitrate: number; readonly complexity: number } | undefined;
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
@@ -96,6 +102,7 @@ export class MediaThreadPool implements DirectTrackFactory {
     if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 64) throw new OptinError('CONFIG_INVALID', `media threads must be 1..64, got ${o.threads}`);
     const span = Math.floor((o.portMax - o.portMin + 1) / o.threads);
     if (span < 4) throw new OptinError('CONFIG_INVALID', `the media port range ${o.portMin}-${o.portMax} is too small for ${o.threads} media threads (at least 4 ports each)`);
+    if (o.openSegmentDir !== undefined) OpenSegmentFiles.clear(o.openSegmentDir);
     const gate = new GateSlots(o.maxTracks);
     const pulse = new MainPulse();
     pulse.beat();
@@ -119,6 +126,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         batchMs: o.batchMs ?? DEFAULT_BATCH_MS,
         opus: o.opus ?? { bitrate: 16_000, complexity: 5 },
         traceVerdicts: o.onVerdict !== undefined,
+        openSegmentDir: o.openSegmentDir,
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       // V8's young generation is its two semi-spaces plus as much again for new large objects.

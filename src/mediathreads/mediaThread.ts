@@ -21,6 +21,9 @@ import { UdpMediaPlane } from '../siprec/UdpMediaPlane.ts';
 import type { CodecChoice, MediaSink, ReceiveStream, StreamEvent } from '../siprec/MediaPlane.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import { createLogger } from '../log/logger.ts';
+import { OpenSegmentFiles } from '../media/OpenSegmentFiles.ts';
+import { OGG_BLOCKS } from '../media/OggOpusWriter.ts';
+import { join } from 'node:path';
 import { isOptinError } from '../errors/OptinError.ts';
 
 const config = workerData as MediaThreadConfig;
@@ -39,6 +42,17 @@ function checkPulse(now: number): void {
   mainFresh = fresh;
 }
 const log = createLogger(config.logLevel).child({ mediaThread: config.index });
+/** Open segments' closed pages: encrypted files of this thread's own directory, or memory. */
+const openSegments =
+  config.openSegmentDir === undefined
+    ? undefined
+    : new OpenSegmentFiles({
+        dir: join(config.openSegmentDir, `t${config.index}`),
+        pool: OGG_BLOCKS,
+        // The path names a counter, never a call or a speaker.
+        onFallback: (err) => log.warn({ err: err.message }, 'an open segment file could not be written: its segment stays in memory'),
+      });
+const pageStore = openSegments ? () => openSegments.create() : undefined;
 
 interface ThreadTrack {
   readonly id: number;
@@ -205,6 +219,7 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
     participantId: m.participantId,
     codec: m.codec,
     segmentSamples: m.segmentSamples,
+    ...(pageStore ? { pageStore } : {}),
     encoder,
     logger: log.child({ callId: m.callId }),
     // The put's failure is seen (and acted on: the gate) by the main thread, where the store is.

@@ -31,6 +31,11 @@ export interface MediaThreadConfig {
   readonly tickMs: number;
   /** Opus encoder settings for G.711 tracks (as the TranscoderPool's). */
   readonly opus: { readonly bitrate: number; readonly complexity: number };
+  /**
+   * Open segments' closed pages go to encrypted files under `<openSegmentDir>/t<index>`
+   * (OpenSegmentFiles); undefined keeps them in memory.
+   */
+  readonly openSegmentDir?: string | undefined;
   /** Tests: report every packet's verdict (the head of its payload and the gate as read). */
   readonly traceVerdicts?: boolean | undefined;
 }

@@ -9,6 +9,7 @@ import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { SegmentInput } from '../storage/types.ts';
+import type { PageStore } from '../media/OpenSegmentFiles.ts';
 
 /** Where finished segments go (RecordingStore satisfies it). */
 export interface SegmentSink {
@@ -54,6 +55,8 @@ export interface TrackRecorderOptions {
    * (another codec: the speaker reconnected) was retired: numbering and position continue from it.
    */
   continueFrom?: { nextSegment: number; position: number };
+  /** Where open segments' closed pages wait (a media thread's encrypted files; default memory). */
+  pageStore?: () => PageStore;
 }
 
 interface Run {
@@ -210,6 +213,7 @@ export class TrackRecorder {
         inputSampleRate: transcoded ? 8000 : 48000,
         startIndex: this.#nextSegment,
         startSample: this.#position,
+        ...(this.#o.pageStore ? { pageStore: this.#o.pageStore } : {}),
       }),
       startSample: this.#position,
       framer: this.codec === 'opus' ? undefined : new G711Framer(this.codec),
