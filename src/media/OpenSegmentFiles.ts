@@ -162,22 +162,24 @@ class OpenSegmentFile implements PageStore {
       this.#dir.opened();
     }
     const cipher = createCipheriv('aes-256-gcm', this.#key, nonceOf(this.#records.length));
-    const record = Buffer.concat([cipher.update(bytes), cipher.final(), cipher.getAuthTag()]);
+    const body = cipher.update(bytes);
+    cipher.final();
+    const tag = cipher.getAuthTag();
     // Opened per record (a page every ~5 s): no descriptor per track held open between pages.
     const fd = openSync(this.#path, this.#records.length === 0 ? 'wx' : 'a', 0o600);
     try {
-      for (let at = 0; at < record.length; ) at += writeSync(fd, record, at, record.length - at);
+      writeAll(fd, body);
+      writeAll(fd, tag);
     } finally {
       closeSync(fd);
     }
     this.#records.push(bytes.length);
-    this.#fileBytes += record.length;
+    this.#fileBytes += body.length + TAG_BYTES;
   }
 
   /** Decrypts and checks every record into `out` from `at`; throws if the file lost or changed any. */
   #readInto(out: Buffer, at: number): void {
     if (this.#records.length === 0) return;
-    const sealed = Buffer.allocUnsafe(this.#fileBytes);
     let fd: number;
     try {
       fd = openSync(this.#path, 'r');
@@ -185,32 +187,33 @@ class OpenSegmentFile implements PageStore {
       throw new OptinError('OPEN_SEGMENT_CORRUPT', `an open segment file is gone (${(err as NodeJS.ErrnoException).code ?? 'error'}): its pages are lost`);
     }
     try {
-      let got = 0;
-      while (got < sealed.length) {
-        const n = readSync(fd, sealed, got, sealed.length - got, got);
-        if (n === 0) throw new OptinError('OPEN_SEGMENT_CORRUPT', `an open segment file is ${got} bytes, ${sealed.length} were written`);
-        got += n;
+      let from = 0;
+      for (let i = 0; i < this.#records.length; i++) {
+        // One record at a time through a reused scratch: no second copy of the segment in memory.
+        const n = this.#records[i]!;
+        const record = readScratch(n + TAG_BYTES);
+        for (let got = 0; got < record.length; ) {
+          const r = readSync(fd, record, got, record.length - got, from + got);
+          if (r === 0) throw new OptinError('OPEN_SEGMENT_CORRUPT', `an open segment file ends inside record ${i}`);
+          got += r;
+        }
+        const decipher = createDecipheriv('aes-256-gcm', this.#key!, nonceOf(i));
+        decipher.setAuthTag(record.subarray(n));
+        let plain: Buffer;
+        try {
+          plain = decipher.update(record.subarray(0, n));
+          decipher.final();
+        } catch {
+          throw new OptinError('OPEN_SEGMENT_CORRUPT', `record ${i} of an open segment file failed its check`);
+        }
+        out.set(plain, at);
+        plain.fill(0);
+        at += n;
+        from += n + TAG_BYTES;
       }
     } finally {
       closeSync(fd);
     }
-    let from = 0;
-    for (let i = 0; i < this.#records.length; i++) {
-      const n = this.#records[i]!;
-      const decipher = createDecipheriv('aes-256-gcm', this.#key!, nonceOf(i));
-      decipher.setAuthTag(sealed.subarray(from + n, from + n + TAG_BYTES));
-      try {
-        const plain = decipher.update(sealed.subarray(from, from + n));
-        decipher.final();
-        out.set(plain, at);
-        plain.fill(0);
-      } catch {
-        throw new OptinError('OPEN_SEGMENT_CORRUPT', `record ${i} of an open segment file failed its check`);
-      }
-      at += n;
-      from += n + TAG_BYTES;
-    }
-    sealed.fill(0);
   }
 
   /** The disk refused a page: what it holds moves to memory, and so does the rest of the segment. */
@@ -245,6 +248,17 @@ class OpenSegmentFile implements PageStore {
     this.#fileBytes = 0;
     if (this.#memory === undefined) this.#length = 0;
   }
+}
+
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+}
+
+/** This thread's buffer for reading one record back (ciphertext only; grown to the largest page). */
+let scratch = Buffer.alloc(0);
+function readScratch(bytes: number): Buffer {
+  if (scratch.length < bytes) scratch = Buffer.allocUnsafe(Math.max(bytes, 16 * 1024 + TAG_BYTES));
+  return scratch.subarray(0, bytes);
 }
 
 /** GCM nonce of record `i` (unique under its file's own key). */
