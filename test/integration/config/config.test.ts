@@ -45,6 +45,8 @@ describe('configuration', () => {
     expect(c.segmentSeconds).toBe(10);
     expect(c.admission.maxStreams).toBe(1000);
     expect(c.mediaThreadSemiSpaceMb).toBe(2);
+    expect(c.openSegments).toBe('disk');
+    expect(loadConfig({ OPTIN_OPEN_SEGMENTS: 'memory' }).openSegments).toBe('memory');
     expect(loadConfig({ OPTIN_RETENTION_SECONDS: '3600' }).retentionSeconds).toBe(3600);
   });
 
@@ -56,6 +58,7 @@ describe('configuration', () => {
     expect(() => loadConfig({ OPTIN_RTC_MIN_PORT: '50000', OPTIN_RTC_MAX_PORT: '40000' })).toThrow(/rtcMinPort/);
     expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '0' })).toThrow(/mediaThreadSemiSpaceMb \(from OPTIN_MEDIA_THREAD_SEMI_SPACE_MB\)/);
     expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '1.5' })).toThrow(/mediaThreadSemiSpaceMb/);
+    expect(() => loadConfig({ OPTIN_OPEN_SEGMENTS: 'tape' })).toThrow(/openSegments \(from OPTIN_OPEN_SEGMENTS\)/);
     const secret = 'short-secret-value';
     let message = '';
     try {
