@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaThreadPool } from '../../../src/mediathreads/MediaThreadPool.ts';
 import { ThreadedMediaPlane } from '../../../src/mediathreads/ThreadedMediaPlane.ts';
 import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
+import { openThreadTrack } from '../../support/threadTrack.ts';
 import type { StreamEvent } from '../../../src/siprec/MediaPlane.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
 import { createLogger } from '../../../src/log/logger.ts';
@@ -57,34 +58,17 @@ describe('media threads: the gate in shared memory', () => {
     const stored = new Map<string, Buffer[]>();
     const legs: { callId: string; port: number; track: ThreadedTrack; ssrc: number }[] = [];
     for (const [i, callId] of callIds.entries()) {
-      const stream = await plane.open({
+      const { track, rtpPort } = await openThreadTrack(pool, plane, {
         callId,
-        participantId: 'p1',
-        speakers: ['p1'],
-        codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
-        remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
-        held: false,
+        senderPort,
+        recordingId: `rec-${callId}`,
+        stored: (ogg) => {
+          const list = stored.get(`rec-${callId}`) ?? [];
+          list.push(ogg);
+          stored.set(`rec-${callId}`, list);
+        },
       });
-      const track = pool.create({
-        callId,
-        participantId: 'p1',
-        codec: 'opus',
-        segmentSamples: 48_000 * 60,
-        sink: {
-          putSegment: async (meta, ogg) => {
-            const list = stored.get(meta.recordingId) ?? [];
-            list.push(Buffer.from(ogg));
-            stored.set(meta.recordingId, list);
-            return { stored: 'uploaded' };
-          },
-        },
-        onStoreError: (err) => {
-          throw err;
-        },
-      }) as ThreadedTrack;
-      track.startRun(`rec-${callId}`, 0, Date.now() - 1000);
-      track.setWritable(true);
-      legs.push({ callId, port: stream.local.rtpPort, track, ssrc: 0x1000 + i });
+      legs.push({ callId, port: rtpPort, track, ssrc: 0x1000 + i });
     }
     expect(new Set(legs.map((l) => pool.threadOf(l.callId).index)).size).toBe(THREADS);
     await sleep(50); // every thread has its tracks and runs
@@ -132,32 +116,8 @@ describe('media threads: the gate in shared memory', () => {
   it('a main thread that goes silent for more than a second: the media threads keep nothing until it is heard again', async () => {
     const callId = 'stall-call';
     const senderPort = 46_900 + (process.pid % 50);
-    const stream = await plane.open({
-      callId,
-      participantId: 'p1',
-      speakers: ['p1'],
-      codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
-      remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
-      held: false,
-    });
     const stored: Buffer[] = [];
-    const track = pool.create({
-      callId,
-      participantId: 'p1',
-      codec: 'opus',
-      segmentSamples: 48_000 * 60,
-      sink: {
-        putSegment: async (_meta, ogg) => {
-          stored.push(Buffer.from(ogg));
-          return { stored: 'uploaded' };
-        },
-      },
-      onStoreError: (err) => {
-        throw err;
-      },
-    }) as ThreadedTrack;
-    track.startRun('rec-stall', 0, Date.now() - 1000);
-    track.setWritable(true);
+    const { track, rtpPort } = await openThreadTrack(pool, plane, { callId, senderPort, recordingId: 'rec-stall', stored: (ogg) => stored.push(ogg) });
     // The sender must go on while this thread is stalled: a thread of its own, 150 packets at 20 ms.
     const sender = new Worker(
       `const dgram = require('node:dgram'); const { workerData: w } = require('node:worker_threads');
@@ -167,7 +127,7 @@ describe('media threads: the gate in shared memory', () => {
            p[12] = 0xf8; p.write('stall-' + String(seq).padStart(6, '0'), 13, 'latin1');
            s.send(p, w.to, '127.0.0.1'); if (++seq === 150) { clearInterval(t); setTimeout(() => s.close(), 100); }
          }, 20); });`,
-      { eval: true, workerData: { from: senderPort, to: stream.local.rtpPort } },
+      { eval: true, workerData: { from: senderPort, to: rtpPort } },
     );
     const senderDone = once(sender, 'exit');
     await sleep(600);

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaThreadPool } from '../../../src/mediathreads/MediaThreadPool.ts';
 import { ThreadedMediaPlane } from '../../../src/mediathreads/ThreadedMediaPlane.ts';
 import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
+import { openThreadTrack } from '../../support/threadTrack.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 
@@ -46,36 +47,12 @@ afterAll(async () => {
 
 async function recordingTrack(callId: string, ssrc: number, stored: Buffer[]): Promise<{ track: ThreadedTrack; send: () => Promise<void> }> {
   const senderPort = (sender.address() as { port: number }).port;
-  const stream = await plane.open({
-    callId,
-    participantId: 'p1',
-    speakers: ['p1'],
-    codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
-    remote: { address: '127.0.0.1', rtpPort: senderPort, rtcpPort: senderPort, rtcpMux: true },
-    held: false,
-  });
-  const track = pool.create({
-    callId,
-    participantId: 'p1',
-    codec: 'opus',
-    segmentSamples: 48_000 * 60,
-    sink: {
-      putSegment: async (_meta, ogg) => {
-        stored.push(Buffer.from(ogg));
-        return { stored: 'uploaded' };
-      },
-    },
-    onStoreError: (err) => {
-      throw err;
-    },
-  }) as ThreadedTrack;
-  track.startRun(`rec-${callId}`, 0, Date.now() - 1000);
-  track.setWritable(true);
+  const { track, rtpPort } = await openThreadTrack(pool, plane, { callId, senderPort, recordingId: `rec-${callId}`, stored: (ogg) => stored.push(ogg) });
   await sleep(50);
   const send = async (): Promise<void> => {
     for (let seq = 0; seq < PACKETS; seq++) {
       const payload = Buffer.concat([Buffer.from([0xf8]), marker(callId, seq)]);
-      sender.send(buildRtp({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, ssrc, payload }), stream.local.rtpPort, '127.0.0.1');
+      sender.send(buildRtp({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, ssrc, payload }), rtpPort, '127.0.0.1');
       await sleep(2);
     }
     const deadline = Date.now() + 5000;

@@ -1,0 +1,46 @@
+/**
+ * A recording track in a real media thread, fed by a stream the test sends RTP to: the setup the
+ * media-thread tests share (a ThreadedMediaPlane stream for one speaker, a track with a sink that
+ * keeps each finished segment's Ogg, its run started and its gate open).
+ */
+import type { MediaThreadPool } from '../../src/mediathreads/MediaThreadPool.ts';
+import type { ThreadedMediaPlane } from '../../src/mediathreads/ThreadedMediaPlane.ts';
+import type { ThreadedTrack } from '../../src/mediathreads/ThreadedTrack.ts';
+
+export interface ThreadTrackSetup {
+  callId: string;
+  /** Where the test's RTP comes from (the stream's declared remote). */
+  senderPort: number;
+  recordingId: string;
+  /** Receives each finished segment's Ogg. */
+  stored: (ogg: Buffer) => void;
+}
+
+export async function openThreadTrack(pool: MediaThreadPool, plane: ThreadedMediaPlane, o: ThreadTrackSetup): Promise<{ track: ThreadedTrack; rtpPort: number }> {
+  const stream = await plane.open({
+    callId: o.callId,
+    participantId: 'p1',
+    speakers: ['p1'],
+    codec: { name: 'opus', payloadType: 111, clockRate: 48_000, channels: 2 },
+    remote: { address: '127.0.0.1', rtpPort: o.senderPort, rtcpPort: o.senderPort, rtcpMux: true },
+    held: false,
+  });
+  const track = pool.create({
+    callId: o.callId,
+    participantId: 'p1',
+    codec: 'opus',
+    segmentSamples: 48_000 * 60,
+    sink: {
+      putSegment: async (_meta, ogg) => {
+        o.stored(Buffer.from(ogg));
+        return { stored: 'uploaded' };
+      },
+    },
+    onStoreError: (err) => {
+      throw err;
+    },
+  }) as ThreadedTrack;
+  track.startRun(o.recordingId, 0, Date.now() - 1000);
+  track.setWritable(true);
+  return { track, rtpPort: stream.local.rtpPort };
+}
