@@ -26,7 +26,7 @@ import { routeOf } from '../src/cli/facts.ts';
 import { ControlPlane } from '../src/controlplane/ControlPlane.ts';
 import { loadControlPlaneConfig } from '../src/controlplane/config.ts';
 import { createToken, upsertIntegration } from '../src/facts/integrations.ts';
-import type { ConsentEvidence, Participant } from '../src/gate/facts.ts';
+import { MAX_MONTHLY_CAP, type ConsentEvidence, type Participant } from '../src/gate/facts.ts';
 import { playFixtureCall, type CallFacts } from './fixtureCall.ts';
 import { joinOggOpus } from '../src/media/OggOpusReader.ts';
 import { probeDurationSeconds, decodeToPcm } from '../src/media/ffmpeg.ts';
@@ -176,7 +176,9 @@ async function main(): Promise<void> {
     if (calm < 2) say(`the event loop still lags (p99 ${app.recorder.eventLoopLagP99Ms.toFixed(0)} ms): the call may be refused as overloaded`);
 
     const now = Date.now();
-    await ivr.post({ type: 'schedule.set', agentId: 'agent-7f3a', windows: [{ start: now - 60_000, end: now + 3_600_000 }], monthlyCap: 20 });
+    // The demo's database keeps its recordings across runs (the web app shows them), and the cap
+    // counts this month's calls: a cap of 20 stopped the 21st demo of the month as `cap-reached`.
+    await ivr.post({ type: 'schedule.set', agentId: 'agent-7f3a', windows: [{ start: now - 60_000, end: now + 3_600_000 }], monthlyCap: MAX_MONTHLY_CAP });
     const fixtures = path.join(ROOT, 'media-fixtures', 'generated');
     const callId = `demo-${randomBytes(4).toString('hex')}`;
     const result = await playFixtureCall(app, ivr, {
