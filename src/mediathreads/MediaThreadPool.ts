@@ -54,6 +54,8 @@ export interface MediaThread extends TrackThread {
   loopP99Ms: number;
   cpuUs: number;
   alive: boolean;
+  /** Fallbacks of its open segment files reported so far (the counter takes the difference). */
+  openSegmentFallbacks: number;
 }
 
 /** What one media thread reported in its last second. */
@@ -139,6 +141,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         loopP99Ms: 0,
         cpuUs: 0,
         alive: true,
+        openSegmentFallbacks: 0,
         send: (msg) => worker.postMessage(msg),
         request: (make) => pool.#request(thread, make),
       };
@@ -299,20 +302,25 @@ export class MediaThreadPool implements DirectTrackFactory {
         thread.loopP99Ms = m.loopP99Ms;
         this.#worstLoopStallMs = Math.max(this.#worstLoopStallMs, m.loopMaxMs);
         thread.cpuUs = m.cpuUs;
-        this.#exportLoad(thread, m.tracks.length);
+        this.#exportLoad(thread, m.tracks.length, m.openSegments);
         break;
       case 'ready':
         break;
     }
   }
 
-  #exportLoad(thread: MediaThread, tracks: number): void {
+  #exportLoad(thread: MediaThread, tracks: number, files: { open: number; fallbacks: number } | undefined): void {
     const m = this.#o.metrics;
     if (!m) return;
     const label = { thread: String(thread.index) };
     m.mediaThreadLagSeconds.set(label, thread.loopP99Ms / 1000);
     m.mediaThreadCpuRatio.set(label, thread.cpuUs / 1e6);
     m.mediaThreadTracks.set(label, tracks);
+    if (files !== undefined) {
+      m.openSegmentFiles.set(label, files.open);
+      if (files.fallbacks > thread.openSegmentFallbacks) m.openSegmentFallbacks.inc(label, files.fallbacks - thread.openSegmentFallbacks);
+      thread.openSegmentFallbacks = files.fallbacks;
+    }
   }
 
   /** A finished segment: the store seals and uploads it here; the thread learns the outcome. */

@@ -371,7 +371,7 @@ function postStats(): void {
   const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
   const loopMaxMs = Math.max(0, loopDelay.max / 1e6 - 10);
   loopDelay.reset();
-  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs });
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats });
 }
 const statsTimer = setInterval(postStats, 1000);
 

@@ -83,4 +83,4 @@ export type FromThread =
   | { readonly t: 'done'; readonly req: number; readonly error?: { readonly code: string; readonly message: string } | undefined; readonly value?: { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | undefined; readonly stats?: TrackStats | undefined }
   | { readonly t: 'event'; readonly event: StreamEvent }
   | { readonly t: 'verdict'; readonly callId: string; readonly participantId: string; readonly payloadHead: Uint8Array; readonly writable: boolean; readonly arrivalMs: number }
-  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number };
+  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined };

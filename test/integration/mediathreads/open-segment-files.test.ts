@@ -16,6 +16,7 @@ import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
 import { openThreadTrack } from '../../support/threadTrack.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
 import { createLogger } from '../../../src/log/logger.ts';
+import { createMetrics } from '../../../src/metrics/metrics.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'optin-open-segments-'));
 const dir = join(root, 'open-segments');
@@ -23,6 +24,9 @@ const dir = join(root, 'open-segments');
 const PACKETS = 300;
 const marker = (callId: string, seq: number): Buffer => Buffer.from(`${callId}/voice-${String(seq).padStart(4, '0')}`);
 
+const metrics = createMetrics();
+/** The thread's `optin_open_segment_files` as it last reported (once a second). */
+const openFiles = async (): Promise<number | undefined> => (await metrics.openSegmentFiles.get()).values.find((v) => v.labels.thread === '0')?.value;
 let pool: MediaThreadPool;
 let plane: ThreadedMediaPlane;
 let sender: dgram.Socket;
@@ -31,7 +35,7 @@ beforeAll(async () => {
   // A file left by an earlier process: removed when the threads start.
   mkdirSync(join(dir, 't0'), { recursive: true });
   writeFileSync(join(dir, 't0', 'left-by-a-crash.seg'), 'ciphertext of a dead key');
-  pool = await MediaThreadPool.start({ threads: 1, maxTracks: 16, portMin: 47_000, portMax: 47_099, bindAddress: '127.0.0.1', logger: createLogger('silent'), openSegmentDir: dir });
+  pool = await MediaThreadPool.start({ threads: 1, maxTracks: 16, portMin: 47_000, portMax: 47_099, bindAddress: '127.0.0.1', logger: createLogger('silent'), openSegmentDir: dir, metrics });
   plane = new ThreadedMediaPlane(pool, { maxStreams: 4, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: () => undefined } });
   sender = dgram.createSocket('udp4');
   sender.bind(0, '127.0.0.1');
@@ -75,10 +79,13 @@ describe('media threads: open segments on disk, encrypted', () => {
     const onDisk = readFileSync(join(dir, 't0', files[0]!));
     expect(onDisk.length).toBeGreaterThan(255 * 20);
     expect(onDisk.includes(Buffer.from('voice-'))).toBe(false);
+    await expect.poll(openFiles, { timeout: 3000 }).toBe(1);
 
     await track.endRun(Date.now());
     await track.close(Date.now());
     expect(readdirSync(join(dir, 't0'))).toEqual([]);
+    await expect.poll(openFiles, { timeout: 3000 }).toBe(0);
+    expect((await metrics.openSegmentFallbacks.get()).values.reduce((a, v) => a + v.value, 0)).toBe(0);
     const ogg = Buffer.concat(stored);
     const missing = Array.from({ length: PACKETS }, (_, s) => s).filter((s) => ogg.indexOf(marker('call-kept', s)) === -1);
     expect(missing).toEqual([]);
