@@ -3,8 +3,12 @@
  * media-thread tests share (a ThreadedMediaPlane stream for one speaker, a track with a sink that
  * keeps each finished segment's Ogg, its run started and its gate open).
  */
-import type { MediaThreadPool } from '../../src/mediathreads/MediaThreadPool.ts';
-import type { ThreadedMediaPlane } from '../../src/mediathreads/ThreadedMediaPlane.ts';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { MediaThreadPool, type MediaThreadPoolOptions } from '../../src/mediathreads/MediaThreadPool.ts';
+import { ThreadedMediaPlane } from '../../src/mediathreads/ThreadedMediaPlane.ts';
+import type { StreamEvent } from '../../src/siprec/MediaPlane.ts';
+import { createLogger } from '../../src/log/logger.ts';
 import type { ThreadedTrack } from '../../src/mediathreads/ThreadedTrack.ts';
 
 export interface ThreadTrackSetup {
@@ -43,4 +47,32 @@ export async function openThreadTrack(pool: MediaThreadPool, plane: ThreadedMedi
   track.startRun(o.recordingId, 0, Date.now() - 1000);
   track.setWritable(true);
   return { track, rtpPort: stream.local.rtpPort };
+}
+
+/** Media threads, a threaded media plane on them and a local UDP sender: what those tests start first. */
+export interface ThreadPlane {
+  pool: MediaThreadPool;
+  plane: ThreadedMediaPlane;
+  sender: dgram.Socket;
+  close(): Promise<void>;
+}
+
+export async function startThreadPlane(
+  o: Pick<MediaThreadPoolOptions, 'threads' | 'maxTracks' | 'portMin' | 'portMax' | 'openSegmentDir' | 'metrics'> & { maxStreams: number; onEvent?: (e: StreamEvent) => void },
+): Promise<ThreadPlane> {
+  const pool = await MediaThreadPool.start({ bindAddress: '127.0.0.1', logger: createLogger('silent'), threads: o.threads, maxTracks: o.maxTracks, portMin: o.portMin, portMax: o.portMax, openSegmentDir: o.openSegmentDir, metrics: o.metrics });
+  const plane = new ThreadedMediaPlane(pool, { maxStreams: o.maxStreams, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: (e) => o.onEvent?.(e) } });
+  const sender = dgram.createSocket('udp4');
+  sender.bind(0, '127.0.0.1');
+  await once(sender, 'listening');
+  return {
+    pool,
+    plane,
+    sender,
+    async close() {
+      sender.close();
+      await plane.close();
+      await pool.close();
+    },
+  };
 }

@@ -12,10 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaThreadPool } from '../../../src/mediathreads/MediaThreadPool.ts';
 import { ThreadedMediaPlane } from '../../../src/mediathreads/ThreadedMediaPlane.ts';
 import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
-import { openThreadTrack } from '../../support/threadTrack.ts';
+import { openThreadTrack, startThreadPlane, type ThreadPlane } from '../../support/threadTrack.ts';
 import type { StreamEvent } from '../../../src/siprec/MediaPlane.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
-import { createLogger } from '../../../src/log/logger.ts';
 
 const THREADS = 2;
 const CALLS_PER_THREAD = 2;
@@ -25,20 +24,16 @@ const payloadOf = (callId: string, seq: number): Buffer => Buffer.concat([Buffer
 let pool: MediaThreadPool;
 let plane: ThreadedMediaPlane;
 let sender: dgram.Socket;
+let threads: ThreadPlane | undefined;
 const events: StreamEvent[] = [];
 
 beforeAll(async () => {
-  pool = await MediaThreadPool.start({ threads: THREADS, maxTracks: 64, portMin: 46_000, portMax: 46_999, bindAddress: '127.0.0.1', logger: createLogger('silent') });
-  plane = new ThreadedMediaPlane(pool, { maxStreams: 16, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: (e) => events.push(e) } });
-  sender = dgram.createSocket('udp4');
-  sender.bind(0, '127.0.0.1');
-  await once(sender, 'listening');
+  threads = await startThreadPlane({ threads: THREADS, maxTracks: 64, portMin: 46_000, portMax: 46_999, maxStreams: 16, onEvent: (e) => events.push(e) });
+  ({ pool, plane, sender } = threads);
 });
 
 afterAll(async () => {
-  sender?.close();
-  await plane?.close();
-  await pool?.close();
+  await threads?.close();
 });
 
 describe('media threads: the gate in shared memory', () => {

@@ -4,7 +4,6 @@
  * segment holds every packet, and the file is gone when the segment is taken or the run erased.
  */
 import dgram from 'node:dgram';
-import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -13,9 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaThreadPool } from '../../../src/mediathreads/MediaThreadPool.ts';
 import { ThreadedMediaPlane } from '../../../src/mediathreads/ThreadedMediaPlane.ts';
 import type { ThreadedTrack } from '../../../src/mediathreads/ThreadedTrack.ts';
-import { openThreadTrack } from '../../support/threadTrack.ts';
+import { openThreadTrack, startThreadPlane, type ThreadPlane } from '../../support/threadTrack.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
-import { createLogger } from '../../../src/log/logger.ts';
 import { createMetrics } from '../../../src/metrics/metrics.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'optin-open-segments-'));
@@ -30,22 +28,18 @@ const openFiles = async (): Promise<number | undefined> => (await metrics.openSe
 let pool: MediaThreadPool;
 let plane: ThreadedMediaPlane;
 let sender: dgram.Socket;
+let threads: ThreadPlane | undefined;
 
 beforeAll(async () => {
   // A file left by an earlier process: removed when the threads start.
   mkdirSync(join(dir, 't0'), { recursive: true });
   writeFileSync(join(dir, 't0', 'left-by-a-crash.seg'), 'ciphertext of a dead key');
-  pool = await MediaThreadPool.start({ threads: 1, maxTracks: 16, portMin: 47_000, portMax: 47_099, bindAddress: '127.0.0.1', logger: createLogger('silent'), openSegmentDir: dir, metrics });
-  plane = new ThreadedMediaPlane(pool, { maxStreams: 4, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: () => undefined } });
-  sender = dgram.createSocket('udp4');
-  sender.bind(0, '127.0.0.1');
-  await once(sender, 'listening');
+  threads = await startThreadPlane({ threads: 1, maxTracks: 16, portMin: 47_000, portMax: 47_099, maxStreams: 4, openSegmentDir: dir, metrics });
+  ({ pool, plane, sender } = threads);
 });
 
 afterAll(async () => {
-  sender?.close();
-  await plane?.close();
-  await pool?.close();
+  await threads?.close();
   rmSync(root, { recursive: true, force: true });
 });
 
