@@ -24,7 +24,7 @@ export interface MediaThreadConfig {
   /**
    * Receive coalescing: the thread sleeps this long between drains of its sockets (0 = wake for
    * every packet). Each wake-up costs more than reading a packet; draining every few ms reads
-   * many packets per wake-up. Packets read in a drain are stamped with the drain's start.
+   * many packets per wake-up. Each packet is stamped when it is read (MediaTimeAnchor judges it).
    */
   readonly batchMs: number;
   /** The thread's shared tick (jitter buffer release), as the Recorder's. */

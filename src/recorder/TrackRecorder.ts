@@ -95,7 +95,7 @@ export class TrackRecorder {
   #closed = false;
   /** Counters over the track's life (the jitter buffer's are per run). */
   readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, droppedPreOpening: 0, malformed: 0, segments: 0, timelineMs: 0 };
-  /** RTP time -> wall clock of late packets, over the track's life (every packet, every run): the media-time gate. */
+  /** RTP time -> wall clock, over the track's life (every packet, every run): the media-time gate. */
   readonly #mediaTime: MediaTimeAnchor;
   #lastStats: JitterStats | undefined;
 
@@ -150,7 +150,7 @@ export class TrackRecorder {
     this.counters.received++;
     // Every packet, kept or not, keeps the track's media clock (it must be known at an opening).
     // Sequence, timestamp and SSRC at their fixed offsets (RFC 3550 §5.1); the full parse is below.
-    const lateMediaMs = buf.length >= 12 ? this.#mediaTime.lateMediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : Number.NaN;
+    const mediaMs = buf.length >= 12 ? this.#mediaTime.mediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : nowMs;
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
@@ -158,11 +158,10 @@ export class TrackRecorder {
       return;
     }
     const m = this.#o.metrics;
-    if (nowMs < run.openedAtMs || lateMediaMs < run.openedAtMs) {
-      // R4: it may have arrived before the opening (a media thread's batch that began before it:
-      // `nowMs` is then the batch's start), or (issue 19, by media time) it arrived after the
-      // opening behind a later packet of its source, its audio from before the opening (NaN, a
-      // packet in order, never is).
+    if (mediaMs < run.openedAtMs) {
+      // R4, by media time (never later than `nowMs`): it arrived before the opening, or it was
+      // read after the opening but its audio is from before it: it came behind a later packet of
+      // its source, or it waited in the socket while the reader slept or was held up.
       this.counters.droppedPreOpening++;
       m?.packetsDropped.inc(PRE_OPENING_LABELS);
       return;

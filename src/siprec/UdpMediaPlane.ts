@@ -287,7 +287,7 @@ class UdpReceiveStream implements ReceiveStream {
   update(change: StreamUpdate): void {
     if (this.#closed) return;
     // On the packets' clock: a resume must not be later than the stamp of the packets after it
-    // (a media thread stamps a drain's packets with the drain's start; JitterBuffer.resumedAt).
+    // (JitterBuffer.resumedAt).
     const now = this.#clock();
     if (change.remote) this.#remote = change.remote;
     if (change.srtp) this.#srtp = new SrtpReceiver(change.srtp);
