@@ -1,31 +1,22 @@
 /**
- * When was the audio of a packet spoken, on the recorder's clock? The gate judges a packet by
- * that media time rather than by when the recorder read it (R4, issue 19 item 5): at an opening, a
- * packet can be read after the opening instant and still carry audio from before it. Two ways:
- *
- * - it arrived behind a later packet of its own source (reordered, or delayed past it);
- * - it arrived in order, but the reader was held up (a media thread's or the main loop's stall,
- *   CPU taken by another process): packets queued in the socket meanwhile are read together, each
- *   stamped with the read, later than it came. On a loaded host that was up to ~100 ms
- *   (`MediaThreadPool.worstLoopStallMs` in the e2e runs), enough to keep audio from before consent.
- *
- * One per track, fed with every packet whatever the gate says (the clock must be known at an
- * opening). Pure: no I/O.
+ * When was the audio of a late packet spoken, on the recorder's clock? The gate judges a packet
+ * that arrives after a later packet of its own source (reordered or delayed past it) by its
+ * media time rather than its arrival (R4, issue 19 item 5): at an opening, such a packet can
+ * arrive after the opening instant and still carry audio from before it. One per track, fed with
+ * every packet whatever the gate says (the clock must be known at an opening). Pure: no I/O.
  *
  * Per source (SSRC), like the jitter buffer's anchor: arrival - timestamp / clock is the sender's
- * timeline start plus the one-way delay (and the reader's delay), and its minimum (the delay floor)
- * over a short rolling window of `windowMs` to 2 × `windowMs` is what the least delayed packets of
- * the last moments show. A packet's media time is that floor plus its timestamp: when it would have
- * arrived as the timeliest of its neighbours did. It is never later than the packet's arrival (the
- * floor includes the packet itself).
+ * timeline start plus the one-way delay, and its minimum (the delay floor) over a short rolling
+ * window of `windowMs` to 2 × `windowMs` is what the least delayed packets of the last moments
+ * show. A late packet's media time is that floor plus its timestamp: when it would have arrived
+ * as the timeliest of its neighbours did.
  *
- * A packet in order is moved back by at most `readDelayBoundMs` (default 500 ms): the longest a
- * read can plausibly have waited. That bounds what a sender whose timestamps do not follow the
- * wall clock (bursts, a slow clock, a timestamp jump back, a hold with frozen timestamps) can cost:
- * its packets look older than they are, so within that bound after an opening some of them are
- * dropped, never kept early (fail closed). A packet that arrived behind a later one of its source
- * has no bound: a reordered packet can be any age. The short window bounds how long an old floor
- * can outlive a timeline change (at most 2 × `windowMs`).
+ * Packets in order are not judged here (their arrival is their time: the receive-time fence of
+ * issue 17 covers the queue between the SFU worker and Node). That keeps the rule safe for
+ * senders whose timestamps do not follow the wall clock (bursts, a paced sender that drifts, a
+ * timestamp jump): only a packet that arrives after a later one of its source, which such a
+ * sender's in-order stream never produces, is mapped through the timestamps. The short window
+ * bounds how long an old floor can outlive a timeline change (at most 2 × `windowMs`).
  */
 import { Unwrapper, extendSeq } from '../rtp/sequence.ts';
 
@@ -34,8 +25,6 @@ export interface MediaTimeAnchorOptions {
   clockRate: number;
   /** Rolling window of the delay-floor search (default 1000 ms). */
   windowMs?: number;
-  /** How far back a packet in order can be judged from its arrival (default 500 ms). */
-  readDelayBoundMs?: number;
 }
 
 interface Source {
@@ -55,22 +44,20 @@ const MAX_MISORDER = 100;
 
 export class MediaTimeAnchor {
   readonly #windowMs: number;
-  readonly #readDelayBoundMs: number;
   readonly #perMs: number;
   readonly #sources: Source[] = [];
 
   constructor(options: MediaTimeAnchorOptions) {
     this.#windowMs = options.windowMs ?? 1000;
-    this.#readDelayBoundMs = options.readDelayBoundMs ?? 500;
     this.#perMs = options.clockRate / 1000;
   }
 
   /**
-   * Offers one received packet (every packet, kept or not) and returns the wall-clock time of its
-   * first sample: the delay floor plus its timestamp, never later than `arrivalMs`, and for a
-   * packet in order never earlier than `arrivalMs - readDelayBoundMs`.
+   * Offers one received packet (every packet, kept or not). Returns the wall-clock time of its
+   * first sample if it is late (a later packet of its source arrived before it), else NaN: a
+   * packet in order is judged by its arrival.
    */
-  mediaTime(ssrc: number, seq: number, timestamp: number, arrivalMs: number): number {
+  lateMediaTime(ssrc: number, seq: number, timestamp: number, arrivalMs: number): number {
     const s = this.#source(ssrc);
     const media = s.ts.unwrap(timestamp) / this.#perMs;
     const offset = arrivalMs - media;
@@ -80,17 +67,17 @@ export class MediaTimeAnchor {
       s.windowStart = arrivalMs;
     }
     if (offset < s.floorCur) s.floorCur = offset;
-    // Equal to the arrival when this packet is the floor; min() keeps it so through the rounding.
-    const spoken = Math.min(Math.min(s.floorPrev, s.floorCur) + media, arrivalMs);
     if (Number.isNaN(s.highestSeq)) {
       s.highestSeq = seq & 0xffff;
-      return arrivalMs; // the first packet of a source is its own floor
+      return Number.NaN;
     }
     const ext = extendSeq(seq, s.highestSeq);
     const behind = s.highestSeq - ext;
-    if (behind > 0 && behind <= MAX_MISORDER) return spoken; // late: behind a later packet of its source
-    s.highestSeq = ext; // in order (or a restarted sequence, which starts a new count)
-    return Math.max(spoken, arrivalMs - this.#readDelayBoundMs);
+    if (behind <= 0 || behind > MAX_MISORDER) {
+      s.highestSeq = ext; // in order (or a restarted sequence, which starts a new count)
+      return Number.NaN;
+    }
+    return Math.min(s.floorPrev, s.floorCur) + media;
   }
 
   #source(ssrc: number): Source {

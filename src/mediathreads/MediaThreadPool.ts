@@ -185,8 +185,9 @@ export class MediaThreadPool implements DirectTrackFactory {
 
   /**
    * The longest any media thread's event loop was held up since the pool started (ms; reported
-   * once a second). A thread reads a packet that late at worst; the gate judges it by its media
-   * time instead (media/MediaTimeAnchor.ts), so this is what that rule has to undo on this host.
+   * once a second). A thread reads a packet that late at worst: outside a drain's sleep, an
+   * opening judges a packet by when it was read, so this is how far before an opening kept audio
+   * can reach on this host.
    */
   get worstLoopStallMs(): number {
     return this.#worstLoopStallMs;

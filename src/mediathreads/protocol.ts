@@ -24,7 +24,8 @@ export interface MediaThreadConfig {
   /**
    * Receive coalescing: the thread sleeps this long between drains of its sockets (0 = wake for
    * every packet). Each wake-up costs more than reading a packet; draining every few ms reads
-   * many packets per wake-up. Each packet is stamped when it is read (MediaTimeAnchor judges it).
+   * many packets per wake-up. A packet read in a drain is stamped when it is read; R4 judges it by
+   * the drain's start, the earliest it can have come.
    */
   readonly batchMs: number;
   /** The thread's shared tick (jitter buffer release), as the Recorder's. */

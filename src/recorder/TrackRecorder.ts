@@ -95,7 +95,7 @@ export class TrackRecorder {
   #closed = false;
   /** Counters over the track's life (the jitter buffer's are per run). */
   readonly counters = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, droppedPreOpening: 0, malformed: 0, segments: 0, timelineMs: 0 };
-  /** RTP time -> wall clock, over the track's life (every packet, every run): the media-time gate. */
+  /** RTP time -> wall clock of late packets, over the track's life (every packet, every run): the media-time gate. */
   readonly #mediaTime: MediaTimeAnchor;
   #lastStats: JitterStats | undefined;
 
@@ -143,14 +143,19 @@ export class TrackRecorder {
    * to give away: the payload is kept as a view into it (no copy) while it waits in the jitter
    * buffer and on the open Ogg page. The mediasoup tap satisfies this: it hands every packet over
    * in a Buffer of its own (Consumer 'rtp': `Buffer.from(notification.dataArray())`), never reused.
+   *
+   * `nowMs` is when the packet was read: never before it came, so the track's start (its
+   * least-delayed packet's, JitterBuffer.wallClockAt) is never placed before its audio came.
+   * `earliestMs` is the earliest it can have come, when the reader knows better than `nowMs` (a
+   * media thread's drain: the start of the sleep it waited out); R4 judges by that.
    */
-  onRtp(buf: Buffer, nowMs: number, writable: boolean): void {
+  onRtp(buf: Buffer, nowMs: number, writable: boolean, earliestMs = nowMs): void {
     // Counted locally and added to the Prometheus counters by flushMetrics (once a second and at
     // every scrape): a labelled counter increment per packet was a third of this path's cost.
     this.counters.received++;
     // Every packet, kept or not, keeps the track's media clock (it must be known at an opening).
     // Sequence, timestamp and SSRC at their fixed offsets (RFC 3550 §5.1); the full parse is below.
-    const mediaMs = buf.length >= 12 ? this.#mediaTime.mediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : nowMs;
+    const lateMediaMs = buf.length >= 12 ? this.#mediaTime.lateMediaTime(buf.readUInt32BE(8), buf.readUInt16BE(2), buf.readUInt32BE(4), nowMs) : Number.NaN;
     const run = this.#run;
     if (!writable || run === undefined) {
       // R4: dropped on arrival, never buffered.
@@ -158,10 +163,10 @@ export class TrackRecorder {
       return;
     }
     const m = this.#o.metrics;
-    if (mediaMs < run.openedAtMs) {
-      // R4, by media time (never later than `nowMs`): it arrived before the opening, or it was
-      // read after the opening but its audio is from before it: it came behind a later packet of
-      // its source, or it waited in the socket while the reader slept or was held up.
+    if (earliestMs < run.openedAtMs || lateMediaMs < run.openedAtMs) {
+      // R4: it may have come before the opening (a media thread's drain whose sleep began before
+      // it), or (issue 19, by media time) it came after the opening behind a later packet of its
+      // source, its audio from before the opening (NaN, a packet in order, never is).
       this.counters.droppedPreOpening++;
       m?.packetsDropped.inc(PRE_OPENING_LABELS);
       return;
