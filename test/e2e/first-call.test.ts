@@ -9,7 +9,7 @@ import { playFixtureCall, type FixtureCallResult } from '../../workers/fixtureCa
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm } from '../../src/media/ffmpeg.ts';
 import { mediaPrefix } from '../../src/storage/layout.ts';
-import { useStack } from '../support/stack.ts';
+import { openingEarlyBoundMs, useStack } from '../support/stack.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb, snrBestAlignment } from '../support/audio.ts';
 import type { TrackSegment } from '../../src/storage/types.ts';
@@ -103,12 +103,9 @@ describe('first recorded call', () => {
   it('segments start after consent (within 20 ms and the longest thread stall) and the two speakers line up within 40 ms', () => {
     const a = tracks.get('pa')!;
     const c = tracks.get('pc')!;
-    // A media thread judges a packet by when it read it (docs/architecture.md §3.2): on a loaded
-    // host a packet sent just before the opening can be read after it, as late as the thread's
-    // longest stall (measured, not guessed).
-    const stallMs = stack.app.mediaThreads?.worstLoopStallMs ?? 0;
-    console.log(`first segment starts ${a[0]!.meta.startWallClockMs - result.consentAtMs!} ms after consent, the other speaker ${c[0]!.meta.startWallClockMs - result.consentAtMs!} ms; longest media-thread stall ${Math.round(stallMs)} ms`);
-    expect(a[0]!.meta.startWallClockMs).toBeGreaterThanOrEqual(result.consentAtMs! - 20 - stallMs);
+    const earlyMs = openingEarlyBoundMs(stack);
+    console.log(`first segment starts ${a[0]!.meta.startWallClockMs - result.consentAtMs!} ms after consent, the other speaker ${c[0]!.meta.startWallClockMs - result.consentAtMs!} ms; allowed before it ${Math.round(earlyMs)} ms`);
+    expect(a[0]!.meta.startWallClockMs).toBeGreaterThanOrEqual(result.consentAtMs! - earlyMs);
     // One ffmpeg sends both legs on one clock (workers/fixtureCall.ts): the tracks must line up.
     expect(Math.abs(a[0]!.meta.startWallClockMs - c[0]!.meta.startWallClockMs)).toBeLessThan(40);
     for (const s of [...a, ...c]) expect(s.meta.quality).toMatchObject({ gate: 'open' });

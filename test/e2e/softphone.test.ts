@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { joinOggOpus } from '../../src/media/OggOpusReader.ts';
 import { decodeToPcm, sendRtp } from '../../src/media/ffmpeg.ts';
-import { useStack } from '../support/stack.ts';
+import { openingEarlyBoundMs, useStack } from '../support/stack.ts';
 import { useSoftphoneHost } from '../support/softphone.ts';
 import { fixturePath } from '../support/fixtures.ts';
 import { toneAdvantageDb } from '../support/audio.ts';
@@ -18,12 +18,6 @@ import { readTrack } from '../support/storageFixtures.ts';
 const AGENT_HZ = 523;
 const CUSTOMER_HZ = 1230;
 const stack = useStack({ segmentSeconds: 2 }, { agents: ['agent-s1'] });
-/**
- * How far before an opening a track's first segment may start: one 20 ms packet, plus the media
- * threads' longest measured stall (a packet that waited out a stall outside a drain's sleep is
- * judged by its read: the known limit in docs/architecture.md §3.2, measured, not guessed).
- */
-const earlyBoundMs = (): number => 20 + (stack.app.mediaThreads?.worstLoopStallMs ?? 0);
 const host = useSoftphoneHost(stack);
 
 async function waitFor(page: Page, fn: string, timeoutMs = 20_000): Promise<void> {
@@ -80,8 +74,8 @@ describe('browser softphones over WebRTC', () => {
     const c = await track(recordingId, 'w-cust');
     expect(a.stderr.trim()).toBe('');
     expect(c.stderr.trim()).toBe('');
-    expect(a.firstStart).toBeGreaterThanOrEqual(consentAt - earlyBoundMs());
-    expect(c.firstStart).toBeGreaterThanOrEqual(consentAt - earlyBoundMs());
+    expect(a.firstStart).toBeGreaterThanOrEqual(consentAt - openingEarlyBoundMs(stack));
+    expect(c.firstStart).toBeGreaterThanOrEqual(consentAt - openingEarlyBoundMs(stack));
     expect(toneAdvantageDb(a.pcm, AGENT_HZ, CUSTOMER_HZ)).toBeGreaterThan(40);
     expect(toneAdvantageDb(c.pcm, CUSTOMER_HZ, AGENT_HZ)).toBeGreaterThan(40);
     // ~5 s were recorded after consent.
@@ -121,8 +115,8 @@ describe('browser softphones over WebRTC', () => {
       const a = await track(recordingId, 's-agent');
       const c = await track(recordingId, 's-cust');
       expect(c.stderr.trim()).toBe('');
-      expect(c.firstStart).toBeGreaterThanOrEqual(consentAt - earlyBoundMs());
-      expect(a.firstStart).toBeGreaterThanOrEqual(consentAt - earlyBoundMs());
+      expect(c.firstStart).toBeGreaterThanOrEqual(consentAt - openingEarlyBoundMs(stack));
+      expect(a.firstStart).toBeGreaterThanOrEqual(consentAt - openingEarlyBoundMs(stack));
       expect(toneAdvantageDb(a.pcm, AGENT_HZ, CUSTOMER_HZ)).toBeGreaterThan(40);
       expect(toneAdvantageDb(c.pcm, CUSTOMER_HZ, AGENT_HZ)).toBeGreaterThan(40);
       expect(c.pcm.length / 48000).toBeGreaterThan(4);
@@ -168,7 +162,7 @@ describe('browser softphones over WebRTC', () => {
       expect(runs.length, `runs ${runs.join(',')}`).toBe(2);
       expect(new Set(segs.map((s) => s.meta.segment)).size).toBe(segs.length);
       const second = segs.filter((s) => s.meta.run === runs[1]);
-      expect(Math.min(...second.map((s) => s.meta.startWallClockMs))).toBeGreaterThanOrEqual(reloadAt - earlyBoundMs());
+      expect(Math.min(...second.map((s) => s.meta.startWallClockMs))).toBeGreaterThanOrEqual(reloadAt - openingEarlyBoundMs(stack));
       // The new run is the agent's voice again, seconds of it.
       const { pcm, stderr } = await decodeToPcm(joinOggOpus(second.map((s) => s.ogg)));
       expect(stderr.trim()).toBe('');

@@ -152,6 +152,17 @@ export function useStack(overrides: StackOverrides | (() => StackOverrides) = {}
 export const openSchedule = openScheduleOf;
 
 /**
+ * How far before a gate's opening a track's first segment may start: one 20 ms packet (the
+ * per-packet gate's accuracy) plus the media threads' longest measured stall. A packet that
+ * waited out a stall of its thread outside a drain's sleep is judged by when it was read (the
+ * known limit in docs/architecture.md §3.2), so on a loaded host audio from up to that stall
+ * before the opening can be kept. Measured, not guessed; read it after the call.
+ */
+export function openingEarlyBoundMs(stack: Stack): number {
+  return 20 + (stack.app.mediaThreads?.worstLoopStallMs ?? 0);
+}
+
+/**
  * Waits until the recorder has let `callId` go and finished closing it. The call leaves
  * `recorder.calls` when its close begins; a track in a media thread hands its last segment over
  * only when the thread answers the run's end, so `store.drained()` right after the call left can

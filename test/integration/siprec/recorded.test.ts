@@ -14,7 +14,7 @@ import { assertBaresip, baresipCall } from '../../support/baresip.ts';
 import { decodeToPcm } from '../../../src/media/ffmpeg.ts';
 import { joinOggOpus } from '../../../src/media/OggOpusReader.ts';
 import { mediaPrefix } from '../../../src/storage/layout.ts';
-import { useStack } from '../../support/stack.ts';
+import { openingEarlyBoundMs, useStack } from '../../support/stack.ts';
 import { readTrack } from '../../support/storageFixtures.ts';
 import { SipUac } from '../../support/sipUac.ts';
 import { SIPREC_HEADERS, rsMetadata, sdpOffer, siprecBody } from '../../support/siprecFixtures.ts';
@@ -113,12 +113,9 @@ describe('SIPREC session recorded through the gate', () => {
         [agent, 440, 660],
         [customer, 660, 440],
       ] as const) {
-        // Nothing before the consent (the per-packet gate's accuracy: one 20 ms packet). A media
-        // thread judges a packet by when it read it (docs/architecture.md §3.2): on a loaded host a
-        // packet sent just before the opening can be read after it, as late as the thread's longest
-        // stall (measured, as in test/e2e/first-call.test.ts; 106 ms over in a full .ci/run here).
-        const stallMs = stack.app.mediaThreads?.worstLoopStallMs ?? 0;
-        expect(segs[0]!.meta.startWallClockMs).toBeGreaterThanOrEqual(consentAt - 20 - stallMs);
+        // Nothing before the consent, within one packet and the threads' longest stall (106 ms
+        // over a bare 20 ms in a full .ci/run here).
+        expect(segs[0]!.meta.startWallClockMs).toBeGreaterThanOrEqual(consentAt - openingEarlyBoundMs(stack));
         const { pcm, stderr } = await decodeToPcm(joinOggOpus(segs.map((s) => s.ogg)));
         expect(stderr.trim()).toBe('');
         const seconds = pcm.length / 48000;
