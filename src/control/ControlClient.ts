@@ -148,10 +148,15 @@ interface PendingSnapshot {
 }
 
 interface PendingCap {
+  /** The recording and the agents asked for (a late answer stands only for the same question). */
+  question: string;
   resolve: (decision: CapDecision) => void;
   reject: (err: OptinError) => void;
   timer: NodeJS.Timeout;
 }
+
+/** Cap questions given up on (timed out) whose late answers are still worth taking (see `#givenUp`). */
+const MAX_GIVEN_UP_CAPS = 1024;
 
 /** Refuses a URL the worker must not dial: not ws(s), or plain ws:// beyond loopback. */
 export function checkControlUrl(url: string): URL {
@@ -202,6 +207,16 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
   #pending: PendingSnapshot | undefined;
   #nextRequest = 0;
   readonly #caps = new Map<string, PendingCap>();
+  /**
+   * Timed-out cap questions of this connection, requestId -> question (the recording and its
+   * agents). The control plane decides once per recording and agent (idempotent), so a late
+   * answer is the answer to the retry of the same question too: taken for it, not dropped. Only
+   * the same agents: an agent who joined since (a transfer) is asked about in a new question. Without this a control plane slower than
+   * `capTimeoutMs` for a while answers every question after the worker gave up on it, and the
+   * call never leaves admission (seen in the gate property test on a loaded host: one call
+   * re-asking every 2 s for 10 s, each answer arriving just after its retry).
+   */
+  readonly #givenUp = new Map<string, string>();
   /** Last R7 report per call, resent after a reconnect; Map order = recency, for trimming. */
   readonly #reports = new Map<string, RecordingStateV2>();
   /** Last catalogue report per recording not yet sent in its final form; resent after a reconnect. */
@@ -329,13 +344,16 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
       return Promise.reject(new OptinError('CONTROL_NOT_FRESH', 'the policy stream is not live: no cap decision can be asked now', { retryable: true }));
     }
     const requestId = `q${(this.#nextRequest++).toString(36)}-${Math.floor(this.#random() * 1e9).toString(36)}`;
+    const question = JSON.stringify([input.recordingId, [...new Set(input.agentIds)].sort()]);
     return new Promise<CapDecision>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#caps.delete(requestId);
+        this.#givenUp.set(requestId, question);
+        if (this.#givenUp.size > MAX_GIVEN_UP_CAPS) this.#givenUp.delete(this.#givenUp.keys().next().value!);
         this.#logger?.warn({ requestId, recordingId: input.recordingId, timeoutMs: this.#capTimeoutMs }, 'control: no cap decision in time');
         reject(new OptinError('CONTROL_CAP_UNKNOWN', `no monthly-cap decision within ${this.#capTimeoutMs} ms; the recording waits and asks again`, { retryable: true }));
       }, this.#capTimeoutMs);
-      this.#caps.set(requestId, { resolve, reject, timer });
+      this.#caps.set(requestId, { question, resolve, reject, timer });
       this.#send({ v: PROTOCOL_VERSION_2, type: 'cap.request', requestId, recordingId: input.recordingId, callId: input.callId, agentIds: input.agentIds, at: input.at });
     });
   }
@@ -462,7 +480,18 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     this.#scheduleReconnect();
   }
 
+  /** The waiting retry of `lateRequestId`'s question (same recording, same agents), a question given up on. */
+  #retryOf(lateRequestId: string): string | undefined {
+    const question = this.#givenUp.get(lateRequestId);
+    if (question === undefined) return undefined;
+    this.#givenUp.delete(lateRequestId);
+    for (const [requestId, p] of this.#caps) if (p.question === question) return requestId;
+    return undefined;
+  }
+
   #failCaps(): void {
+    // Answers on the lost connection can no longer arrive.
+    this.#givenUp.clear();
     for (const [requestId, p] of this.#caps) {
       clearTimeout(p.timer);
       this.#caps.delete(requestId);
@@ -570,15 +599,15 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
         return;
       case 'cap.decision': {
         this.#heard();
-        const p = this.#caps.get(msg.requestId);
-        if (p === undefined) {
-          // Answered after we gave up: the retry (same recordingId) gets the same answer.
-          this.#logger?.debug({ requestId: msg.requestId }, 'control: late cap decision ignored');
+        const requestId = this.#caps.has(msg.requestId) ? msg.requestId : this.#retryOf(msg.requestId);
+        const p = requestId === undefined ? undefined : this.#caps.get(requestId);
+        if (requestId === undefined || p === undefined) {
+          this.#logger?.debug({ requestId: msg.requestId }, 'control: late cap decision ignored (no question for its recording waits)');
           return;
         }
         clearTimeout(p.timer);
-        this.#caps.delete(msg.requestId);
-        p.resolve(msg);
+        this.#caps.delete(requestId);
+        p.resolve(requestId === msg.requestId ? msg : { ...msg, requestId });
         return;
       }
       case 'delta': {

@@ -63,6 +63,8 @@ export class StreamRelay extends TypedEmitter<StreamRelayEvents> {
   #target: string;
   /** Server frame types not passed on (heartbeats: a silent link; cap decisions: a slow control plane). */
   readonly #swallowed = new Set<string>();
+  /** Server frames of these types held back, in order, each with how to pass it on (a slow control plane). */
+  readonly #delayed = new Map<string, (() => void)[]>();
   #accepting = true;
 
   private constructor(http: Server, target: string, secret: string, ca: Buffer | undefined) {
@@ -143,6 +145,28 @@ export class StreamRelay extends TypedEmitter<StreamRelayEvents> {
 
   pass(type: ServerMessageV2['type']): void {
     this.#swallowed.delete(type);
+  }
+
+  /** Server frames of this type are held back, in order, until `releaseOne` / `release`: answers that come late. */
+  delay(type: ServerMessageV2['type']): void {
+    if (!this.#delayed.has(type)) this.#delayed.set(type, []);
+  }
+
+  /** How many frames of `type` are held back now. */
+  delayedCount(type: ServerMessageV2['type']): number {
+    return this.#delayed.get(type)?.length ?? 0;
+  }
+
+  /** Passes on the oldest held frame of `type`; the rest stay held. */
+  releaseOne(type: ServerMessageV2['type']): void {
+    this.#delayed.get(type)?.shift()?.();
+  }
+
+  /** Passes on every held frame of `type`, in order, and stops holding that type. */
+  release(type: ServerMessageV2['type']): void {
+    const held = this.#delayed.get(type) ?? [];
+    this.#delayed.delete(type);
+    for (const send of held) send();
   }
 
   /** Every live session's later deltas and heartbeats carry seq + 1: the worker sees a fact lost. */
@@ -245,6 +269,14 @@ export class StreamRelay extends TypedEmitter<StreamRelayEvents> {
     let json = opened.json;
     const msg = JSON.parse(json) as { type?: string; seq?: number };
     if (msg.type !== undefined && this.#swallowed.has(msg.type)) return;
+    const held = msg.type === undefined ? undefined : this.#delayed.get(msg.type);
+    if (held !== undefined) {
+      // Sealed when passed on: the worker's frame counter sees frames in the order they come.
+      held.push(() => {
+        if (!s.closed && s.worker.readyState === WebSocket.OPEN) s.worker.send(s.down!.seal(json));
+      });
+      return;
+    }
     if ((msg.type === 'delta' || msg.type === 'heartbeat') && s.seqOffset !== 0 && typeof msg.seq === 'number') {
       msg.seq += s.seqOffset;
       json = JSON.stringify(msg);

@@ -539,6 +539,33 @@ describe('the monthly cap over the stream', () => {
   });
 });
 
+describe('late cap answers', () => {
+  it('a late answer is taken for the retry of the same question, never for a question about other agents', async () => {
+    const p = await connected();
+    const { relay } = p;
+    const scheduled = next(p.client, 'fact', (f) => f.type === 'schedule.set');
+    await p.policy.setSchedule('agent-late', [{ start: Date.now() - 1, end: Date.now() + 60_000 }], 5);
+    await scheduled;
+    const slow = startClient(relay.url, p.t.secret, { workerId: 'worker-3', capTimeoutMs: 2000 });
+    await slow.waitFresh();
+    relay.delay('cap.decision'); // the control plane's answers come, but late
+    const question = { recordingId: 'r_late1', callId: 'c-late1', agentIds: ['agent-late'], at: Date.now() };
+    await expect(slow.requestCap(question)).rejects.toMatchObject({ code: 'CONTROL_CAP_UNKNOWN' });
+    expect(relay.delayedCount('cap.decision')).toBe(1);
+    // The retry, and a question about the same recording with an agent who joined (no schedule:
+    // the control plane refuses it). Both answered by the control plane, both answers held.
+    const retry = slow.requestCap(question);
+    const joined = slow.requestCap({ ...question, agentIds: ['agent-late', 'agent-joined'] });
+    await until(async () => relay.delayedCount('cap.decision') === 3, 1500);
+    relay.releaseOne('cap.decision'); // the first question's answer, after the worker gave up on it
+    expect(await retry).toMatchObject({ admitted: true });
+    // Not the joined agent's answer: that question waits for its own, which stays held.
+    await expect(joined).rejects.toMatchObject({ code: 'CONTROL_CAP_UNKNOWN' });
+    relay.release('cap.decision');
+    slow.close();
+  });
+});
+
 describe('lifecycle', () => {
   it('close() is idempotent; a listener that throws does not stop the others', async () => {
     const p = await connected();
