@@ -198,6 +198,9 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             batchMs: config.mediaBatchMs,
             semiSpaceMb: config.mediaThreadSemiSpaceMb,
             openSegmentDir: config.openSegments === 'disk' ? path.join(config.spool.dir, 'open-segments') : undefined,
+            // Each thread seals and PUTs its own segments on the lean path (the store keeps the books);
+            // through the minio client the sealed bytes come here for the store's PUT.
+            s3: s3.mediaPut === 'lean' ? s3cfg : undefined,
             logLevel: config.logLevel,
             logger,
             metrics,

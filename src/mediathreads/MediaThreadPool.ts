@@ -11,6 +11,8 @@ import { observeSegmentQuality, type SegmentQualityRecord } from '../media/segme
 import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
+import { ThreadSegment } from './ThreadSegment.ts';
+import type { S3Config } from '../storage/s3Endpoint.ts';
 
 /** Measured with `npm run bench`: see the README's performance section. */
 export const DEFAULT_BATCH_MS = 8;
@@ -40,6 +42,11 @@ export interface MediaThreadPoolOptions {
    */
   readonly openSegmentDir?: string | undefined;
   readonly opus?: { readonly bitrate: number; readonly complexity: number } | undefined;
+  /**
+   * The store's endpoint and keys: each thread PUTs the segments it sealed itself, on its own
+   * lean path. Undefined: the sealed bytes come to the main thread for its PUT (minio client).
+   */
+  readonly s3?: S3Config | undefined;
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
@@ -56,6 +63,8 @@ export interface MediaThread extends TrackThread {
   alive: boolean;
   /** Fallbacks of its open segment files reported so far (the counter takes the difference). */
   openSegmentFallbacks: number;
+  /** Finished segments it held at its last report (sealed or not, until the store is done with them). */
+  heldSegments: number;
 }
 
 /** What one media thread reported in its last second. */
@@ -65,13 +74,16 @@ export interface MediaThreadLoad {
   /** CPU of the thread over its last stats second, in % of one core. */
   readonly cpuPct: number;
   readonly tracks: number;
+  /** Finished segments it holds until the store has them. */
+  readonly heldSegments: number;
 }
 
 /**
  * The media plane on every core (issue 16): worker threads that each receive their streams' RTP
  * on their own sockets and run those speakers' tracks, and the one table of gate words they all
  * read per packet. The main thread keeps the decisions (policy stream, gate, admission), the API,
- * and the store (sealing, upload, manifests, deletion).
+ * and the store's books (data keys, manifests, spool, deletion); each thread seals the segments
+ * its tracks finish and PUTs them (SegmentHold), asked by the store one segment at a time.
  *
  * A call is pinned to one thread by a stable hash of its id: its streams and tracks live together,
  * so a transfer or a codec change (a new track of the same call) stays in the thread where the
@@ -129,6 +141,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         opus: o.opus ?? { bitrate: 16_000, complexity: 5 },
         traceVerdicts: o.onVerdict !== undefined,
         openSegmentDir: o.openSegmentDir,
+        s3: o.s3,
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       // V8's young generation is its two semi-spaces plus as much again for new large objects.
@@ -142,8 +155,9 @@ export class MediaThreadPool implements DirectTrackFactory {
         cpuUs: 0,
         alive: true,
         openSegmentFallbacks: 0,
+        heldSegments: 0,
         send: (msg) => worker.postMessage(msg),
-        request: (make) => pool.#request(thread, make),
+        request: (make, transfer) => pool.#request(thread, make, transfer),
       };
       threads.push(thread);
       ready.push(
@@ -197,7 +211,7 @@ export class MediaThreadPool implements DirectTrackFactory {
   load(): MediaThreadLoad[] {
     const tracks = new Array<number>(this.#threads.length).fill(0);
     for (const t of this.#tracks.values()) tracks[(t.thread as MediaThread).index]!++;
-    return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]! }));
+    return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]!, heldSegments: t.heldSegments }));
   }
 
   /** Asks every thread for its figures now (they come once a second otherwise). */
@@ -269,12 +283,12 @@ export class MediaThreadPool implements DirectTrackFactory {
     return track;
   }
 
-  #request(thread: MediaThread, make: (req: number) => ToThread): Promise<unknown> {
+  #request(thread: MediaThread, make: (req: number) => ToThread, transfer: ArrayBuffer[] = []): Promise<unknown> {
     if (!thread.alive) return Promise.reject(new OptinError('INTERNAL', `media thread ${thread.index} is gone`));
     const req = this.#nextReq++;
     return new Promise((resolve, reject) => {
       thread.pending.set(req, { resolve, reject });
-      thread.worker.postMessage(make(req));
+      thread.worker.postMessage(make(req), transfer);
     });
   }
 
@@ -287,7 +301,8 @@ export class MediaThreadPool implements DirectTrackFactory {
         const p = thread.pending.get(m.req);
         thread.pending.delete(m.req);
         if (m.stats) this.#tracks.get(m.stats.id)?.updateStats(m.stats);
-        if (m.error) p?.reject(new OptinError(m.error.code as 'INTERNAL', m.error.message));
+        // A PUT's failure keeps the store's own code (as the main thread's PUT would report it).
+        if (m.error) p?.reject(m.error.store ? Object.assign(new Error(m.error.message), { code: m.error.code }) : new OptinError(m.error.code as 'INTERNAL', m.error.message));
         else p?.resolve(m.value);
         break;
       }
@@ -303,6 +318,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         thread.loopP99Ms = m.loopP99Ms;
         this.#worstLoopStallMs = Math.max(this.#worstLoopStallMs, m.loopMaxMs);
         thread.cpuUs = m.cpuUs;
+        thread.heldSegments = m.heldSegments;
         this.#exportLoad(thread, m.tracks.length, m.openSegments);
         break;
       case 'ready':
@@ -317,6 +333,7 @@ export class MediaThreadPool implements DirectTrackFactory {
     m.mediaThreadLagSeconds.set(label, thread.loopP99Ms / 1000);
     m.mediaThreadCpuRatio.set(label, thread.cpuUs / 1e6);
     m.mediaThreadTracks.set(label, tracks);
+    m.heldSegments.set(label, thread.heldSegments);
     if (files !== undefined) {
       m.openSegmentFiles.set(label, files.open);
       if (files.fallbacks > thread.openSegmentFallbacks) m.openSegmentFallbacks.inc(label, files.fallbacks - thread.openSegmentFallbacks);
@@ -324,10 +341,13 @@ export class MediaThreadPool implements DirectTrackFactory {
     }
   }
 
-  /** A finished segment: the store seals and uploads it here; the thread learns the outcome. */
+  /**
+   * A finished segment, held by its thread: the store keeps the books here and has the thread seal
+   * and PUT it (ThreadSegment); the thread forgets it when told the outcome.
+   */
   #onSegment(thread: MediaThread, m: Extract<FromThread, { t: 'segment' }>): void {
     const track = this.#tracks.get(m.id);
-    const ogg = Buffer.from(m.ogg.buffer, m.ogg.byteOffset, m.ogg.byteLength);
+    const ogg = new ThreadSegment(thread, m.req, m.oggBytes, this.#o.s3 !== undefined);
     const metrics = this.#o.metrics;
     // The track's quality figures, as an in-process track exports them (the thread has no registry);
     // late and duplicate drops, which an in-process track counts per packet, from the record too.

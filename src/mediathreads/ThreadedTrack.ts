@@ -1,5 +1,5 @@
 import type { GatedTrack } from '../recorder/RecorderTrack.ts';
-import type { SegmentSink } from '../recorder/TrackRecorder.ts';
+import type { SegmentStore } from '../recorder/TrackRecorder.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { GateSlots } from './GateSlots.ts';
@@ -8,8 +8,8 @@ import type { ToThread, TrackStats } from './protocol.ts';
 /** The thread side of a ThreadedTrack, as the pool exposes it. */
 export interface TrackThread {
   send(msg: ToThread): void;
-  /** Sends a message carrying `req` and resolves (or rejects) with the thread's answer. */
-  request(make: (req: number) => ToThread): Promise<unknown>;
+  /** Sends a message carrying `req` (moving `transfer` with it) and resolves (or rejects) with the thread's answer. */
+  request(make: (req: number) => ToThread, transfer?: ArrayBuffer[]): Promise<unknown>;
 }
 
 const ZERO_COUNTERS = { received: 0, written: 0, writtenBytes: 0, droppedClosed: 0, droppedPreOpening: 0, malformed: 0, segments: 0, timelineMs: 0 };
@@ -26,7 +26,7 @@ export class ThreadedTrack implements GatedTrack {
   readonly codec: AudioCodec;
   readonly id: number;
   readonly thread: TrackThread;
-  readonly sink: SegmentSink;
+  readonly sink: SegmentStore;
   readonly onStoreError: (err: Error) => void;
   readonly #gate: GateSlots;
   readonly #slot: number;
@@ -51,7 +51,7 @@ export class ThreadedTrack implements GatedTrack {
     gate: GateSlots;
     slot: number;
     word: number;
-    sink: SegmentSink;
+    sink: SegmentStore;
     onStoreError: (err: Error) => void;
     metrics?: Metrics | undefined;
     release: () => void;

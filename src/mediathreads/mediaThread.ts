@@ -2,10 +2,11 @@
  * Body of one media thread (see MediaThreadPool). It owns the UDP sockets of the streams pinned
  * to it (a UdpMediaPlane of its own, on its share of the port range) and the TrackRecorders of
  * their speakers: RTP in, the gate read from shared memory per packet, jitter buffer, G.711
- * framing and Opus encoding (its own libopus), segmenter and Ogg. Each finished segment goes to
- * the main thread in one message (its bytes transferred), where the store seals and uploads it
- * and keeps the books (manifest, deletion tombstones, spool); the put's outcome comes back so the
- * track knows when it is settled.
+ * framing and Opus encoding (its own libopus), segmenter and Ogg, and the sealing and PUT of each
+ * finished segment (SegmentHold): the segment's figures go to the main thread, whose store keeps
+ * the books (data keys, manifest, deletion tombstones, spool) and asks this thread to seal the
+ * bytes with the track's data key and PUT them; only a segment bound for the spool crosses,
+ * sealed. The put's outcome comes back so the track knows when it is settled.
  *
  * Nothing here decides whether to record: the main thread writes each track's gate word; a packet
  * is kept only while its word reads open (GateSlots), checked before anything else is done.
@@ -13,7 +14,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { GateSlots, MainPulse } from './GateSlots.ts';
-import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread, TrackStats } from './protocol.ts';
+import type { ContinueFrom, FromThread, MediaThreadConfig, ThreadError, ToThread, TrackStats } from './protocol.ts';
 import { TrackRecorder, type OpusEncoderPool } from '../recorder/TrackRecorder.ts';
 import { OpusWasmEncoder } from '../media/OpusWasmEncoder.ts';
 import { TRANSCODER_PRE_SKIP_48K } from '../media/TranscoderPool.ts';
@@ -25,6 +26,7 @@ import { OpenSegmentFiles } from '../media/OpenSegmentFiles.ts';
 import { OGG_BLOCKS } from '../media/OggOpusWriter.ts';
 import { join } from 'node:path';
 import { isOptinError } from '../errors/OptinError.ts';
+import { SegmentHold } from './SegmentHold.ts';
 
 const config = workerData as MediaThreadConfig;
 const port = parentPort!;
@@ -53,6 +55,8 @@ const openSegments =
         onFallback: (err) => log.warn({ err: err.message }, 'an open segment file could not be written: its segment stays in memory'),
       });
 const pageStore = openSegments ? () => openSegments.create() : undefined;
+/** Finished segments until the store is done with them; PUT from here when the thread has the store's endpoint. */
+const held = new SegmentHold(config.s3, { maxSockets: 16 });
 
 interface ThreadTrack {
   readonly id: number;
@@ -227,12 +231,12 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
     sink: {
       putSegment(meta, ogg) {
         const req = nextReq++;
-        // A segment's Ogg is a buffer of its own (Segmenter concatenates pages): moved, not copied.
+        // A segment's Ogg is a buffer of its own (Segmenter concatenates pages): kept, not copied.
         const own = ogg.byteOffset === 0 && ogg.byteLength === ogg.buffer.byteLength && ogg.buffer instanceof ArrayBuffer;
-        const bytes = own ? new Uint8Array(ogg.buffer, 0, ogg.byteLength) : new Uint8Array(ogg);
+        held.hold(req, own ? ogg : Buffer.from(ogg));
         return new Promise<void>((resolve, reject) => {
           pendingSegments.set(req, { resolve, reject });
-          post({ t: 'segment', req, id: m.id, meta, ogg: bytes }, [bytes.buffer as ArrayBuffer]);
+          post({ t: 'segment', req, id: m.id, meta, oggBytes: ogg.length });
         });
       },
     },
@@ -247,8 +251,33 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
 function done(req: number, p: Promise<unknown>, answer?: () => { stats?: TrackStats }): void {
   p.then(
     () => post({ t: 'done', req, ...answer?.() }),
-    (err: Error) => post({ t: 'done', req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+    (err: Error) => post({ t: 'done', req, error: threadError(err) }),
   );
+}
+
+function threadError(err: Error): ThreadError {
+  return { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message };
+}
+
+/** The store's requests on a held segment (see SegmentHold). */
+function onSegmentRequest(m: Extract<ToThread, { t: 'segment.seal' | 'segment.put' | 'segment.take' }>): void {
+  try {
+    if (m.t === 'segment.seal') {
+      post({ t: 'done', req: m.req, value: held.seal(m.seg, m.key, m.aad) });
+    } else if (m.t === 'segment.take') {
+      const bytes = held.take(m.seg);
+      post({ t: 'done', req: m.req, value: bytes }, [bytes.buffer as ArrayBuffer]);
+    } else {
+      held.put(m.seg, m.bucket, m.objectKey, m.tags, m.metadata).then(
+        () => post({ t: 'done', req: m.req }),
+        // The store's answer or the socket's error, with its own code (the uploader logs it and spools).
+        (err: Error & { code?: unknown }) =>
+          post({ t: 'done', req: m.req, error: isOptinError(err) ? threadError(err) : { code: typeof err.code === 'string' ? err.code : 'INTERNAL', message: err.message, store: true } }),
+      );
+    }
+  } catch (err) {
+    post({ t: 'done', req: m.req, error: threadError(err as Error) });
+  }
 }
 
 function statsOf(t: ThreadTrack): TrackStats {
@@ -299,15 +328,21 @@ port.on('message', (m: ToThread) => {
     case 'track.close':
       closeTrack(m.id, m.nowMs).then(
         (stats) => post({ t: 'done', req: m.req, stats }),
-        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+        (err: Error) => post({ t: 'done', req: m.req, error: threadError(err) }),
       );
       break;
     case 'track.settled':
       done(m.req, tracks.get(m.id)?.rec.settled() ?? Promise.resolve());
       break;
+    case 'segment.seal':
+    case 'segment.put':
+    case 'segment.take':
+      onSegmentRequest(m);
+      break;
     case 'segment.done': {
       const p = pendingSegments.get(m.req);
       pendingSegments.delete(m.req);
+      held.release(m.req);
       if (m.error === undefined) p?.resolve();
       else p?.reject(new Error(m.error));
       break;
@@ -318,7 +353,7 @@ port.on('message', (m: ToThread) => {
           streams.set(m.sid, stream);
           post({ t: 'done', req: m.req, value: stream.local });
         },
-        (err: Error) => post({ t: 'done', req: m.req, error: { code: isOptinError(err) ? err.code : 'INTERNAL', message: err.message } }),
+        (err: Error) => post({ t: 'done', req: m.req, error: threadError(err) }),
       );
       break;
     case 'stream.update':
@@ -344,6 +379,7 @@ port.on('message', (m: ToThread) => {
           clearInterval(tickTimer);
           if (batchTimer) clearInterval(batchTimer);
           clearInterval(statsTimer);
+          held.close();
         })(),
       );
       break;
@@ -371,7 +407,7 @@ function postStats(): void {
   const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
   const loopMaxMs = Math.max(0, loopDelay.max / 1e6 - 10);
   loopDelay.reset();
-  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats });
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats, heldSegments: held.size });
 }
 const statsTimer = setInterval(postStats, 1000);
 

@@ -1,11 +1,14 @@
 /**
  * Messages between the main thread and a media thread (MediaThreadPool <-> mediaThread.ts).
  * Packets never cross: RTP is read by the thread's own sockets and judged there against the
- * shared gate slots. What crosses is control (a track's runs, a stream's changes), one message per
- * finished segment (its Ogg bytes transferred, not copied), and a stats batch once a second.
+ * shared gate slots. What crosses is control (a track's runs, a stream's changes), a few messages
+ * per finished segment (its figures; the store's requests to seal it with a data key and PUT it,
+ * from the thread: the audio stays there, SegmentHold), and a stats batch once a second.
  */
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { OpenStreamRequest, StreamCloseReason, StreamEvent, StreamStats, StreamUpdate } from '../siprec/MediaPlane.ts';
+import type { SegmentAad } from '../crypto/segmentSeal.ts';
+import type { S3Config } from '../storage/s3Endpoint.ts';
 import type { SegmentInput } from '../storage/types.ts';
 
 export interface MediaThreadConfig {
@@ -39,6 +42,11 @@ export interface MediaThreadConfig {
   readonly openSegmentDir?: string | undefined;
   /** Tests: report every packet's verdict (the head of its payload and the gate as read). */
   readonly traceVerdicts?: boolean | undefined;
+  /**
+   * The store this thread PUTs its sealed segments to (the main thread's S3 endpoint and keys, on
+   * the lean path); undefined: the main thread PUTs them (a store reached through the minio client).
+   */
+  readonly s3?: S3Config | undefined;
 }
 
 /** Where a track's numbering continues from: numbers, or the same thread's earlier track of the participant. */
@@ -63,13 +71,34 @@ export type ToThread =
   | { readonly t: 'resumed'; readonly id: number; readonly atMs: number }
   | { readonly t: 'track.close'; readonly id: number; readonly nowMs: number; readonly req: number }
   | { readonly t: 'track.settled'; readonly id: number; readonly req: number }
+  /** The store is done with segment `req` (stored, spooled or refused): the thread forgets it. */
   | { readonly t: 'segment.done'; readonly req: number; readonly error?: string | undefined }
+  /** Seal segment `seg` with `key` (moved here, zeroed after) for `aad`; answered with its figures. */
+  | { readonly t: 'segment.seal'; readonly req: number; readonly seg: number; readonly key: Uint8Array; readonly aad: SegmentAad }
+  /** PUT segment `seg`'s sealed bytes with these tags and metadata (LeanPut.putWithTags). */
+  | { readonly t: 'segment.put'; readonly req: number; readonly seg: number; readonly bucket: string; readonly objectKey: string; readonly tags: Record<string, string>; readonly metadata: Record<string, string> }
+  /** Hand segment `seg`'s sealed bytes over (the spool). */
+  | { readonly t: 'segment.take'; readonly req: number; readonly seg: number }
   /** `tap`: a loopback stream from a mediasoup consumer (an SFU leg's tap), its events kept in the thread. */
   | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest; readonly tap?: boolean | undefined }
   | { readonly t: 'stream.update'; readonly sid: number; readonly change: StreamUpdate }
   | { readonly t: 'stream.close'; readonly sid: number; readonly reason: StreamCloseReason }
   | { readonly t: 'stats'; readonly req: number }
   | { readonly t: 'stop'; readonly req: number };
+
+/**
+ * Why a request failed. `store`: the object store's answer or a socket error of a PUT from the
+ * thread, whose `code` is the S3 or socket code (NoSuchBucket, ECONNREFUSED, ...), as the main
+ * thread's own PUT would have reported it; otherwise an OptinError code.
+ */
+export interface ThreadError {
+  readonly code: string;
+  readonly message: string;
+  readonly store?: boolean | undefined;
+}
+
+/** What a request is answered with: a stream's local address, a sealed segment's figures, or its sealed bytes. */
+export type DoneValue = { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | { readonly sealedBytes: number; readonly sha256: string } | Uint8Array;
 
 /** A track's counters and health (no audio, no identifiers). */
 export interface TrackStats {
@@ -80,8 +109,9 @@ export interface TrackStats {
 
 export type FromThread =
   | { readonly t: 'ready' }
-  | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly ogg: Uint8Array }
-  | { readonly t: 'done'; readonly req: number; readonly error?: { readonly code: string; readonly message: string } | undefined; readonly value?: { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | undefined; readonly stats?: TrackStats | undefined }
+  /** A finished segment of track `id`, held by the thread as segment `req` until `segment.done`. */
+  | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly oggBytes: number }
+  | { readonly t: 'done'; readonly req: number; readonly error?: ThreadError | undefined; readonly value?: DoneValue | undefined; readonly stats?: TrackStats | undefined }
   | { readonly t: 'event'; readonly event: StreamEvent }
   | { readonly t: 'verdict'; readonly callId: string; readonly participantId: string; readonly payloadHead: Uint8Array; readonly writable: boolean; readonly arrivalMs: number }
-  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined };
+  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined; readonly heldSegments: number };

@@ -9,7 +9,7 @@ import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import { summarizeManifest, type ManifestSummary } from '../storage/manifestSummary.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
-import { TrackRecorder, type OpusEncoderPool, type SegmentSink } from './TrackRecorder.ts';
+import { TrackRecorder, type OpusEncoderPool, type SegmentStore } from './TrackRecorder.ts';
 import type { DirectTrackFactory, GatedTrack, RecorderTrack, ThreadTaps } from './RecorderTrack.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
 import type { Logger } from '../log/logger.ts';
@@ -26,7 +26,7 @@ export interface DirectTrack {
 }
 
 /** What the call needs from storage (RecordingStore satisfies it). */
-export interface CallStore extends SegmentSink {
+export interface CallStore extends SegmentStore {
   /** Resolves with the recording's expiry (the manifest's), or nothing (stores that do not say). */
   beginRecording(input: {
     recordingId: string;
@@ -749,14 +749,14 @@ export class CallRecorder {
   }
 
   /** Where a track's finished segments go: the store, once the recording's manifest lists the speaker. */
-  #segmentSink(): SegmentSink {
+  #segmentSink(): SegmentStore {
     return {
       putSegment: async (meta, ogg) => {
         await this.#begun;
         if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
         const result = await this.#d.store.putSegment(meta, ogg);
         const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
-        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : ogg.length });
+        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : Buffer.isBuffer(ogg) ? ogg.length : ogg.oggBytes });
         return result;
       },
     };

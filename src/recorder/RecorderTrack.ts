@@ -1,6 +1,6 @@
 import type { types } from 'mediasoup';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
-import type { SegmentSink } from './TrackRecorder.ts';
+import type { SegmentStore } from './TrackRecorder.ts';
 
 /**
  * One participant's track as a call drives it: runs start and end with the gate, a reconnect
@@ -38,7 +38,7 @@ export interface DirectTrackFactory {
     participantId: string;
     codec: AudioCodec;
     segmentSamples: number;
-    sink: SegmentSink;
+    sink: SegmentStore;
     onStoreError: (err: Error) => void;
     previous?: RecorderTrack | undefined;
   }): GatedTrack;

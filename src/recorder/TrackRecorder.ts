@@ -8,12 +8,20 @@ import { OptinError } from '../errors/OptinError.ts';
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import type { SegmentInput } from '../storage/types.ts';
+import type { SegmentBody, SegmentInput } from '../storage/types.ts';
 import type { PageStore } from '../media/OpenSegmentFiles.ts';
 
-/** Where finished segments go (RecordingStore satisfies it). */
+/** Where a track's finished segments go (RecordingStore satisfies it). */
 export interface SegmentSink {
   putSegment(meta: SegmentInput, ogg: Buffer): Promise<unknown>;
+}
+
+/**
+ * Where a call's segments go: the Ogg file of a track here, or a media thread's handle on the file
+ * it keeps (HeldSegment: sealed and PUT in that thread). RecordingStore satisfies it.
+ */
+export interface SegmentStore {
+  putSegment(meta: SegmentInput, ogg: SegmentBody): Promise<unknown>;
 }
 
 /** PCM -> Opus for G.711 legs, off the event loop (TranscoderPool satisfies it). */

@@ -29,11 +29,13 @@ import type {
   BeginRecordingInput,
   DeletionOptions,
   DeletionReceipt,
+  HeldSegment,
   PutSegmentResult,
   RecordingSource,
   RecordingStoreEvents,
   RecordingStoreOptions,
   RecordingSummary,
+  SegmentBody,
   SegmentInput,
   StoreCloseResult,
   StoreStats,
@@ -298,8 +300,10 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
   /**
    * Seals and stores one segment. Resolves once the sealed segment is in the store ('uploaded') or
    * durably in the local spool ('spooled'). Throws STORAGE_UNAVAILABLE when the spool is full.
+   * `ogg` is the Ogg file, or a media thread's handle on one it holds (HeldSegment): the checks,
+   * the data key and the books stay here, the sealing and the PUT happen in that thread.
    */
-  async putSegment(meta: SegmentInput, ogg: Buffer): Promise<PutSegmentResult> {
+  async putSegment(meta: SegmentInput, ogg: SegmentBody): Promise<PutSegmentResult> {
     this.#assertOpen();
     const quality = checkSegmentInput(meta, ogg, this.#maxSegmentBytes);
     const m = meta;
@@ -436,7 +440,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
   // The write path
   // ---------------------------------------------------------------------------------------------
 
-  async #putSegmentNow(rec: ActiveRecording, track: Track, m: SegmentInput, ogg: Buffer): Promise<PutSegmentResult> {
+  async #putSegmentNow(rec: ActiveRecording, track: Track, m: SegmentInput, ogg: SegmentBody): Promise<PutSegmentResult> {
     const { recordingId, participantId, segment } = m;
     if (this.#registry.get(recordingId) !== rec) this.#registry.require(recordingId);
     this.#registry.refuseIfDeleting(recordingId, participantId);
@@ -453,8 +457,19 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     if (dataKey === null) throw new OptinError('INTERNAL', 'data key vanished');
 
     const objectKey = mediaObjectKey(recordingId, participantId, segment);
-    const sealed = sealSegment(dataKey, ogg, { bucket: this.buckets.media, objectKey, recordingId, participantId, segment });
-    const sha256 = sha256Hex(sealed);
+    const aad = { bucket: this.buckets.media, objectKey, recordingId, participantId, segment };
+    // A segment a media thread holds is sealed there (and PUT from there); its bytes stay there.
+    let body: Buffer | HeldSegment;
+    let sealedBytes: number;
+    let sha256: string;
+    if (Buffer.isBuffer(ogg)) {
+      body = sealSegment(dataKey, ogg, aad);
+      sealedBytes = body.length;
+      sha256 = sha256Hex(body);
+    } else {
+      ({ sealedBytes, sha256 } = await ogg.seal(dataKey, aad));
+      body = ogg;
+    }
     const seg: ManifestSegment = {
       participantId,
       segment,
@@ -463,8 +478,8 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       startWallClockMs: m.startWallClockMs,
       durationMs: m.durationMs,
       opusPayloadBytes: m.opusPayloadBytes,
-      oggBytes: ogg.length,
-      sealedBytes: sealed.length,
+      oggBytes: Buffer.isBuffer(ogg) ? ogg.length : ogg.oggBytes,
+      sealedBytes,
       sha256,
       quality: m.quality,
     };
@@ -473,12 +488,12 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
     const metadata = { 'Content-Type': 'application/octet-stream', [SEGMENT_META_HEADER]: encodeSegmentMeta(seg, expiresAtMs) };
     const stored = await this.#uploader.send(
       { kind: 'media', bucketRole: 'media', objectKey, recordingId, participantId, segment, tags, metadata, expiresAtMs },
-      sealed,
+      body,
     );
     track.lastSegment = segment;
     upsertSegment(rec.manifest, seg);
     rec.dirty = true;
-    return { stored, objectKey, sealedBytes: sealed.length, sha256 };
+    return { stored, objectKey, sealedBytes, sha256 };
   }
 
   /** First segment of a track: a fresh data key, wrapped, stored (or spooled) before any media. */

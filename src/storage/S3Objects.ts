@@ -19,6 +19,7 @@ import { s3ConfigOf } from './s3Endpoint.ts';
 import { isNotFound, s3ErrorCode, storeError } from './s3Errors.ts';
 import type { BucketRole } from './Spool.ts';
 import { putObjectWithTags } from './taggedPut.ts';
+import type { HeldSegment } from './types.ts';
 
 // The tagged PUT lives in taggedPut.ts (LeanPut.ts shares its headers); its importers keep this path.
 export { encodeTagging, putObjectWithTags, type PutObjectLock, type PutObjectResult, type PutObjectWithTagsOptions } from './taggedPut.ts';
@@ -118,8 +119,14 @@ export class S3Objects {
    * Media carries its tags on the PUT itself (the lean path when configured, which sends the
    * same headers); keys and manifests are JSON, through the minio client.
    */
-  startPut(role: BucketRole, objectKey: string, body: Buffer, tags?: Record<string, string>, metadata?: Record<string, string>): Promise<unknown> {
+  startPut(role: BucketRole, objectKey: string, body: Buffer | HeldSegment, tags?: Record<string, string>, metadata?: Record<string, string>): Promise<unknown> {
     const bucket = this.buckets[role];
+    if (!Buffer.isBuffer(body)) {
+      // Held by a media thread: PUT from there on the thread's own lean path (the same request
+      // LeanPut sends here), or, when this store goes through the minio client, brought here first.
+      if (role === 'media' && tags !== undefined && body.put !== undefined && this.mediaPutPath === 'lean') return body.put(bucket, objectKey, tags, metadata ?? {});
+      return body.take().then((bytes) => this.startPut(role, objectKey, bytes, tags, metadata));
+    }
     if (role === 'media' && tags !== undefined) {
       const lean = this.#leanPut();
       return lean !== null ? lean.putWithTags(bucket, objectKey, body, tags, metadata) : putObjectWithTags(this.#client, bucket, objectKey, body, tags, metadata);

@@ -7,7 +7,7 @@ import type { RecordingRegistry } from './RecordingRegistry.ts';
 import type { S3Objects } from './S3Objects.ts';
 import { describeS3Error } from './s3Errors.ts';
 import type { BucketRole, Spool, SpoolItem, SpoolItemMeta, SpoolTombstone } from './Spool.ts';
-import type { WriteGuard } from './types.ts';
+import type { HeldSegment, WriteGuard } from './types.ts';
 
 /**
  * Gets the store's objects into S3 (DESIGN §5, §7 "a store outage of minutes loses nothing"):
@@ -168,10 +168,11 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
    * objects count in the stats and their direct PUT latency is sampled. Throws STORAGE_UNAVAILABLE
    * when the spool refuses (full), RECORDING_DELETED when the recording was deleted (tombstone).
    */
-  async send(meta: SpoolItemMeta, body: Buffer): Promise<'uploaded' | 'spooled'> {
+  async send(meta: SpoolItemMeta, body: Buffer | HeldSegment): Promise<'uploaded' | 'spooled'> {
     this.#refuseDeleted(meta);
     if (await this.#tryDirect(meta, body)) return 'uploaded';
-    await this.#spool.append(meta, body);
+    // A segment a media thread holds comes here, sealed, only now: the spool keeps it.
+    await this.#spool.append(meta, Buffer.isBuffer(body) ? body : await body.take());
     if (meta.kind === 'media') this.#counts.spooled++;
     return 'spooled';
   }
@@ -195,7 +196,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
     return 'spooled';
   }
 
-  async #tryDirect(meta: SpoolItemMeta, body: Buffer): Promise<boolean> {
+  async #tryDirect(meta: SpoolItemMeta, body: Buffer | HeldSegment): Promise<boolean> {
     if (!this.canGoDirect()) return false;
     const t0 = performance.now();
     try {
@@ -216,7 +217,7 @@ export class Uploader extends TypedEmitter<UploaderEvents> {
   async #put(
     role: BucketRole,
     objectKey: string,
-    body: Buffer,
+    body: Buffer | HeldSegment,
     scope: { recordingId: string; participantId?: string },
     tags?: Record<string, string>,
     metadata?: Record<string, string>,

@@ -3,7 +3,7 @@ import { OptinError } from '../errors/OptinError.ts';
 import { assertId } from '../ids/ids.ts';
 import { MAX_RETENTION_SECONDS, assertSegment } from './layout.ts';
 import { MAX_QUALITY_JSON_BYTES, checkFlatRecord, type ConsentEvidence, type ManifestParticipant, type RecordingPolicy, type SegmentQuality } from './manifest.ts';
-import type { BeginRecordingInput, DeletionOptions, RecordingStoreOptions, SegmentInput } from './types.ts';
+import type { BeginRecordingInput, DeletionOptions, HeldSegment, RecordingStoreOptions, SegmentBody, SegmentInput } from './types.ts';
 
 /**
  * Checks of what callers hand the store, before it touches any state: pure functions, each
@@ -84,7 +84,7 @@ export function checkPolicy(policy: RecordingPolicy): RecordingPolicy {
 }
 
 /** A putSegment input and its Ogg bytes; returns the checked quality record. */
-export function checkSegmentInput(meta: SegmentInput, ogg: Buffer, maxSegmentBytes: number): SegmentQuality {
+export function checkSegmentInput(meta: SegmentInput, ogg: SegmentBody, maxSegmentBytes: number): SegmentQuality {
   const m = meta ?? ({} as SegmentInput);
   assertId('recordingId', m.recordingId);
   assertId('participantId', m.participantId);
@@ -94,9 +94,10 @@ export function checkSegmentInput(meta: SegmentInput, ogg: Buffer, maxSegmentByt
     if (typeof m[f] !== 'number' || !Number.isFinite(m[f]) || m[f] < 0) throw new OptinError('INVALID_INPUT', `${f} must be a non-negative number`);
   }
   const quality = checkFlatRecord('quality', m.quality ?? {}, MAX_QUALITY_JSON_BYTES);
-  if (!Buffer.isBuffer(ogg) || ogg.length === 0) throw new OptinError('INVALID_INPUT', 'the segment must be a non-empty Buffer (one standalone Ogg Opus file)');
-  if (ogg.length > maxSegmentBytes) {
-    throw new OptinError('SEGMENT_TOO_LARGE', `segment of ${ogg.length} bytes exceeds maxSegmentBytes (${maxSegmentBytes}); shorten the segment duration`);
+  const bytes = Buffer.isBuffer(ogg) ? ogg.length : isHeldSegment(ogg) ? ogg.oggBytes : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new OptinError('INVALID_INPUT', 'the segment must be a non-empty Buffer (one standalone Ogg Opus file)');
+  if (bytes > maxSegmentBytes) {
+    throw new OptinError('SEGMENT_TOO_LARGE', `segment of ${bytes} bytes exceeds maxSegmentBytes (${maxSegmentBytes}); shorten the segment duration`);
   }
   return quality;
 }
@@ -117,4 +118,10 @@ function checkReason(value: unknown): asserts value is string {
   if (typeof value !== 'string' || !/^[A-Za-z0-9][\x20-\x7e]{0,127}$/.test(value)) {
     throw new OptinError('INVALID_INPUT', 'reason must be a short code of 1-128 printable ASCII characters, e.g. "agent-request" (no personal data)');
   }
+}
+
+/** A media thread's handle on a segment it holds (types.ts HeldSegment), told from anything else passed in. */
+export function isHeldSegment(body: unknown): body is HeldSegment {
+  const b = body as Partial<HeldSegment> | null;
+  return typeof b === 'object' && b !== null && !Buffer.isBuffer(b) && typeof b.oggBytes === 'number' && typeof b.seal === 'function' && typeof b.take === 'function';
 }

@@ -1,6 +1,7 @@
 import type { ManifestSummary } from './manifestSummary.ts';
 import type { Client } from 'minio';
 import type { WrapAlg, Keyring } from '../crypto/Keyring.ts';
+import type { SegmentAad } from '../crypto/segmentSeal.ts';
 import type { Logger } from '../log/logger.ts';
 import type { BucketNames } from './layout.ts';
 import type { ConsentEvidence, ManifestSegment, ParticipantRole, RecordingManifest, RecordingPolicy, SegmentQuality } from './manifest.ts';
@@ -144,6 +145,35 @@ export interface SegmentInput {
   opusPayloadBytes: number;
   quality: SegmentQuality;
 }
+
+/**
+ * A finished segment whose Ogg bytes stay in the media thread that made it (issue 16 item 1).
+ * The store keeps the books on the main thread (the checks, the data key, the manifest, the
+ * spool, deletions) and has the thread do the work on the bytes: seal them with the track's data
+ * key (`sealSegment`, the same format) and PUT them with their tags. The audio never crosses to
+ * the main thread; sealed bytes cross only for the spool, or for a store reached through the
+ * minio client.
+ */
+export interface HeldSegment {
+  /** Size of the Ogg file the thread holds. */
+  readonly oggBytes: number;
+  /**
+   * Seals the Ogg with `dataKey` for `aad`. The key is copied to the thread for this call and
+   * zeroed there after it, as is the Ogg: the thread then holds only the sealed bytes.
+   */
+  seal(dataKey: Buffer, aad: SegmentAad): Promise<{ sealedBytes: number; sha256: string }>;
+  /**
+   * PUTs the sealed bytes with the tagged-PUT headers on the thread's own lean path
+   * (LeanPut.putWithTags); undefined when the thread has none (then `take` and the main thread's).
+   * Rejects with the store's error (its S3 or socket code on `code`).
+   */
+  readonly put: ((bucket: string, objectKey: string, tags: Record<string, string>, metadata: Record<string, string>) => Promise<void>) | undefined;
+  /** The sealed bytes, here (for the spool). The same Buffer on every call. */
+  take(): Promise<Buffer>;
+}
+
+/** What a segment sink takes: the Ogg file itself, or a handle on one a media thread holds. */
+export type SegmentBody = Buffer | HeldSegment;
 
 export interface PutSegmentResult {
   stored: 'uploaded' | 'spooled';

@@ -16,7 +16,8 @@ import { plainAudioRtpParameters } from '../../src/sfu/mediaCodecs.ts';
 import type { CallRoom } from '../../src/sfu/CallRoom.ts';
 import type { CallStore } from '../../src/recorder/CallRecorder.ts';
 import type { TrackRecorder } from '../../src/recorder/TrackRecorder.ts';
-import type { DeletionReceipt } from '../../src/storage/types.ts';
+import type { DeletionReceipt, SegmentBody } from '../../src/storage/types.ts';
+import { oggOfSegment } from './heldSegment.ts';
 import { readTrack, type TrackSource } from './storageFixtures.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -230,22 +231,39 @@ export class MemoryStore implements CallStore {
     return Promise.resolve();
   }
 
-  putSegment(meta: SegmentMeta, ogg: Buffer): Promise<unknown> {
+  putSegment(meta: SegmentMeta, ogg: SegmentBody): Promise<unknown> {
     if (!this.begun.has(meta.recordingId)) this.errors.push(`segment of ${meta.recordingId} before beginRecording`);
-    let ids: number[] = [];
-    try {
-      ids = packetIdsInOgg(ogg);
-    } catch (err) {
-      this.errors.push(`segment ${meta.recordingId}/${meta.participantId}/${meta.segment} is not valid Ogg Opus: ${(err as Error).message}`);
-    }
-    const rec: PutRecord = { meta: { ...meta }, ids, order: this.#order++, afterDelete: this.deleted.has(meta.recordingId) };
+    // Recorded when handed over (its order and whether its recording was deleted by then); the
+    // packet ids of a segment a media thread holds once it sealed and handed the bytes over, before
+    // this put resolves (so before the track counts as settled).
+    const rec: PutRecord = { meta: { ...meta }, ids: [], order: this.#order++, afterDelete: this.deleted.has(meta.recordingId) };
     this.puts.push(rec);
     if (!rec.afterDelete) {
       const list = this.current.get(meta.recordingId) ?? [];
       list.push(rec);
       this.current.set(meta.recordingId, list);
     }
-    return Promise.resolve({ stored: 'uploaded' });
+    const readIds = (bytes: Buffer): void => {
+      try {
+        rec.ids = packetIdsInOgg(bytes);
+      } catch (err) {
+        this.errors.push(`segment ${meta.recordingId}/${meta.participantId}/${meta.segment} is not valid Ogg Opus: ${(err as Error).message}`);
+      }
+    };
+    if (Buffer.isBuffer(ogg)) {
+      readIds(ogg);
+      return Promise.resolve({ stored: 'uploaded' });
+    }
+    return oggOfSegment(ogg, meta).then(
+      (bytes) => {
+        readIds(bytes);
+        return { stored: 'uploaded' };
+      },
+      (err: Error) => {
+        this.errors.push(`segment ${meta.recordingId}/${meta.participantId}/${meta.segment} could not be sealed and handed over: ${err.message}`);
+        throw err;
+      },
+    );
   }
 
   endRecording(recordingId: string): Promise<undefined> {

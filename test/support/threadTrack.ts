@@ -10,6 +10,8 @@ import { ThreadedMediaPlane } from '../../src/mediathreads/ThreadedMediaPlane.ts
 import type { StreamEvent } from '../../src/siprec/MediaPlane.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import type { ThreadedTrack } from '../../src/mediathreads/ThreadedTrack.ts';
+import { oggOfSegment } from './heldSegment.ts';
+import type { SegmentStore } from '../../src/recorder/TrackRecorder.ts';
 
 export interface ThreadTrackSetup {
   callId: string;
@@ -18,6 +20,12 @@ export interface ThreadTrackSetup {
   recordingId: string;
   /** Receives each finished segment's Ogg. */
   stored: (ogg: Buffer) => void;
+  /** Where segments go instead (a real store): `stored` is then not called. */
+  sink?: SegmentStore;
+  /** Store errors (default: thrown). */
+  onStoreError?: (err: Error) => void;
+  /** Segment length in 48 kHz samples (default 60 s). */
+  segmentSamples?: number;
 }
 
 export async function openThreadTrack(pool: MediaThreadPool, plane: ThreadedMediaPlane, o: ThreadTrackSetup): Promise<{ track: ThreadedTrack; rtpPort: number }> {
@@ -33,16 +41,18 @@ export async function openThreadTrack(pool: MediaThreadPool, plane: ThreadedMedi
     callId: o.callId,
     participantId: 'p1',
     codec: 'opus',
-    segmentSamples: 48_000 * 60,
-    sink: {
-      putSegment: async (_meta, ogg) => {
-        o.stored(Buffer.from(ogg));
+    segmentSamples: o.segmentSamples ?? 48_000 * 60,
+    sink: o.sink ?? {
+      putSegment: async (meta, ogg) => {
+        o.stored(await oggOfSegment(ogg, meta));
         return { stored: 'uploaded' };
       },
     },
-    onStoreError: (err) => {
-      throw err;
-    },
+    onStoreError:
+      o.onStoreError ??
+      ((err) => {
+        throw err;
+      }),
   }) as ThreadedTrack;
   track.startRun(o.recordingId, 0, Date.now() - 1000);
   track.setWritable(true);
@@ -58,9 +68,9 @@ export interface ThreadPlane {
 }
 
 export async function startThreadPlane(
-  o: Pick<MediaThreadPoolOptions, 'threads' | 'maxTracks' | 'portMin' | 'portMax' | 'openSegmentDir' | 'metrics'> & { maxStreams: number; onEvent?: (e: StreamEvent) => void },
+  o: Pick<MediaThreadPoolOptions, 'threads' | 'maxTracks' | 'portMin' | 'portMax' | 'openSegmentDir' | 'metrics' | 's3'> & { maxStreams: number; onEvent?: (e: StreamEvent) => void },
 ): Promise<ThreadPlane> {
-  const pool = await MediaThreadPool.start({ bindAddress: '127.0.0.1', logger: createLogger('silent'), threads: o.threads, maxTracks: o.maxTracks, portMin: o.portMin, portMax: o.portMax, openSegmentDir: o.openSegmentDir, metrics: o.metrics });
+  const pool = await MediaThreadPool.start({ bindAddress: '127.0.0.1', logger: createLogger('silent'), logLevel: 'silent', threads: o.threads, maxTracks: o.maxTracks, portMin: o.portMin, portMax: o.portMax, openSegmentDir: o.openSegmentDir, metrics: o.metrics, s3: o.s3 });
   const plane = new ThreadedMediaPlane(pool, { maxStreams: o.maxStreams, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: (e) => o.onEvent?.(e) } });
   const sender = dgram.createSocket('udp4');
   sender.bind(0, '127.0.0.1');
