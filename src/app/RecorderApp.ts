@@ -201,6 +201,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             // Each thread seals and PUTs its own segments on the lean path (the store keeps the books);
             // through the minio client the sealed bytes come here for the store's PUT.
             s3: s3.mediaPut === 'lean' ? s3cfg : undefined,
+            sealing: config.segmentSealing,
             logLevel: config.logLevel,
             logger,
             metrics,
@@ -263,6 +264,8 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
           listenIp: config.mediasoup.listenIp,
           ...(config.mediasoup.announcedAddress ? { announcedAddress: config.mediasoup.announcedAddress } : {}),
           metrics,
+          // Plain legs' RTP read by the media threads' sockets (issue 16 item 2), not this thread's.
+          ...(mediaThreads ? { ingress: mediaThreads } : {}),
         });
         await recorder.attachCall(room);
         return room;

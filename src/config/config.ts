@@ -98,6 +98,16 @@ export const ConfigSchema = z.strictObject({
    */
   openSegments: z.enum(['disk', 'memory']).default('disk'),
   /**
+   * Where a media thread's finished segments are sealed and PUT: 'thread' (in the media thread that
+   * made it; the store on the main thread keeps the books and asks the thread, one segment at a
+   * time) or 'main' (the Ogg moves to the main thread, whose store seals and PUTs it). 'main' by
+   * default: on a host whose cores the media threads already wait for (the bench's 2 cores),
+   * sealing and PUTs there made their loops lag 2-3x more and PUTs 1.5-2 s at p99 instead of
+   * 43 ms, and a media thread's lag is the precision of an opening (docs/architecture.md §3.2).
+   * 'thread' takes that work off the main thread where cores are to spare (README, performance).
+   */
+  segmentSealing: z.enum(['thread', 'main']).default('main'),
+  /**
    * Media threads for direct streams (SIPREC): their RTP is received and recorded there, one thread
    * per core by default (issue 16). 0 keeps the sockets and tracks on the main thread.
    */
@@ -202,6 +212,7 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_TRANSCODER_THREADS: ['transcoderThreads', 'number'],
   OPTIN_MEDIA_THREADS: ['mediaThreads', 'number'],
   OPTIN_OPEN_SEGMENTS: ['openSegments', 'string'],
+  OPTIN_SEGMENT_SEALING: ['segmentSealing', 'string'],
   OPTIN_MEDIA_BATCH_MS: ['mediaBatchMs', 'number'],
   OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: ['mediaThreadSemiSpaceMb', 'number'],
   OPTIN_SFU_TAP: ['sfuTap', 'string'],

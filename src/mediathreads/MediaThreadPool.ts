@@ -12,6 +12,8 @@ import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.
 import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 import { ThreadSegment } from './ThreadSegment.ts';
+import { ThreadIngress, type IngressPorts } from './ThreadIngress.ts';
+import type { LegIngress, LegIngressFactory, LegIngressSpec } from '../sfu/LegIngress.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
 
 /** Measured with `npm run bench`: see the README's performance section. */
@@ -47,6 +49,8 @@ export interface MediaThreadPoolOptions {
    * lean path. Undefined: the sealed bytes come to the main thread for its PUT (minio client).
    */
   readonly s3?: S3Config | undefined;
+  /** Where finished segments are sealed and PUT: in their thread (default) or here (MediaThreadConfig.sealing). */
+  readonly sealing?: 'thread' | 'main' | undefined;
   readonly logLevel?: string | undefined;
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
@@ -89,7 +93,7 @@ export interface MediaThreadLoad {
  * so a transfer or a codec change (a new track of the same call) stays in the thread where the
  * stream's socket is.
  */
-export class MediaThreadPool implements DirectTrackFactory {
+export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
   readonly gate: GateSlots;
   readonly #slots: SlotAllocator;
   readonly #threads: MediaThread[];
@@ -142,6 +146,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         traceVerdicts: o.onVerdict !== undefined,
         openSegmentDir: o.openSegmentDir,
         s3: o.s3,
+        sealing: o.sealing ?? 'thread',
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       // V8's young generation is its two semi-spaces plus as much again for new large objects.
@@ -249,6 +254,18 @@ export class MediaThreadPool implements DirectTrackFactory {
     return new ThreadStream(sid, local, thread, this, options.onClose);
   }
 
+  /**
+   * LegIngressFactory: a plain leg's ingress in its call's thread, so the gateway's RTP is read on
+   * that thread's sockets (its drops and SSRC changes counted from the thread's stats, not `events`).
+   */
+  async openIngress(spec: LegIngressSpec): Promise<LegIngress> {
+    if (this.#closed) throw new OptinError('MEDIA_PLANE_CLOSED', 'the media threads are stopped; open legs on a running recorder');
+    const thread = this.threadOf(spec.callId);
+    const iid = this.#nextId++;
+    const ports = (await thread.request((req) => ({ t: 'ingress.open', req, iid, spec }))) as IngressPorts;
+    return new ThreadIngress(thread, iid, ports);
+  }
+
   /** DirectTrackFactory: a new track of `callId` in the call's thread, gate closed. */
   create(opts: Parameters<DirectTrackFactory['create']>[0]): GatedTrack {
     if (this.#closed) throw new OptinError('MEDIA_PLANE_CLOSED', 'the media threads are stopped; open tracks on a running recorder');
@@ -320,6 +337,7 @@ export class MediaThreadPool implements DirectTrackFactory {
         thread.cpuUs = m.cpuUs;
         thread.heldSegments = m.heldSegments;
         this.#exportLoad(thread, m.tracks.length, m.openSegments);
+        this.#exportIngress(m.ingress);
         break;
       case 'ready':
         break;
@@ -343,11 +361,12 @@ export class MediaThreadPool implements DirectTrackFactory {
 
   /**
    * A finished segment, held by its thread: the store keeps the books here and has the thread seal
-   * and PUT it (ThreadSegment); the thread forgets it when told the outcome.
+   * and PUT it (ThreadSegment); or, sealing on this thread, its Ogg, which the store seals and PUTs
+   * here. The thread forgets it when told the outcome.
    */
   #onSegment(thread: MediaThread, m: Extract<FromThread, { t: 'segment' }>): void {
     const track = this.#tracks.get(m.id);
-    const ogg = new ThreadSegment(thread, m.req, m.oggBytes, this.#o.s3 !== undefined);
+    const ogg = m.ogg !== undefined ? Buffer.from(m.ogg.buffer, m.ogg.byteOffset, m.ogg.byteLength) : new ThreadSegment(thread, m.req, m.oggBytes, this.#o.s3 !== undefined);
     const metrics = this.#o.metrics;
     // The track's quality figures, as an in-process track exports them (the thread has no registry);
     // late and duplicate drops, which an in-process track counts per packet, from the record too.
@@ -373,6 +392,14 @@ export class MediaThreadPool implements DirectTrackFactory {
         thread.send({ t: 'segment.done', req: m.req, error: err.message });
       },
     );
+  }
+
+  /** The thread's ingresses' drops and SSRC changes since its last stats, as an in-process ingress counts them. */
+  #exportIngress(counts: Extract<FromThread, { t: 'stats' }>['ingress']): void {
+    const m = this.#o.metrics;
+    if (!m) return;
+    if (counts.ssrcChanges > 0) m.rtpSsrcChanges.inc(counts.ssrcChanges);
+    for (const [reason, n] of Object.entries(counts.dropped)) if (n > 0) m.rtpIngressDropped.inc({ reason }, n);
   }
 
   #onThreadError(thread: MediaThread, err: Error): void {

@@ -27,6 +27,8 @@ import { OGG_BLOCKS } from '../media/OggOpusWriter.ts';
 import { join } from 'node:path';
 import { isOptinError } from '../errors/OptinError.ts';
 import { SegmentHold } from './SegmentHold.ts';
+import { PlainRtpIngress, type IngressDropReason } from '../sfu/PlainRtpIngress.ts';
+import { rewriterFor, type LegIngressSpec } from '../sfu/LegIngress.ts';
 
 const config = workerData as MediaThreadConfig;
 const port = parentPort!;
@@ -233,10 +235,15 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
         const req = nextReq++;
         // A segment's Ogg is a buffer of its own (Segmenter concatenates pages): kept, not copied.
         const own = ogg.byteOffset === 0 && ogg.byteLength === ogg.buffer.byteLength && ogg.buffer instanceof ArrayBuffer;
-        held.hold(req, own ? ogg : Buffer.from(ogg));
         return new Promise<void>((resolve, reject) => {
           pendingSegments.set(req, { resolve, reject });
-          post({ t: 'segment', req, id: m.id, meta, oggBytes: ogg.length });
+          if (config.sealing === 'main') {
+            const bytes = own ? new Uint8Array(ogg.buffer, 0, ogg.byteLength) : new Uint8Array(ogg);
+            post({ t: 'segment', req, id: m.id, meta, oggBytes: bytes.byteLength, ogg: bytes }, [bytes.buffer as ArrayBuffer]);
+          } else {
+            held.hold(req, own ? ogg : Buffer.from(ogg));
+            post({ t: 'segment', req, id: m.id, meta, oggBytes: ogg.length });
+          }
         });
       },
     },
@@ -245,6 +252,30 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
   const track: ThreadTrack = { id: m.id, slot: m.slot, word: m.word, callId: m.callId, participantId: m.participantId, codec: m.codec, rec };
   tracks.set(m.id, track);
   speaker(m.callId, m.participantId).track = track;
+}
+
+/**
+ * Plain legs' ingresses of this thread's calls (issue 16 item 2): the gateway's RTP is read on
+ * these sockets, checked against its declared source, rewritten onto the producer's stream and
+ * sent on to the leg's PlainTransport over loopback. Media is forwarded whatever the gate says
+ * (R5): the ingress is the call's path, not the recorder's.
+ */
+const ingresses = new Map<number, PlainRtpIngress>();
+/** Since the last stats: counted here, exported by the main thread (optin_rtp_ingress_dropped_total, optin_rtp_ssrc_changes_total). */
+let ingressSsrcChanges = 0;
+let ingressDropped: Partial<Record<IngressDropReason, number>> = {};
+
+function openIngress(req: number, iid: number, spec: LegIngressSpec): void {
+  PlainRtpIngress.open(spec.listenIp, rewriterFor(spec), spec.remote, {
+    onSsrcChange: () => void ingressSsrcChanges++,
+    onDrop: (reason, n) => void (ingressDropped[reason] = (ingressDropped[reason] ?? 0) + n),
+  }).then(
+    (ingress) => {
+      ingresses.set(iid, ingress);
+      post({ t: 'done', req, value: { rtpPort: ingress.rtpPort, rtcpPort: ingress.rtcpPort, inner: ingress.inner } });
+    },
+    (err: Error) => post({ t: 'done', req, error: threadError(err) }),
+  );
 }
 
 /** Answers request `req` when `p` settles; `answer` adds to the reply what is current then. */
@@ -363,6 +394,16 @@ port.on('message', (m: ToThread) => {
       streams.get(m.sid)?.close(m.reason);
       streams.delete(m.sid);
       break;
+    case 'ingress.open':
+      openIngress(m.req, m.iid, m.spec);
+      break;
+    case 'ingress.attach':
+      ingresses.get(m.iid)?.attach(m.target);
+      break;
+    case 'ingress.close':
+      ingresses.get(m.iid)?.close();
+      ingresses.delete(m.iid);
+      break;
     case 'stats':
       postStats();
       post({ t: 'done', req: m.req });
@@ -373,6 +414,8 @@ port.on('message', (m: ToThread) => {
         (async () => {
           await plane.close();
           await tapPlane.close();
+          for (const ingress of ingresses.values()) ingress.close();
+          ingresses.clear();
           streams.clear();
           const now = Date.now();
           await Promise.allSettled([...tracks.keys()].map((id) => closeTrack(id, now)));
@@ -407,7 +450,10 @@ function postStats(): void {
   const loopP99Ms = Math.max(0, loopDelay.percentile(99) / 1e6 - 10);
   const loopMaxMs = Math.max(0, loopDelay.max / 1e6 - 10);
   loopDelay.reset();
-  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats, heldSegments: held.size });
+  const ingress = { open: ingresses.size, ssrcChanges: ingressSsrcChanges, dropped: ingressDropped };
+  ingressSsrcChanges = 0;
+  ingressDropped = {};
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats, heldSegments: held.size, ingress });
 }
 const statsTimer = setInterval(postStats, 1000);
 

@@ -8,6 +8,9 @@
 import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { OpenStreamRequest, StreamCloseReason, StreamEvent, StreamStats, StreamUpdate } from '../siprec/MediaPlane.ts';
 import type { SegmentAad } from '../crypto/segmentSeal.ts';
+import type { LegIngressSpec } from '../sfu/LegIngress.ts';
+import type { IngressDropReason } from '../sfu/PlainRtpIngress.ts';
+import type { IngressPorts } from './ThreadIngress.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
 import type { SegmentInput } from '../storage/types.ts';
 
@@ -47,6 +50,11 @@ export interface MediaThreadConfig {
    * the lean path); undefined: the main thread PUTs them (a store reached through the minio client).
    */
   readonly s3?: S3Config | undefined;
+  /**
+   * Where finished segments are sealed: 'thread' (held here, sealed and PUT here on the store's
+   * word, SegmentHold) or 'main' (the Ogg moves to the main thread in the `segment` message).
+   */
+  readonly sealing: 'thread' | 'main';
 }
 
 /** Where a track's numbering continues from: numbers, or the same thread's earlier track of the participant. */
@@ -83,6 +91,10 @@ export type ToThread =
   | { readonly t: 'stream.open'; readonly sid: number; readonly req: number; readonly request: OpenStreamRequest; readonly tap?: boolean | undefined }
   | { readonly t: 'stream.update'; readonly sid: number; readonly change: StreamUpdate }
   | { readonly t: 'stream.close'; readonly sid: number; readonly reason: StreamCloseReason }
+  /** A plain leg's ingress in this thread (a PlainRtpIngress: the gateway's RTP read here); answered with its ports. */
+  | { readonly t: 'ingress.open'; readonly req: number; readonly iid: number; readonly spec: LegIngressSpec }
+  | { readonly t: 'ingress.attach'; readonly iid: number; readonly target: { readonly rtpPort: number; readonly rtcpPort: number } }
+  | { readonly t: 'ingress.close'; readonly iid: number }
   | { readonly t: 'stats'; readonly req: number }
   | { readonly t: 'stop'; readonly req: number };
 
@@ -98,7 +110,14 @@ export interface ThreadError {
 }
 
 /** What a request is answered with: a stream's local address, a sealed segment's figures, or its sealed bytes. */
-export type DoneValue = { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | { readonly sealedBytes: number; readonly sha256: string } | Uint8Array;
+export type DoneValue = { readonly rtpPort: number; readonly rtcpPort: number; readonly address: string } | { readonly sealedBytes: number; readonly sha256: string } | Uint8Array | IngressPorts;
+
+/** What the thread's plain-leg ingresses dropped and saw change since its last stats. */
+export interface IngressCounts {
+  readonly open: number;
+  readonly ssrcChanges: number;
+  readonly dropped: Partial<Record<IngressDropReason, number>>;
+}
 
 /** A track's counters and health (no audio, no identifiers). */
 export interface TrackStats {
@@ -109,9 +128,12 @@ export interface TrackStats {
 
 export type FromThread =
   | { readonly t: 'ready' }
-  /** A finished segment of track `id`, held by the thread as segment `req` until `segment.done`. */
-  | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly oggBytes: number }
+  /**
+   * A finished segment of track `id`: held by the thread as segment `req` until `segment.done`, or
+   * (sealing on the main thread) its Ogg moved here in `ogg`.
+   */
+  | { readonly t: 'segment'; readonly req: number; readonly id: number; readonly meta: SegmentInput; readonly oggBytes: number; readonly ogg?: Uint8Array | undefined }
   | { readonly t: 'done'; readonly req: number; readonly error?: ThreadError | undefined; readonly value?: DoneValue | undefined; readonly stats?: TrackStats | undefined }
   | { readonly t: 'event'; readonly event: StreamEvent }
   | { readonly t: 'verdict'; readonly callId: string; readonly participantId: string; readonly payloadHead: Uint8Array; readonly writable: boolean; readonly arrivalMs: number }
-  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined; readonly heldSegments: number };
+  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined; readonly heldSegments: number; readonly ingress: IngressCounts };

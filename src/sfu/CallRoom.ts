@@ -3,10 +3,8 @@ import type { types } from 'mediasoup';
 import { ROUTER_MEDIA_CODECS, audioCodecOf, plainAudioRtpParameters, type AudioCodec } from './mediaCodecs.ts';
 import type { WorkerPool } from './WorkerPool.ts';
 import { OptinError } from '../errors/OptinError.ts';
-import { RtpLegRewriter } from '../rtp/RtpLegRewriter.ts';
-import { opusPacketSamples } from '../media/opusToc.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { PlainRtpIngress } from './PlainRtpIngress.ts';
+import { inProcessIngress, type LegIngress, type LegIngressFactory } from './LegIngress.ts';
 
 export interface AudioLeg {
   participantId: string;
@@ -33,17 +31,6 @@ export interface PlainLeg {
 export type PlainLegMetrics = Pick<Metrics, 'rtpSsrcChanges' | 'rtpIngressDropped'>;
 
 /**
- * Can a packet of payload type `pt` be this codec renumbered (issue 19: a re-INVITE moving Opus
- * from 100 to 111)? Opus lives on dynamic types (RFC 3551 §6) and its payload starts with a valid
- * TOC (RFC 6716 §3.1); a 4-byte payload on a dynamic type is taken for an RFC 4733 event, not
- * Opus. G.711 has static types (RFC 3551 Table 4): another type is another codec, never recorded.
- */
-function sameCodec(codec: AudioCodec, pt: number, payload: Uint8Array): boolean {
-  if (codec !== 'opus') return false;
-  return pt >= 96 && pt <= 127 && payload.length > 4 && opusPacketSamples(payload) > 0;
-}
-
-/**
  * One call's mediasoup Router and its legs. Media flows between the legs whatever the gate says
  * (R5: declining consent changes nothing for the call); the recorder only taps producers.
  */
@@ -55,6 +42,7 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   readonly #listenIp: string;
   readonly #announcedAddress: string | undefined;
   readonly #metrics: PlainLegMetrics | undefined;
+  readonly #ingress: LegIngressFactory;
   readonly #legs = new Map<string, AudioLeg>();
   readonly #transports = new Set<types.Transport>();
   /** Plain (SIP/PSTN) legs' transports by participant: the leg-teardown route closes one. */
@@ -63,9 +51,10 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
   #pages = 0;
   #closed = false;
 
-  private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string, metrics?: PlainLegMetrics) {
+  private constructor(callId: string, router: types.Router, worker: types.Worker, pool: WorkerPool, listenIp: string, announcedAddress?: string, metrics?: PlainLegMetrics, ingress?: LegIngressFactory) {
     super();
     this.#metrics = metrics;
+    this.#ingress = ingress ?? inProcessIngress;
     this.callId = callId;
     this.router = router;
     this.#worker = worker;
@@ -75,11 +64,15 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     router.observer.on('close', () => this.#onClosed(worker.closed || worker.died ? 'worker-died' : 'closed'));
   }
 
-  static async create(pool: WorkerPool, callId: string, opts: { listenIp: string; announcedAddress?: string; metrics?: PlainLegMetrics }): Promise<CallRoom> {
+  /**
+   * `ingress`: where plain legs' ingresses run (the media threads: the gateway's RTP read on their
+   * sockets); default this thread.
+   */
+  static async create(pool: WorkerPool, callId: string, opts: { listenIp: string; announcedAddress?: string; metrics?: PlainLegMetrics; ingress?: LegIngressFactory }): Promise<CallRoom> {
     const worker = pool.pick();
     const router = await worker.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS, appData: { callId } });
     pool.retain(worker);
-    return new CallRoom(callId, router, worker, pool, opts.listenIp, opts.announcedAddress, opts.metrics);
+    return new CallRoom(callId, router, worker, pool, opts.listenIp, opts.announcedAddress, opts.metrics, opts.ingress);
   }
 
   get closed(): boolean {
@@ -97,7 +90,8 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
 
   /**
    * A SIP/PSTN-style leg: a PlainTransport. With `remote` (what call control always passes: the
-   * address the gateway declared) the gateway talks to the recorder's own `PlainRtpIngress`, which
+   * address the gateway declared) the gateway talks to the recorder's own `PlainRtpIngress` (in the
+   * call's media thread when the room was given the threads' factory), which
    * accepts RTP from that address only (a stranger reaching the port first cannot take the leg),
    * follows the gateway's SSRC changes and payload-type renumberings onto the producer's one
    * stream (issue 19), and passes it over loopback to the transport, which is connected to the
@@ -121,19 +115,16 @@ export class CallRoom extends TypedEmitter<CallRoomEvents> {
     }
     const rtpParameters = plainAudioRtpParameters(codec, ssrc, payloadType);
     const codecParameters = rtpParameters.codecs[0]!;
-    let ingress: PlainRtpIngress | undefined;
+    let ingress: LegIngress | undefined;
     if (remote !== undefined) {
       const metrics = this.#metrics;
-      const rewriter = new RtpLegRewriter({
-        ssrc,
-        payloadType: codecParameters.payloadType,
-        clockRate: codecParameters.clockRate,
-        sameCodec: (pt, payload) => sameCodec(codec, pt, payload),
-      });
-      ingress = await PlainRtpIngress.open(this.#listenIp, rewriter, remote, {
-        onSsrcChange: () => metrics?.rtpSsrcChanges.inc(),
-        onDrop: (reason, n) => metrics?.rtpIngressDropped.inc({ reason }, n),
-      });
+      ingress = await this.#ingress.openIngress(
+        { callId: this.callId, listenIp: this.#listenIp, ssrc, payloadType: codecParameters.payloadType, clockRate: codecParameters.clockRate, codec, remote },
+        {
+          onSsrcChange: () => metrics?.rtpSsrcChanges.inc(),
+          onDrop: (reason, n) => metrics?.rtpIngressDropped.inc({ reason }, n),
+        },
+      );
     }
     let transport: types.PlainTransport;
     try {

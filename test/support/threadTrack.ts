@@ -68,9 +68,9 @@ export interface ThreadPlane {
 }
 
 export async function startThreadPlane(
-  o: Pick<MediaThreadPoolOptions, 'threads' | 'maxTracks' | 'portMin' | 'portMax' | 'openSegmentDir' | 'metrics' | 's3'> & { maxStreams: number; onEvent?: (e: StreamEvent) => void },
+  o: Pick<MediaThreadPoolOptions, 'threads' | 'maxTracks' | 'portMin' | 'portMax' | 'openSegmentDir' | 'metrics' | 's3' | 'sealing'> & { maxStreams: number; onEvent?: (e: StreamEvent) => void },
 ): Promise<ThreadPlane> {
-  const pool = await MediaThreadPool.start({ bindAddress: '127.0.0.1', logger: createLogger('silent'), logLevel: 'silent', threads: o.threads, maxTracks: o.maxTracks, portMin: o.portMin, portMax: o.portMax, openSegmentDir: o.openSegmentDir, metrics: o.metrics, s3: o.s3 });
+  const pool = await MediaThreadPool.start({ bindAddress: '127.0.0.1', logger: createLogger('silent'), logLevel: 'silent', threads: o.threads, maxTracks: o.maxTracks, portMin: o.portMin, portMax: o.portMax, openSegmentDir: o.openSegmentDir, metrics: o.metrics, s3: o.s3, sealing: o.sealing });
   const plane = new ThreadedMediaPlane(pool, { maxStreams: o.maxStreams, retryAfterSeconds: 1, isReady: () => true, sink: { packet: () => undefined, event: (e) => o.onEvent?.(e) } });
   const sender = dgram.createSocket('udp4');
   sender.bind(0, '127.0.0.1');

@@ -47,6 +47,9 @@ describe('configuration', () => {
     expect(c.mediaThreadSemiSpaceMb).toBe(2);
     expect(c.openSegments).toBe('disk');
     expect(loadConfig({ OPTIN_OPEN_SEGMENTS: 'memory' }).openSegments).toBe('memory');
+    expect(c.segmentSealing).toBe('main');
+    expect(loadConfig({ OPTIN_SEGMENT_SEALING: 'thread' }).segmentSealing).toBe('thread');
+    expect(loadConfig({ OPTIN_SEGMENT_SEALING: 'main' }).segmentSealing).toBe('main');
     expect(loadConfig({ OPTIN_RETENTION_SECONDS: '3600' }).retentionSeconds).toBe(3600);
   });
 
@@ -59,6 +62,7 @@ describe('configuration', () => {
     expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '0' })).toThrow(/mediaThreadSemiSpaceMb \(from OPTIN_MEDIA_THREAD_SEMI_SPACE_MB\)/);
     expect(() => loadConfig({ OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: '1.5' })).toThrow(/mediaThreadSemiSpaceMb/);
     expect(() => loadConfig({ OPTIN_OPEN_SEGMENTS: 'tape' })).toThrow(/openSegments \(from OPTIN_OPEN_SEGMENTS\)/);
+    expect(() => loadConfig({ OPTIN_SEGMENT_SEALING: 'gpu' })).toThrow(/segmentSealing \(from OPTIN_SEGMENT_SEALING\)/);
     const secret = 'short-secret-value';
     let message = '';
     try {

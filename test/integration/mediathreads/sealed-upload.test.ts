@@ -35,6 +35,8 @@ let spoolDir: string;
 /** Threads that PUT to the real S3 server, and threads whose endpoint refuses every connection. */
 let good: ThreadPlane;
 let dead: ThreadPlane;
+/** Threads told to hand their segments' Ogg to the main thread (OPTIN_SEGMENT_SEALING=main). */
+let onMain: ThreadPlane;
 
 const PACKETS = 150; // 3 s of 20 ms packets: three 1 s segments
 const marker = (callId: string, seq: number): Buffer => Buffer.from(`${callId}/voice-${String(seq).padStart(4, '0')}`);
@@ -54,11 +56,13 @@ beforeAll(async () => {
   good = await startThreadPlane({ threads: 1, maxTracks: 16, portMin: 48_000, portMax: 48_099, maxStreams: 8, s3: s3Config() });
   // Port 9 (discard) on loopback: nothing listens, every PUT from these threads is refused.
   dead = await startThreadPlane({ threads: 1, maxTracks: 16, portMin: 48_200, portMax: 48_299, maxStreams: 8, s3: { ...s3Config(), endpoint: 'http://127.0.0.1:9' } });
+  onMain = await startThreadPlane({ threads: 1, maxTracks: 16, portMin: 48_300, portMax: 48_399, maxStreams: 8, s3: s3Config(), sealing: 'main' });
 });
 
 afterAll(async () => {
   await good?.close();
   await dead?.close();
+  await onMain?.close();
   await store?.close();
   await rm(spoolDir, { recursive: true, force: true });
 });
@@ -151,6 +155,18 @@ describe('media threads seal and upload their own segments', () => {
       expect(s.sealedBytes).toBe(r.sealedBytes);
       expect(s.sha256).toBe(r.sha256);
     }
+  });
+
+  it('sealing on the main thread (OPTIN_SEGMENT_SEALING=main): the Ogg crosses, the store seals and PUTs it here', async () => {
+    const rid = await begin();
+    const handed = await record(onMain, 'call-on-main', rid, 0x5506);
+    expect(handed.errors).toEqual([]);
+    expect(handed.bodies.length).toBeGreaterThanOrEqual(3);
+    for (const b of handed.bodies) expect(Buffer.isBuffer(b)).toBe(true);
+    expect(handed.results.every((r) => r.stored === 'uploaded')).toBe(true);
+    expect(await heldInThread(onMain)).toBe(0);
+    await store.endRecording(rid);
+    expect(missingMarkers('call-on-main', await readTrackOgg(store, rid, 'p1'))).toEqual([]);
   });
 
   it("a PUT the store refuses in the thread spools the sealed segment; the uploader lands it", async () => {
