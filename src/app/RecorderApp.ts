@@ -198,10 +198,11 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             batchMs: config.mediaBatchMs,
             semiSpaceMb: config.mediaThreadSemiSpaceMb,
             openSegmentDir: config.openSegments === 'disk' ? path.join(config.spool.dir, 'open-segments') : undefined,
-            // Each thread seals and PUTs its own segments on the lean path (the store keeps the books);
-            // through the minio client the sealed bytes come here for the store's PUT.
-            s3: s3.mediaPut === 'lean' ? s3cfg : undefined,
+            // Sealing in the threads: each PUTs its own segments on the lean path (the store keeps the
+            // books); through the minio client the sealed bytes come here for the store's PUT. The
+            // store's keys reach the threads only then.
             sealing: config.segmentSealing,
+            s3: config.segmentSealing === 'thread' && s3.mediaPut === 'lean' ? s3cfg : undefined,
             logLevel: config.logLevel,
             logger,
             metrics,

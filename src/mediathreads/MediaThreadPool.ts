@@ -9,10 +9,10 @@ import type { MediaSink, OpenStreamRequest, StreamStats } from '../siprec/MediaP
 import { ThreadStream } from './ThreadStream.ts';
 import { observeSegmentQuality, type SegmentQualityRecord } from '../media/segmentQuality.ts';
 import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
-import type { ContinueFrom, FromThread, MediaThreadConfig, ToThread } from './protocol.ts';
+import type { ContinueFrom, FromThread, IngressPorts, MediaThreadConfig, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 import { ThreadSegment } from './ThreadSegment.ts';
-import { ThreadIngress, type IngressPorts } from './ThreadIngress.ts';
+import { ThreadIngress } from './ThreadIngress.ts';
 import type { LegIngress, LegIngressFactory, LegIngressSpec } from '../sfu/LegIngress.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
 

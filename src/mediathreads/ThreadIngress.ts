@@ -1,12 +1,6 @@
 import type { LegIngress } from '../sfu/LegIngress.ts';
+import type { IngressPorts } from './protocol.ts';
 import type { TrackThread } from './ThreadedTrack.ts';
-
-/** The ports an ingress in a media thread bound (its `ingress.open` answer). */
-export interface IngressPorts {
-  readonly rtpPort: number;
-  readonly rtcpPort: number;
-  readonly inner: { readonly ip: string; readonly port: number; readonly rtcpPort: number };
-}
 
 /**
  * The main thread's handle on a plain leg's ingress that runs in the call's media thread (issue 16

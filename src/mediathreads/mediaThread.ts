@@ -2,11 +2,12 @@
  * Body of one media thread (see MediaThreadPool). It owns the UDP sockets of the streams pinned
  * to it (a UdpMediaPlane of its own, on its share of the port range) and the TrackRecorders of
  * their speakers: RTP in, the gate read from shared memory per packet, jitter buffer, G.711
- * framing and Opus encoding (its own libopus), segmenter and Ogg, and the sealing and PUT of each
- * finished segment (SegmentHold): the segment's figures go to the main thread, whose store keeps
- * the books (data keys, manifest, deletion tombstones, spool) and asks this thread to seal the
- * bytes with the track's data key and PUT them; only a segment bound for the spool crosses,
- * sealed. The put's outcome comes back so the track knows when it is settled.
+ * framing and Opus encoding (its own libopus), segmenter and Ogg; and the ingress of its calls'
+ * plain legs. A finished segment goes to the main thread's store, which keeps the books (data
+ * keys, manifest, deletion tombstones, spool): its Ogg moved there in one message (sealing 'main',
+ * the default), or held here and sealed and PUT here on the store's word (sealing 'thread',
+ * SegmentHold; only a segment bound for the spool then crosses, sealed). The put's outcome comes
+ * back so the track knows when it is settled.
  *
  * Nothing here decides whether to record: the main thread writes each track's gate word; a packet
  * is kept only while its word reads open (GateSlots), checked before anything else is done.
@@ -57,7 +58,7 @@ const openSegments =
         onFallback: (err) => log.warn({ err: err.message }, 'an open segment file could not be written: its segment stays in memory'),
       });
 const pageStore = openSegments ? () => openSegments.create() : undefined;
-/** Finished segments until the store is done with them; PUT from here when the thread has the store's endpoint. */
+/** Finished segments until the store is done with them (sealing 'thread'); PUT from here when the thread has the store's endpoint. */
 const held = new SegmentHold(config.s3, { maxSockets: 16 });
 
 interface ThreadTrack {

@@ -10,7 +10,6 @@ import type { OpenStreamRequest, StreamCloseReason, StreamEvent, StreamStats, St
 import type { SegmentAad } from '../crypto/segmentSeal.ts';
 import type { LegIngressSpec } from '../sfu/LegIngress.ts';
 import type { IngressDropReason } from '../sfu/PlainRtpIngress.ts';
-import type { IngressPorts } from './ThreadIngress.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
 import type { SegmentInput } from '../storage/types.ts';
 
@@ -107,6 +106,13 @@ export interface ThreadError {
   readonly code: string;
   readonly message: string;
   readonly store?: boolean | undefined;
+}
+
+/** The ports an ingress in a media thread bound (its `ingress.open` answer). */
+export interface IngressPorts {
+  readonly rtpPort: number;
+  readonly rtcpPort: number;
+  readonly inner: { readonly ip: string; readonly port: number; readonly rtcpPort: number };
 }
 
 /** What a request is answered with: a stream's local address, a sealed segment's figures, or its sealed bytes. */
