@@ -100,13 +100,13 @@ export const ConfigSchema = z.strictObject({
   /**
    * Where a media thread's finished segments are sealed and PUT: 'thread' (in the media thread that
    * made it; the store on the main thread keeps the books and asks the thread, one segment at a
-   * time) or 'main' (the Ogg moves to the main thread, whose store seals and PUTs it). 'main' by
-   * default: on a host whose cores the media threads already wait for (the bench's 2 cores),
-   * sealing and PUTs there made their loops lag 2-3x more and PUTs 1.5-2 s at p99 instead of
-   * 43 ms, and a media thread's lag is the precision of an opening (docs/architecture.md §3.2).
-   * 'thread' takes that work off the main thread where cores are to spare (README, performance).
+   * time) or 'main' (the Ogg moves to the main thread, whose store seals and PUTs it). 'thread' by
+   * default: it keeps the main thread (the gate's decisions, admission, the pulse the media threads
+   * fail closed on) responsive; on the bench's 2 cores it met the main loop and zero-loss targets
+   * in every run where 'main' missed them in two of four, at the price of more lag in the media
+   * threads on the direct path and slower PUTs (README, performance; docs/architecture.md §3.2).
    */
-  segmentSealing: z.enum(['thread', 'main']).default('main'),
+  segmentSealing: z.enum(['thread', 'main']).default('thread'),
   /**
    * Media threads for direct streams (SIPREC): their RTP is received and recorded there, one thread
    * per core by default (issue 16). 0 keeps the sockets and tracks on the main thread.

@@ -47,7 +47,7 @@ describe('configuration', () => {
     expect(c.mediaThreadSemiSpaceMb).toBe(2);
     expect(c.openSegments).toBe('disk');
     expect(loadConfig({ OPTIN_OPEN_SEGMENTS: 'memory' }).openSegments).toBe('memory');
-    expect(c.segmentSealing).toBe('main');
+    expect(c.segmentSealing).toBe('thread');
     expect(loadConfig({ OPTIN_SEGMENT_SEALING: 'thread' }).segmentSealing).toBe('thread');
     expect(loadConfig({ OPTIN_SEGMENT_SEALING: 'main' }).segmentSealing).toBe('main');
     expect(loadConfig({ OPTIN_RETENTION_SECONDS: '3600' }).retentionSeconds).toBe(3600);
