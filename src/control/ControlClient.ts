@@ -211,10 +211,11 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
    * Timed-out cap questions of this connection, requestId -> question (the recording and its
    * agents). The control plane decides once per recording and agent (idempotent), so a late
    * answer is the answer to the retry of the same question too: taken for it, not dropped. Only
-   * the same agents: an agent who joined since (a transfer) is asked about in a new question. Without this a control plane slower than
-   * `capTimeoutMs` for a while answers every question after the worker gave up on it, and the
-   * call never leaves admission (seen in the gate property test on a loaded host: one call
-   * re-asking every 2 s for 10 s, each answer arriving just after its retry).
+   * the same agents: an agent who joined since (a transfer) is asked about in a new question.
+   * Without this a control plane slower than `capTimeoutMs` for a while answers every question
+   * after the worker gave up on it, and the call never leaves admission (seen in the gate
+   * property test on a loaded host: one call re-asking every 2 s for 10 s, each answer arriving
+   * just after its retry).
    */
   readonly #givenUp = new Map<string, string>();
   /** Last R7 report per call, resent after a reconnect; Map order = recency, for trimming. */

@@ -98,6 +98,20 @@ function forget(callId: string, participantId: string): void {
 }
 const streams = new Map<number, ReceiveStream>();
 const pendingSegments = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+/** How long a stop waits for the store's word on the segments still pending (the store's own PUT deadline is 5 s). */
+const STOP_SEGMENTS_WAIT_MS = 15_000;
+
+/** Resolves once no segment waits for the store's word (`segment.done`), or after `timeoutMs` (logged). */
+async function segmentsSettled(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pendingSegments.size > 0) {
+    if (Date.now() > deadline) {
+      log.error({ segments: pendingSegments.size }, 'stopping with segments the store did not confirm; they are lost with this thread');
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 let nextReq = 1;
 
 const CODECS: Readonly<Partial<Record<CodecChoice['name'], AudioCodec>>> = { PCMU: 'pcmu', PCMA: 'pcma', opus: 'opus' };
@@ -420,6 +434,9 @@ port.on('message', (m: ToThread) => {
           streams.clear();
           const now = Date.now();
           await Promise.allSettled([...tracks.keys()].map((id) => closeTrack(id, now)));
+          // The store may still be sealing or PUTting segments this thread holds (a call that
+          // ended just before the stop): the thread lives until it has the store's word on each.
+          await segmentsSettled(STOP_SEGMENTS_WAIT_MS);
           clearInterval(tickTimer);
           if (batchTimer) clearInterval(batchTimer);
           clearInterval(statsTimer);
