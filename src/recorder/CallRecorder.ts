@@ -9,6 +9,7 @@ import type { AudioCodec } from '../sfu/mediaCodecs.ts';
 import type { RecordingManifest } from '../storage/manifest.ts';
 import { summarizeManifest, type ManifestSummary } from '../storage/manifestSummary.ts';
 import type { DeletionReceipt } from '../storage/types.ts';
+import { oggBytesOf } from '../storage/inputs.ts';
 import { TrackRecorder, type OpusEncoderPool, type SegmentStore } from './TrackRecorder.ts';
 import type { DirectTrackFactory, GatedTrack, RecorderTrack, ThreadTaps } from './RecorderTrack.ts';
 import { assertCanEnter, isErased, recordingIdOf, reportOf, type ErasureCause, type RecordingPhase, type RecordingStopReason } from './RecordingPhase.ts';
@@ -756,7 +757,7 @@ export class CallRecorder {
         if (!this.#inManifest.has(meta.participantId)) await this.#listJoined(meta.recordingId);
         const result = await this.#d.store.putSegment(meta, ogg);
         const sealedBytes = (result as { sealedBytes?: unknown } | undefined)?.sealedBytes;
-        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : Buffer.isBuffer(ogg) ? ogg.length : ogg.oggBytes });
+        this.#d.onRecording?.({ type: 'segment', recordingId: meta.recordingId, participantId: meta.participantId, sealedBytes: typeof sealedBytes === 'number' ? sealedBytes : oggBytesOf(ogg) });
         return result;
       },
     };

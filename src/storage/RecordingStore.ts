@@ -6,7 +6,7 @@ import { TypedEmitter } from '../events/TypedEmitter.ts';
 import { assertId } from '../ids/ids.ts';
 import type { Logger } from '../log/logger.ts';
 import { newDataKeyDocument } from './dataKeys.ts';
-import { checkBeginInput, checkDeletion, checkPolicy, checkSegmentInput, checkStoreOptions } from './inputs.ts';
+import { checkBeginInput, checkDeletion, checkPolicy, checkSegmentInput, checkStoreOptions, oggBytesOf } from './inputs.ts';
 import { dataKeyObjectKey, isoSeconds, mediaObjectKey, mediaTags, retentionClass, type BucketNames } from './layout.ts';
 import {
   MANIFEST_FORMAT,
@@ -478,7 +478,7 @@ export class RecordingStore extends TypedEmitter<RecordingStoreEvents> implement
       startWallClockMs: m.startWallClockMs,
       durationMs: m.durationMs,
       opusPayloadBytes: m.opusPayloadBytes,
-      oggBytes: Buffer.isBuffer(ogg) ? ogg.length : ogg.oggBytes,
+      oggBytes: oggBytesOf(ogg),
       sealedBytes,
       sha256,
       quality: m.quality,

@@ -94,7 +94,7 @@ export function checkSegmentInput(meta: SegmentInput, ogg: SegmentBody, maxSegme
     if (typeof m[f] !== 'number' || !Number.isFinite(m[f]) || m[f] < 0) throw new OptinError('INVALID_INPUT', `${f} must be a non-negative number`);
   }
   const quality = checkFlatRecord('quality', m.quality ?? {}, MAX_QUALITY_JSON_BYTES);
-  const bytes = Buffer.isBuffer(ogg) ? ogg.length : isHeldSegment(ogg) ? ogg.oggBytes : NaN;
+  const bytes = Buffer.isBuffer(ogg) || isHeldSegment(ogg) ? oggBytesOf(ogg) : NaN;
   if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new OptinError('INVALID_INPUT', 'the segment must be a non-empty Buffer (one standalone Ogg Opus file)');
   if (bytes > maxSegmentBytes) {
     throw new OptinError('SEGMENT_TOO_LARGE', `segment of ${bytes} bytes exceeds maxSegmentBytes (${maxSegmentBytes}); shorten the segment duration`);
@@ -124,4 +124,9 @@ function checkReason(value: unknown): asserts value is string {
 export function isHeldSegment(body: unknown): body is HeldSegment {
   const b = body as Partial<HeldSegment> | null;
   return typeof b === 'object' && b !== null && !Buffer.isBuffer(b) && typeof b.oggBytes === 'number' && typeof b.seal === 'function' && typeof b.take === 'function';
+}
+
+/** The Ogg file's size, wherever it is (here, or held by a media thread). */
+export function oggBytesOf(body: SegmentBody): number {
+  return Buffer.isBuffer(body) ? body.length : body.oggBytes;
 }
