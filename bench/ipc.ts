@@ -116,6 +116,8 @@ export interface WindowResult {
   staleEvents: number;
   heapUsedBytes: number;
   externalBytes: number;
+  /** Each media thread's own heap after a full collection in it, at the end of the window. */
+  threadHeap?: { totalBytes: number; usedBytes: number; externalBytes: number }[];
   /**
    * Recorder mode: segment upload latency (the store's last 1024 direct PUTs) and uploads so far,
    * read at the end of the window, i.e. in steady state (the close burst comes later).

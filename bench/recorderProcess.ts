@@ -212,7 +212,12 @@ const handlers: { [C in CommandName]: (args: Commands[C][0]) => Promise<Commands
       const st = app.store.stats();
       result.upload = { p50Ms: st.uploadLatencyMs.p50, p99Ms: st.uploadLatencyMs.p99, samples: st.uploadLatencyMs.samples, uploaded: st.uploaded, spooled: st.spooled };
     }
-    // After the lag figures: the driver reads memory next, live data only (as for the idle figure).
+    // After the lag figures: the driver reads memory next, live data only (as for the idle figure),
+    // in every isolate: each media thread collects its own heap, the main thread's gc() does not.
+    if (app?.mediaThreads) {
+      await app.mediaThreads.refreshStats({ collectGarbage: true });
+      result.threadHeap = app.mediaThreads.load().map((t) => t.heap);
+    }
     collectGarbage();
     return result;
   },

@@ -310,6 +310,9 @@ export function printSummary(s: Summary, runs: RunResult[], lagLimitMs: number):
     if (t) {
       const lag = series.length ? `; their event-loop p99 per second: median ${series[Math.floor(series.length / 2)]} ms, max ${series.at(-1)} ms` : '';
       lines.push(`  ${r.label}: media threads CPU ${t.map((x) => `${f1(x)}%`).join(' / ')} of a core each (last second of the window)${lag}`);
+      const heap = r.lag?.threadHeap;
+      const mb = (b: number): string => (b / 1048576).toFixed(0);
+      if (heap) lines.push(`  ${r.label}: media threads' heaps after a GC: ${heap.map((h) => `${mb(h.usedBytes)} live / ${mb(h.totalBytes)} committed + ${mb(h.externalBytes)} external MB`).join('; ')}; main thread ${mb(r.lag?.heapUsedBytes ?? 0)} used + ${mb(r.lag?.externalBytes ?? 0)} external MB (before its GC)`);
     }
     for (const f of r.failures) lines.push(`  ${r.label}: FAIL ${f}`);
     for (const n of r.notes) lines.push(`  ${r.label}: note: ${n}`);

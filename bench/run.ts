@@ -310,6 +310,9 @@ async function measure(ctx: Context, mode: BenchMode, streams: number, codec: Au
     // --max-semi-space-size=2 as the recorder's launchers run it (package.json `recorder`, docker/Dockerfile).
     execArgv: ['--import', 'tsx', '--expose-gc', '--max-semi-space-size=2', ...(process.env.OPTIN_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.OPTIN_BENCH_CPU_PROF_DIR}`] : []), ...(process.env.OPTIN_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', logFd, logFd, 'ipc'],
+    // OPTIN_BENCH_RECORDER_ENV: environment for the process under test only, `K=V K=V` (an allocator
+    // to compare, e.g. `LD_PRELOAD=... MALLOC_ARENA_MAX=2`), not for the S3 server or the load generator.
+    env: { ...process.env, ...recorderEnv(process.env.OPTIN_BENCH_RECORDER_ENV) },
   });
   const rpc = new ChildRpc(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -759,3 +762,14 @@ main().then(
     process.exit(1);
   },
 );
+
+/** `K=V K=V` into an environment (OPTIN_BENCH_RECORDER_ENV); a word without `=` is an error. */
+function recorderEnv(spec: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const word of spec?.split(' ').filter(Boolean) ?? []) {
+    const at = word.indexOf('=');
+    if (at <= 0) throw new Error(`OPTIN_BENCH_RECORDER_ENV: "${word}" is not K=V`);
+    out[word.slice(0, at)] = word.slice(at + 1);
+  }
+  return out;
+}

@@ -197,6 +197,7 @@ export async function startRecorderApp(config: OptinConfig, opts: { logger?: Log
             strictSourcePort: sc.media.strictSourcePort,
             batchMs: config.mediaBatchMs,
             semiSpaceMb: config.mediaThreadSemiSpaceMb,
+            oldSpaceMb: config.mediaThreadOldSpaceMb,
             openSegmentDir: config.openSegments === 'disk' ? path.join(config.spool.dir, 'open-segments') : undefined,
             // Sealing in the threads: each PUTs its own segments on the lean path (the store keeps the
             // books); through the minio client the sealed bytes come here for the store's PUT. The

@@ -126,6 +126,14 @@ export const ConfigSchema = z.strictObject({
    */
   mediaThreadSemiSpaceMb: z.number().int().min(1).max(64).default(2),
   /**
+   * Each media thread's old generation limit, MB. V8 sizes a heap's growth steps from its limit:
+   * left to itself on a machine with many GB it lets an isolate grow to 4x its live data before a
+   * full collection (a media thread at 750 tracks: ~100 MB committed for ~32 MB live); at 512 MB
+   * the step is ~1.4x. A thread past it dies like one that crashed (its calls' media stop, fail
+   * closed); its live data is ~45 KB per track.
+   */
+  mediaThreadOldSpaceMb: z.number().int().min(64).max(8192).default(512),
+  /**
    * Where SFU legs (WebRTC, gateway plain legs) are tapped: `thread` (a PlainTransport consumer per
    * leg into the media threads' sockets) or `main` (a DirectTransport on the main thread, one
    * channel message per packet). Measured by `npm run bench` (README, performance).
@@ -215,6 +223,7 @@ const ENV: Record<string, readonly [string, EnvKind]> = {
   OPTIN_SEGMENT_SEALING: ['segmentSealing', 'string'],
   OPTIN_MEDIA_BATCH_MS: ['mediaBatchMs', 'number'],
   OPTIN_MEDIA_THREAD_SEMI_SPACE_MB: ['mediaThreadSemiSpaceMb', 'number'],
+  OPTIN_MEDIA_THREAD_OLD_SPACE_MB: ['mediaThreadOldSpaceMb', 'number'],
   OPTIN_SFU_TAP: ['sfuTap', 'string'],
   OPTIN_S3_MEDIA_PUT: ['s3.mediaPut', 'string'],
   OPTIN_HTTP_HOST: ['http.host', 'string'],

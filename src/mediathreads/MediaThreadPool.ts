@@ -9,7 +9,7 @@ import type { MediaSink, OpenStreamRequest, StreamStats } from '../siprec/MediaP
 import { ThreadStream } from './ThreadStream.ts';
 import { observeSegmentQuality, type SegmentQualityRecord } from '../media/segmentQuality.ts';
 import { GateSlots, MAIN_PULSE_MS, MainPulse, SlotAllocator } from './GateSlots.ts';
-import type { ContinueFrom, FromThread, IngressPorts, MediaThreadConfig, ToThread } from './protocol.ts';
+import type { ContinueFrom, FromThread, IngressPorts, MediaThreadConfig, ThreadHeap, ToThread } from './protocol.ts';
 import { ThreadedTrack, type TrackThread } from './ThreadedTrack.ts';
 import { ThreadSegment } from './ThreadSegment.ts';
 import { ThreadIngress } from './ThreadIngress.ts';
@@ -20,6 +20,8 @@ import type { S3Config } from '../storage/s3Endpoint.ts';
 export const DEFAULT_BATCH_MS = 8;
 /** V8 semi-space of each media thread's young generation, MB (config mediaThreadSemiSpaceMb). */
 export const DEFAULT_SEMI_SPACE_MB = 2;
+/** Each media thread's old generation limit, MB (config mediaThreadOldSpaceMb). */
+export const DEFAULT_OLD_SPACE_MB = 512;
 
 export interface MediaThreadPoolOptions {
   /** Threads to start: one per core is the intent (the main thread keeps control, API and storage). */
@@ -38,6 +40,8 @@ export interface MediaThreadPoolOptions {
   readonly batchMs?: number | undefined;
   /** V8 semi-space size of each thread's young generation, MB (see config mediaThreadSemiSpaceMb). */
   readonly semiSpaceMb?: number | undefined;
+  /** Old generation limit of each thread, MB (see config mediaThreadOldSpaceMb). */
+  readonly oldSpaceMb?: number | undefined;
   /**
    * Where open segments' closed pages wait, encrypted, one directory per thread (OpenSegmentFiles);
    * cleared at start (files of an earlier process, whose keys died with it). Undefined: memory.
@@ -69,6 +73,8 @@ export interface MediaThread extends TrackThread {
   openSegmentFallbacks: number;
   /** Finished segments it held at its last report (sealed or not, until the store is done with them). */
   heldSegments: number;
+  /** Its own V8 heap at its last report. */
+  heap: ThreadHeap;
 }
 
 /** What one media thread reported in its last second. */
@@ -80,6 +86,8 @@ export interface MediaThreadLoad {
   readonly tracks: number;
   /** Finished segments it holds until the store has them. */
   readonly heldSegments: number;
+  /** The thread's own V8 heap (an isolate of its own, not in the main thread's figures). */
+  readonly heap: ThreadHeap;
 }
 
 /**
@@ -150,7 +158,8 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       // V8's young generation is its two semi-spaces plus as much again for new large objects.
-      const resourceLimits = { maxYoungGenerationSizeMb: 3 * (o.semiSpaceMb ?? DEFAULT_SEMI_SPACE_MB) };
+      // The old generation's limit also sets how far V8 lets it grow between full collections.
+      const resourceLimits = { maxYoungGenerationSizeMb: 3 * (o.semiSpaceMb ?? DEFAULT_SEMI_SPACE_MB), maxOldGenerationSizeMb: o.oldSpaceMb ?? DEFAULT_OLD_SPACE_MB };
       const worker = new Worker(entry, { ...extra, workerData: config, name: `optin-media-${i}`, resourceLimits });
       const thread: MediaThread = {
         index: i,
@@ -161,6 +170,7 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
         alive: true,
         openSegmentFallbacks: 0,
         heldSegments: 0,
+        heap: { totalBytes: 0, usedBytes: 0, externalBytes: 0 },
         send: (msg) => worker.postMessage(msg),
         request: (make, transfer) => pool.#request(thread, make, transfer),
       };
@@ -216,12 +226,17 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
   load(): MediaThreadLoad[] {
     const tracks = new Array<number>(this.#threads.length).fill(0);
     for (const t of this.#tracks.values()) tracks[(t.thread as MediaThread).index]!++;
-    return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]!, heldSegments: t.heldSegments }));
+    return this.#threads.map((t) => ({ index: t.index, loopP99Ms: t.loopP99Ms, cpuPct: t.cpuUs / 1e4, tracks: tracks[t.index]!, heldSegments: t.heldSegments, heap: t.heap }));
   }
 
-  /** Asks every thread for its figures now (they come once a second otherwise). */
-  async refreshStats(): Promise<void> {
-    await Promise.all(this.#threads.filter((t) => t.alive).map((t) => this.#request(t, (req) => ({ t: 'stats', req }))));
+  /**
+   * Asks every thread for its figures now (they come once a second otherwise). `collectGarbage`:
+   * each thread runs a full collection first, where the process runs with --expose-gc (the bench
+   * reads private memory after one, and a thread's isolate is not collected by the main thread's).
+   */
+  async refreshStats(options: { collectGarbage?: boolean } = {}): Promise<void> {
+    const gc = options.collectGarbage === true;
+    await Promise.all(this.#threads.filter((t) => t.alive).map((t) => this.#request(t, (req) => ({ t: 'stats', req, gc }))));
   }
 
   /** The thread a call's streams and tracks live in. */
@@ -336,6 +351,7 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
         this.#worstLoopStallMs = Math.max(this.#worstLoopStallMs, m.loopMaxMs);
         thread.cpuUs = m.cpuUs;
         thread.heldSegments = m.heldSegments;
+        thread.heap = m.heap;
         this.#exportLoad(thread, m.tracks.length, m.openSegments);
         this.#exportIngress(m.ingress);
         break;
@@ -352,6 +368,9 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
     m.mediaThreadCpuRatio.set(label, thread.cpuUs / 1e6);
     m.mediaThreadTracks.set(label, tracks);
     m.heldSegments.set(label, thread.heldSegments);
+    m.mediaThreadHeapBytes.set({ ...label, kind: 'total' }, thread.heap.totalBytes);
+    m.mediaThreadHeapBytes.set({ ...label, kind: 'used' }, thread.heap.usedBytes);
+    m.mediaThreadHeapBytes.set({ ...label, kind: 'external' }, thread.heap.externalBytes);
     if (files !== undefined) {
       m.openSegmentFiles.set(label, files.open);
       if (files.fallbacks > thread.openSegmentFallbacks) m.openSegmentFallbacks.inc(label, files.fallbacks - thread.openSegmentFallbacks);

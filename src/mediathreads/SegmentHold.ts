@@ -1,6 +1,7 @@
 import { sha256Hex } from '../crypto/digest.ts';
 import { sealSegment, type SegmentAad } from '../crypto/segmentSeal.ts';
 import { OptinError } from '../errors/OptinError.ts';
+import { discardBytes, ownsItsMemory } from '../media/discardBytes.ts';
 import { LeanPut, type LeanPutOptions, type LeanPutStats } from '../storage/LeanPut.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
 
@@ -25,6 +26,8 @@ interface Held {
   sealed: Buffer | undefined;
   /** PUTs of the sealed bytes still in flight (their buffer must not be moved away meanwhile). */
   putting: number;
+  /** A PUT of the sealed bytes was answered 200: the store read all of them, no socket still writes from them. */
+  stored: boolean;
 }
 
 export class SegmentHold {
@@ -53,7 +56,7 @@ export class SegmentHold {
   /** Keeps a finished segment's Ogg under `id` until released. The buffer must be the segment's own. */
   hold(id: number, ogg: Buffer): void {
     if (this.#held.has(id)) throw new OptinError('INTERNAL', `segment ${id} is already held`);
-    this.#held.set(id, { ogg, sealed: undefined, putting: 0 });
+    this.#held.set(id, { ogg, sealed: undefined, putting: 0, stored: false });
   }
 
   /** Seals the held Ogg with `key` for `aad` (crypto/segmentSeal.ts); zeroes the key and the Ogg. */
@@ -62,7 +65,7 @@ export class SegmentHold {
       const h = this.#require(id);
       if (h.ogg === undefined) throw new OptinError('INTERNAL', `segment ${id} was sealed already`);
       const sealed = sealSegment(Buffer.from(key.buffer, key.byteOffset, key.byteLength), h.ogg, aad);
-      h.ogg.fill(0);
+      discardBytes(h.ogg);
       h.ogg = undefined;
       h.sealed = sealed;
       return { sealedBytes: sealed.length, sha256: sha256Hex(sealed) };
@@ -79,6 +82,7 @@ export class SegmentHold {
     h.putting++;
     try {
       await this.#lean.putWithTags(bucket, objectKey, h.sealed, tags, metadata);
+      h.stored = true;
     } finally {
       h.putting--;
     }
@@ -92,16 +96,21 @@ export class SegmentHold {
     const h = this.#require(id);
     const sealed = h.sealed;
     if (sealed === undefined) throw new OptinError('INTERNAL', `segment ${id} is not sealed yet`);
-    const own = h.putting === 0 && sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength && sealed.buffer instanceof ArrayBuffer;
+    const own = h.putting === 0 && ownsItsMemory(sealed);
     h.sealed = undefined;
     return own ? new Uint8Array(sealed.buffer, 0, sealed.byteLength) : new Uint8Array(sealed);
   }
 
-  /** The main thread is done with segment `id` (stored, spooled or refused): forgotten, its Ogg zeroed. */
+  /**
+   * The main thread is done with segment `id` (stored, spooled or refused): forgotten, its Ogg
+   * zeroed and freed; its sealed bytes freed too once a PUT of them was answered (else the
+   * collector frees them: a PUT that timed out may still be writing from them).
+   */
   release(id: number): void {
     const h = this.#held.get(id);
     if (h === undefined) return;
-    h.ogg?.fill(0);
+    if (h.ogg !== undefined) discardBytes(h.ogg);
+    if (h.sealed !== undefined && h.stored && h.putting === 0) discardBytes(h.sealed);
     this.#held.delete(id);
   }
 

@@ -14,8 +14,9 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import { GateSlots, MainPulse } from './GateSlots.ts';
-import type { ContinueFrom, FromThread, MediaThreadConfig, ThreadError, ToThread, TrackStats } from './protocol.ts';
+import type { ContinueFrom, FromThread, MediaThreadConfig, ThreadError, ThreadHeap, ToThread, TrackStats } from './protocol.ts';
 import { TrackRecorder, type OpusEncoderPool } from '../recorder/TrackRecorder.ts';
 import { OpusWasmEncoder } from '../media/OpusWasmEncoder.ts';
 import { TRANSCODER_PRE_SKIP_48K } from '../media/TranscoderPool.ts';
@@ -28,6 +29,7 @@ import { OGG_BLOCKS } from '../media/OggOpusWriter.ts';
 import { join } from 'node:path';
 import { isOptinError } from '../errors/OptinError.ts';
 import { SegmentHold } from './SegmentHold.ts';
+import { ownsItsMemory } from '../media/discardBytes.ts';
 import { PlainRtpIngress, type IngressDropReason } from '../sfu/PlainRtpIngress.ts';
 import { rewriterFor, type LegIngressSpec } from '../sfu/LegIngress.ts';
 
@@ -249,7 +251,7 @@ function openTrack(m: Extract<ToThread, { t: 'track.open' }>): void {
       putSegment(meta, ogg) {
         const req = nextReq++;
         // A segment's Ogg is a buffer of its own (Segmenter concatenates pages): kept, not copied.
-        const own = ogg.byteOffset === 0 && ogg.byteLength === ogg.buffer.byteLength && ogg.buffer instanceof ArrayBuffer;
+        const own = ownsItsMemory(ogg);
         return new Promise<void>((resolve, reject) => {
           pendingSegments.set(req, { resolve, reject });
           if (config.sealing === 'main') {
@@ -420,6 +422,7 @@ port.on('message', (m: ToThread) => {
       ingresses.delete(m.iid);
       break;
     case 'stats':
+      if (m.gc) (globalThis as { gc?: () => void }).gc?.();
       postStats();
       post({ t: 'done', req: m.req });
       break;
@@ -471,7 +474,11 @@ function postStats(): void {
   const ingress = { open: ingresses.size, ssrcChanges: ingressSsrcChanges, dropped: ingressDropped };
   ingressSsrcChanges = 0;
   ingressDropped = {};
-  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats, heldSegments: held.size, ingress });
+  post({ t: 'stats', tracks: trackStats, streams: streamStats, loopP99Ms, loopMaxMs, cpuUs, openSegments: openSegments?.stats, heldSegments: held.size, ingress, heap: heapOf() });
+}
+function heapOf(): ThreadHeap {
+  const h = getHeapStatistics();
+  return { totalBytes: h.total_heap_size, usedBytes: h.used_heap_size, externalBytes: h.external_memory };
 }
 const statsTimer = setInterval(postStats, 1000);
 

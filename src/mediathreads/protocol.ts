@@ -94,7 +94,8 @@ export type ToThread =
   | { readonly t: 'ingress.open'; readonly req: number; readonly iid: number; readonly spec: LegIngressSpec }
   | { readonly t: 'ingress.attach'; readonly iid: number; readonly target: { readonly rtpPort: number; readonly rtcpPort: number } }
   | { readonly t: 'ingress.close'; readonly iid: number }
-  | { readonly t: 'stats'; readonly req: number }
+  /** Post the stats now; `gc`: after a full collection (only where the process runs with --expose-gc: the bench). */
+  | { readonly t: 'stats'; readonly req: number; readonly gc?: boolean | undefined }
   | { readonly t: 'stop'; readonly req: number };
 
 /**
@@ -125,6 +126,16 @@ export interface IngressCounts {
   readonly dropped: Partial<Record<IngressDropReason, number>>;
 }
 
+/** A media thread's own V8 heap (each thread is an isolate of its own; the process's figures do not show it). */
+export interface ThreadHeap {
+  /** Committed heap, bytes (V8's total_heap_size). */
+  readonly totalBytes: number;
+  /** Live objects, bytes (used_heap_size). */
+  readonly usedBytes: number;
+  /** ArrayBuffers and other memory outside the heap that the isolate's objects keep alive, bytes. */
+  readonly externalBytes: number;
+}
+
 /** A track's counters and health (no audio, no identifiers). */
 export interface TrackStats {
   readonly id: number;
@@ -142,4 +153,4 @@ export type FromThread =
   | { readonly t: 'done'; readonly req: number; readonly error?: ThreadError | undefined; readonly value?: DoneValue | undefined; readonly stats?: TrackStats | undefined }
   | { readonly t: 'event'; readonly event: StreamEvent }
   | { readonly t: 'verdict'; readonly callId: string; readonly participantId: string; readonly payloadHead: Uint8Array; readonly writable: boolean; readonly arrivalMs: number }
-  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined; readonly heldSegments: number; readonly ingress: IngressCounts };
+  | { readonly t: 'stats'; readonly tracks: readonly TrackStats[]; readonly streams: readonly { readonly sid: number; readonly stats: StreamStats }[]; readonly loopP99Ms: number; readonly loopMaxMs: number; readonly cpuUs: number; readonly openSegments?: { readonly open: number; readonly fallbacks: number } | undefined; readonly heldSegments: number; readonly ingress: IngressCounts; readonly heap: ThreadHeap };

@@ -59,6 +59,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     mediaThreadCpuRatio: new Gauge({ name: 'optin_media_thread_cpu_ratio', help: 'CPU of each media thread over its last second, as a fraction of one core', labelNames: ['thread'], registers: r }),
     mediaThreadTracks: new Gauge({ name: 'optin_media_thread_tracks', help: 'Tracks held by each media thread', labelNames: ['thread'], registers: r }),
     heldSegments: new Gauge({ name: 'optin_media_thread_held_segments', help: 'Finished segments a media thread holds until the store has them (sealing, PUT, or the spool)', labelNames: ['thread'], registers: r }),
+    mediaThreadHeapBytes: new Gauge({ name: 'optin_media_thread_heap_bytes', help: "Each media thread's own V8 heap: committed (total), live (used), and memory outside it its objects keep (external)", labelNames: ['thread', 'kind'], registers: r }),
     openSegmentFiles: new Gauge({ name: 'optin_open_segment_files', help: 'Open segments whose closed pages wait in an encrypted file, per media thread', labelNames: ['thread'], registers: r }),
     openSegmentFallbacks: new Counter({ name: 'optin_open_segment_fallbacks_total', help: 'Open segments moved to memory because the disk refused a page, per media thread', labelNames: ['thread'], registers: r }),
     mediaWorkerMaxRssBytes: new Gauge({ name: 'optin_mediasoup_worker_max_rss_bytes', help: 'Peak RSS of each mediasoup worker', labelNames: ['worker'], registers: r }),

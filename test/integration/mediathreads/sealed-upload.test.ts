@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
+import { DEFAULT_OLD_SPACE_MB } from '../../../src/mediathreads/MediaThreadPool.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import type { SegmentStore } from '../../../src/recorder/TrackRecorder.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
@@ -232,5 +233,15 @@ describe('media threads seal and upload their own segments', () => {
     const final = await store.endRecording(rid);
     expect(final.segments.map((s) => s.segment)).toEqual([0]);
     expect(await listNames(s3Buckets.client, buckets.media, `rec/${rid}/`)).toHaveLength(1);
+  });
+
+  it("each thread reports its own heap (after a collection when asked) and runs under the pool's old generation limit", async () => {
+    await good.pool.refreshStats({ collectGarbage: true });
+    const [load] = good.pool.load();
+    expect(load!.heap.usedBytes).toBeGreaterThan(1024 * 1024);
+    expect(load!.heap.usedBytes).toBeLessThanOrEqual(load!.heap.totalBytes);
+    expect(load!.heap.externalBytes).toBeGreaterThanOrEqual(0);
+    // The limit V8 sizes the heap's growth steps from (config mediaThreadOldSpaceMb).
+    expect(good.pool.threadOf('any-call').worker.resourceLimits?.maxOldGenerationSizeMb).toBe(DEFAULT_OLD_SPACE_MB);
   });
 });
