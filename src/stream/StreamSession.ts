@@ -36,6 +36,14 @@ const CATCH_UP_BATCH = 500;
  * socket when it was paused cannot exceed a few hundred) is cut off.
  */
 const PAUSE_INBOX = 128;
+/**
+ * Cap questions handled at once per session. Each is one short transaction of a few round trips
+ * (caps/capDecision.ts), safe to run side by side: it locks the agents' counter rows, so two
+ * admissions for one agent queue on the row. One after the other, a recorder's burst of new calls
+ * (750 consents within seconds) waited longer than its question's deadline (2 s) and every late
+ * answer turned into a retry and a warning on the worker.
+ */
+const CAP_LANES = 4;
 const RESUME_INBOX = 32;
 const MAX_INBOX = 4096;
 
@@ -68,9 +76,15 @@ export class StreamSession {
   #state: 'snapshot' | 'live' | 'closed' = 'snapshot';
   #sentSeq = -1;
   #pumping: Promise<boolean> | undefined;
-  /** Worker frames are handled one after the other, in arrival order (a report before its cap request). */
+  /**
+   * Worker frames are handled one after the other, in arrival order (a call's reports in the order
+   * it sent them), except cap questions: up to CAP_LANES of those at once, beside the others (their
+   * answers name their question; none depends on a report).
+   */
   #inbox: Promise<void> = Promise.resolve();
   #inboxDepth = 0;
+  #capsRunning = 0;
+  readonly #capsWaiting: (() => Promise<void>)[] = [];
 
   constructor(ws: WebSocket, workerId: string, key: Buffer, proof: string, serverNonce: string, deps: SessionDeps) {
     this.#ws = ws;
@@ -239,7 +253,7 @@ export class StreamSession {
     }
     this.#inboxDepth++;
     if (this.#inboxDepth === PAUSE_INBOX) this.#ws.pause();
-    this.#inbox = this.#inbox.then(() =>
+    const handle = (): Promise<void> =>
       this.#deps.onMessage(this, message).then(
         () => this.#deps.metrics.workerFrames.inc({ type: message.type, result: 'ok' }),
         (err: unknown) => {
@@ -250,8 +264,25 @@ export class StreamSession {
       ).finally(() => {
         this.#inboxDepth--;
         if (this.#inboxDepth === RESUME_INBOX && this.#ws.isPaused) this.#ws.resume();
-      }),
-    );
+      });
+    if (message.type === 'cap.request') {
+      this.#capsWaiting.push(handle);
+      this.#runCaps();
+    } else {
+      this.#inbox = this.#inbox.then(handle);
+    }
+  }
+
+  /** Starts waiting cap questions while fewer than CAP_LANES run. */
+  #runCaps(): void {
+    while (this.#capsRunning < CAP_LANES && this.#capsWaiting.length > 0) {
+      const next = this.#capsWaiting.shift()!;
+      this.#capsRunning++;
+      void next().finally(() => {
+        this.#capsRunning--;
+        this.#runCaps();
+      });
+    }
   }
 }
 

@@ -84,8 +84,11 @@ describe('policy stream v2', () => {
     await c.waitSnapshot();
     const ask = (requestId: string, recordingId: string, agentIds = ['agent-cap']) =>
       c.send({ v: PROTOCOL_VERSION_2, type: 'cap.request', requestId, recordingId, callId: 'call-cap', agentIds, at: Date.now() });
+    // Questions are handled side by side (up to four at once): which of two racing recordings
+    // takes the last place is not fixed, so the two that fill the cap are answered first.
     ask('q1', 'r-cap-1');
     ask('q2', 'r-cap-2');
+    await c.waitFor(() => c.capDecisions.length === 2, 5000, 'two decisions');
     ask('q3', 'r-cap-3');
     ask('q1b', 'r-cap-1'); // a retry of q1
     ask('q4', 'r-cap-4', ['agent-without-schedule']);
@@ -124,6 +127,53 @@ describe('policy stream v2', () => {
     const list = await t.api('GET', '/v1/recordings?teamLeadId=lead-rep', { token: t.tokens.ops });
     expect((list.body.recordings as Array<{ recordingId: string }>).map((r) => r.recordingId)).toEqual(['r-rep']);
     await expect.poll(async () => (await t.cp.db.query('SELECT reasons FROM call_recording_states WHERE call_id = $1', ['call-rep'])).rows[0]).toEqual({ reasons: ['deleted'] });
+  });
+
+  it('a burst of cap questions from one worker, handled side by side: never over the cap, each recording counted once', async () => {
+    const cap = 5;
+    await t.api('PUT', '/v1/agents/agent-cap-burst/schedule', { token: t.tokens.wfm, body: { windows: [{ start: Date.now() - hour, end: Date.now() + hour }], monthlyCap: cap } });
+    const c = await connect(t.cp.streamUrl, 'w-cap-burst');
+    await c.waitSnapshot();
+    const n = 40;
+    const ask = (requestId: string, recordingId: string) =>
+      c.send({ v: PROTOCOL_VERSION_2, type: 'cap.request', requestId, recordingId, callId: `call-${recordingId}`, agentIds: ['agent-cap-burst'], at: Date.now() });
+    // Every recording asked twice in the same burst (a worker's retry racing its first question).
+    for (let i = 0; i < n; i++) {
+      ask(`qb${i}`, `r-burst-${i}`);
+      ask(`qb${i}-again`, `r-burst-${i}`);
+    }
+    await c.waitFor(() => c.capDecisions.filter((d) => d.requestId.startsWith('qb')).length === 2 * n, 20_000, 'every decision');
+    const byId = new Map(c.capDecisions.map((d) => [d.requestId, d.admitted]));
+    const admitted = Array.from({ length: n }, (_, i) => i).filter((i) => byId.get(`qb${i}`));
+    expect(admitted).toHaveLength(cap);
+    // A question and its retry get the same answer: the recording was counted once, or refused.
+    for (let i = 0; i < n; i++) expect(byId.get(`qb${i}-again`), `r-burst-${i}`).toBe(byId.get(`qb${i}`));
+    const { rows } = await t.cp.db.query<{ count: number }>("SELECT count FROM cap_counts WHERE agent_id = 'agent-cap-burst'");
+    expect(rows[0]!.count).toBe(cap);
+    c.close();
+  }, 60_000);
+
+  it('a cap question waiting on a locked counter does not hold up the questions behind it', async () => {
+    for (const agent of ['agent-locked', 'agent-free']) {
+      await t.api('PUT', `/v1/agents/${agent}/schedule`, { token: t.tokens.wfm, body: { windows: [{ start: Date.now() - hour, end: Date.now() + hour }], monthlyCap: 3 } });
+    }
+    const c = await connect(t.cp.streamUrl, 'w-cap-lanes');
+    await c.waitSnapshot();
+    const ask = (requestId: string, agentId: string) =>
+      c.send({ v: PROTOCOL_VERSION_2, type: 'cap.request', requestId, recordingId: `r-${requestId}`, callId: `call-${requestId}`, agentIds: [agentId], at: Date.now() });
+    // Create agent-locked's counter row, then hold its lock (another replica admitting for them).
+    ask('ql0', 'agent-locked');
+    await c.waitFor(() => c.capDecisions.some((d) => d.requestId === 'ql0'), 5000, 'first decision');
+    await t.cp.db.transaction(async (tx) => {
+      await tx.query("SELECT count FROM cap_counts WHERE agent_id = 'agent-locked' FOR UPDATE");
+      ask('ql1', 'agent-locked');
+      ask('qf1', 'agent-free');
+      await c.waitFor(() => c.capDecisions.some((d) => d.requestId === 'qf1'), 5000, "the free agent's decision while the other waits");
+      expect(c.capDecisions.some((d) => d.requestId === 'ql1')).toBe(false);
+    });
+    await c.waitFor(() => c.capDecisions.some((d) => d.requestId === 'ql1'), 5000, 'the locked agent decided once the lock is gone');
+    expect(c.capDecisions.find((d) => d.requestId === 'ql1')!.admitted).toBe(true);
+    c.close();
   });
 
   it('a burst of worker frames (every call reporting at once) is slowed by backpressure, not cut off: all handled, the session lives', async () => {
