@@ -24,6 +24,8 @@ interface Held {
   /** The Ogg file until it is sealed. */
   ogg: Buffer | undefined;
   sealed: Buffer | undefined;
+  /** The sealed bytes' SHA-256 (hex), worked out once for the manifest and sent with the PUT. */
+  sha256: string | undefined;
   /** PUTs of the sealed bytes still in flight (their buffer must not be moved away meanwhile). */
   putting: number;
   /** A PUT of the sealed bytes was answered 200: the store read all of them, no socket still writes from them. */
@@ -56,7 +58,7 @@ export class SegmentHold {
   /** Keeps a finished segment's Ogg under `id` until released. The buffer must be the segment's own. */
   hold(id: number, ogg: Buffer): void {
     if (this.#held.has(id)) throw new OptinError('INTERNAL', `segment ${id} is already held`);
-    this.#held.set(id, { ogg, sealed: undefined, putting: 0, stored: false });
+    this.#held.set(id, { ogg, sealed: undefined, sha256: undefined, putting: 0, stored: false });
   }
 
   /** Seals the held Ogg with `key` for `aad` (crypto/segmentSeal.ts); zeroes the key and the Ogg. */
@@ -68,7 +70,8 @@ export class SegmentHold {
       discardBytes(h.ogg);
       h.ogg = undefined;
       h.sealed = sealed;
-      return { sealedBytes: sealed.length, sha256: sha256Hex(sealed) };
+      h.sha256 = sha256Hex(sealed);
+      return { sealedBytes: sealed.length, sha256: h.sha256 };
     } finally {
       key.fill(0);
     }
@@ -81,7 +84,7 @@ export class SegmentHold {
     if (h.sealed === undefined) throw new OptinError('INTERNAL', `segment ${id} is not sealed yet`);
     h.putting++;
     try {
-      await this.#lean.putWithTags(bucket, objectKey, h.sealed, tags, metadata);
+      await this.#lean.putWithTags(bucket, objectKey, h.sealed, tags, metadata, {}, h.sha256);
       h.stored = true;
     } finally {
       h.putting--;

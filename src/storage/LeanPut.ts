@@ -198,15 +198,21 @@ export class LeanPut {
     tags: Record<string, string>,
     metadata: Record<string, string> = {},
     options: PutObjectWithTagsOptions = {},
+    bodySha256?: string,
   ): Promise<PutObjectResult> {
-    return this.put(bucket, key, body, taggedPutHeaders(key, body, tags, metadata, options));
+    return this.put(bucket, key, body, taggedPutHeaders(key, body, tags, metadata, options), bodySha256);
   }
 
-  /** PUT `body` at `bucket/key` with `headers` (lower-case names), signed. */
-  async put(bucket: string, key: string, body: Buffer, headers: Record<string, string>): Promise<PutObjectResult> {
+  /**
+   * PUT `body` at `bucket/key` with `headers` (lower-case names), signed. `bodySha256`: the body's
+   * SHA-256 (hex) where the caller has it already (a sealed segment's, for its manifest), so the
+   * body is not hashed twice; the store checks it against what it receives and refuses a mismatch.
+   */
+  async put(bucket: string, key: string, body: Buffer, headers: Record<string, string>, bodySha256?: string): Promise<PutObjectResult> {
     if (this.#closed) throw new OptinError('STORAGE_UNAVAILABLE', 'the lean PUT path was closed with its store; reopen the store', { retryable: true });
+    if (bodySha256 !== undefined && !SHA256_HEX.test(bodySha256)) throw new OptinError('INVALID_INPUT', 'a body digest must be 64 lower-case hex digits (SHA-256)');
     const path = `/${bucket}/${encodeKeyPath(key)}`;
-    const sha256 = createHash('sha256').update(body).digest('hex');
+    const sha256 = bodySha256 ?? createHash('sha256').update(body).digest('hex');
     const date = new Date();
     const signed: Record<string, string> = {
       ...headers,
@@ -269,6 +275,8 @@ export class LeanPut {
     });
   }
 }
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 /** Internal marker: the request failed on a reused keep-alive connection the store had closed. */
 class StaleConnection extends Error {

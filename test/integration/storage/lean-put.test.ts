@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, S3Error } from 'minio';
 import { LeanPut } from '../../../src/storage/LeanPut.ts';
@@ -69,6 +69,22 @@ describe('lean media PUT', () => {
     expect(b.meta).toEqual(a.meta);
     expect(b.meta['content-type']).toBe('application/octet-stream');
     expect(b.meta['optin-seg']).toBe(metadata[SEGMENT_META_HEADER]);
+  });
+
+  it("sends a body digest the caller already has; the store refuses a wrong one and nothing changes", async () => {
+    const { tags, metadata } = segmentTagsAndMeta();
+    const body = randomBytes(20_000);
+    const sha = createHash('sha256').update(body).digest('hex');
+    await lean.putWithTags(bucket, 'known-digest', body, tags, metadata, {}, sha);
+    expect((await objectView(client, bucket, 'known-digest')).body.equals(body)).toBe(true);
+    // The digest of other bytes: the store checks what it received against it.
+    const err = await caught(lean.putWithTags(bucket, 'known-digest', randomBytes(20_000), tags, metadata, {}, sha));
+    expect(err).toBeInstanceOf(S3Error);
+    expect(['XAmzContentSHA256Mismatch', 'BadDigest']).toContain(s3ErrorCode(err));
+    // Not a SHA-256 at all: refused before anything is sent.
+    const bad = await caught(lean.putWithTags(bucket, 'known-digest', randomBytes(10), tags, metadata, {}, 'not-a-digest'));
+    expect((bad as { code?: string }).code).toBe('INVALID_INPUT');
+    expect((await objectView(client, bucket, 'known-digest')).body.equals(body)).toBe(true);
   });
 
   it('reuses its keep-alive connections', async () => {
