@@ -56,12 +56,13 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
   const bucketPrefix = (overrides['s3.bucketPrefix'] as string | undefined) ?? buckets.prefix();
   const keyring = (overrides.keyring as OptinConfig['keyring'] | undefined) ?? { activeKeyId: 't1', keys: { t1: Keyring.generateKeyBase64() } };
   const db = await createTestDatabase();
+  const cpDataDir = opts.controlPlaneStore ? mkdtempSync(path.join(tmpdir(), 'optin-cp-')) : undefined;
   const control = await startTestControlPlane({
     databaseUrl: db.url,
     overrides: {
       'stream.heartbeatMs': heartbeatMs,
       ...(opts.controlPlaneStore
-        ? { 's3.endpoint': s3.endpoint, 's3.accessKey': s3.accessKey, 's3.secretKey': s3.secretKey, 's3.bucketPrefix': bucketPrefix, keyring, dataDir: mkdtempSync(path.join(tmpdir(), 'optin-cp-')) }
+        ? { 's3.endpoint': s3.endpoint, 's3.accessKey': s3.accessKey, 's3.secretKey': s3.secretKey, 's3.bucketPrefix': bucketPrefix, keyring, dataDir: cpDataDir }
         : {}),
       ...(opts.controlPlaneOverrides ?? {}),
     },
@@ -105,6 +106,7 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
     await relay.close();
     await control.close();
     await db.drop().catch(() => undefined);
+    if (cpDataDir) rmSync(cpDataDir, { recursive: true, force: true });
     throw err;
   }
   return {
@@ -121,6 +123,7 @@ export async function startStack(overrides: StackOverrides = {}, opts: StackOpti
       await control.close();
       await db.drop().catch(() => undefined);
       rmSync(spoolDir, { recursive: true, force: true });
+      if (cpDataDir) rmSync(cpDataDir, { recursive: true, force: true });
       await buckets.removeAll();
     },
   };

@@ -35,6 +35,8 @@ const buckets = useBuckets();
 const prefix = buckets.prefix();
 const keyring = { activeKeyId: 'k1', keys: { k1: Keyring.generateKeyBase64() } };
 const callSecret = randomBytes(32).toString('base64url');
+/** The control plane's own spool (its store's writes), removed with it. */
+const cpDataDir = mkdtempSync(path.join(tmpdir(), 'optin-2rec-cp-'));
 let db: TestDatabase;
 let control: TestControlPlane;
 let policy: PolicyFacts;
@@ -59,7 +61,7 @@ beforeAll(async () => {
       's3.secretKey': s3.secretKey,
       's3.bucketPrefix': prefix,
       keyring,
-      dataDir: mkdtempSync(path.join(tmpdir(), 'optin-2rec-cp-')),
+      dataDir: cpDataDir,
     },
     deps: { store: undefined },
   });
@@ -107,6 +109,7 @@ afterAll(async () => {
   }
   await control?.close();
   await db?.drop();
+  rmSync(cpDataDir, { recursive: true, force: true });
 });
 
 /** A call on recorder `k`, its legs asked through call control (as the SIP gateway does), consent given; resolves with its recording id. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -35,7 +35,11 @@ describe('control-plane configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'optin-cfg-'));
     const file = join(dir, 'control.json');
     writeFileSync(file, JSON.stringify({ http: { port: 9000, hots: '0.0.0.0' }, heartbeat: 5 }));
-    fails({ OPTIN_CONTROL_CONFIG: file }, /http\.hots: unknown setting[\s\S]*heartbeat: unknown setting/);
+    try {
+      fails({ OPTIN_CONTROL_CONFIG: file }, /http\.hots: unknown setting[\s\S]*heartbeat: unknown setting/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses cleartext on a non-loopback address', () => {
