@@ -348,11 +348,17 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     const question = JSON.stringify([input.recordingId, [...new Set(input.agentIds)].sort()]);
     return new Promise<CapDecision>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.#caps.delete(requestId);
-        this.#givenUp.set(requestId, question);
-        if (this.#givenUp.size > MAX_GIVEN_UP_CAPS) this.#givenUp.delete(this.#givenUp.keys().next().value!);
-        this.#logger?.warn({ requestId, recordingId: input.recordingId, timeoutMs: this.#capTimeoutMs }, 'control: no cap decision in time');
-        reject(new OptinError('CONTROL_CAP_UNKNOWN', `no monthly-cap decision within ${this.#capTimeoutMs} ms; the recording waits and asks again`, { retryable: true }));
+        // Node runs due timers before it reads sockets: when this thread was itself held up past
+        // the deadline (a burst of call setups), the answer may be waiting unread. setImmediate
+        // runs after the next read, so such an answer is taken, not counted as late.
+        setImmediate(() => {
+          if (this.#caps.get(requestId)?.timer !== timer) return; // answered, or the link was lost
+          this.#caps.delete(requestId);
+          this.#givenUp.set(requestId, question);
+          if (this.#givenUp.size > MAX_GIVEN_UP_CAPS) this.#givenUp.delete(this.#givenUp.keys().next().value!);
+          this.#logger?.warn({ requestId, recordingId: input.recordingId, timeoutMs: this.#capTimeoutMs }, 'control: no cap decision in time');
+          reject(new OptinError('CONTROL_CAP_UNKNOWN', `no monthly-cap decision within ${this.#capTimeoutMs} ms; the recording waits and asks again`, { retryable: true }));
+        });
       }, this.#capTimeoutMs);
       this.#caps.set(requestId, { question, resolve, reject, timer });
       this.#send({ v: PROTOCOL_VERSION_2, type: 'cap.request', requestId, recordingId: input.recordingId, callId: input.callId, agentIds: input.agentIds, at: input.at });
@@ -533,12 +539,21 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
     this.#lastHeardMs = performance.now();
   }
 
-  #onLivenessTimer(): void {
+  /**
+   * `afterRead`: the second look. Node runs due timers before it reads sockets, so when this
+   * thread was itself held up past the deadline (a burst of call setups), heartbeats and deltas
+   * may be waiting unread: the stream is judged silent only after one more read (setImmediate runs
+   * after it). Meanwhile the media threads keep nothing anyway (their pulse from this thread).
+   */
+  #onLivenessTimer(afterRead = false): void {
+    if (afterRead && this.#livenessTimer !== undefined) return; // re-armed meanwhile
     this.#livenessTimer = undefined;
     const now = performance.now();
     if (this.#phase === 'live') {
       const silentFor = now - this.#lastHeardMs;
-      if (silentFor >= this.#heartbeatTimeoutMs) {
+      if (silentFor >= this.#heartbeatTimeoutMs && !afterRead) {
+        setImmediate(() => this.#onLivenessTimer(true));
+      } else if (silentFor >= this.#heartbeatTimeoutMs) {
         this.#logger?.warn({ silentMs: Math.round(silentFor) }, 'control: heartbeat missed');
         this.#drop('heartbeat-missed', CLOSE_PROTOCOL_FAILURE);
       } else {
@@ -546,6 +561,7 @@ export class ControlClient extends TypedEmitter<ControlClientEvents> {
       }
       return;
     }
+    if (afterRead) return;
     if (this.#phase === 'connecting' || this.#phase === 'awaiting-hello' || this.#phase === 'awaiting-snapshot') {
       if (now >= this.#deadlineMs) this.#drop('connect-timeout', CLOSE_PROTOCOL_FAILURE);
       else this.#armLiveness(this.#deadlineMs - now);

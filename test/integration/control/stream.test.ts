@@ -546,7 +546,10 @@ describe('late cap answers', () => {
     const scheduled = next(p.client, 'fact', (f) => f.type === 'schedule.set');
     await p.policy.setSchedule('agent-late', [{ start: Date.now() - 1, end: Date.now() + 60_000 }], 5);
     await scheduled;
-    const slow = startClient(relay.url, p.t.secret, { workerId: 'worker-3', capTimeoutMs: 2000 });
+    // Heartbeats are not what this test is about: at this file's 50 ms heartbeats a loaded host's
+    // stall of 150 ms (the control plane runs in this process) would drop the link within the 2 s
+    // wait and fail the question CONTROL_NOT_FRESH instead (seen once in a full run).
+    const slow = startClient(relay.url, p.t.secret, { workerId: 'worker-3', capTimeoutMs: 2000, heartbeatTimeoutMs: 30_000 });
     await slow.waitFresh();
     relay.delay('cap.decision'); // the control plane's answers come, but late
     const question = { recordingId: 'r_late1', callId: 'c-late1', agentIds: ['agent-late'], at: Date.now() };
