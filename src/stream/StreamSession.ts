@@ -36,6 +36,8 @@ const CATCH_UP_BATCH = 500;
  * socket when it was paused cannot exceed a few hundred) is cut off.
  */
 const PAUSE_INBOX = 128;
+const RESUME_INBOX = 32;
+const MAX_INBOX = 4096;
 /**
  * Cap questions handled at once per session. Each is one short transaction of a few round trips
  * (caps/capDecision.ts), safe to run side by side: it locks the agents' counter rows, so two
@@ -44,8 +46,6 @@ const PAUSE_INBOX = 128;
  * answer turned into a retry and a warning on the worker.
  */
 const CAP_LANES = 4;
-const RESUME_INBOX = 32;
-const MAX_INBOX = 4096;
 
 export interface SessionDeps {
   db: Database;
