@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createToken } from '../../src/facts/integrations.ts';
@@ -28,6 +29,34 @@ export function writeIntegrationsFile(dir: string, id = 'all'): { file: string; 
   const file = path.join(dir, 'integrations.json');
   writeFileSync(file, JSON.stringify([{ id, scopes: ['ivr', 'wfm', 'hr', 'ops'], secretSha256: t.secretHash }]));
   return { file, token: t.token };
+}
+
+/** Where a control plane process of a test lives: its data directory, port, API token and environment. */
+export interface ControlProcessSetup {
+  dir: string;
+  port: number;
+  /** A token of an integration with every scope (ivr, wfm, hr, ops). */
+  token: string;
+  env: Record<string, string>;
+}
+
+/**
+ * A data directory (`tmpPrefix`...), a free port, an all-scopes integration and the environment for
+ * `spawnControlPlane` on `databaseUrl`, plus `extra`. The caller removes `dir`.
+ */
+export async function controlProcessSetup(databaseUrl: string, secret: string, tmpPrefix: string, extra: Record<string, string> = {}): Promise<ControlProcessSetup> {
+  const dir = mkdtempSync(path.join(tmpdir(), tmpPrefix));
+  const port = await freePort();
+  const integrations = writeIntegrationsFile(dir);
+  const env = {
+    OPTIN_CONTROL_SECRET: secret,
+    OPTIN_DATABASE_URL: databaseUrl,
+    OPTIN_CONTROL_PORT: String(port),
+    OPTIN_CONTROL_INTEGRATIONS_FILE: integrations.file,
+    OPTIN_DATA_DIR: dir,
+    ...extra,
+  };
+  return { dir, port, token: integrations.token, env };
 }
 
 export interface ControlProcess {

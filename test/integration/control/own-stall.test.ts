@@ -1,11 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ControlClient } from '../../../src/control/ControlClient.ts';
 import { TEST_SECRET } from '../../support/controlPlane.ts';
-import { freePort, spawnControlPlane, writeIntegrationsFile, type ControlProcess } from '../../support/controlProcess.ts';
+import { controlProcessSetup, spawnControlPlane, type ControlProcess } from '../../support/controlProcess.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
 
 /**
@@ -26,18 +24,9 @@ const hour = 3600_000;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  dir = mkdtempSync(path.join(os.tmpdir(), 'optin-cap-deadline-'));
-  port = await freePort();
-  const integrations = writeIntegrationsFile(dir);
-  token = integrations.token;
-  proc = spawnControlPlane({
-    OPTIN_CONTROL_SECRET: TEST_SECRET,
-    OPTIN_DATABASE_URL: db.url,
-    OPTIN_CONTROL_PORT: String(port),
-    OPTIN_CONTROL_HEARTBEAT_MS: '100',
-    OPTIN_CONTROL_INTEGRATIONS_FILE: integrations.file,
-    OPTIN_DATA_DIR: dir,
-  });
+  const setup = await controlProcessSetup(db.url, TEST_SECRET, 'optin-own-stall-', { OPTIN_CONTROL_HEARTBEAT_MS: '100' });
+  ({ dir, port, token } = setup);
+  proc = spawnControlPlane(setup.env);
   await proc.ready;
   const res = await fetch(`http://127.0.0.1:${port}/v1/agents/agent-dl/schedule`, {
     method: 'PUT',

@@ -1,6 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -9,7 +7,7 @@ import { Keyring } from '../../../src/crypto/Keyring.ts';
 import { monthKey } from '../../../src/gate/month.ts';
 import { useBuckets } from '../../support/buckets.ts';
 import { TEST_SECRET } from '../../support/controlPlane.ts';
-import { freePort, spawnControlPlane, writeIntegrationsFile, type ControlProcess } from '../../support/controlProcess.ts';
+import { controlProcessSetup, spawnControlPlane, type ControlProcess } from '../../support/controlProcess.ts';
 import { readTaggedTrack } from '../../support/gateHarness.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
 import { PolicyFacts } from '../../support/policyFacts.ts';
@@ -36,19 +34,9 @@ let policy: PolicyFacts;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  dir = mkdtempSync(path.join(os.tmpdir(), 'optin-e2e-restart-'));
-  port = await freePort();
-  const integrations = writeIntegrationsFile(dir);
-  env = {
-    OPTIN_CONTROL_SECRET: TEST_SECRET,
-    OPTIN_DATABASE_URL: db.url,
-    OPTIN_CONTROL_PORT: String(port),
-    OPTIN_CONTROL_HEARTBEAT_MS: '100',
-    OPTIN_CONTROL_INTEGRATIONS_FILE: integrations.file,
-    OPTIN_DATA_DIR: dir,
-    OPTIN_LOG_LEVEL: 'info',
-  };
-  const t = integrations.token;
+  const setup = await controlProcessSetup(db.url, TEST_SECRET, 'optin-e2e-restart-', { OPTIN_CONTROL_HEARTBEAT_MS: '100', OPTIN_LOG_LEVEL: 'info' });
+  ({ dir, port, env } = setup);
+  const t = setup.token;
   policy = new PolicyFacts({ url: `http://127.0.0.1:${port}`, tokens: { ivr: t, wfm: t, hr: t, ops: t } });
   proc = spawnControlPlane(env);
   await proc.ready;

@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SECRET, callBody, dtmfEvidence } from '../../support/controlPlane.ts';
-import { freePort, spawnControlPlane, writeIntegrationsFile, type ControlProcess } from '../../support/controlProcess.ts';
+import { controlProcessSetup, spawnControlPlane, type ControlProcess } from '../../support/controlProcess.ts';
 import { StreamClientV2 } from '../../support/controlStreamV2.ts';
 import { createTestDatabase, type TestDatabase } from '../../support/pg.ts';
 
@@ -23,18 +21,7 @@ let proc: ControlProcess | undefined;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  dir = mkdtempSync(path.join(os.tmpdir(), 'optin-cp-restart-'));
-  port = await freePort();
-  const integrations = writeIntegrationsFile(dir);
-  token = integrations.token;
-  env = {
-    OPTIN_CONTROL_SECRET: TEST_SECRET,
-    OPTIN_DATABASE_URL: db.url,
-    OPTIN_CONTROL_PORT: String(port),
-    OPTIN_CONTROL_HEARTBEAT_MS: '100',
-    OPTIN_CONTROL_INTEGRATIONS_FILE: integrations.file,
-    OPTIN_DATA_DIR: dir,
-  };
+  ({ dir, port, token, env } = await controlProcessSetup(db.url, TEST_SECRET, 'optin-cp-restart-', { OPTIN_CONTROL_HEARTBEAT_MS: '100' }));
 });
 
 afterAll(async () => {
