@@ -9,6 +9,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import type { AudioCodec } from '../src/sfu/mediaCodecs.ts';
+import type { ThreadHeap } from '../src/mediathreads/protocol.ts';
 
 /**
  * What runs in the process under test:
@@ -117,7 +118,7 @@ export interface WindowResult {
   heapUsedBytes: number;
   externalBytes: number;
   /** Each media thread's own heap after a full collection in it, at the end of the window. */
-  threadHeap?: { totalBytes: number; usedBytes: number; externalBytes: number }[];
+  threadHeap?: ThreadHeap[];
   /**
    * Recorder mode: segment upload latency (the store's last 1024 direct PUTs) and uploads so far,
    * read at the end of the window, i.e. in steady state (the close burst comes later).

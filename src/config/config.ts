@@ -5,6 +5,7 @@ import { MAX_RETENTION_SECONDS } from '../storage/layout.ts';
 import { IdSchema } from '../ids/ids.ts';
 import { checkKeyringKeys, loadEnvConfig, secretSetting, storeSecretKeySetting, type EnvKind } from './envLoader.ts';
 import { SiprecConfigSchema } from '../siprec/siprecConfig.ts';
+import { DEFAULT_BATCH_MS, DEFAULT_OLD_SPACE_MB, DEFAULT_SEALING, DEFAULT_SEMI_SPACE_MB } from '../mediathreads/defaults.ts';
 
 export { MAX_RETENTION_SECONDS };
 
@@ -106,7 +107,7 @@ export const ConfigSchema = z.strictObject({
    * in every run where 'main' missed them in two of four, at the price of more lag in the media
    * threads on the direct path and slower PUTs (README, performance; docs/architecture.md §3.2).
    */
-  segmentSealing: z.enum(['thread', 'main']).default('thread'),
+  segmentSealing: z.enum(['thread', 'main']).default(DEFAULT_SEALING),
   /**
    * Media threads for direct streams (SIPREC): their RTP is received and recorded there, one thread
    * per core by default (issue 16). 0 keeps the sockets and tracks on the main thread.
@@ -117,14 +118,14 @@ export const ConfigSchema = z.strictObject({
    * waking for every packet (0 = every packet). Costs up to this much extra delay per packet (the
    * jitter buffer absorbs it); saves most of the per-wake-up cost (README, performance).
    */
-  mediaBatchMs: z.number().int().min(0).max(40).default(8),
+  mediaBatchMs: z.number().int().min(0).max(40).default(DEFAULT_BATCH_MS),
   /**
    * Each media thread's young generation, as V8's semi-space size in MB. V8 grows a busy isolate's
    * semi-spaces to 16 MB or more; a media thread allocates fast (a Buffer per datagram) but keeps
    * little past a few scavenges, so a small one costs ~1 % more CPU in scavenges and saves most of
    * the thread's heap (README, performance: 2 MB cut private memory per stream at 1,000 streams from 560 to about 260 KB).
    */
-  mediaThreadSemiSpaceMb: z.number().int().min(1).max(64).default(2),
+  mediaThreadSemiSpaceMb: z.number().int().min(1).max(64).default(DEFAULT_SEMI_SPACE_MB),
   /**
    * Each media thread's old generation limit, MB. V8 sizes a heap's growth steps from its limit:
    * left to itself on a machine with many GB it lets an isolate grow to 4x its live data before a
@@ -132,7 +133,7 @@ export const ConfigSchema = z.strictObject({
    * the step is ~1.4x. A thread past it dies like one that crashed (its calls' media stop, fail
    * closed); its live data is ~45 KB per track.
    */
-  mediaThreadOldSpaceMb: z.number().int().min(64).max(8192).default(512),
+  mediaThreadOldSpaceMb: z.number().int().min(64).max(8192).default(DEFAULT_OLD_SPACE_MB),
   /**
    * Where SFU legs (WebRTC, gateway plain legs) are tapped: `thread` (a PlainTransport consumer per
    * leg into the media threads' sockets) or `main` (a DirectTransport on the main thread, one

@@ -15,13 +15,7 @@ import { ThreadSegment } from './ThreadSegment.ts';
 import { ThreadIngress } from './ThreadIngress.ts';
 import type { LegIngress, LegIngressFactory, LegIngressSpec } from '../sfu/LegIngress.ts';
 import type { S3Config } from '../storage/s3Endpoint.ts';
-
-/** Measured with `npm run bench`: see the README's performance section. */
-export const DEFAULT_BATCH_MS = 8;
-/** V8 semi-space of each media thread's young generation, MB (config mediaThreadSemiSpaceMb). */
-export const DEFAULT_SEMI_SPACE_MB = 2;
-/** Each media thread's old generation limit, MB (config mediaThreadOldSpaceMb). */
-export const DEFAULT_OLD_SPACE_MB = 512;
+import { DEFAULT_BATCH_MS, DEFAULT_OLD_SPACE_MB, DEFAULT_SEALING, DEFAULT_SEMI_SPACE_MB } from './defaults.ts';
 
 export interface MediaThreadPoolOptions {
   /** Threads to start: one per core is the intent (the main thread keeps control, API and storage). */
@@ -154,7 +148,7 @@ export class MediaThreadPool implements DirectTrackFactory, LegIngressFactory {
         traceVerdicts: o.onVerdict !== undefined,
         openSegmentDir: o.openSegmentDir,
         s3: o.s3,
-        sealing: o.sealing ?? 'thread',
+        sealing: o.sealing ?? DEFAULT_SEALING,
       };
       const [entry, extra] = threadEntry(import.meta.url, 'mediaThread');
       // V8's young generation is its two semi-spaces plus as much again for new large objects.

@@ -103,16 +103,20 @@ const pendingSegments = new Map<number, { resolve: () => void; reject: (err: Err
 /** How long a stop waits for the store's word on the segments still pending (the store's own PUT deadline is 5 s). */
 const STOP_SEGMENTS_WAIT_MS = 15_000;
 
+/** Told when the last pending segment got the store's word (a stop waiting for it). */
+let onSegmentsSettled: (() => void) | undefined;
+
 /** Resolves once no segment waits for the store's word (`segment.done`), or after `timeoutMs` (logged). */
 async function segmentsSettled(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (pendingSegments.size > 0) {
-    if (Date.now() > deadline) {
-      log.error({ segments: pendingSegments.size }, 'stopping with segments the store did not confirm; they are lost with this thread');
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  if (pendingSegments.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await new Promise<boolean>((resolve) => {
+    onSegmentsSettled = () => resolve(true);
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  clearTimeout(timer);
+  onSegmentsSettled = undefined;
+  if (!settled) log.error({ segments: pendingSegments.size }, 'stopping with segments the store did not confirm; they are lost with this thread');
 }
 let nextReq = 1;
 
@@ -393,6 +397,7 @@ port.on('message', (m: ToThread) => {
       held.release(m.req);
       if (m.error === undefined) p?.resolve();
       else p?.reject(new Error(m.error));
+      if (pendingSegments.size === 0) onSegmentsSettled?.();
       break;
     }
     case 'stream.open':

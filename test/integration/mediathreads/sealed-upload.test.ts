@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/crypto/Keyring.ts';
-import { DEFAULT_OLD_SPACE_MB } from '../../../src/mediathreads/MediaThreadPool.ts';
+import { DEFAULT_OLD_SPACE_MB } from '../../../src/mediathreads/defaults.ts';
 import { createLogger } from '../../../src/log/logger.ts';
 import type { SegmentStore } from '../../../src/recorder/TrackRecorder.ts';
 import { buildRtp } from '../../../src/rtp/RtpPacket.ts';
